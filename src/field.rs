@@ -1,0 +1,210 @@
+//! Bytes <-> typed values, and the chunk seen as a 3D grid cut into blocks.
+//!
+//! Any rank maps to three dimensions: rank 1 and 2 get leading dimensions of 1, rank > 3 merges
+//! its leading dimensions. Blocks are boxes of that grid that decode independently.
+
+use crate::error::{ensure, Error, Result};
+
+/// A floating-point element type the codec handles (f32, f64), read and written little-endian.
+pub trait Element: Copy + Send + Sync + PartialEq + 'static {
+    const SIZE: usize;
+    fn read_le(bytes: &[u8]) -> Self;
+    fn write_le(self, out: &mut Vec<u8>);
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+    /// True for values the quantizer never touches: NaN, infinities and subnormals
+    /// (they come back bit for bit).
+    fn is_special(self) -> bool;
+    fn to_bits_u64(self) -> u64;
+}
+
+impl Element for f32 {
+    const SIZE: usize = 4;
+    fn read_le(b: &[u8]) -> f32 {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+    fn is_special(self) -> bool {
+        !self.is_finite() || self.is_subnormal()
+    }
+    fn to_bits_u64(self) -> u64 {
+        self.to_bits() as u64
+    }
+}
+
+impl Element for f64 {
+    const SIZE: usize = 8;
+    fn read_le(b: &[u8]) -> f64 {
+        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+    fn is_special(self) -> bool {
+        !self.is_finite() || self.is_subnormal()
+    }
+    fn to_bits_u64(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// Decodes little-endian bytes into values; `bytes.len()` must be a multiple of the size.
+pub fn from_bytes<T: Element>(bytes: &[u8]) -> Vec<T> {
+    bytes.chunks_exact(T::SIZE).map(T::read_le).collect()
+}
+
+/// Encodes values as little-endian bytes.
+pub fn to_bytes<T: Element>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * T::SIZE);
+    for &v in values {
+        v.write_le(&mut out);
+    }
+    out
+}
+
+/// The 3D view of a chunk shape: `[slowest, middle, fastest]`.
+pub fn grid_dims(shape: &[usize]) -> [usize; 3] {
+    match shape.len() {
+        0 => [1, 1, 1],
+        1 => [1, 1, shape[0]],
+        2 => [1, shape[0], shape[1]],
+        r => [shape[..r - 2].iter().product(), shape[r - 2], shape[r - 1]],
+    }
+}
+
+/// Blocks hold at most this many values, so large chunks split into work for several threads
+/// while each block is long enough for the adaptive coder to learn its statistics.
+pub const BLOCK_TARGET: usize = 1 << 18;
+
+/// Block extents for a grid: halve the largest extent (slowest first on ties) until a block
+/// holds at most [`BLOCK_TARGET`] values.
+pub fn block_extents(dims: [usize; 3]) -> [usize; 3] {
+    let mut b = dims;
+    while b[0] * b[1] * b[2] > BLOCK_TARGET {
+        let mut i = 0;
+        for k in 1..3 {
+            if b[k] > b[i] {
+                i = k;
+            }
+        }
+        b[i] = b[i].div_ceil(2);
+    }
+    b
+}
+
+/// One block: its origin and extent in the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub origin: [usize; 3],
+    pub ext: [usize; 3],
+}
+
+impl Block {
+    pub fn len(&self) -> usize {
+        self.ext[0] * self.ext[1] * self.ext[2]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The blocks of a grid, in C order of the block grid.
+pub fn blocks(dims: [usize; 3], ext: [usize; 3]) -> Result<Vec<Block>> {
+    ensure!(
+        ext.iter().all(|&e| e > 0),
+        Error::Corrupt(format!("block extent {ext:?} has a zero"))
+    );
+    let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
+    let mut out = Vec::with_capacity(counts.iter().product());
+    for bz in 0..counts[0] {
+        for by in 0..counts[1] {
+            for bx in 0..counts[2] {
+                let origin = [bz * ext[0], by * ext[1], bx * ext[2]];
+                let e = [0, 1, 2].map(|k| ext[k].min(dims[k] - origin[k]));
+                out.push(Block { origin, ext: e });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies a block's values out of the grid (C order within the block).
+pub fn gather<T: Copy>(grid: &[T], dims: [usize; 3], b: &Block) -> Vec<T> {
+    let mut out = Vec::with_capacity(b.len());
+    for z in 0..b.ext[0] {
+        for y in 0..b.ext[1] {
+            let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
+            out.extend_from_slice(&grid[start..start + b.ext[2]]);
+        }
+    }
+    out
+}
+
+/// Writes a block's values back into the grid.
+pub fn scatter<T: Copy>(grid: &mut [T], dims: [usize; 3], b: &Block, values: &[T]) {
+    let row = b.ext[2];
+    for (i, src) in values.chunks_exact(row).enumerate() {
+        let (z, y) = (i / b.ext[1], i % b.ext[1]);
+        let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
+        grid[start..start + row].copy_from_slice(src);
+    }
+}
+
+/// Splits a flat grid index into its block and the position inside it.
+pub fn locate(index: usize, dims: [usize; 3], ext: [usize; 3]) -> ([usize; 3], [usize; 3]) {
+    let pos = [
+        index / (dims[1] * dims[2]),
+        (index / dims[2]) % dims[1],
+        index % dims[2],
+    ];
+    (
+        [0, 1, 2].map(|k| pos[k] / ext[k]),
+        [0, 1, 2].map(|k| pos[k] % ext[k]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_dims_merge_leading() {
+        assert_eq!(grid_dims(&[7]), [1, 1, 7]);
+        assert_eq!(grid_dims(&[3, 7]), [1, 3, 7]);
+        assert_eq!(grid_dims(&[2, 3, 4, 5]), [6, 4, 5]);
+    }
+
+    #[test]
+    fn blocks_tile_the_grid() {
+        let dims = [37, 150, 301];
+        let ext = block_extents(dims);
+        assert!(ext.iter().product::<usize>() <= BLOCK_TARGET);
+        let grid: Vec<u32> = (0..dims.iter().product::<usize>() as u32).collect();
+        let mut back = vec![0u32; grid.len()];
+        let bl = blocks(dims, ext).unwrap();
+        assert_eq!(bl.iter().map(Block::len).sum::<usize>(), grid.len());
+        for b in &bl {
+            scatter(&mut back, dims, b, &gather(&grid, dims, b));
+        }
+        assert_eq!(back, grid);
+    }
+
+    #[test]
+    fn small_grid_is_one_block() {
+        assert_eq!(block_extents([10, 20, 30]), [10, 20, 30]);
+    }
+}

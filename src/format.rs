@@ -1,0 +1,323 @@
+//! The chunk container: magic, version, header, length-prefixed sections with checksums.
+//! `docs/FORMAT.md` is the byte-level specification; this module is its reference reader and
+//! writer. All integers are little-endian.
+
+use crate::error::{ensure, Error, Result};
+use crate::params::{Coder, DType, ErrorMode, MAX_RANK};
+
+pub const MAGIC: [u8; 4] = *b"RSID";
+/// The newest container version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest possible header plus one section header: a stored chunk is never bigger than its
+/// data plus this.
+pub const MAX_OVERHEAD: usize = 8 + 8 * MAX_RANK + HEADER_TAIL + SECTION_HEADER;
+const HEADER_TAIL: usize = 56;
+pub const SECTION_HEADER: usize = 16;
+
+/// Size of a stored chunk of `data_len` bytes and rank `rank`.
+pub fn stored_len(rank: usize, data_len: usize) -> usize {
+    8 + 8 * rank + HEADER_TAIL + SECTION_HEADER + data_len
+}
+
+/// How the chunk's values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The element bytes as they came (when coding would not make the chunk smaller).
+    Stored = 0,
+    /// Quantized, predicted and entropy coded.
+    Coded = 1,
+}
+
+/// Section ids (`docs/FORMAT.md`, "Sections").
+pub mod section {
+    pub const STORED: u8 = 0;
+    pub const BLOCKS: u8 = 1;
+    pub const ESCAPES: u8 = 2;
+}
+
+/// Everything the header says about a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub layout: Layout,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub mode: ErrorMode,
+    pub coder: Coder,
+    /// The bound the user asked for, in the units of `mode`.
+    pub requested: f64,
+    /// The pointwise bound every decoded value meets (0 when stored exactly).
+    pub eb: f64,
+    /// Value of grid index 0.
+    pub mid: f64,
+    /// Grid spacing.
+    pub step: f64,
+    /// Block extents along the 3D view (0 when stored).
+    pub block: [usize; 3],
+    pub sections: u32,
+}
+
+impl Header {
+    /// Number of values; the shape was checked not to overflow when it was read.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(self.layout as u8);
+        out.push(self.dtype as u8);
+        out.push(self.shape.len() as u8);
+        for &d in &self.shape {
+            out.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        out.push(self.mode as u8);
+        out.push(self.coder as u8);
+        out.extend_from_slice(&[0, 0]);
+        for v in [self.requested, self.eb, self.mid, self.step] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for b in self.block {
+            out.extend_from_slice(&(b as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&self.sections.to_le_bytes());
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<Header> {
+        let start = r.pos;
+        ensure!(r.take(4, "magic")? == MAGIC, Error::WrongMagic);
+        let version = r.u8("header")?;
+        ensure!(
+            version >= 1 && version <= FORMAT_VERSION,
+            Error::UnsupportedVersion(version)
+        );
+        let layout = match r.u8("header")? {
+            0 => Layout::Stored,
+            1 => Layout::Coded,
+            l => return Err(Error::Corrupt(format!("unknown layout {l}"))),
+        };
+        let dtype = DType::from_code(r.u8("header")? as u32)
+            .map_err(|_| Error::Corrupt("unknown element type".into()))?;
+        let rank = r.u8("header")? as usize;
+        ensure!(
+            (1..=MAX_RANK).contains(&rank),
+            Error::Corrupt(format!("rank {rank}"))
+        );
+        let mut shape = Vec::with_capacity(rank);
+        for _ in 0..rank {
+            let d = r.u64("header")?;
+            ensure!(d > 0, Error::Corrupt("zero dimension".into()));
+            shape.push(usize::try_from(d).map_err(|_| Error::Corrupt("dimension".into()))?);
+        }
+        shape
+            .iter()
+            .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Corrupt(format!("shape {shape:?} overflows")))?;
+        let mode = match r.u8("header")? {
+            0 => ErrorMode::Abs,
+            1 => ErrorMode::Rel,
+            2 => ErrorMode::Nrmse,
+            3 => ErrorMode::Psnr,
+            m => return Err(Error::Corrupt(format!("unknown error mode {m}"))),
+        };
+        let coder = crate::code::coder_from_id(r.u8("header")?)?;
+        ensure!(r.take(2, "header")? == [0, 0], Error::ReservedBitsSet);
+        let requested = r.f64("header")?;
+        let eb = r.f64("header")?;
+        let mid = r.f64("header")?;
+        let step = r.f64("header")?;
+        let mut block = [0usize; 3];
+        for b in &mut block {
+            *b = r.u32("header")? as usize;
+        }
+        let sections = r.u32("header")?;
+        let end = r.pos;
+        let crc = r.u32("header")?;
+        ensure!(
+            crc == crc32fast::hash(&r.buf[start..end]),
+            Error::ChecksumMismatch { what: "header" }
+        );
+        Ok(Header {
+            layout,
+            dtype,
+            shape,
+            mode,
+            coder,
+            requested,
+            eb,
+            mid,
+            step,
+            block,
+            sections,
+        })
+    }
+}
+
+/// Appends a section: id, three reserved zero bytes, u64 length, crc32 of the payload, payload.
+pub fn write_section(out: &mut Vec<u8>, id: u8, payload: &[u8]) {
+    out.push(id);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Reads the next section, checks its checksum, and returns (id, payload).
+pub fn read_section<'a>(r: &mut Reader<'a>) -> Result<(u8, &'a [u8])> {
+    let id = r.u8("section header")?;
+    ensure!(
+        r.take(3, "section header")? == [0, 0, 0],
+        Error::ReservedBitsSet
+    );
+    let len = r.u64("section header")?;
+    let crc = r.u32("section header")?;
+    let len = usize::try_from(len).map_err(|_| Error::Truncated { what: "section" })?;
+    let payload = r.take(len, "section")?;
+    ensure!(
+        crc32fast::hash(payload) == crc,
+        Error::ChecksumMismatch { what: "section" }
+    );
+    Ok((id, payload))
+}
+
+/// A bounds-checked cursor: every read says what it was reading when the input ends.
+pub struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        ensure!(n <= self.remaining(), Error::Truncated { what });
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    pub fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+    pub fn u32(&mut self, what: &'static str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
+    }
+    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+    }
+    pub fn f64(&mut self, what: &'static str) -> Result<f64> {
+        Ok(f64::from_bits(self.u64(what)?))
+    }
+    /// An unsigned LEB128 varint of at most 10 bytes.
+    pub fn varint(&mut self, what: &'static str) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            v |= ((b & 0x7F) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Error::Corrupt(format!(
+            "{what}: varint longer than 10 bytes"
+        )))
+    }
+}
+
+/// Appends an unsigned LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// What `inspect` reports about a chunk without decoding it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkSummary {
+    pub header: Header,
+    pub compressed_len: usize,
+    /// (section id, payload length) in order.
+    pub sections: Vec<(u8, usize)>,
+}
+
+pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
+    let mut r = Reader::new(data);
+    let header = Header::read(&mut r)?;
+    let mut sections = Vec::new();
+    for _ in 0..header.sections {
+        let (id, payload) = read_section(&mut r)?;
+        sections.push((id, payload.len()));
+    }
+    Ok(ChunkSummary {
+        header,
+        compressed_len: data.len(),
+        sections,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            layout: Layout::Coded,
+            dtype: DType::F32,
+            shape: vec![3, 4, 5],
+            mode: ErrorMode::Rel,
+            coder: Coder::Range,
+            requested: 1e-3,
+            eb: 0.5,
+            mid: 2.0,
+            step: 1.0,
+            block: [3, 4, 5],
+            sections: 2,
+        }
+    }
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let mut buf = Vec::new();
+        header().write(&mut buf);
+        assert_eq!(buf.len(), 8 + 8 * 3 + HEADER_TAIL);
+        assert_eq!(Header::read(&mut Reader::new(&buf)).unwrap(), header());
+        let mut bad = buf.clone();
+        bad[20] ^= 1;
+        assert_eq!(
+            Header::read(&mut Reader::new(&bad)).unwrap_err(),
+            Error::ChecksumMismatch { what: "header" }
+        );
+        let mut newer = buf.clone();
+        newer[4] = FORMAT_VERSION + 1;
+        assert_eq!(
+            Header::read(&mut Reader::new(&newer)).unwrap_err(),
+            Error::UnsupportedVersion(FORMAT_VERSION + 1)
+        );
+        for cut in 0..buf.len() {
+            assert!(Header::read(&mut Reader::new(&buf[..cut])).is_err());
+        }
+    }
+
+    #[test]
+    fn varints() {
+        let mut out = Vec::new();
+        for v in [0, 1, 127, 128, 300, u64::MAX] {
+            put_varint(&mut out, v);
+        }
+        let mut r = Reader::new(&out);
+        for v in [0, 1, 127, 128, 300, u64::MAX] {
+            assert_eq!(r.varint("test").unwrap(), v);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! resid: error-bounded lossy compression of floating-point chunks.
+//!
+//! Data flows one way: `bytes -> field -> quantize -> predict -> code -> container` and back.
+//! [`compress`] and [`decompress`] are the whole interface the HDF5 plugin needs; every chunk
+//! carries its own element type, shape and bound, so it decodes with no outside information.
+//! The byte layout is specified in `docs/FORMAT.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod code;
+pub mod error;
+pub mod field;
+pub mod format;
+pub mod params;
+mod pipeline;
+pub mod predict;
+pub mod quant;
+
+pub use error::{Error, Result};
+pub use format::ChunkSummary;
+pub use params::{Backend, ChunkInfo, Coder, DType, ErrorMode, Params, PredictorChoice};
+
+/// Compresses one chunk: `data` holds `chunk.shape` elements of `chunk.dtype`, little-endian.
+///
+/// Every decoded value is within the bound `params` asks for (see [`ErrorMode`]); values that
+/// cannot be bounded (NaN, infinities, huge magnitudes) are stored exactly. The output is never
+/// more than [`format::MAX_OVERHEAD`] bytes larger than `data`.
+pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
+    pipeline::compress(data, chunk, params)
+}
+
+/// Decompresses one chunk written by [`compress`] into its little-endian element bytes.
+pub fn decompress(data: &[u8]) -> Result<Vec<u8>> {
+    pipeline::decompress(data, usize::MAX)
+}
+
+/// Like [`decompress`], but refuses a chunk that declares more than `max_len` output bytes
+/// before allocating anything (the plugin passes the chunk size HDF5 expects).
+pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
+    pipeline::decompress(data, max_len)
+}
+
+/// Reads a chunk's header without decoding it (element type, shape, bound, sizes).
+pub fn inspect(data: &[u8]) -> Result<ChunkSummary> {
+    format::summary(data)
+}

@@ -1,0 +1,375 @@
+//! The user's parameters and their `cd_values` form (the table in README is the reference).
+//!
+//! Word layout (32-bit words):
+//!
+//! | word | meaning |
+//! |------|---------|
+//! | 0 | cd_values layout version, 1 |
+//! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
+//! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
+//! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path (optional word) |
+//! | 5 | predictor: 0 auto, 1 Lorenzo (optional word) |
+//! | 6 | enhancer: 0 off (optional word; reserved for NeurLZ) |
+//! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
+//! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims |
+
+use crate::error::{ensure, Error, Result};
+
+/// Version of the `cd_values` layout written in word 0.
+pub const CD_VERSION: u32 = 1;
+/// Number of words a user may give (4 are required, the rest have defaults).
+pub const USER_WORDS: usize = 8;
+/// Words the user must give: version, mode, bound high, bound low.
+pub const REQUIRED_WORDS: usize = 4;
+/// Largest rank a chunk may have (HDF5's own limit).
+pub const MAX_RANK: usize = 32;
+
+/// How the error bound is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorMode {
+    /// `|x - x'| <= bound` for every value.
+    Abs = 0,
+    /// `|x - x'| <= bound * (max - min)` of the chunk's finite values.
+    Rel = 1,
+    /// Root-mean-square error divided by the chunk's value range at most `bound`.
+    Nrmse = 2,
+    /// Peak signal-to-noise ratio `20 log10(range / RMSE)` at least `bound` dB.
+    Psnr = 3,
+}
+
+/// The stage that turns residuals into bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coder {
+    /// Context-adaptive binary range coding of the residuals' bit-planes (best ratio).
+    Range = 0,
+    /// Bit-plane transposition followed by LZ4 (fastest).
+    Lz4 = 1,
+}
+
+/// Which predictor the encoder may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictorChoice {
+    /// The encoder picks (today: Lorenzo).
+    Auto = 0,
+    /// Integer 3D Lorenzo prediction.
+    Lorenzo = 1,
+}
+
+/// Where the work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The GPU when one is present and worth it, else the CPU.
+    Auto = 0,
+    /// Always the CPU.
+    Cpu = 1,
+    /// The GPU; falls back to the CPU (with a log message) when none is usable.
+    Cuda = 2,
+}
+
+/// Floating-point element type of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32 = 1,
+    F64 = 2,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+        }
+    }
+    pub fn from_code(code: u32) -> Result<DType> {
+        match code {
+            1 => Ok(DType::F32),
+            2 => Ok(DType::F64),
+            _ => Err(Error::Unsupported(format!(
+                "element type code {code} (1 = f32, 2 = f64)"
+            ))),
+        }
+    }
+}
+
+/// Element type and shape of a chunk: what `set_local` appends to `cd_values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkInfo {
+    pub dtype: DType,
+    /// Chunk dimensions, C order (first slowest).
+    pub shape: Vec<usize>,
+}
+
+impl ChunkInfo {
+    pub fn new(dtype: DType, shape: &[usize]) -> Result<ChunkInfo> {
+        ensure!(
+            !shape.is_empty() && shape.len() <= MAX_RANK,
+            Error::Unsupported(format!("rank {} (1..={MAX_RANK})", shape.len()))
+        );
+        ensure!(
+            shape.iter().all(|&d| d > 0),
+            Error::Unsupported(format!("chunk shape {shape:?} has a zero dimension"))
+        );
+        let info = ChunkInfo {
+            dtype,
+            shape: shape.to_vec(),
+        };
+        info.byte_len()?;
+        Ok(info)
+    }
+
+    /// Number of elements, or an error when it overflows.
+    pub fn len(&self) -> Result<usize> {
+        self.shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Unsupported(format!("chunk shape {:?} overflows", self.shape)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shape.iter().any(|&d| d == 0)
+    }
+
+    /// Size of the chunk in bytes.
+    pub fn byte_len(&self) -> Result<usize> {
+        self.len()?
+            .checked_mul(self.dtype.size())
+            .ok_or_else(|| Error::Unsupported(format!("chunk shape {:?} overflows", self.shape)))
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    pub mode: ErrorMode,
+    pub bound: f64,
+    pub coder: Coder,
+    pub predictor: PredictorChoice,
+    pub backend: Backend,
+}
+
+impl Params {
+    /// Absolute bound with every option at its default.
+    pub fn abs(bound: f64) -> Params {
+        Params::new(ErrorMode::Abs, bound)
+    }
+    /// Bound relative to the chunk's value range, defaults otherwise.
+    pub fn rel(bound: f64) -> Params {
+        Params::new(ErrorMode::Rel, bound)
+    }
+    pub fn new(mode: ErrorMode, bound: f64) -> Params {
+        Params {
+            mode,
+            bound,
+            coder: Coder::Range,
+            predictor: PredictorChoice::Auto,
+            backend: Backend::Auto,
+        }
+    }
+    pub fn with_coder(mut self, coder: Coder) -> Params {
+        self.coder = coder;
+        self
+    }
+
+    /// Checks the bound against its mode.
+    pub fn validate(&self) -> Result<()> {
+        let b = self.bound;
+        ensure!(
+            b.is_finite(),
+            Error::BadParams(format!("bound {b} is not finite"))
+        );
+        match self.mode {
+            ErrorMode::Abs | ErrorMode::Rel => ensure!(
+                b > 0.0,
+                Error::BadParams(format!("{:?} bound {b} must be > 0", self.mode))
+            ),
+            ErrorMode::Nrmse => ensure!(
+                b > 0.0 && b <= 1.0,
+                Error::BadParams(format!("NRMSE target {b} must be in (0, 1]"))
+            ),
+            ErrorMode::Psnr => ensure!(
+                b > 0.0 && b <= 400.0,
+                Error::BadParams(format!("PSNR target {b} dB must be in (0, 400]"))
+            ),
+        }
+        Ok(())
+    }
+
+    /// Parses the user's words (the first `USER_WORDS` when `set_local` already appended more).
+    pub fn from_cd_values(cd: &[u32]) -> Result<Params> {
+        ensure!(
+            cd.len() >= REQUIRED_WORDS,
+            Error::BadParams(format!(
+                "{} cd_values given, at least {REQUIRED_WORDS} needed (version, mode, bound high word, bound low word)",
+                cd.len()
+            ))
+        );
+        ensure!(
+            cd[0] == CD_VERSION,
+            Error::BadParams(format!(
+                "cd_values[0] (layout version) is {}, this build reads {CD_VERSION}",
+                cd[0]
+            ))
+        );
+        let mode = match cd[1] {
+            0 => ErrorMode::Abs,
+            1 => ErrorMode::Rel,
+            2 => ErrorMode::Nrmse,
+            3 => ErrorMode::Psnr,
+            m => {
+                return Err(Error::BadParams(format!(
+                    "cd_values[1] (error mode) is {m}: 0 abs, 1 rel, 2 nrmse, 3 psnr"
+                )))
+            }
+        };
+        let bound = words_to_f64(cd[2], cd[3]);
+        let word = |i: usize| cd.get(i).copied().unwrap_or(0);
+        let coder = match word(4) {
+            0 => Coder::Range,
+            1 => Coder::Lz4,
+            c => {
+                return Err(Error::BadParams(format!(
+                    "cd_values[4] (coder) is {c}: 0 range, 1 lz4"
+                )))
+            }
+        };
+        let predictor = match word(5) {
+            0 => PredictorChoice::Auto,
+            1 => PredictorChoice::Lorenzo,
+            p => {
+                return Err(Error::BadParams(format!(
+                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo"
+                )))
+            }
+        };
+        if word(6) != 0 {
+            return Err(Error::BadParams(format!(
+                "cd_values[6] (enhancer) is {}: only 0 (off) is available in this build",
+                word(6)
+            )));
+        }
+        let backend = match word(7) {
+            0 => Backend::Auto,
+            1 => Backend::Cpu,
+            2 => Backend::Cuda,
+            b => {
+                return Err(Error::BadParams(format!(
+                    "cd_values[7] (backend) is {b}: 0 auto, 1 cpu, 2 cuda"
+                )))
+            }
+        };
+        let p = Params {
+            mode,
+            bound,
+            coder,
+            predictor,
+            backend,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The full user words (always `USER_WORDS` long).
+    pub fn to_cd_values(&self) -> Vec<u32> {
+        let (hi, lo) = f64_to_words(self.bound);
+        vec![
+            CD_VERSION,
+            self.mode as u32,
+            hi,
+            lo,
+            self.coder as u32,
+            self.predictor as u32,
+            0,
+            self.backend as u32,
+        ]
+    }
+}
+
+/// The words `set_local` stores: the user's words (defaults filled in) then the chunk's
+/// element type, rank and dimensions.
+pub fn local_cd_values(params: &Params, chunk: &ChunkInfo) -> Result<Vec<u32>> {
+    let mut cd = params.to_cd_values();
+    cd.push(chunk.dtype as u32);
+    cd.push(chunk.shape.len() as u32);
+    for &d in &chunk.shape {
+        let d = u32::try_from(d)
+            .map_err(|_| Error::Unsupported(format!("chunk dimension {d} exceeds 2^32-1")))?;
+        cd.push(d);
+    }
+    Ok(cd)
+}
+
+/// Parses the full `set_local` form back into the parameters and the chunk description.
+pub fn parse_local_cd_values(cd: &[u32]) -> Result<(Params, ChunkInfo)> {
+    let params = Params::from_cd_values(cd)?;
+    ensure!(
+        cd.len() >= USER_WORDS + 2,
+        Error::BadParams(format!(
+            "{} cd_values: the chunk description appended by set_local is missing",
+            cd.len()
+        ))
+    );
+    let dtype = DType::from_code(cd[USER_WORDS])?;
+    let rank = cd[USER_WORDS + 1] as usize;
+    ensure!(
+        (1..=MAX_RANK).contains(&rank) && cd.len() == USER_WORDS + 2 + rank,
+        Error::BadParams(format!(
+            "cd_values declare rank {rank} but hold {} words",
+            cd.len()
+        ))
+    );
+    let shape: Vec<usize> = cd[USER_WORDS + 2..].iter().map(|&d| d as usize).collect();
+    Ok((params, ChunkInfo::new(dtype, &shape)?))
+}
+
+/// Splits an f64 into (high word, low word), the order used in `cd_values`.
+pub fn f64_to_words(v: f64) -> (u32, u32) {
+    let bits = v.to_bits();
+    ((bits >> 32) as u32, bits as u32)
+}
+
+/// Joins (high word, low word) back into an f64.
+pub fn words_to_f64(hi: u32, lo: u32) -> f64 {
+    f64::from_bits(((hi as u64) << 32) | lo as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for v in [1e-3, 0.1, 123.456, f64::MIN_POSITIVE] {
+            let (h, l) = f64_to_words(v);
+            assert_eq!(words_to_f64(h, l), v);
+        }
+        // 1e-3 = 0x3F50624DD2F1A9FC: high word first.
+        assert_eq!(f64_to_words(1e-3), (0x3F50624D, 0xD2F1A9FC));
+    }
+
+    #[test]
+    fn minimal_and_full_forms() {
+        let (h, l) = f64_to_words(0.5);
+        let p = Params::from_cd_values(&[1, 0, h, l]).unwrap();
+        assert_eq!(p, Params::abs(0.5));
+        let chunk = ChunkInfo::new(DType::F64, &[4, 5, 6]).unwrap();
+        let cd = local_cd_values(&p, &chunk).unwrap();
+        assert_eq!(cd.len(), 8 + 2 + 3);
+        assert_eq!(parse_local_cd_values(&cd).unwrap(), (p, chunk));
+    }
+
+    #[test]
+    fn rejects_bad_words() {
+        let (h, l) = f64_to_words(1e-3);
+        let msg = |cd: &[u32]| Params::from_cd_values(cd).unwrap_err().to_string();
+        assert!(msg(&[1, 0, h]).contains("at least 4"));
+        assert!(msg(&[2, 0, h, l]).contains("layout version"));
+        assert!(msg(&[1, 9, h, l]).contains("error mode"));
+        assert!(msg(&[1, 0, h, l, 7]).contains("coder"));
+        let (nh, nl) = f64_to_words(-1.0);
+        assert!(msg(&[1, 0, nh, nl]).contains("must be > 0"));
+        let (nh, nl) = f64_to_words(f64::NAN);
+        assert!(msg(&[1, 1, nh, nl]).contains("not finite"));
+        let (nh, nl) = f64_to_words(2.0);
+        assert!(msg(&[1, 2, nh, nl]).contains("NRMSE"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Prequantization: values to an integer grid that meets the bound, and back.
+//!
+//! `q = round((x - mid) / step)` with `step = 2 eb`, and the decoder's value is
+//! `T::from_f64(mid + q * step)` ([`dequantize`], the one formula both sides use). The encoder
+//! evaluates that formula for every value and escapes any value it does not bring within the
+//! bound (NaN, infinities, subnormals, magnitudes beyond [`QMAX`] steps, values an f32 cannot
+//! represent closely enough): those are stored exactly in the outlier section.
+
+use rayon::prelude::*;
+
+use crate::field::Element;
+use crate::params::{ErrorMode, Params};
+
+/// Largest quantization index magnitude. Keeps every Lorenzo residual (a sum of 8 grid values)
+/// inside an i32, with room to spare.
+pub const QMAX: f64 = (1u32 << 27) as f64;
+
+/// How the grid is laid over the values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grid {
+    /// Value of index 0.
+    pub mid: f64,
+    /// Distance between neighbouring indices (twice the quantization bound).
+    pub step: f64,
+}
+
+/// The decoded value of index `q`. Encoder and decoder both call this, so the encoder's bound
+/// check sees exactly the values the decoder will produce.
+#[inline]
+pub fn dequantize<T: Element>(q: i32, grid: Grid) -> T {
+    T::from_f64(grid.mid + q as f64 * grid.step)
+}
+
+/// Range statistics of the finite values of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub min: f64,
+    pub max: f64,
+    /// Number of finite values.
+    pub finite: usize,
+}
+
+impl Stats {
+    pub fn range(&self) -> f64 {
+        if self.finite == 0 {
+            0.0
+        } else {
+            self.max - self.min
+        }
+    }
+}
+
+pub fn stats<T: Element>(x: &[T]) -> Stats {
+    x.par_chunks(1 << 16)
+        .map(|c| {
+            let mut s = Stats {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                finite: 0,
+            };
+            for &v in c {
+                let v = v.to_f64();
+                if v.is_finite() {
+                    s.min = s.min.min(v);
+                    s.max = s.max.max(v);
+                    s.finite += 1;
+                }
+            }
+            s
+        })
+        .reduce(
+            || Stats {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                finite: 0,
+            },
+            |a, b| Stats {
+                min: a.min.min(b.min),
+                max: a.max.max(b.max),
+                finite: a.finite + b.finite,
+            },
+        )
+}
+
+/// Indices of one chunk plus the values that must be stored exactly.
+#[derive(Debug, Clone, Default)]
+pub struct Quantized {
+    pub q: Vec<i32>,
+    /// Sorted flat indices of escaped values (their `q` entries are placeholders).
+    pub escapes: Vec<usize>,
+    /// Sum of squared errors of the quantized values.
+    pub sse: f64,
+}
+
+/// Quantizes `x` onto `grid`, escaping every value whose decoded value is further than `eb`
+/// from it.
+pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64) -> Quantized {
+    const PART: usize = 1 << 16;
+    let inv = 1.0 / grid.step;
+    let parts: Vec<(Vec<i32>, Vec<usize>, f64)> = x
+        .par_chunks(PART)
+        .enumerate()
+        .map(|(p, c)| {
+            let mut q = Vec::with_capacity(c.len());
+            let mut esc = Vec::new();
+            let mut sse = 0.0;
+            for (i, &v) in c.iter().enumerate() {
+                let xf = v.to_f64();
+                let qf = ((xf - grid.mid) * inv).round();
+                // `!(a <= b)` also catches NaN.
+                let ok = !v.is_special() && qf.abs() <= QMAX;
+                let qi = if ok { qf as i32 } else { 0 };
+                let err = (xf - dequantize::<T>(qi, grid).to_f64()).abs();
+                if ok && err <= eb {
+                    q.push(qi);
+                    sse += err * err;
+                } else {
+                    q.push(0);
+                    esc.push(p * PART + i);
+                }
+            }
+            (q, esc, sse)
+        })
+        .collect();
+    let mut out = Quantized {
+        q: Vec::with_capacity(x.len()),
+        ..Default::default()
+    };
+    for (q, esc, sse) in parts {
+        out.q.extend_from_slice(&q);
+        out.escapes.extend_from_slice(&esc);
+        out.sse += sse;
+    }
+    out
+}
+
+/// The grid and the pointwise bound chosen for a chunk, with its quantized indices.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub grid: Grid,
+    /// The pointwise bound every decoded value meets.
+    pub eb: f64,
+    pub quantized: Quantized,
+}
+
+/// Chooses the grid for `params` and quantizes. Returns `None` when no grid meets the target
+/// (the caller then stores the chunk exactly).
+pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
+    let st = stats(x);
+    let range = st.range();
+    let mid = if st.finite == 0 {
+        0.0
+    } else {
+        st.min + range / 2.0
+    };
+    let target_nrmse = match params.mode {
+        ErrorMode::Abs | ErrorMode::Rel => None,
+        ErrorMode::Nrmse => Some(params.bound),
+        ErrorMode::Psnr => Some(10f64.powf(-params.bound / 20.0)),
+    };
+    let mut eb = match params.mode {
+        ErrorMode::Abs => params.bound,
+        ErrorMode::Rel => params.bound * range,
+        // Uniform quantization error has RMSE step/sqrt(12) = eb/sqrt(3).
+        ErrorMode::Nrmse | ErrorMode::Psnr => target_nrmse? * range * 3f64.sqrt(),
+    };
+    eb = eb.min(f64::MAX / 4.0);
+    if !(eb >= 0.0) {
+        return None;
+    }
+    let make = |eb: f64| {
+        // A zero bound (constant chunk under a relative target) still needs a usable step:
+        // every value then sits exactly on index 0 or is escaped.
+        let step = if eb > 0.0 { 2.0 * eb } else { 1.0 };
+        let grid = Grid { mid, step };
+        Plan {
+            grid,
+            eb,
+            quantized: quantize(x, grid, eb),
+        }
+    };
+    let Some(t) = target_nrmse else {
+        return Some(make(eb));
+    };
+    for _ in 0..16 {
+        let p = make(eb);
+        let n = x.len().max(1) as f64;
+        let nrmse = if range > 0.0 {
+            (p.quantized.sse / n).sqrt() / range
+        } else {
+            0.0
+        };
+        if nrmse <= t {
+            return Some(p);
+        }
+        eb *= 0.98 * t / nrmse;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_meets_bound_and_escapes_specials() {
+        let x = [1.0f32, 1.001, f32::NAN, f32::INFINITY, 1e-40, 5.0, -3.25];
+        let grid = Grid {
+            mid: 1.0,
+            step: 0.02,
+        };
+        let qz = quantize(&x, grid, 0.01);
+        assert_eq!(qz.escapes, vec![2, 3, 4]);
+        for (i, &v) in x.iter().enumerate() {
+            if !qz.escapes.contains(&i) {
+                let back: f32 = dequantize(qz.q[i], grid);
+                assert!((v as f64 - back as f64).abs() <= 0.01);
+            }
+        }
+    }
+
+    #[test]
+    fn bound_below_half_ulp_escapes() {
+        // f32 near 1e5 has an ulp of 0.0078: a bound of 1e-3 can only be met exactly.
+        let x = [100000.01f32, 100000.02, 100000.03];
+        let qz = quantize(
+            &x,
+            Grid {
+                mid: 100000.0,
+                step: 2e-3,
+            },
+            1e-3,
+        );
+        for (i, &v) in x.iter().enumerate() {
+            if !qz.escapes.contains(&i) {
+                let back: f32 = dequantize(
+                    qz.q[i],
+                    Grid {
+                        mid: 100000.0,
+                        step: 2e-3,
+                    },
+                );
+                assert!((v as f64 - back as f64).abs() <= 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn nrmse_target_is_met() {
+        let x: Vec<f64> = (0..10000).map(|i| (i as f64 * 0.01).sin()).collect();
+        for t in [1e-2, 1e-3, 1e-5] {
+            let p = plan(&x, &Params::new(ErrorMode::Nrmse, t)).unwrap();
+            let n = (p.quantized.sse / x.len() as f64).sqrt() / 2.0;
+            assert!(n <= t, "nrmse {n} > {t}");
+            assert!(n > t / 4.0, "nrmse {n} far below target {t}: bits wasted");
+        }
+    }
+
+    #[test]
+    fn constant_chunk_relative_bound() {
+        let x = vec![3.5f32; 100];
+        let p = plan(&x, &Params::rel(1e-3)).unwrap();
+        assert!(p.quantized.escapes.is_empty());
+        assert!(p.quantized.q.iter().all(|&q| q == 0));
+    }
+}
