@@ -3,7 +3,8 @@
 //! Each code `z` is sent as its number of significant bit-planes `k` (0 for z = 0), then the
 //! planes below the leading one, most significant first. `k` is coded by a 5-level binary tree
 //! whose probabilities depend on a context formed from the plane counts of the causal
-//! neighbours (west, north, previous slice), so flat and busy regions get their own statistics.
+//! neighbours (west, north, previous slice: their sum plus their maximum), so flat and busy
+//! regions get their own statistics.
 //! The two planes under the leading one are coded adaptively per `k`; the lower planes are
 //! close to uniform and go to a raw bit stream.
 //!
@@ -60,7 +61,7 @@ impl Neighbours {
         let w = self.k[i - 1] as usize;
         let n = self.k[i - self.row] as usize;
         let u = self.k[i - self.plane] as usize;
-        (2 * w + n + u).min(CONTEXTS - 1)
+        (w + n + u + w.max(n).max(u)).min(CONTEXTS - 1)
     }
 }
 

@@ -1,0 +1,60 @@
+//! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
+//! bits per value, max error / bound, PSNR and single-chunk throughput.
+//!
+//! `cargo run --release --example eval -- FILE... [--coder lz4]`
+
+use std::time::Instant;
+
+use resid::{ChunkInfo, Coder, DType, Params};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let coder = if args.iter().any(|a| a == "lz4") { Coder::Lz4 } else { Coder::Range };
+    for path in args.iter().filter(|a| a.contains('_')) {
+        let name = path.rsplit('/').next().unwrap();
+        let (stem, ext) = name.rsplit_once('.').unwrap();
+        let dtype = if ext == "f64" { DType::F64 } else { DType::F32 };
+        let shape: Vec<usize> = stem
+            .rsplit('_')
+            .next()
+            .unwrap()
+            .split('x')
+            .map(|d| d.parse().unwrap())
+            .collect();
+        let data = std::fs::read(path).unwrap();
+        let chunk = ChunkInfo::new(dtype, &shape).unwrap();
+        let x: Vec<f64> = match dtype {
+            DType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            DType::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+        };
+        let (mn, mx) = x.iter().filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
+        for rel in [1e-2, 1e-3, 1e-4, 1e-5] {
+            let eb = rel * (mx - mn);
+            let p = Params::abs(eb).with_coder(coder);
+            let t = Instant::now();
+            let c = resid::compress(&data, &chunk, &p).unwrap();
+            let te = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let d = resid::decompress(&c).unwrap();
+            let td = t.elapsed().as_secs_f64();
+            let y: Vec<f64> = match dtype {
+                DType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+                DType::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            };
+            let mut maxe: f64 = 0.0;
+            let mut sse = 0.0;
+            for (a, b) in x.iter().zip(&y) {
+                let e = (a - b).abs();
+                maxe = maxe.max(e);
+                sse += e * e;
+            }
+            let psnr = 20.0 * ((mx - mn) / (sse / x.len() as f64).sqrt()).log10();
+            let mb = data.len() as f64 / 1e6;
+            println!(
+                "{:<48} rel {:>6.0e} bits/val {:>7.3} ratio {:>8.2} maxerr/eb {:.4} psnr {:>6.2} enc {:>6.1} MB/s dec {:>6.1} MB/s",
+                name, rel, c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
+                maxe / eb, psnr, mb / te, mb / td
+            );
+        }
+    }
+}
