@@ -9,7 +9,11 @@ use resid::{ChunkInfo, Coder, DType, Params};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let coder = if args.iter().any(|a| a == "lz4") { Coder::Lz4 } else { Coder::Range };
+    let coder = if args.iter().any(|a| a == "lz4") {
+        Coder::Lz4
+    } else {
+        Coder::Range
+    };
     for path in args.iter().filter(|a| a.contains('_')) {
         let name = path.rsplit('/').next().unwrap();
         let (stem, ext) = name.rsplit_once('.').unwrap();
@@ -24,10 +28,19 @@ fn main() {
         let data = std::fs::read(path).unwrap();
         let chunk = ChunkInfo::new(dtype, &shape).unwrap();
         let x: Vec<f64> = match dtype {
-            DType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-            DType::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            DType::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                .collect(),
+            DType::F64 => data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
         };
-        let (mn, mx) = x.iter().filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
+        let (mn, mx) = x
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
         for rel in [1e-2, 1e-3, 1e-4, 1e-5] {
             let eb = rel * (mx - mn);
             let p = Params::abs(eb).with_coder(coder);
@@ -38,8 +51,14 @@ fn main() {
             let d = resid::decompress(&c).unwrap();
             let td = t.elapsed().as_secs_f64();
             let y: Vec<f64> = match dtype {
-                DType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
-                DType::F64 => d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+                DType::F32 => d
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::F64 => d
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
             };
             let mut maxe: f64 = 0.0;
             let mut sse = 0.0;

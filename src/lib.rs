@@ -6,6 +6,8 @@
 //! The byte layout is specified in `docs/FORMAT.md`.
 
 #![forbid(unsafe_code)]
+// Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod code;
 pub mod error;

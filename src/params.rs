@@ -126,7 +126,7 @@ impl ChunkInfo {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shape.iter().any(|&d| d == 0)
+        self.shape.contains(&0)
     }
 
     /// Size of the chunk in bytes.

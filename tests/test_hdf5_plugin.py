@@ -63,9 +63,12 @@ def ud(words_, flag=0, name=None):
     return f"{name}:{arg}" if name else arg
 
 
-def env():
+def env(plugin_path=True):
     e = dict(os.environ)
-    e["HDF5_PLUGIN_PATH"] = str(PLUGIN.parent)
+    if plugin_path:
+        e["HDF5_PLUGIN_PATH"] = str(PLUGIN.parent)
+    else:
+        e.pop("HDF5_PLUGIN_PATH", None)
     return e
 
 
@@ -76,8 +79,8 @@ def need(tool):
     return path
 
 
-def run(cmd, **kw):
-    return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300, **kw)
+def run(cmd, plugin_path=True, **kw):
+    return subprocess.run(cmd, env=env(plugin_path), capture_output=True, text=True, timeout=300, **kw)
 
 
 PREAMBLE = """\
@@ -87,12 +90,12 @@ import h5py
 """
 
 
-def run_py(tmp_path, body, check=True):
+def run_py(tmp_path, body, check=True, plugin_path=True):
     """Runs `body` in a fresh Python with the plugin on HDF5_PLUGIN_PATH; returns the process.
     The last stdout line, when JSON, is parsed into `.result`."""
     script = tmp_path / f"snippet_{len(list(tmp_path.glob('snippet_*.py')))}.py"
     script.write_text(PREAMBLE + textwrap.dedent(body))
-    p = run([sys.executable, str(script)], cwd=tmp_path)
+    p = run([sys.executable, str(script)], plugin_path=plugin_path, cwd=tmp_path)
     if check and p.returncode != 0:
         pytest.fail(f"subprocess failed (rc {p.returncode}):\n{p.stdout}\n{p.stderr}")
     lines = p.stdout.strip().splitlines()
@@ -476,3 +479,23 @@ def test_c_program_roundtrip(tmp_path):
     """)
     assert with_h5py.result[1] == [str(FILTER_ID)]
     assert math.isfinite(with_h5py.result[0])
+
+
+def test_hdf5plugin_style_registration_without_plugin_path(tmp_path):
+    """hdf5plugin's way: ctypes-load the library, init_filter(<h5py.h5z path>), register the
+    class with h5py. No HDF5_PLUGIN_PATH involved."""
+    p = run_py(tmp_path, f"""
+        import ctypes
+        assert not h5py.h5z.filter_avail({FILTER_ID})
+        lib = ctypes.CDLL({str(PLUGIN)!r})
+        assert lib.init_filter(h5py.h5z.__file__.encode()) == 0
+        lib.H5PLget_plugin_info.restype = ctypes.c_void_p
+        h5py.h5z.register_filter(lib.H5PLget_plugin_info())
+        data = np.linspace(0, 1, 300, dtype="<f4").reshape(10, 30)
+        with h5py.File("reg.h5", "w") as f:
+            f.create_dataset("x", data=data, chunks=(4, 8), compression={FILTER_ID},
+                             compression_opts={tuple(words("abs", 1e-3))!r})
+        with h5py.File("reg.h5", "r") as f:
+            print(json.dumps(float(np.abs(f["x"][...].astype("f8") - data).max())))
+    """, plugin_path=False)
+    assert p.result <= 1e-3

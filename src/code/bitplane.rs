@@ -79,8 +79,8 @@ pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
     let mut it = r.iter();
     for z in 0..ext[0] {
         for y in 0..ext[1] {
-            let mut i = nb.at(z, y, 0);
-            for _ in 0..ext[2] {
+            let start = nb.at(z, y, 0);
+            for i in start..start + ext[2] {
                 let code = zigzag::encode(*it.next().expect("block length"));
                 let k = planes_of(code);
                 let probs = &mut m.k_tree[nb.context(i)];
@@ -104,7 +104,6 @@ pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
                         raw.put(code, below - MODELLED_PLANES);
                     }
                 }
-                i += 1;
             }
         }
     }
@@ -139,8 +138,8 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
     let mut out = r.iter_mut();
     for z in 0..ext[0] {
         for y in 0..ext[1] {
-            let mut i = nb.at(z, y, 0);
-            for _ in 0..ext[2] {
+            let start = nb.at(z, y, 0);
+            for i in start..start + ext[2] {
                 let probs = &mut m.k_tree[nb.context(i)];
                 let mut node = 1usize;
                 for _ in 0..5 {
@@ -168,7 +167,6 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
                     Some(o) => *o = zigzag::decode(code),
                     None => return Err(Error::Corrupt("block longer than its extent".into())),
                 }
-                i += 1;
             }
         }
     }

@@ -1,0 +1,368 @@
+//! Properties of the codec: the bound holds for any shape, bound and value distribution;
+//! special values come back bit for bit; damaged chunks give errors, never panics.
+
+use proptest::prelude::*;
+use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params};
+
+fn to_bytes32(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+fn to_bytes64(x: &[f64]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+fn from_bytes32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+fn from_bytes64(b: &[u8]) -> Vec<f64> {
+    b.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The pointwise bound `params` promises for `x` (finite values only).
+fn pointwise_bound(x: &[f64], params: &Params, eb_header: f64) -> f64 {
+    let finite: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
+    let range = if finite.is_empty() {
+        0.0
+    } else {
+        finite.iter().cloned().fold(f64::MIN, f64::max)
+            - finite.iter().cloned().fold(f64::MAX, f64::min)
+    };
+    match params.mode {
+        ErrorMode::Abs => params.bound,
+        ErrorMode::Rel => params.bound * range,
+        // Targets on the whole chunk: each value is within the header's bound.
+        ErrorMode::Nrmse | ErrorMode::Psnr => eb_header,
+    }
+}
+
+/// Compresses, decompresses and checks every value; returns the compressed size.
+fn check(x: &[f64], dtype: DType, shape: &[usize], params: &Params) -> usize {
+    let chunk = ChunkInfo::new(dtype, shape).unwrap();
+    let (data, xs): (Vec<u8>, Vec<f64>) = match dtype {
+        DType::F32 => {
+            let v: Vec<f32> = x.iter().map(|&a| a as f32).collect();
+            (to_bytes32(&v), v.iter().map(|&a| a as f64).collect())
+        }
+        DType::F64 => (to_bytes64(x), x.to_vec()),
+    };
+    let c = resid::compress(&data, &chunk, params).unwrap();
+    assert!(c.len() <= data.len() + resid::format::MAX_OVERHEAD);
+    let summary = resid::inspect(&c).unwrap();
+    let d = resid::decompress(&c).unwrap();
+    assert_eq!(d.len(), data.len());
+    let bits_in: Vec<u64>;
+    let ys: Vec<f64>;
+    let bits_out: Vec<u64>;
+    match dtype {
+        DType::F32 => {
+            let y = from_bytes32(&d);
+            bits_in = from_bytes32(&data)
+                .iter()
+                .map(|v| v.to_bits() as u64)
+                .collect();
+            bits_out = y.iter().map(|v| v.to_bits() as u64).collect();
+            ys = y.iter().map(|&a| a as f64).collect();
+        }
+        DType::F64 => {
+            let y = from_bytes64(&d);
+            bits_in = from_bytes64(&data).iter().map(|v| v.to_bits()).collect();
+            bits_out = y.iter().map(|v| v.to_bits()).collect();
+            ys = y;
+        }
+    }
+    let eb = pointwise_bound(&xs, params, summary.header.eb);
+    let mut sse = 0.0;
+    for i in 0..xs.len() {
+        let special = !xs[i].is_finite() || (xs[i] != 0.0 && xs[i].abs() < min_normal(dtype));
+        if special {
+            assert_eq!(
+                bits_in[i], bits_out[i],
+                "special value {} at {i} changed",
+                xs[i]
+            );
+        } else {
+            let e = (xs[i] - ys[i]).abs();
+            assert!(
+                e <= eb,
+                "value {i}: |{} - {}| = {e} > {eb} ({params:?})",
+                xs[i],
+                ys[i]
+            );
+            sse += e * e;
+        }
+    }
+    if let Some(t) = target_nrmse(params) {
+        let finite: Vec<f64> = xs.iter().copied().filter(|v| v.is_finite()).collect();
+        let range = finite.iter().cloned().fold(f64::MIN, f64::max)
+            - finite.iter().cloned().fold(f64::MAX, f64::min);
+        if range > 0.0 {
+            let nrmse = (sse / xs.len() as f64).sqrt() / range;
+            assert!(nrmse <= t, "NRMSE {nrmse} > target {t}");
+        }
+    }
+    c.len()
+}
+
+fn min_normal(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f32::MIN_POSITIVE as f64,
+        DType::F64 => f64::MIN_POSITIVE,
+    }
+}
+
+fn target_nrmse(p: &Params) -> Option<f64> {
+    match p.mode {
+        ErrorMode::Nrmse => Some(p.bound),
+        ErrorMode::Psnr => Some(10f64.powf(-p.bound / 20.0)),
+        _ => None,
+    }
+}
+
+fn smooth(shape: &[usize]) -> Vec<f64> {
+    let n: usize = shape.iter().product();
+    (0..n)
+        .map(|i| {
+            let t = i as f64;
+            (t * 0.013).sin() * 50.0 + (t * 0.0007).cos() * 200.0 + (t * 0.31).sin()
+        })
+        .collect()
+}
+
+#[test]
+fn smooth_field_all_modes_and_coders() {
+    let shape = [13, 17, 19];
+    let x = smooth(&shape);
+    for dtype in [DType::F32, DType::F64] {
+        for coder in [Coder::Range, Coder::Lz4] {
+            for p in [
+                Params::abs(0.01),
+                Params::abs(1e-6),
+                Params::rel(1e-3),
+                Params::rel(1e-7),
+                Params::new(ErrorMode::Nrmse, 1e-4),
+                Params::new(ErrorMode::Psnr, 60.0),
+            ] {
+                check(&x, dtype, &shape, &p.with_coder(coder));
+            }
+        }
+    }
+}
+
+#[test]
+fn compresses_smooth_data() {
+    let shape = [32, 64, 64];
+    let x = smooth(&shape);
+    let size = check(&x, DType::F32, &shape, &Params::rel(1e-3));
+    assert!(
+        size * 8 < x.len() * 4,
+        "{size} bytes: less than 8x on a smooth field"
+    );
+}
+
+#[test]
+fn specials_round_trip_bit_for_bit() {
+    let mut x = smooth(&[4, 8, 8]);
+    x[3] = f64::NAN;
+    x[10] = f64::INFINITY;
+    x[11] = f64::NEG_INFINITY;
+    x[12] = 1e-42; // subnormal in f32
+    x[13] = -0.0;
+    x[40] = 1e30; // beyond the grid's reach
+    for dtype in [DType::F32, DType::F64] {
+        check(&x, dtype, &[4, 8, 8], &Params::rel(1e-3));
+        check(&x, dtype, &[4, 8, 8], &Params::abs(1e-2));
+    }
+    let sub = vec![f64::MIN_POSITIVE / 3.0; 10];
+    check(&sub, DType::F64, &[10], &Params::abs(1.0));
+}
+
+#[test]
+fn all_nan_and_constant_chunks() {
+    check(&[f64::NAN; 50], DType::F32, &[50], &Params::rel(1e-2));
+    let c = check(&[7.25; 10_000], DType::F32, &[100, 100], &Params::rel(1e-4));
+    assert!(c < 200, "constant chunk took {c} bytes");
+    check(
+        &[7.25; 100],
+        DType::F64,
+        &[100],
+        &Params::new(ErrorMode::Psnr, 80.0),
+    );
+}
+
+#[test]
+fn thin_and_tiny_shapes() {
+    for shape in [
+        vec![1],
+        vec![1, 1, 1],
+        vec![2],
+        vec![1000, 2],
+        vec![2, 1000],
+        vec![3, 1, 500],
+        vec![2, 2, 2, 2, 2],
+        vec![300_000, 1],
+    ] {
+        let x = smooth(&shape);
+        check(&x, DType::F32, &shape, &Params::abs(0.05));
+    }
+}
+
+#[test]
+fn bound_below_float_resolution_stores_exactly() {
+    // f32 near 1e5 has an ulp of ~0.0078: an absolute bound of 1e-3 can only be met exactly.
+    let x: Vec<f64> = (0..1000).map(|i| 1e5 + (i as f64 * 0.1).sin()).collect();
+    let size = check(&x, DType::F32, &[1000], &Params::abs(1e-3));
+    assert!(size <= 4000 + resid::format::MAX_OVERHEAD);
+}
+
+#[test]
+fn multi_block_chunk_and_thread_independence() {
+    let shape = [70, 80, 90]; // more than one block
+    let x = smooth(&shape);
+    let data = to_bytes32(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let p = Params::rel(1e-4);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let many = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    let a = one.install(|| resid::compress(&data, &chunk, &p).unwrap());
+    let b = many.install(|| resid::compress(&data, &chunk, &p).unwrap());
+    assert_eq!(a, b, "output depends on the thread count");
+    let da = one.install(|| resid::decompress(&a).unwrap());
+    let db = many.install(|| resid::decompress(&a).unwrap());
+    assert_eq!(da, db);
+    check(&x, DType::F32, &shape, &p);
+}
+
+#[test]
+fn wrong_input_size_is_an_error() {
+    let chunk = ChunkInfo::new(DType::F32, &[10]).unwrap();
+    assert_eq!(
+        resid::compress(&[0u8; 39], &chunk, &Params::abs(1.0)).unwrap_err(),
+        Error::SizeMismatch {
+            expected: 40,
+            actual: 39
+        }
+    );
+    assert!(matches!(
+        resid::compress(&[0u8; 40], &chunk, &Params::abs(-1.0)).unwrap_err(),
+        Error::BadParams(_)
+    ));
+}
+
+#[test]
+fn damaged_chunks_are_errors() {
+    let shape = [20, 30, 40];
+    let x = smooth(&shape);
+    let data = to_bytes32(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    for coder in [Coder::Range, Coder::Lz4] {
+        let c = resid::compress(&data, &chunk, &Params::rel(1e-3).with_coder(coder)).unwrap();
+        for cut in (0..c.len()).step_by(7) {
+            assert!(
+                resid::decompress(&c[..cut]).is_err(),
+                "truncated to {cut} decoded"
+            );
+        }
+        for pos in (0..c.len()).step_by(5) {
+            let mut bad = c.clone();
+            bad[pos] ^= 0x10;
+            assert!(
+                resid::decompress(&bad).is_err(),
+                "bit flip at {pos} went unnoticed"
+            );
+        }
+        let mut extra = c.clone();
+        extra.push(0);
+        assert!(resid::decompress(&extra).is_err());
+        assert!(matches!(
+            resid::decompress_limited(&c, data.len() - 1).unwrap_err(),
+            Error::TooLarge { .. }
+        ));
+    }
+    assert_eq!(
+        resid::decompress(b"HDF5....").unwrap_err(),
+        Error::WrongMagic
+    );
+}
+
+fn shape_strategy() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1usize..12, 1..5)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Dist {
+    Smooth,
+    Noise,
+    Spiky,
+    Tiny,
+    Huge,
+}
+
+fn values(shape: &[usize], dist: Dist, seed: u64) -> Vec<f64> {
+    let n: usize = shape.iter().product();
+    let mut s = seed | 1;
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|i| match dist {
+            Dist::Smooth => (i as f64 * 0.1).sin() * 10.0 + rnd() * 0.01,
+            Dist::Noise => rnd() * 2.0 - 1.0,
+            Dist::Spiky => {
+                if rnd() < 0.05 {
+                    (rnd() - 0.5) * 1e6
+                } else if rnd() < 0.02 {
+                    f64::NAN
+                } else {
+                    rnd()
+                }
+            }
+            Dist::Tiny => (rnd() - 0.5) * 1e-36,
+            Dist::Huge => (rnd() - 0.5) * 1e35,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bound_holds_for_random_inputs(
+        shape in shape_strategy(),
+        dist in prop::sample::select(vec![Dist::Smooth, Dist::Noise, Dist::Spiky, Dist::Tiny, Dist::Huge]),
+        seed in any::<u64>(),
+        f64_type in any::<bool>(),
+        lz4 in any::<bool>(),
+        mode in 0u32..4,
+        exp in -8i32..0,
+    ) {
+        let x = values(&shape, dist, seed);
+        let dtype = if f64_type { DType::F64 } else { DType::F32 };
+        let bound = match mode {
+            3 => -(exp as f64) * 15.0,
+            _ => 10f64.powi(exp),
+        };
+        let mode = [ErrorMode::Abs, ErrorMode::Rel, ErrorMode::Nrmse, ErrorMode::Psnr][mode as usize];
+        let coder = if lz4 { Coder::Lz4 } else { Coder::Range };
+        check(&x, dtype, &shape, &Params::new(mode, bound).with_coder(coder));
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = resid::decompress_limited(&bytes, 1 << 20);
+        let mut with_magic = b"RSID\x01\x01\x01\x01".to_vec();
+        with_magic.extend_from_slice(&bytes);
+        let _ = resid::decompress_limited(&with_magic, 1 << 20);
+    }
+}

@@ -1,0 +1,94 @@
+//! Chunks written by earlier builds must keep decoding to the same bytes.
+//!
+//! `tests/golden/<name>.rsid` is a chunk, `<name>.out` the bytes it decodes to. Files are
+//! added, never rewritten: a new format version adds new files beside the old ones.
+//! `RESID_WRITE_GOLDEN=1 cargo test --test golden -- --ignored` writes missing files.
+
+use std::path::PathBuf;
+
+use resid::{ChunkInfo, Coder, DType, Params};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The inputs the golden chunks were made from (format version 1).
+fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
+    let smooth = |n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| (i as f64 * 0.05).sin() * 3.0 + (i as f64 * 0.003).cos())
+            .collect()
+    };
+    let mut f32s: Vec<f32> = smooth(6 * 10 * 12).iter().map(|&v| v as f32).collect();
+    f32s[5] = f32::NAN;
+    f32s[77] = f32::NEG_INFINITY;
+    f32s[100] = 1e-40;
+    let f32_bytes: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f64_bytes: Vec<u8> = smooth(20 * 30)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let big: Vec<u8> = (0..64)
+        .map(|i| 1e5f32 + (i as f32 * 0.37).sin())
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    vec![
+        (
+            "v1_f32_3d_rel_range",
+            f32_bytes.clone(),
+            ChunkInfo::new(DType::F32, &[6, 10, 12]).unwrap(),
+            Params::rel(1e-3),
+        ),
+        (
+            "v1_f32_4d_nrmse_lz4",
+            f32_bytes,
+            ChunkInfo::new(DType::F32, &[2, 3, 10, 12]).unwrap(),
+            Params::new(resid::ErrorMode::Nrmse, 1e-4).with_coder(Coder::Lz4),
+        ),
+        (
+            "v1_f64_2d_abs_range",
+            f64_bytes,
+            ChunkInfo::new(DType::F64, &[20, 30]).unwrap(),
+            Params::abs(1e-6),
+        ),
+        (
+            "v1_f32_stored",
+            big,
+            ChunkInfo::new(DType::F32, &[64]).unwrap(),
+            Params::abs(1e-4),
+        ),
+    ]
+}
+
+#[test]
+fn golden_chunks_decode_to_the_same_bytes() {
+    let mut seen = 0;
+    for (name, _, _, _) in cases() {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        let expected = std::fs::read(dir().join(format!("{name}.out"))).unwrap();
+        assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+}
+
+#[test]
+#[ignore]
+fn write_golden() {
+    if std::env::var_os("RESID_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    for (name, data, chunk, params) in cases() {
+        let path = dir().join(format!("{name}.rsid"));
+        if path.exists() {
+            continue;
+        }
+        let c = resid::compress(&data, &chunk, &params).unwrap();
+        std::fs::write(&path, &c).unwrap();
+        std::fs::write(
+            dir().join(format!("{name}.out")),
+            resid::decompress(&c).unwrap(),
+        )
+        .unwrap();
+    }
+}
