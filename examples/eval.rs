@@ -1,11 +1,11 @@
 //! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
-//! `cargo run --release --example eval -- FILE... [--coder lz4]`
+//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo]`
 
 use std::time::Instant;
 
-use resid::{ChunkInfo, Coder, DType, Params};
+use resid::{ChunkInfo, Coder, DType, Params, PredictorChoice};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -13,6 +13,13 @@ fn main() {
         Coder::Lz4
     } else {
         Coder::Range
+    };
+    let predictor = if args.iter().any(|a| a == "interp") {
+        PredictorChoice::Interp
+    } else if args.iter().any(|a| a == "lorenzo") {
+        PredictorChoice::Lorenzo
+    } else {
+        PredictorChoice::Auto
     };
     for path in args.iter().filter(|a| a.contains('_')) {
         let name = path.rsplit('/').next().unwrap();
@@ -43,7 +50,7 @@ fn main() {
             .fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
         for rel in [1e-2, 1e-3, 1e-4, 1e-5] {
             let eb = rel * (mx - mn);
-            let p = Params::abs(eb).with_coder(coder);
+            let p = Params::abs(eb).with_coder(coder).with_predictor(predictor);
             let t = Instant::now();
             let c = resid::compress(&data, &chunk, &p).unwrap();
             let te = t.elapsed().as_secs_f64();

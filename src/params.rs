@@ -8,7 +8,7 @@
 //! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
 //! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
 //! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path (optional word) |
-//! | 5 | predictor: 0 auto, 1 Lorenzo (optional word) |
+//! | 5 | predictor: 0 auto (per block), 1 Lorenzo, 2 interpolation (optional word) |
 //! | 6 | enhancer: 0 off (optional word; reserved for NeurLZ) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
 //! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims |
@@ -49,10 +49,12 @@ pub enum Coder {
 /// Which predictor the encoder may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictorChoice {
-    /// The encoder picks (today: Lorenzo).
+    /// The encoder picks per block (Lorenzo or interpolation, whichever codes smaller).
     Auto = 0,
     /// Integer 3D Lorenzo prediction.
     Lorenzo = 1,
+    /// Multilevel cubic interpolation.
+    Interp = 2,
 }
 
 /// Where the work runs.
@@ -169,6 +171,10 @@ impl Params {
         self.coder = coder;
         self
     }
+    pub fn with_predictor(mut self, predictor: PredictorChoice) -> Params {
+        self.predictor = predictor;
+        self
+    }
 
     /// Checks the bound against its mode.
     pub fn validate(&self) -> Result<()> {
@@ -235,9 +241,10 @@ impl Params {
         let predictor = match word(5) {
             0 => PredictorChoice::Auto,
             1 => PredictorChoice::Lorenzo,
+            2 => PredictorChoice::Interp,
             p => {
                 return Err(Error::BadParams(format!(
-                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo"
+                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp"
                 )))
             }
         };

@@ -6,9 +6,9 @@ use crate::code;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{self, section, Header, Layout, Reader};
-use crate::params::{ChunkInfo, Coder, DType, Params};
-use crate::predict::{self, lorenzo::Lorenzo, Predictor};
-use crate::quant::{self, dequantize, Grid, Plan, QMAX};
+use crate::params::{ChunkInfo, Coder, DType, Params, PredictorChoice};
+use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, Predictor};
+use crate::quant::{self, dequantize, Grid, Plan};
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
     params.validate()?;
@@ -66,42 +66,56 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
     let q = &plan.quantized.q;
     let escapes = &plan.quantized.escapes;
 
-    // Escaped values per block, as positions inside the block (already in C order).
-    let mut local_escapes: Vec<Vec<[usize; 3]>> = vec![Vec::new(); blocks.len()];
+    // Escaped values per block, as indices inside the block (increasing).
+    let mut local_escapes: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
     let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
     for &i in escapes {
         let (b, pos) = field::locate(i, dims, ext);
-        local_escapes[(b[0] * counts[1] + b[1]) * counts[2] + b[2]].push(pos);
+        let bext = blocks[(b[0] * counts[1] + b[1]) * counts[2] + b[2]].ext;
+        local_escapes[(b[0] * counts[1] + b[1]) * counts[2] + b[2]]
+            .push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
     }
 
-    let predictor: &dyn Predictor = &Lorenzo;
-    let coded: Vec<Vec<u8>> = blocks
+    let candidates: &[&dyn Predictor] = match params.predictor {
+        PredictorChoice::Auto => &[&Lorenzo, &Interp],
+        PredictorChoice::Lorenzo => &[&Lorenzo],
+        PredictorChoice::Interp => &[&Interp],
+    };
+    let coded: Vec<(u8, Vec<u8>)> = blocks
         .par_iter()
         .zip(&local_escapes)
         .map(|(b, esc)| {
-            let mut bq = field::gather(q, dims, b);
-            for &pos in esc {
-                let li = (pos[0] * b.ext[1] + pos[1]) * b.ext[2] + pos[2];
-                bq[li] = predictor
-                    .predict_at(&bq, b.ext, pos)
-                    .clamp(-QMAX as i64, QMAX as i64) as i32;
+            let gathered = field::gather(q, dims, b);
+            let mut best: Option<(u64, u8, Vec<i32>)> = None;
+            for predictor in candidates {
+                let mut bq = gathered.clone();
+                predictor.fill_escapes(&mut bq, b.ext, esc);
+                let mut r = vec![0i32; bq.len()];
+                predictor.residuals(&bq, b.ext, &mut r);
+                let cost = if candidates.len() > 1 {
+                    code::estimate_bits(&r)
+                } else {
+                    0
+                };
+                if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
+                    best = Some((cost, predictor.id(), r));
+                }
             }
-            let mut r = vec![0i32; bq.len()];
-            predictor.residuals(&bq, b.ext, &mut r);
-            code::encode_block(params.coder, &r, b.ext)
+            let (_, id, r) = best.expect("at least one predictor");
+            (id, code::encode_block(params.coder, &r, b.ext, id))
         })
         .collect();
 
     let mut blocks_payload = Vec::new();
     blocks_payload.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    for c in &coded {
-        blocks_payload.push(predictor.id());
+    for (id, c) in &coded {
+        blocks_payload.push(*id);
         blocks_payload.push(code::coder_id(params.coder));
         blocks_payload.extend_from_slice(&[0, 0]);
         blocks_payload.extend_from_slice(&(c.len() as u32).to_le_bytes());
         blocks_payload.extend_from_slice(&crc32fast::hash(c).to_le_bytes());
     }
-    for c in &coded {
+    for (_, c) in &coded {
         blocks_payload.extend_from_slice(c);
     }
 
@@ -269,7 +283,7 @@ fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid) -> Resu
     );
     let predictor = predict::by_id(part.predictor)?;
     let mut q = vec![0i32; b.len()];
-    code::decode_block(part.coder, part.bytes, b.ext, &mut q)?;
+    code::decode_block(part.coder, part.bytes, b.ext, part.predictor, &mut q)?;
     predictor.reconstruct(&mut q, b.ext);
     Ok(q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
 }

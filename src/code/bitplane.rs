@@ -14,22 +14,41 @@ use super::range::{BitReader, BitWriter, Decoder, Encoder, Prob};
 use super::zigzag;
 use crate::error::{ensure, Error, Result};
 
-/// Number of neighbourhood contexts for the plane count.
+/// Number of neighbourhood contexts for the plane count, per class of point.
 const CONTEXTS: usize = 96;
+/// Classes of points: interpolated blocks separate the finest level's three passes (x, y, z
+/// odd) from the coarse levels, whose residuals are larger; Lorenzo blocks use class 0.
+const CLASSES: usize = 4;
+
+/// The class of point (z, y, x) in a block coded with `predictor`.
+#[inline]
+fn class_of(interpolated: bool, z: usize, y: usize, x: usize) -> usize {
+    if !interpolated {
+        0
+    } else if x & 1 == 1 {
+        2
+    } else if y & 1 == 1 {
+        1
+    } else if z & 1 == 1 {
+        0
+    } else {
+        3
+    }
+}
 /// Planes coded adaptively below the leading one.
 const MODELLED_PLANES: u32 = 2;
 
 struct Model {
     k_tree: Vec<[Prob; 32]>,
     /// Per k: top plane, then second plane given the top one.
-    planes: [[Prob; 3]; 33],
+    planes: [[[Prob; 3]; 33]; CLASSES],
 }
 
 impl Model {
     fn new() -> Model {
         Model {
-            k_tree: vec![[Prob::default(); 32]; CONTEXTS],
-            planes: [[Prob::default(); 3]; 33],
+            k_tree: vec![[Prob::default(); 32]; CLASSES * CONTEXTS],
+            planes: [[[Prob::default(); 3]; 33]; CLASSES],
         }
     }
 }
@@ -70,8 +89,9 @@ fn planes_of(z: u32) -> u32 {
     32 - z.leading_zeros()
 }
 
-/// Codes the residuals of one block (C order, extents `ext`).
-pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
+/// Codes the residuals of one block (C order, extents `ext`); `interpolated` selects the
+/// point classes of the interpolation predictor.
+pub fn encode(r: &[i32], ext: [usize; 3], interpolated: bool) -> Vec<u8> {
     let mut m = Model::new();
     let mut nb = Neighbours::new(ext);
     let mut rc = Encoder::new();
@@ -80,10 +100,11 @@ pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
     for z in 0..ext[0] {
         for y in 0..ext[1] {
             let start = nb.at(z, y, 0);
-            for i in start..start + ext[2] {
+            for (x, i) in (start..start + ext[2]).enumerate() {
                 let code = zigzag::encode(*it.next().expect("block length"));
                 let k = planes_of(code);
-                let probs = &mut m.k_tree[nb.context(i)];
+                let class = class_of(interpolated, z, y, x);
+                let probs = &mut m.k_tree[class * CONTEXTS + nb.context(i)];
                 let mut node = 1usize;
                 for b in (0..5).rev() {
                     let bit = (k >> b) & 1;
@@ -93,7 +114,7 @@ pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
                 nb.k[i] = k as u8;
                 if k >= 2 {
                     let below = k - 1; // planes under the leading one
-                    let pm = &mut m.planes[k as usize];
+                    let pm = &mut m.planes[class][k as usize];
                     let top = (code >> (below - 1)) & 1;
                     rc.encode(&mut pm[0], top);
                     if below >= 2 {
@@ -117,7 +138,7 @@ pub fn encode(r: &[i32], ext: [usize; 3]) -> Vec<u8> {
 }
 
 /// Decodes what [`encode`] wrote into `r` (whose length is the block size).
-pub fn decode(bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
+pub fn decode(bytes: &[u8], ext: [usize; 3], interpolated: bool, r: &mut [i32]) -> Result<()> {
     ensure!(
         bytes.len() >= 4,
         Error::Truncated {
@@ -139,8 +160,9 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
     for z in 0..ext[0] {
         for y in 0..ext[1] {
             let start = nb.at(z, y, 0);
-            for i in start..start + ext[2] {
-                let probs = &mut m.k_tree[nb.context(i)];
+            for (x, i) in (start..start + ext[2]).enumerate() {
+                let class = class_of(interpolated, z, y, x);
+                let probs = &mut m.k_tree[class * CONTEXTS + nb.context(i)];
                 let mut node = 1usize;
                 for _ in 0..5 {
                     node = 2 * node + rc.decode(&mut probs[node]) as usize;
@@ -149,7 +171,7 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
                 nb.k[i] = k as u8;
                 let code = if k >= 2 {
                     let below = k - 1;
-                    let pm = &mut m.planes[k as usize];
+                    let pm = &mut m.planes[class][k as usize];
                     let top = rc.decode(&mut pm[0]);
                     let mut v = 2 | top;
                     if below >= 2 {
@@ -191,16 +213,19 @@ mod tests {
                 _ => (i % 5) as i32 - 2,
             })
             .collect();
-        let bytes = encode(&r, ext);
-        let mut back = vec![0; n];
-        decode(&bytes, ext, &mut back).unwrap();
+        for interpolated in [false, true] {
+            let bytes = encode(&r, ext, interpolated);
+            let mut back = vec![0; n];
+            decode(&bytes, ext, interpolated, &mut back).unwrap();
+            assert_eq!(back, r);
+        }
         assert_eq!(back, r);
     }
 
     #[test]
     fn zeros_cost_almost_nothing() {
         let ext = [1, 100, 1000];
-        let bytes = encode(&vec![0; 100_000], ext);
+        let bytes = encode(&vec![0; 100_000], ext, false);
         assert!(bytes.len() < 200, "{} bytes for 100k zeros", bytes.len());
     }
 }

@@ -21,18 +21,43 @@ pub fn coder_from_id(id: u8) -> Result<Coder> {
     }
 }
 
-/// Codes one block of residuals.
-pub fn encode_block(coder: Coder, r: &[i32], ext: [usize; 3]) -> Vec<u8> {
+/// Codes one block of residuals made by predictor `predictor` (its id).
+pub fn encode_block(coder: Coder, r: &[i32], ext: [usize; 3], predictor: u8) -> Vec<u8> {
     match coder {
-        Coder::Range => bitplane::encode(r, ext),
+        Coder::Range => bitplane::encode(r, ext, predictor == crate::predict::interp::ID),
         Coder::Lz4 => lz4::encode(r),
     }
 }
 
 /// Decodes one block of residuals into `r` (length = block size).
-pub fn decode_block(coder: Coder, bytes: &[u8], ext: [usize; 3], r: &mut [i32]) -> Result<()> {
+pub fn decode_block(
+    coder: Coder,
+    bytes: &[u8],
+    ext: [usize; 3],
+    predictor: u8,
+    r: &mut [i32],
+) -> Result<()> {
     match coder {
-        Coder::Range => bitplane::decode(bytes, ext, r),
+        Coder::Range => bitplane::decode(bytes, ext, predictor == crate::predict::interp::ID, r),
         Coder::Lz4 => lz4::decode(bytes, r),
     }
+}
+
+/// Estimated coded size of residuals in bits: the empirical entropy of their plane counts plus
+/// the planes under each leading one. Cheap enough to compare predictors on every block.
+pub fn estimate_bits(r: &[i32]) -> u64 {
+    let mut hist = [0u64; 33];
+    let mut planes = 0u64;
+    for &v in r {
+        let k = 32 - zigzag::encode(v).leading_zeros();
+        hist[k as usize] += 1;
+        planes += k.saturating_sub(1) as u64;
+    }
+    let n = r.len() as f64;
+    let entropy: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64) * (c as f64 / n).log2())
+        .sum();
+    planes + entropy as u64
 }

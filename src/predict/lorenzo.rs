@@ -2,7 +2,7 @@
 //! `r = D_x D_y D_z q`, so decoding is three prefix sums. With one or two non-trivial dimensions
 //! it is the 1D or 2D Lorenzo predictor.
 
-use super::Predictor;
+use super::{clamp_index, Predictor};
 
 pub const ID: u8 = 1;
 
@@ -67,19 +67,26 @@ impl Predictor for Lorenzo {
         }
     }
 
-    fn predict_at(&self, q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
-        let [_, ny, nx] = ext;
-        let [z, y, x] = pos;
-        let at = |dz: usize, dy: usize, dx: usize| -> i64 {
-            if z < dz || y < dy || x < dx {
-                0
-            } else {
-                q[((z - dz) * ny + (y - dy)) * nx + (x - dx)] as i64
-            }
-        };
-        at(0, 0, 1) + at(0, 1, 0) + at(1, 0, 0) - at(0, 1, 1) - at(1, 0, 1) - at(1, 1, 0)
-            + at(1, 1, 1)
+    fn fill_escapes(&self, q: &mut [i32], ext: [usize; 3], escapes: &[usize]) {
+        for &i in escapes {
+            let pos = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
+            q[i] = clamp_index(predict_at(q, ext, pos));
+        }
     }
+}
+
+/// The Lorenzo prediction of the value at `pos` from the values before it in C order.
+fn predict_at(q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
+    let [_, ny, nx] = ext;
+    let [z, y, x] = pos;
+    let at = |dz: usize, dy: usize, dx: usize| -> i64 {
+        if z < dz || y < dy || x < dx {
+            0
+        } else {
+            q[((z - dz) * ny + (y - dy)) * nx + (x - dx)] as i64
+        }
+    };
+    at(0, 0, 1) + at(0, 1, 0) + at(1, 0, 0) - at(0, 1, 1) - at(1, 0, 1) - at(1, 1, 0) + at(1, 1, 1)
 }
 
 #[inline]
@@ -110,7 +117,7 @@ mod tests {
         // Each residual equals the value minus its pointwise prediction.
         for i in 0..n {
             let pos = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
-            assert_eq!(r[i] as i64, q[i] as i64 - Lorenzo.predict_at(&q, ext, pos));
+            assert_eq!(r[i] as i64, q[i] as i64 - predict_at(&q, ext, pos));
         }
         Lorenzo.reconstruct(&mut r, ext);
         assert_eq!(r, q);

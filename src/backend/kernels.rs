@@ -1,0 +1,82 @@
+//! The CUDA C sources (`kernels/*.cu`), embedded in the binary and compiled at run time by
+//! NVRTC (candle's layout: one module per `.cu`, `common.cuh` shared). Pure data: no CUDA here.
+
+/// Shared helpers, prepended to every module in place of its `#include "common.cuh"`.
+pub const COMMON: &str = include_str!("../../kernels/common.cuh");
+
+/// One `.cu` file and the kernels it defines.
+#[derive(Debug, Clone, Copy)]
+pub struct Module {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub kernels: &'static [&'static str],
+}
+
+pub const QUANT: Module = Module {
+    name: "quant.cu",
+    source: include_str!("../../kernels/quant.cu"),
+    kernels: &["stats_f32", "stats_f64"],
+};
+
+pub const LORENZO: Module = Module {
+    name: "lorenzo.cu",
+    source: include_str!("../../kernels/lorenzo.cu"),
+    kernels: &[
+        "lorenzo_encode_f32",
+        "lorenzo_encode_f64",
+        "lorenzo_decode_planes_f32",
+        "lorenzo_decode_planes_f64",
+        "lorenzo_scan_x",
+        "lorenzo_scan_y",
+        "lorenzo_scan_z_f32",
+        "lorenzo_scan_z_f64",
+    ],
+};
+
+pub const BITPLANE: Module = Module {
+    name: "bitplane.cu",
+    source: include_str!("../../kernels/bitplane.cu"),
+    kernels: &["bitplane_transpose", "bitplane_untranspose"],
+};
+
+pub const MODULES: [Module; 3] = [QUANT, LORENZO, BITPLANE];
+
+/// The encode tile (`TX` x `TY` threads in `lorenzo.cu`).
+pub const TILE_X: usize = 32;
+pub const TILE_Y: usize = 8;
+/// The one-pass decode handles blocks whose planes fit its shared buffer (`lorenzo.cu`).
+pub const PLANE_MAX: usize = 4096;
+pub const PLANE_PAD: usize = 4608;
+pub const DEC_THREADS: u32 = 512;
+
+/// Options every module is compiled with: exact IEEE arithmetic (no FMA contraction, no
+/// flush-to-zero), since quantization and dequantization must match the CPU bit for bit.
+pub const OPTIONS: &[&str] = &[
+    "--std=c++17",
+    "--fmad=false",
+    "--ftz=false",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+    "--extra-device-vectorization",
+];
+
+/// The full text NVRTC compiles for `m`: `common.cuh` in place of its include line.
+pub fn source(m: &Module) -> String {
+    m.source.replace("#include \"common.cuh\"", COMMON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_is_defined_in_its_module() {
+        for m in MODULES {
+            let src = source(&m);
+            assert!(!src.contains("#include"), "{}", m.name);
+            for k in m.kernels {
+                assert!(src.contains(&format!(" {k}(")), "{} lacks {k}", m.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Compute backends: where the Lorenzo stages of a chunk run (issue #6).
+//!
+//! [`Stages`] is the work a backend does for one chunk: range statistics, the fused
+//! prequantize + escape + Lorenzo residual (+ zigzag and bit-plane transposition for the lz4
+//! path) over every block, and the inverse on decode. [`cpu::Cpu`] runs the crate's own Rust
+//! code and is the reference; [`cuda::Cuda`] runs hand-written kernels (`kernels/*.cu`)
+//! compiled at run time by NVRTC and must produce the same bytes. The sequential range coder
+//! stays on the CPU in both.
+//!
+//! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
+//! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
+//! least [`AUTO_MIN_BYTES`]; `cuda` uses it for any chunk. When no device is usable (no driver,
+//! no NVRTC, no GPU, a failing kernel), the CPU does the work and `log` says why, once.
+
+pub mod cpu;
+#[allow(unsafe_code)]
+pub mod cuda;
+pub mod kernels;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+use crate::field::{self, Block};
+use crate::params::{Backend, ChunkInfo, Coder, DType, ErrorMode, Params};
+use crate::quant::{Grid, Stats};
+
+/// Under `auto`, chunks smaller than this stay on the CPU (transfers and launches would cost
+/// more than they save).
+pub const AUTO_MIN_BYTES: usize = 16 << 20;
+
+/// The environment variable that overrides `Params.backend`.
+pub const ENV: &str = "RESID_BACKEND";
+
+/// One chunk's encode work, Lorenzo on every block.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeJob<'a> {
+    /// The chunk's values, little-endian bytes of `dtype`.
+    pub data: &'a [u8],
+    pub dtype: DType,
+    pub dims: [usize; 3],
+    pub ext: [usize; 3],
+    pub blocks: &'a [Block],
+    pub grid: Grid,
+    pub eb: f64,
+    pub coder: Coder,
+}
+
+/// What the encoder writes for a chunk: every block's payload (Lorenzo residuals coded by the
+/// job's coder) and the sorted flat indices of the escaped values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub coded: Vec<Vec<u8>>,
+    pub escapes: Vec<usize>,
+}
+
+/// One chunk's decode work: every block's payload (checksums already verified, every block
+/// coded with Lorenzo), to the values before escapes are applied.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeJob<'a> {
+    pub parts: &'a [(Coder, &'a [u8])],
+    pub dtype: DType,
+    pub dims: [usize; 3],
+    pub ext: [usize; 3],
+    pub blocks: &'a [Block],
+    pub grid: Grid,
+}
+
+/// The stages a backend runs. Both implementations give the same bytes.
+pub trait Stages: Send + Sync {
+    fn name(&self) -> String;
+    /// Range statistics of the finite values (as `quant::stats`).
+    fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats>;
+    fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded>;
+    /// The chunk's values as little-endian bytes (escaped positions hold placeholders).
+    fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>>;
+}
+
+/// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds
+/// (`None` for NRMSE / PSNR targets, whose search stays on the CPU). Kept equal to `plan` by a
+/// test.
+pub fn grid_for(st: &Stats, params: &Params) -> Option<(Grid, f64)> {
+    let range = st.range();
+    let mid = if st.finite == 0 {
+        0.0
+    } else {
+        st.min + range / 2.0
+    };
+    let eb = match params.mode {
+        ErrorMode::Abs => params.bound,
+        ErrorMode::Rel => params.bound * range,
+        ErrorMode::Nrmse | ErrorMode::Psnr => return None,
+    }
+    .min(f64::MAX / 4.0);
+    if !(eb >= 0.0) {
+        return None;
+    }
+    let step = if eb > 0.0 { 2.0 * eb } else { 1.0 };
+    Some((Grid { mid, step }, eb))
+}
+
+/// The backend asked for: `RESID_BACKEND` when set to a known name, else `requested`.
+pub fn requested(requested: Backend) -> Backend {
+    match std::env::var(ENV).ok().as_deref().map(str::trim) {
+        Some("cpu") => Backend::Cpu,
+        Some("cuda") | Some("gpu") => Backend::Cuda,
+        Some("auto") => Backend::Auto,
+        Some("") | None => requested,
+        Some(other) => {
+            log::warn!("{ENV}={other:?} is not cpu, cuda or auto: using {requested:?}");
+            requested
+        }
+    }
+}
+
+/// The process's CUDA device, probed once (driver and NVRTC present, a device, every kernel
+/// compiled and loaded). `None`, with one log message, when any of that fails.
+pub fn device() -> Option<Arc<cuda::Cuda>> {
+    static DEVICE: OnceLock<Option<Arc<cuda::Cuda>>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| match cuda::Cuda::probe() {
+            Ok(c) => {
+                log::info!("resid: GPU backend on {}", c.describe());
+                Some(Arc::new(c))
+            }
+            Err(e) => {
+                log::info!("resid: no usable GPU ({e}); the CPU backend does the work");
+                None
+            }
+        })
+        .clone()
+}
+
+/// The backend that runs a chunk of `bytes` bytes under `params`.
+pub fn select(params: &Params, bytes: usize) -> Arc<dyn Stages> {
+    let want = requested(params.backend);
+    let gpu = match want {
+        Backend::Cpu => None,
+        Backend::Cuda => device(),
+        Backend::Auto if bytes >= AUTO_MIN_BYTES => device(),
+        Backend::Auto => None,
+    };
+    match gpu {
+        Some(g) => g,
+        None => Arc::new(cpu::Cpu),
+    }
+}
+
+/// The GPU's share of the pipeline's encoder: `Some((grid, eb, encoded))` when the GPU backend
+/// is selected for this chunk and ran it, `None` when the CPU pipeline should run it instead
+/// (CPU selected, a predictor or mode the kernels do not cover, or a device error, logged).
+pub fn gpu_encode(
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+) -> Option<(Grid, f64, Encoded)> {
+    if params.predictor != crate::params::PredictorChoice::Lorenzo
+        || matches!(params.mode, ErrorMode::Nrmse | ErrorMode::Psnr)
+    {
+        return None;
+    }
+    let stages = select(params, data.len());
+    if stages.name() == cpu::NAME {
+        return None;
+    }
+    let run = || -> Result<Option<(Grid, f64, Encoded)>> {
+        let st = stages.stats(data, chunk.dtype)?;
+        let Some((grid, eb)) = grid_for(&st, params) else {
+            return Ok(None);
+        };
+        let dims = field::grid_dims(&chunk.shape);
+        let ext = field::block_extents(dims);
+        let blocks = field::blocks(dims, ext)?;
+        let job = EncodeJob {
+            data,
+            dtype: chunk.dtype,
+            dims,
+            ext,
+            blocks: &blocks,
+            grid,
+            eb,
+            coder: params.coder,
+        };
+        Ok(Some((grid, eb, stages.encode(&job)?)))
+    };
+    match run() {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("resid: GPU encode failed ({e}); the CPU redoes the chunk");
+            None
+        }
+    }
+}
+
+/// The GPU's share of the pipeline's decoder: the values (before escapes) when the GPU backend
+/// is selected and ran, `None` when the CPU should decode (also after a device error, logged).
+/// Every block must be Lorenzo-coded.
+pub fn gpu_decode(job: &DecodeJob<'_>, backend: Backend) -> Option<Vec<u8>> {
+    let bytes = job.blocks.iter().map(Block::len).sum::<usize>() * job.dtype.size();
+    let stages = select(
+        &Params {
+            backend,
+            ..Params::abs(1.0)
+        },
+        bytes,
+    );
+    if stages.name() == cpu::NAME {
+        return None;
+    }
+    match stages.decode(job) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!("resid: GPU decode failed ({e}); the CPU redoes the chunk");
+            None
+        }
+    }
+}
+
+pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Unsupported(format!("cuda: {what}: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_matches_plan() {
+        let fields: Vec<Vec<f32>> = vec![
+            (0..1000).map(|i| (i as f32 * 0.37).sin() * 10.0).collect(),
+            vec![3.5; 64],
+            vec![f32::NAN, 1.0, -0.0, 0.0, f32::INFINITY],
+            vec![f32::NAN; 8],
+            vec![-0.0, 0.0, -0.0],
+        ];
+        for x in &fields {
+            for p in [Params::abs(1e-3), Params::rel(1e-4), Params::abs(5.0)] {
+                let plan = crate::quant::plan(x, &p).unwrap();
+                let (g, eb) = grid_for(&crate::quant::stats(x), &p).unwrap();
+                assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
+                assert_eq!(plan.grid.step.to_bits(), g.step.to_bits());
+                assert_eq!(plan.eb.to_bits(), eb.to_bits());
+            }
+        }
+    }
+}
