@@ -51,6 +51,8 @@ pub struct Header {
     pub mid: f64,
     /// Grid spacing.
     pub step: f64,
+    /// Feedback step of the predictors in grid steps (odd; 0 when stored).
+    pub feedback: u16,
     /// Block extents along the 3D view (0 when stored).
     pub block: [usize; 3],
     pub sections: u32,
@@ -77,7 +79,7 @@ impl Header {
         }
         out.push(self.mode as u8);
         out.push(self.coder as u8);
-        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.feedback.to_le_bytes());
         for v in [self.requested, self.eb, self.mid, self.step] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -127,7 +129,8 @@ impl Header {
             m => return Err(Error::Corrupt(format!("unknown error mode {m}"))),
         };
         let coder = crate::code::coder_from_id(r.u8("header")?)?;
-        ensure!(r.take(2, "header")? == [0, 0], Error::ReservedBitsSet);
+        let fb = r.take(2, "header")?;
+        let feedback = u16::from_le_bytes([fb[0], fb[1]]);
         let requested = r.f64("header")?;
         let eb = r.f64("header")?;
         let mid = r.f64("header")?;
@@ -153,6 +156,7 @@ impl Header {
             eb,
             mid,
             step,
+            feedback,
             block,
             sections,
         })
@@ -281,6 +285,7 @@ mod tests {
             eb: 0.5,
             mid: 2.0,
             step: 1.0,
+            feedback: 15,
             block: [3, 4, 5],
             sections: 2,
         }

@@ -7,7 +7,7 @@ use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{self, section, Header, Layout, Reader};
 use crate::params::{ChunkInfo, Coder, DType, Params, PredictorChoice};
-use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, Predictor};
+use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, BlockEncoder, Predictor};
 use crate::quant::{self, dequantize, Grid, Plan};
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
@@ -46,6 +46,7 @@ fn base_header(chunk: &ChunkInfo, params: &Params) -> Header {
         eb: 0.0,
         mid: 0.0,
         step: 0.0,
+        feedback: 0,
         block: [0; 3],
         sections: 1,
     }
@@ -64,16 +65,15 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).expect("extents are positive");
     let q = &plan.quantized.q;
-    let escapes = &plan.quantized.escapes;
 
-    // Escaped values per block, as indices inside the block (increasing).
+    // Values the grid cannot hold, per block, as indices inside the block (increasing).
     let mut local_escapes: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
     let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
-    for &i in escapes {
+    for &i in &plan.quantized.escapes {
         let (b, pos) = field::locate(i, dims, ext);
-        let bext = blocks[(b[0] * counts[1] + b[1]) * counts[2] + b[2]].ext;
-        local_escapes[(b[0] * counts[1] + b[1]) * counts[2] + b[2]]
-            .push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
+        let n = (b[0] * counts[1] + b[1]) * counts[2] + b[2];
+        let bext = blocks[n].ext;
+        local_escapes[n].push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
     }
 
     let candidates: &[&dyn Predictor] = match params.predictor {
@@ -81,48 +81,86 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
         PredictorChoice::Lorenzo => &[&Lorenzo],
         PredictorChoice::Interp => &[&Interp],
     };
-    let coded: Vec<(u8, Vec<u8>)> = blocks
+    let coded: Vec<(u8, Vec<u8>, Vec<usize>)> = blocks
         .par_iter()
         .zip(&local_escapes)
         .map(|(b, esc)| {
-            let gathered = field::gather(q, dims, b);
-            let mut best: Option<(u64, u8, Vec<i32>)> = None;
+            let bx: Vec<f64> = field::gather(x, dims, b)
+                .iter()
+                .map(|v| v.to_f64())
+                .collect();
+            let bq = field::gather(q, dims, b);
+            let mut escaped = vec![false; bq.len()];
+            for &li in esc {
+                escaped[li] = true;
+            }
+            let mut best: Option<(u64, u8, Vec<i32>, Vec<bool>)> = None;
             for predictor in candidates {
-                let mut bq = gathered.clone();
-                predictor.fill_escapes(&mut bq, b.ext, esc);
-                let mut r = vec![0i32; bq.len()];
-                predictor.residuals(&bq, b.ext, &mut r);
+                let mut blk = BlockEncoder {
+                    x: &bx,
+                    escaped: escaped.clone(),
+                    grid: plan.grid,
+                    eb: plan.eb,
+                    narrow: narrow::<T>,
+                    m: plan.m,
+                };
+                let mut recon = bq.clone();
+                let mut codes = vec![0i32; bq.len()];
+                predictor.encode(&mut blk, &mut recon, b.ext, &mut codes);
                 let cost = if candidates.len() > 1 {
-                    code::estimate_bits(&r)
+                    let escaped_now = blk.escaped.iter().filter(|&&e| e).count();
+                    code::estimate_bits(&codes) + (escaped_now * (8 + 8 * T::SIZE)) as u64
                 } else {
                     0
                 };
-                if best.as_ref().is_none_or(|(c, _, _)| cost < *c) {
-                    best = Some((cost, predictor.id(), r));
+                if best.as_ref().is_none_or(|(c, ..)| cost < *c) {
+                    best = Some((cost, predictor.id(), codes, blk.escaped));
                 }
             }
-            let (_, id, r) = best.expect("at least one predictor");
-            (id, code::encode_block(params.coder, &r, b.ext, id))
+            let (_, id, codes, escaped) = best.expect("at least one predictor");
+            let global: Vec<usize> = escaped
+                .iter()
+                .enumerate()
+                .filter(|(_, &e)| e)
+                .map(|(li, _)| {
+                    let (z, y, x) = (
+                        li / (b.ext[1] * b.ext[2]),
+                        (li / b.ext[2]) % b.ext[1],
+                        li % b.ext[2],
+                    );
+                    ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2] + x
+                })
+                .collect();
+            (
+                id,
+                code::encode_block(params.coder, &codes, b.ext, id),
+                global,
+            )
         })
         .collect();
+    let mut escapes: Vec<usize> = coded
+        .iter()
+        .flat_map(|(_, _, e)| e.iter().copied())
+        .collect();
+    escapes.sort_unstable();
 
     let mut blocks_payload = Vec::new();
     blocks_payload.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    for (id, c) in &coded {
+    for (id, c, _) in &coded {
         blocks_payload.push(*id);
         blocks_payload.push(code::coder_id(params.coder));
         blocks_payload.extend_from_slice(&[0, 0]);
         blocks_payload.extend_from_slice(&(c.len() as u32).to_le_bytes());
         blocks_payload.extend_from_slice(&crc32fast::hash(c).to_le_bytes());
     }
-    for (_, c) in &coded {
+    for (_, c, _) in &coded {
         blocks_payload.extend_from_slice(c);
     }
 
     let mut esc_payload = Vec::new();
     esc_payload.extend_from_slice(&(escapes.len() as u64).to_le_bytes());
     let mut prev = None;
-    for &i in escapes {
+    for &i in &escapes {
         format::put_varint(
             &mut esc_payload,
             match prev {
@@ -132,7 +170,7 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
         );
         prev = Some(i);
     }
-    for &i in escapes {
+    for &i in &escapes {
         x[i].write_le(&mut esc_payload);
     }
 
@@ -141,6 +179,7 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
         eb: plan.eb,
         mid: plan.grid.mid,
         step: plan.grid.step,
+        feedback: plan.m as u16,
         block: ext,
         sections: 2,
         ..base_header(chunk, params)
@@ -205,6 +244,11 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         mid: h.mid,
         step: h.step,
     };
+    ensure!(
+        h.feedback % 2 == 1,
+        Error::Corrupt(format!("feedback step {} is not odd", h.feedback))
+    );
+    let m = h.feedback as i32;
     let dims = field::grid_dims(&h.shape);
     ensure!(
         (0..3).all(|k| h.block[k] >= 1 && h.block[k] <= dims[k]),
@@ -221,7 +265,7 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
     let decoded: Vec<Result<Vec<T>>> = blocks
         .par_iter()
         .zip(&parts)
-        .map(|(b, part)| decode_block::<T>(b, part, grid))
+        .map(|(b, part)| decode_block::<T>(b, part, grid, m))
         .collect();
     let mut values = vec![T::from_f64(0.0); h.len()];
     for (b, d) in blocks.iter().zip(decoded) {
@@ -276,7 +320,12 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
     Ok(parts)
 }
 
-fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid) -> Result<Vec<T>> {
+/// Rounds to the element type, as the decoder's last step does.
+fn narrow<T: Element>(v: f64) -> f64 {
+    T::from_f64(v).to_f64()
+}
+
+fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid, m: i32) -> Result<Vec<T>> {
     ensure!(
         crc32fast::hash(part.bytes) == part.crc,
         Error::ChecksumMismatch { what: "block" }
@@ -284,7 +333,7 @@ fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid) -> Resu
     let predictor = predict::by_id(part.predictor)?;
     let mut q = vec![0i32; b.len()];
     code::decode_block(part.coder, part.bytes, b.ext, part.predictor, &mut q)?;
-    predictor.reconstruct(&mut q, b.ext);
+    predictor.decode(&mut q, b.ext, m);
     Ok(q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
 }
 

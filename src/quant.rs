@@ -28,8 +28,20 @@ pub struct Grid {
 /// check sees exactly the values the decoder will produce.
 #[inline]
 pub fn dequantize<T: Element>(q: i32, grid: Grid) -> T {
-    T::from_f64(grid.mid + q as f64 * grid.step)
+    T::from_f64(dequantize_f64(q, grid))
 }
+
+/// Index `q` on the grid, before rounding to the element type.
+#[inline]
+pub fn dequantize_f64(q: i32, grid: Grid) -> f64 {
+    grid.mid + q as f64 * grid.step
+}
+
+/// Feedback step used with absolute and relative bounds: the fine grid has 15 points per
+/// bound interval, so the prequantization error is 1/15 of the bound and the predictors'
+/// code quantizes like SZ's linear quantizer. NRMSE and PSNR targets use 1 (plain LBRC):
+/// their error budget is computed exactly from the grid before prediction.
+pub const FEEDBACK_STEP: i64 = 15;
 
 /// Range statistics of the finite values of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,6 +152,8 @@ pub struct Plan {
     pub grid: Grid,
     /// The pointwise bound every decoded value meets.
     pub eb: f64,
+    /// Feedback step of the predictors, in grid steps (odd).
+    pub m: i64,
     pub quantized: Quantized,
 }
 
@@ -168,14 +182,22 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     if !(eb >= 0.0) {
         return None;
     }
+    let m = match target_nrmse {
+        None => std::env::var("RESID_M")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(FEEDBACK_STEP),
+        Some(_) => 1,
+    };
     let make = |eb: f64| {
         // A zero bound (constant chunk under a relative target) still needs a usable step:
         // every value then sits exactly on index 0 or is escaped.
-        let step = if eb > 0.0 { 2.0 * eb } else { 1.0 };
+        let step = if eb > 0.0 { 2.0 * eb / m as f64 } else { 1.0 };
         let grid = Grid { mid, step };
         Plan {
             grid,
             eb,
+            m,
             quantized: quantize(x, grid, eb),
         }
     };

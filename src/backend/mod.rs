@@ -148,11 +148,7 @@ pub fn select(params: &Params, bytes: usize) -> Arc<dyn Stages> {
 /// The GPU's share of the pipeline's encoder: `Some((grid, eb, encoded))` when the GPU backend
 /// is selected for this chunk and ran it, `None` when the CPU pipeline should run it instead
 /// (CPU selected, a predictor or mode the kernels do not cover, or a device error, logged).
-pub fn gpu_encode(
-    data: &[u8],
-    chunk: &ChunkInfo,
-    params: &Params,
-) -> Option<(Grid, f64, Encoded)> {
+pub fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Grid, f64, Encoded)> {
     if params.predictor != crate::params::PredictorChoice::Lorenzo
         || matches!(params.mode, ErrorMode::Nrmse | ErrorMode::Psnr)
     {

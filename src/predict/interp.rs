@@ -9,7 +9,7 @@
 //! encoder's predictions. Smooth fields leave tiny residuals on the fine levels, which hold
 //! 7/8 of the points; this wins at loose bounds where Lorenzo's residual noise dominates.
 
-use super::{clamp_index, Predictor};
+use super::{BlockEncoder, Predictor};
 
 pub const ID: u8 = 2;
 
@@ -90,34 +90,20 @@ impl Predictor for Interp {
         ID
     }
 
-    fn residuals(&self, q: &[i32], ext: [usize; 3], r: &mut [i32]) {
-        r.copy_from_slice(q);
-        let mut out = vec![0i32; q.len()];
-        traverse(ext, r, |buf, i, pred| {
-            out[i] = (buf[i] as i64 - pred) as i32;
-        });
-        r.copy_from_slice(&out);
+    fn encode(
+        &self,
+        blk: &mut BlockEncoder<'_>,
+        q: &mut [i32],
+        ext: [usize; 3],
+        codes: &mut [i32],
+    ) {
+        traverse(ext, q, |buf, i, pred| codes[i] = blk.settle(buf, i, pred));
     }
 
-    fn reconstruct(&self, r: &mut [i32], ext: [usize; 3]) {
-        // Visited points hold values, the others still hold residuals.
-        traverse(ext, r, |buf, i, pred| {
-            buf[i] = buf[i].wrapping_add(pred as i32);
-        });
-    }
-
-    fn fill_escapes(&self, q: &mut [i32], ext: [usize; 3], escapes: &[usize]) {
-        if escapes.is_empty() {
-            return;
-        }
-        let mut escaped = vec![false; q.len()];
-        for &i in escapes {
-            escaped[i] = true;
-        }
-        traverse(ext, q, |buf, i, pred| {
-            if escaped[i] {
-                buf[i] = clamp_index(pred);
-            }
+    fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32) {
+        // Visited points hold reconstructed indices, the others still hold codes.
+        traverse(ext, codes, |buf, i, pred| {
+            buf[i] = (pred + buf[i] as i64 * m as i64) as i32;
         });
     }
 }
@@ -125,24 +111,33 @@ impl Predictor for Interp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predict::testing::round_trip;
 
     fn check(ext: [usize; 3]) {
         let n: usize = ext.iter().product();
-        let q: Vec<i32> = (0..n as i64)
-            .map(|i| ((i * 7919) % 1000 - 500) as i32 + (i as i32 / 3))
-            .collect();
         let mut seen = vec![0u8; n];
         traverse(ext, &mut vec![0; n], |_, i, _| seen[i] += 1);
         assert!(seen.iter().all(|&c| c == 1), "{ext:?}: each point once");
-        let mut r = vec![0; n];
-        Interp.residuals(&q, ext, &mut r);
-        Interp.reconstruct(&mut r, ext);
-        assert_eq!(r, q, "{ext:?}");
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
+            .collect();
+        for m in [1, 3, 15] {
+            round_trip(&Interp, &x, ext, m, 0.5);
+        }
     }
 
     #[test]
     fn round_trips_odd_shapes() {
-        for ext in [[1, 1, 1], [1, 1, 2], [1, 1, 17], [1, 9, 13], [5, 6, 7], [40, 1, 3], [33, 17, 65], [2, 2, 2]] {
+        for ext in [
+            [1, 1, 1],
+            [1, 1, 2],
+            [1, 1, 17],
+            [1, 9, 13],
+            [5, 6, 7],
+            [40, 1, 3],
+            [33, 17, 65],
+            [2, 2, 2],
+        ] {
             check(ext);
         }
     }
@@ -150,10 +145,22 @@ mod tests {
     #[test]
     fn cubic_field_is_predicted_exactly_inside() {
         let ext = [1, 1, 64];
-        let q: Vec<i32> = (0..64).map(|x| 3 * x * x + 5 * x).collect();
-        let mut r = vec![0; 64];
-        Interp.residuals(&q, ext, &mut r);
-        let big = r.iter().skip(8).filter(|v| v.abs() > 1).count();
-        assert!(big < 8, "{r:?}");
+        let x: Vec<f64> = (0..64).map(|x| (3 * x * x + 5 * x) as f64).collect();
+        let mut q: Vec<i32> = x.iter().map(|&v| v as i32).collect();
+        let mut blk = BlockEncoder {
+            x: &x,
+            escaped: vec![false; 64],
+            grid: crate::quant::Grid {
+                mid: 0.0,
+                step: 1.0,
+            },
+            eb: 0.5,
+            narrow: |v| v,
+            m: 1,
+        };
+        let mut codes = vec![0; 64];
+        Interp.encode(&mut blk, &mut q, ext, &mut codes);
+        let big = codes.iter().skip(8).filter(|v| v.abs() > 1).count();
+        assert!(big < 8, "{codes:?}");
     }
 }

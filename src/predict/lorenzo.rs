@@ -1,8 +1,10 @@
-//! Integer 3D Lorenzo prediction: the residual is the mixed third difference
-//! `r = D_x D_y D_z q`, so decoding is three prefix sums. With one or two non-trivial dimensions
-//! it is the 1D or 2D Lorenzo predictor.
+//! Integer 3D Lorenzo prediction: each index is predicted from the seven neighbours that
+//! precede it in C order (`q[x-1] + q[y-1] + q[z-1] - q[x-1,y-1] - ... + q[x-1,y-1,z-1]`).
+//! With feedback step 1 the code is the mixed third difference `D_x D_y D_z q`, computed a row
+//! at a time, and decoding is three prefix sums. With one or two non-trivial dimensions it is
+//! the 1D or 2D Lorenzo predictor.
 
-use super::{clamp_index, Predictor};
+use super::{BlockEncoder, Predictor};
 
 pub const ID: u8 = 1;
 
@@ -13,69 +15,69 @@ impl Predictor for Lorenzo {
         ID
     }
 
-    fn residuals(&self, q: &[i32], ext: [usize; 3], r: &mut [i32]) {
+    fn encode(
+        &self,
+        blk: &mut BlockEncoder<'_>,
+        q: &mut [i32],
+        ext: [usize; 3],
+        codes: &mut [i32],
+    ) {
+        if blk.m == 1 && !blk.escaped.contains(&true) {
+            // Lossless on the grid: the quantizer already checked every reconstruction.
+            differences(q, ext, codes);
+            return;
+        }
         let [nz, ny, nx] = ext;
-        let plane = ny * nx;
-        let mut d = vec![0i32; nx];
         for z in 0..nz {
             for y in 0..ny {
-                let cur = (z * ny + y) * nx;
-                let row = &q[cur..cur + nx];
-                d.copy_from_slice(row);
-                if y > 0 {
-                    sub_row(&mut d, &q[cur - nx..cur]);
-                }
-                if z > 0 {
-                    sub_row(&mut d, &q[cur - plane..cur - plane + nx]);
-                    if y > 0 {
-                        add_row(&mut d, &q[cur - plane - nx..cur - plane]);
-                    }
-                }
-                let out = &mut r[cur..cur + nx];
-                let mut prev = 0i32;
-                for (o, &v) in out.iter_mut().zip(&d) {
-                    *o = v.wrapping_sub(prev);
-                    prev = v;
+                for x in 0..nx {
+                    let i = (z * ny + y) * nx + x;
+                    let pred = predict_at(q, ext, [z, y, x]);
+                    codes[i] = blk.settle(q, i, pred);
                 }
             }
         }
     }
 
-    fn reconstruct(&self, r: &mut [i32], ext: [usize; 3]) {
+    fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32) {
+        if m == 1 {
+            prefix_sums(codes, ext);
+            return;
+        }
         let [nz, ny, nx] = ext;
-        let plane = ny * nx;
         for z in 0..nz {
             for y in 0..ny {
-                let cur = (z * ny + y) * nx;
-                let (done, rest) = r.split_at_mut(cur);
-                let row = &mut rest[..nx];
-                let mut acc = 0i32;
-                for v in row.iter_mut() {
-                    acc = acc.wrapping_add(*v);
-                    *v = acc;
-                }
-                if y > 0 {
-                    add_row(row, &done[cur - nx..cur]);
-                }
-                if z > 0 {
-                    add_row(row, &done[cur - plane..cur - plane + nx]);
-                    if y > 0 {
-                        sub_row(row, &done[cur - plane - nx..cur - plane]);
-                    }
+                for x in 0..nx {
+                    let i = (z * ny + y) * nx + x;
+                    let pred = predict_at(codes, ext, [z, y, x]);
+                    codes[i] = (pred + codes[i] as i64 * m as i64) as i32;
                 }
             }
-        }
-    }
-
-    fn fill_escapes(&self, q: &mut [i32], ext: [usize; 3], escapes: &[usize]) {
-        for &i in escapes {
-            let pos = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
-            q[i] = clamp_index(predict_at(q, ext, pos));
         }
     }
 }
 
-/// The Lorenzo prediction of the value at `pos` from the values before it in C order.
+/// The feedback-free (step 1) form, in the data-parallel shape the GPU kernels mirror.
+impl Lorenzo {
+    /// Codes of grid indices `q` with feedback step 1: `r = D_x D_y D_z q`.
+    pub fn residuals(&self, q: &[i32], ext: [usize; 3], r: &mut [i32]) {
+        differences(q, ext, r);
+    }
+    /// The inverse of [`Lorenzo::residuals`], in place.
+    pub fn reconstruct(&self, r: &mut [i32], ext: [usize; 3]) {
+        prefix_sums(r, ext);
+    }
+    /// Puts the prediction in place of escaped indices (block-local, increasing) so they code 0.
+    pub fn fill_escapes(&self, q: &mut [i32], ext: [usize; 3], escapes: &[usize]) {
+        for &i in escapes {
+            let pos = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
+            q[i] = predict_at(q, ext, pos) as i32;
+        }
+    }
+}
+
+/// The Lorenzo prediction of the index at `pos` from the indices before it in C order.
+#[inline]
 fn predict_at(q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
     let [_, ny, nx] = ext;
     let [z, y, x] = pos;
@@ -87,6 +89,60 @@ fn predict_at(q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
         }
     };
     at(0, 0, 1) + at(0, 1, 0) + at(1, 0, 0) - at(0, 1, 1) - at(1, 0, 1) - at(1, 1, 0) + at(1, 1, 1)
+}
+
+/// `r = D_x D_y D_z q` (zero outside the block), a row at a time.
+fn differences(q: &[i32], ext: [usize; 3], r: &mut [i32]) {
+    let [nz, ny, nx] = ext;
+    let plane = ny * nx;
+    let mut d = vec![0i32; nx];
+    for z in 0..nz {
+        for y in 0..ny {
+            let cur = (z * ny + y) * nx;
+            d.copy_from_slice(&q[cur..cur + nx]);
+            if y > 0 {
+                sub_row(&mut d, &q[cur - nx..cur]);
+            }
+            if z > 0 {
+                sub_row(&mut d, &q[cur - plane..cur - plane + nx]);
+                if y > 0 {
+                    add_row(&mut d, &q[cur - plane - nx..cur - plane]);
+                }
+            }
+            let mut prev = 0i32;
+            for (o, &v) in r[cur..cur + nx].iter_mut().zip(&d) {
+                *o = v.wrapping_sub(prev);
+                prev = v;
+            }
+        }
+    }
+}
+
+/// The inverse of [`differences`], in place: a prefix sum along x, then the rows above.
+fn prefix_sums(r: &mut [i32], ext: [usize; 3]) {
+    let [nz, ny, nx] = ext;
+    let plane = ny * nx;
+    for z in 0..nz {
+        for y in 0..ny {
+            let cur = (z * ny + y) * nx;
+            let (done, rest) = r.split_at_mut(cur);
+            let row = &mut rest[..nx];
+            let mut acc = 0i32;
+            for v in row.iter_mut() {
+                acc = acc.wrapping_add(*v);
+                *v = acc;
+            }
+            if y > 0 {
+                add_row(row, &done[cur - nx..cur]);
+            }
+            if z > 0 {
+                add_row(row, &done[cur - plane..cur - plane + nx]);
+                if y > 0 {
+                    sub_row(row, &done[cur - plane - nx..cur - plane]);
+                }
+            }
+        }
+    }
 }
 
 #[inline]
@@ -106,34 +162,40 @@ fn sub_row(dst: &mut [i32], src: &[i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predict::testing::round_trip;
 
-    fn check(ext: [usize; 3]) {
-        let n = ext.iter().product();
-        let q: Vec<i32> = (0..n as i64)
-            .map(|i| ((i * 7919) % 1000 - 500) as i32 + (i as i32 / 3))
-            .collect();
-        let mut r = vec![0; n];
-        Lorenzo.residuals(&q, ext, &mut r);
-        // Each residual equals the value minus its pointwise prediction.
-        for i in 0..n {
-            let pos = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
+    fn field(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_every_rank_and_feedback() {
+        for ext in [[1, 1, 1], [1, 1, 17], [1, 9, 13], [5, 6, 7], [40, 1, 3]] {
+            let x = field(ext.iter().product());
+            for m in [1, 3, 15] {
+                round_trip(&Lorenzo, &x, ext, m, 0.5);
+            }
+        }
+    }
+
+    #[test]
+    fn differences_match_pointwise_prediction() {
+        let ext = [4, 5, 6];
+        let q: Vec<i32> = (0..120).map(|i| (i * i % 97) - 40).collect();
+        let mut r = vec![0; 120];
+        differences(&q, ext, &mut r);
+        for i in 0..120 {
+            let pos = [i / 30, (i / 6) % 5, i % 6];
             assert_eq!(r[i] as i64, q[i] as i64 - predict_at(&q, ext, pos));
         }
-        Lorenzo.reconstruct(&mut r, ext);
+        prefix_sums(&mut r, ext);
         assert_eq!(r, q);
     }
 
     #[test]
-    fn round_trips_every_rank() {
-        check([1, 1, 1]);
-        check([1, 1, 17]);
-        check([1, 9, 13]);
-        check([5, 6, 7]);
-        check([40, 1, 3]);
-    }
-
-    #[test]
-    fn linear_field_has_zero_interior_residuals() {
+    fn linear_field_has_zero_interior_codes() {
         let ext = [4, 5, 6];
         let q: Vec<i32> = (0..120)
             .map(|i| {
@@ -142,7 +204,7 @@ mod tests {
             })
             .collect();
         let mut r = vec![0; 120];
-        Lorenzo.residuals(&q, ext, &mut r);
+        differences(&q, ext, &mut r);
         for z in 1..4 {
             for y in 1..5 {
                 for x in 1..6 {

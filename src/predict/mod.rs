@@ -1,28 +1,69 @@
-//! Predictors on the integer grid. Each turns a block of grid values into residuals and back;
-//! the block directory records which one coded each block, and the decoder follows it.
+//! Predictors on the integer grid, with error feedback.
+//!
+//! Values are prequantized onto a fine integer grid (step `2 eb / m`, `m` odd). A predictor
+//! visits a block's points in its own causal order, predicts each index from already
+//! reconstructed neighbours, and codes `c = round((q - pred) / m)`; the reconstruction is
+//! `pred + c m`, within `(m - 1) / 2` fine steps of `q`, so the total error stays within `eb`
+//! (the near-lossless scheme of JPEG-LS, on the prequantized integers). With `m = 1` this is
+//! plain lossless residual coding of the prequantized grid (LBRC). Everything is integer
+//! arithmetic, so the decoder rebuilds the encoder's reconstruction exactly.
+//!
+//! The block directory records which predictor coded each block; the decoder follows it.
 
 pub mod interp;
 pub mod lorenzo;
 
 use crate::error::{Error, Result};
+use crate::quant::{dequantize_f64, Grid, QMAX};
 
-/// A reversible integer predictor over one block (values outside the block count as zero).
+/// A causal integer predictor over one block (values outside the block count as zero).
 pub trait Predictor: Sync {
     /// Stable id written in the block directory (`docs/FORMAT.md`).
     fn id(&self) -> u8;
-    /// Residuals of the block's values `q` (C order, extents `ext`), into `r`.
-    fn residuals(&self, q: &[i32], ext: [usize; 3], r: &mut [i32]);
-    /// The inverse of [`Predictor::residuals`], in place. Uses wrapping arithmetic so any
-    /// residuals (a damaged chunk) decode to some values without overflow.
-    fn reconstruct(&self, r: &mut [i32], ext: [usize; 3]);
-    /// Replaces the placeholder indices of escaped values (block-local indices, increasing) by
-    /// their prediction, so they leave a zero residual and do not disturb their neighbours'.
-    fn fill_escapes(&self, q: &mut [i32], ext: [usize; 3], escapes: &[usize]);
+    /// Codes a block: fills `codes` and turns the fine indices `q` into the reconstruction.
+    fn encode(&self, blk: &mut BlockEncoder<'_>, q: &mut [i32], ext: [usize; 3], codes: &mut [i32]);
+    /// Decodes in place: codes in, reconstructed grid indices out. Wrapping arithmetic, so
+    /// any codes (a damaged chunk) decode to some values without overflow.
+    fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32);
 }
 
-/// Keeps a prediction stored as a grid index inside the quantizer's range.
-pub fn clamp_index(pred: i64) -> i32 {
-    pred.clamp(-(crate::quant::QMAX as i64), crate::quant::QMAX as i64) as i32
+/// The encoder's view of one block: its values and which of them are stored exactly.
+pub struct BlockEncoder<'a> {
+    /// The block's values (as f64).
+    pub x: &'a [f64],
+    /// Points stored exactly: set on input for values the grid cannot hold; the encoder adds
+    /// points whose reconstruction misses the bound.
+    pub escaped: Vec<bool>,
+    pub grid: Grid,
+    pub eb: f64,
+    /// Rounds an f64 to the element type (the decoder's last step).
+    pub narrow: fn(f64) -> f64,
+    /// Feedback step in fine-grid units (odd, >= 1).
+    pub m: i64,
+}
+
+impl BlockEncoder<'_> {
+    /// Settles point `i` given its prediction: returns the code and stores the
+    /// reconstruction. Escaped points code 0, so the decoder's reconstruction there is the
+    /// prediction itself (the exact value comes from the escape list afterwards).
+    #[inline]
+    pub fn settle(&mut self, q: &mut [i32], i: usize, pred: i64) -> i32 {
+        if !self.escaped[i] {
+            let d = q[i] as i64 - pred;
+            let c = (d + (self.m - 1) / 2).div_euclid(self.m);
+            let rec = pred + c * self.m;
+            if rec.abs() <= 2 * QMAX as i64 && c.abs() < 1 << 30 {
+                let v = (self.narrow)(dequantize_f64(rec as i32, self.grid));
+                if (self.x[i] - v).abs() <= self.eb {
+                    q[i] = rec as i32;
+                    return c as i32;
+                }
+            }
+            self.escaped[i] = true;
+        }
+        q[i] = pred as i32;
+        0
+    }
 }
 
 /// The predictor with stable id `id`.
@@ -31,5 +72,38 @@ pub fn by_id(id: u8) -> Result<&'static dyn Predictor> {
         lorenzo::ID => Ok(&lorenzo::Lorenzo),
         interp::ID => Ok(&interp::Interp),
         _ => Err(Error::Corrupt(format!("unknown predictor id {id}"))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Encodes `x` on a unit grid with feedback `m` and bound `eb`, decodes, and checks that
+    /// the decoder rebuilds the encoder's reconstruction and that it is within the bound.
+    pub fn round_trip(p: &dyn Predictor, x: &[f64], ext: [usize; 3], m: i64, eb: f64) {
+        let grid = Grid {
+            mid: 0.0,
+            step: 2.0 * eb / m as f64,
+        };
+        let mut q: Vec<i32> = x.iter().map(|v| (v / grid.step).round() as i32).collect();
+        let mut blk = BlockEncoder {
+            x,
+            escaped: vec![false; x.len()],
+            grid,
+            eb,
+            narrow: |v| v,
+            m,
+        };
+        let mut codes = vec![0; x.len()];
+        p.encode(&mut blk, &mut q, ext, &mut codes);
+        p.decode(&mut codes, ext, m as i32);
+        for i in 0..x.len() {
+            if !blk.escaped[i] {
+                assert_eq!(codes[i], q[i], "{ext:?} m {m} point {i}");
+                let v = dequantize_f64(codes[i], grid);
+                assert!((x[i] - v).abs() <= eb, "{ext:?} m {m} point {i}");
+            }
+        }
     }
 }

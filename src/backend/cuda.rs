@@ -1,0 +1,702 @@
+//! The CUDA backend: the kernels of `kernels/*.cu`, compiled at run time by NVRTC to a CUBIN for
+//! the device's architecture, launched through cudarc (driver API, libraries opened at run
+//! time). The only module of the crate allowed `unsafe` (kernel launches, raw NVRTC calls).
+//!
+//! cudarc panics when libcuda or libnvrtc is missing, so presence is checked first and every
+//! entry point runs under `catch_unwind`: a failure is an `Err`, and the caller falls back to
+//! the CPU.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use cudarc::driver::{
+    sys::CUevent_flags, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
+use rayon::prelude::*;
+
+use super::kernels::{self, Module};
+use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
+use crate::code;
+use crate::error::{ensure, Error, Result};
+use crate::field::{self, Block, Element};
+use crate::params::{Coder, DType};
+use crate::predict::lorenzo;
+use crate::quant::{Grid, Stats};
+
+/// Runs `f`, turning a panic (cudarc's answer to a missing library) into an error.
+fn guard<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(device_error(what, msg))
+        }
+    }
+}
+
+/// Whether libcuda can be opened.
+pub fn driver_present() -> bool {
+    catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// Whether libnvrtc can be opened.
+pub fn nvrtc_present() -> bool {
+    catch_unwind(|| unsafe { nvrtc_sys::is_culib_present() }).unwrap_or(false)
+}
+
+/// NVRTC's version, `(major, minor)`.
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    guard("nvrtc version", || {
+        let (mut major, mut minor): (c_int, c_int) = (0, 0);
+        unsafe { nvrtc_sys::nvrtcVersion(&mut major, &mut minor) }
+            .result()
+            .map_err(|e| device_error("nvrtcVersion", e))?;
+        Ok((major, minor))
+    })
+}
+
+/// The real architectures NVRTC can compile for (`[75, 80, 86, 89, 90, ...]`).
+pub fn supported_archs() -> Result<Vec<i32>> {
+    guard("nvrtc archs", || {
+        let mut n: c_int = 0;
+        unsafe { nvrtc_sys::nvrtcGetNumSupportedArchs(&mut n) }
+            .result()
+            .map_err(|e| device_error("nvrtcGetNumSupportedArchs", e))?;
+        let mut archs = vec![0 as c_int; n.max(0) as usize];
+        unsafe { nvrtc_sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
+            .result()
+            .map_err(|e| device_error("nvrtcGetSupportedArchs", e))?;
+        Ok(archs)
+    })
+}
+
+/// The highest architecture both NVRTC and a device of compute capability `cc` support.
+pub fn pick_arch(archs: &[i32], cc: i32) -> Option<i32> {
+    archs.iter().copied().filter(|&a| a <= cc).max()
+}
+
+/// A compiled module: the CUBIN image and NVRTC's log (empty when clean).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub cubin: Vec<u8>,
+    pub log: String,
+}
+
+/// Compiles `m` with [`kernels::OPTIONS`] for `arch` (`"sm_90"`) to a CUBIN.
+pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
+    guard("nvrtc", || {
+        let src = CString::new(kernels::source(m)).expect("no NUL in kernel sources");
+        let name = CString::new(m.name).expect("no NUL in names");
+        let prog = nvrtc::create_program(&src, Some(&name)).map_err(|e| device_error(m.name, e))?;
+        let mut opts: Vec<String> = kernels::OPTIONS.iter().map(|s| s.to_string()).collect();
+        opts.push(format!("--gpu-architecture={arch}"));
+        let compiled = unsafe { nvrtc::compile_program(prog, &opts) };
+        let log = unsafe { nvrtc::get_program_log(prog) }
+            .map(|l| {
+                let bytes: Vec<u8> = l.iter().map(|&c| c as u8).take_while(|&c| c != 0).collect();
+                String::from_utf8_lossy(&bytes).trim().to_string()
+            })
+            .unwrap_or_default();
+        let out = match compiled {
+            Ok(()) => {
+                let mut size = 0usize;
+                let mut cubin = Vec::new();
+                let r = unsafe { nvrtc_sys::nvrtcGetCUBINSize(prog, &mut size) }.result();
+                let r = r.and_then(|_| {
+                    cubin = vec![0u8; size];
+                    unsafe { nvrtc_sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut c_char) }
+                        .result()
+                });
+                r.map(|_| Compiled { cubin, log })
+                    .map_err(|e| device_error(m.name, e))
+            }
+            Err(e) => Err(Error::Unsupported(format!(
+                "cuda: {} does not compile for {arch} ({e:?}):\n{log}",
+                m.name
+            ))),
+        };
+        let _ = unsafe { nvrtc::destroy_program(prog) };
+        out
+    })
+}
+
+/// The GPU backend: one device, its stream and every kernel, loaded.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    device: String,
+    arch: i32,
+    nvrtc: (i32, i32),
+}
+
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Cuda {
+    /// Opens device 0 and compiles and loads every kernel; an error says what is missing.
+    pub fn probe() -> Result<Cuda> {
+        if !cfg!(target_endian = "little") {
+            return Err(Error::Unsupported("cuda: big-endian host".into()));
+        }
+        if !driver_present() {
+            return Err(Error::Unsupported("cuda: libcuda not found".into()));
+        }
+        if !nvrtc_present() {
+            return Err(Error::Unsupported("cuda: libnvrtc not found".into()));
+        }
+        guard("probe", || {
+            let count = CudaContext::device_count().map_err(|e| device_error("devices", e))?;
+            ensure!(count > 0, Error::Unsupported("cuda: no device".into()));
+            let ctx = CudaContext::new(0).map_err(|e| device_error("context", e))?;
+            let (ma, mi) = ctx
+                .compute_capability()
+                .map_err(|e| device_error("compute capability", e))?;
+            let nvrtc = nvrtc_version()?;
+            let arch = pick_arch(&supported_archs()?, ma * 10 + mi).ok_or_else(|| {
+                Error::Unsupported(format!("cuda: NVRTC {nvrtc:?} cannot target sm_{ma}{mi}"))
+            })?;
+            // One stream: cudarc's cross-stream event tracking is not needed.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.default_stream();
+            let mut funcs = HashMap::new();
+            for m in kernels::MODULES {
+                let c = compile(&m, &format!("sm_{arch}"))?;
+                if !c.log.is_empty() {
+                    log::debug!("resid: NVRTC {}: {}", m.name, c.log);
+                }
+                let module = ctx
+                    .load_module(Ptx::from_binary(c.cubin))
+                    .map_err(|e| device_error(m.name, e))?;
+                for &k in m.kernels {
+                    let f = module.load_function(k).map_err(|e| device_error(k, e))?;
+                    funcs.insert(k, f);
+                }
+            }
+            let device = ctx.name().unwrap_or_else(|_| "?".into());
+            Ok(Cuda {
+                ctx,
+                stream,
+                funcs,
+                device,
+                arch,
+                nvrtc,
+            })
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (kernels for sm_{}, NVRTC {}.{})",
+            self.device, self.arch, self.nvrtc.0, self.nvrtc.1
+        )
+    }
+
+    fn f(&self, name: &str) -> &CudaFunction {
+        &self.funcs[name]
+    }
+
+    /// A timing event recorded now on the stream.
+    pub fn mark(&self) -> Result<cudarc::driver::CudaEvent> {
+        let ev = self
+            .ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| device_error("event", e))?;
+        ev.record(&self.stream)
+            .map_err(|e| device_error("event", e))?;
+        Ok(ev)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| device_error("synchronize", e))
+    }
+
+    pub fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .memcpy_stod(v)
+            .map_err(|e| device_error("upload", e))
+    }
+
+    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        d: &CudaSlice<T>,
+    ) -> Result<Vec<T>> {
+        self.stream
+            .clone_dtoh(d)
+            .map_err(|e| device_error("download", e))
+    }
+
+    pub fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(n.max(1))
+            .map_err(|e| device_error("alloc", e))
+    }
+
+    /// Range statistics of the values in `x` (device bytes of `dtype`).
+    pub fn stats_dev(&self, x: &CudaSlice<u8>, dtype: DType) -> Result<Stats> {
+        let n = (x.len() / dtype.size()) as u64;
+        let out = self.upload(&[u64::MAX, 0u64, 0u64])?;
+        let f = self.f(match dtype {
+            DType::F32 => "stats_f32",
+            DType::F64 => "stats_f64",
+        });
+        let blocks = (n.div_ceil(256)).clamp(1, 132 * 16) as u32;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(x).arg(&n).arg(&out);
+        unsafe { b.launch(cfg((blocks, 1, 1), (256, 1, 1))) }
+            .map_err(|e| device_error("stats", e))?;
+        let h = self.download(&out)?;
+        let key = |k: u64| f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k });
+        Ok(if h[2] == 0 {
+            Stats {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                finite: 0,
+            }
+        } else {
+            Stats {
+                min: key(h[0]),
+                max: key(h[1]),
+                finite: h[2] as usize,
+            }
+        })
+    }
+
+    /// The fused encode kernel over device data: residuals (zigzag codes when `zigzag`) in
+    /// block-major order, each block's OR of codes, each block's escape count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lorenzo_encode_dev(
+        &self,
+        x: &CudaSlice<u8>,
+        dtype: DType,
+        dims: [usize; 3],
+        ext: [usize; 3],
+        table: &CudaSlice<u64>,
+        nblocks: usize,
+        grid: Grid,
+        eb: f64,
+        zigzag: bool,
+        codes: &mut CudaSlice<i32>,
+        block_or: &mut CudaSlice<u32>,
+        block_esc: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        ensure!(
+            nblocks <= 65535,
+            Error::Unsupported("cuda: more than 65535 blocks".into())
+        );
+        let tiles_x = ext[2].div_ceil(kernels::TILE_X) as u32;
+        let tiles = tiles_x as usize * ext[1].div_ceil(kernels::TILE_Y);
+        ensure!(
+            tiles < i32::MAX as usize,
+            Error::Unsupported("cuda: block too wide".into())
+        );
+        let f = self.f(match dtype {
+            DType::F32 => "lorenzo_encode_f32",
+            DType::F64 => "lorenzo_encode_f64",
+        });
+        let (d1, d2) = (dims[1] as u64, dims[2] as u64);
+        let inv = 1.0 / grid.step;
+        let zz: i32 = zigzag.into();
+        let mut b = self.stream.launch_builder(f);
+        b.arg(x)
+            .arg(&d1)
+            .arg(&d2)
+            .arg(table)
+            .arg(&tiles_x)
+            .arg(&grid.mid)
+            .arg(&inv)
+            .arg(&grid.step)
+            .arg(&eb)
+            .arg(&zz)
+            .arg(codes)
+            .arg(block_or)
+            .arg(block_esc);
+        unsafe {
+            b.launch(cfg(
+                (tiles as u32, nblocks as u32, 1),
+                (kernels::TILE_X as u32, kernels::TILE_Y as u32, 1),
+            ))
+        }
+        .map_err(|e| device_error("lorenzo_encode", e))?;
+        Ok(())
+    }
+
+    /// Bit-plane transposition of zigzag codes (block-major) into `words`.
+    pub fn transpose_dev(
+        &self,
+        codes: &CudaSlice<i32>,
+        table: &CudaSlice<u64>,
+        ext: [usize; 3],
+        nblocks: usize,
+        planes: &CudaSlice<u32>,
+        word_off: &CudaSlice<u64>,
+        words: &mut CudaSlice<u64>,
+    ) -> Result<()> {
+        let groups = (ext.iter().product::<usize>()).div_ceil(64);
+        let mut b = self.stream.launch_builder(self.f("bitplane_transpose"));
+        b.arg(codes).arg(table).arg(planes).arg(word_off).arg(words);
+        unsafe {
+            b.launch(cfg(
+                (groups.div_ceil(8) as u32, nblocks as u32, 1),
+                (256, 1, 1),
+            ))
+        }
+        .map_err(|e| device_error("bitplane_transpose", e))?;
+        Ok(())
+    }
+
+    /// The inverse transposition with zigzag decoding: words to residuals (block-major).
+    pub fn untranspose_dev(
+        &self,
+        words: &CudaSlice<u64>,
+        table: &CudaSlice<u64>,
+        ext: [usize; 3],
+        nblocks: usize,
+        planes: &CudaSlice<u32>,
+        word_off: &CudaSlice<u64>,
+        r: &mut CudaSlice<i32>,
+    ) -> Result<()> {
+        let groups = (ext.iter().product::<usize>()).div_ceil(64);
+        let mut b = self.stream.launch_builder(self.f("bitplane_untranspose"));
+        b.arg(words).arg(table).arg(planes).arg(word_off).arg(r);
+        unsafe {
+            b.launch(cfg(
+                (groups.div_ceil(8) as u32, nblocks as u32, 1),
+                (256, 1, 1),
+            ))
+        }
+        .map_err(|e| device_error("bitplane_untranspose", e))?;
+        Ok(())
+    }
+
+    /// Whether every block of extent at most `ext` takes the one-pass decode.
+    pub fn one_pass(ext: [usize; 3]) -> bool {
+        ext[1] * ext[2] <= kernels::PLANE_MAX && ext[1] * (ext[2] | 1) <= kernels::PLANE_PAD
+    }
+
+    /// Inverse Lorenzo + dequantization: residuals (block-major, overwritten by the multi-pass
+    /// path) to values (device bytes of `dtype`, grid order). `force_multi` picks the
+    /// three-pass path even where the one-pass kernel applies (for tests and benchmarks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lorenzo_decode_dev(
+        &self,
+        r: &mut CudaSlice<i32>,
+        table: &CudaSlice<u64>,
+        dims: [usize; 3],
+        ext: [usize; 3],
+        nblocks: usize,
+        grid: Grid,
+        dtype: DType,
+        out: &mut CudaSlice<u8>,
+        force_multi: bool,
+    ) -> Result<()> {
+        ensure!(
+            nblocks <= 65535,
+            Error::Unsupported("cuda: more than 65535 blocks".into())
+        );
+        let (d1, d2) = (dims[1] as u64, dims[2] as u64);
+        let sfx = match dtype {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        };
+        if Self::one_pass(ext) && !force_multi {
+            let f = self.f(&format!("lorenzo_decode_planes_{sfx}"));
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&*r)
+                .arg(table)
+                .arg(&d1)
+                .arg(&d2)
+                .arg(&grid.mid)
+                .arg(&grid.step)
+                .arg(out);
+            unsafe { b.launch(cfg((nblocks as u32, 1, 1), (kernels::DEC_THREADS, 1, 1))) }
+                .map_err(|e| device_error("lorenzo_decode_planes", e))?;
+            return Ok(());
+        }
+        let rows = ext[0] * ext[1];
+        let mut b = self.stream.launch_builder(self.f("lorenzo_scan_x"));
+        b.arg(&mut *r).arg(table);
+        unsafe {
+            b.launch(cfg(
+                (rows.div_ceil(8) as u32, nblocks as u32, 1),
+                (256, 1, 1),
+            ))
+        }
+        .map_err(|e| device_error("lorenzo_scan_x", e))?;
+        let cols = ext[0] * ext[2];
+        let mut b = self.stream.launch_builder(self.f("lorenzo_scan_y"));
+        b.arg(&mut *r).arg(table);
+        unsafe {
+            b.launch(cfg(
+                (cols.div_ceil(256) as u32, nblocks as u32, 1),
+                (256, 1, 1),
+            ))
+        }
+        .map_err(|e| device_error("lorenzo_scan_y", e))?;
+        let plane = ext[1] * ext[2];
+        let f = self.f(&format!("lorenzo_scan_z_{sfx}"));
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&*r)
+            .arg(table)
+            .arg(&d1)
+            .arg(&d2)
+            .arg(&grid.mid)
+            .arg(&grid.step)
+            .arg(out);
+        unsafe {
+            b.launch(cfg(
+                (plane.div_ceil(256) as u32, nblocks as u32, 1),
+                (256, 1, 1),
+            ))
+        }
+        .map_err(|e| device_error("lorenzo_scan_z", e))?;
+        Ok(())
+    }
+}
+
+fn cfg(grid: (u32, u32, u32), block: (u32, u32, u32)) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: block,
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The block table the kernels read (`BlockDesc` in `common.cuh`): origin, extent and
+/// block-major offset of every block, 8 u64 each; and the offsets.
+pub fn block_table(blocks: &[Block]) -> (Vec<u64>, Vec<usize>) {
+    let mut t = Vec::with_capacity(blocks.len() * 8);
+    let mut offsets = Vec::with_capacity(blocks.len());
+    let mut off = 0usize;
+    for b in blocks {
+        offsets.push(off);
+        t.extend(b.origin.iter().chain(&b.ext).map(|&v| v as u64));
+        t.extend([off as u64, 0]);
+        off += b.len();
+    }
+    (t, offsets)
+}
+
+/// Plane counts from the blocks' OR of codes, and each block's first word.
+pub fn plane_layout(blocks: &[Block], ors: &[u32]) -> (Vec<u32>, Vec<u64>, usize) {
+    let planes: Vec<u32> = ors.iter().map(|&o| 32 - o.leading_zeros()).collect();
+    let mut off = Vec::with_capacity(blocks.len());
+    let mut total = 0usize;
+    for (b, &p) in blocks.iter().zip(&planes) {
+        off.push(total as u64);
+        total += b.len().div_ceil(64) * p as usize;
+    }
+    (planes, off, total)
+}
+
+/// One block's values, gathered from the chunk's bytes.
+fn gather_values<T: Element>(data: &[u8], dims: [usize; 3], b: &Block) -> Vec<T> {
+    let mut out = Vec::with_capacity(b.len());
+    for z in 0..b.ext[0] {
+        for y in 0..b.ext[1] {
+            let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
+            out.extend(field::from_bytes::<T>(
+                &data[start * T::SIZE..(start + b.ext[2]) * T::SIZE],
+            ));
+        }
+    }
+    out
+}
+
+/// A block with escaped values, redone on the CPU: payload and global escape indices.
+fn redo_block<T: Element>(job: &EncodeJob<'_>, b: &Block) -> (Vec<u8>, Vec<usize>) {
+    let xb = gather_values::<T>(job.data, job.dims, b);
+    let (coded, local) = cpu::encode_block_values(&xb, b.ext, job.grid, job.eb, job.coder);
+    let global = local
+        .iter()
+        .map(|&li| {
+            let (z, y, x) = (
+                li / (b.ext[1] * b.ext[2]),
+                (li / b.ext[2]) % b.ext[1],
+                li % b.ext[2],
+            );
+            ((b.origin[0] + z) * job.dims[1] + b.origin[1] + y) * job.dims[2] + b.origin[2] + x
+        })
+        .collect();
+    (coded, global)
+}
+
+impl Cuda {
+    fn encode_inner(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
+        let nb = job.blocks.len();
+        let n: usize = job.blocks.iter().map(Block::len).sum();
+        let x = self.upload(job.data)?;
+        let (table, offsets) = block_table(job.blocks);
+        let table_d = self.upload(&table)?;
+        let mut codes = self.zeros::<i32>(n)?;
+        let mut ors = self.zeros::<u32>(nb)?;
+        let mut escs = self.zeros::<u32>(nb)?;
+        let lz4 = job.coder == Coder::Lz4;
+        self.lorenzo_encode_dev(
+            &x, job.dtype, job.dims, job.ext, &table_d, nb, job.grid, job.eb, lz4, &mut codes,
+            &mut ors, &mut escs,
+        )?;
+        drop(x);
+        let ors_h = self.download(&ors)?;
+        let escs_h = self.download(&escs)?;
+        let redo = |b: &Block| match job.dtype {
+            DType::F32 => redo_block::<f32>(job, b),
+            DType::F64 => redo_block::<f64>(job, b),
+        };
+        let parts: Vec<(Vec<u8>, Vec<usize>)> = if lz4 {
+            let (planes, woff, total) = plane_layout(job.blocks, &ors_h);
+            let planes_d = self.upload(&planes)?;
+            let woff_d = self.upload(&woff)?;
+            let mut words = self.zeros::<u64>(total)?;
+            self.transpose_dev(
+                &codes, &table_d, job.ext, nb, &planes_d, &woff_d, &mut words,
+            )?;
+            let words_h = self.download(&words)?;
+            (0..nb)
+                .into_par_iter()
+                .map(|i| {
+                    let b = &job.blocks[i];
+                    if escs_h[i] > 0 {
+                        return redo(b);
+                    }
+                    let len = b.len().div_ceil(64) * planes[i] as usize;
+                    let w = &words_h[woff[i] as usize..woff[i] as usize + len];
+                    (cpu::lz4_payload(planes[i], w), Vec::new())
+                })
+                .collect()
+        } else {
+            let r = self.download(&codes)?;
+            (0..nb)
+                .into_par_iter()
+                .map(|i| {
+                    let b = &job.blocks[i];
+                    if escs_h[i] > 0 {
+                        return redo(b);
+                    }
+                    let rb = &r[offsets[i]..offsets[i] + b.len()];
+                    (
+                        code::encode_block(job.coder, rb, b.ext, lorenzo::ID),
+                        Vec::new(),
+                    )
+                })
+                .collect()
+        };
+        let mut escapes = Vec::new();
+        let mut coded = Vec::with_capacity(nb);
+        for (c, e) in parts {
+            coded.push(c);
+            escapes.extend(e);
+        }
+        escapes.sort_unstable();
+        Ok(Encoded { coded, escapes })
+    }
+
+    fn decode_inner(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
+        let nb = job.blocks.len();
+        ensure!(job.parts.len() == nb, Error::Corrupt("block count".into()));
+        let n: usize = job.blocks.iter().map(Block::len).sum();
+        let (table, offsets) = block_table(job.blocks);
+        let table_d = self.upload(&table)?;
+        let all_lz4 = job.parts.iter().all(|p| p.0 == Coder::Lz4);
+        let mut r_d = if all_lz4 {
+            let words: Vec<Result<(u32, Vec<u64>)>> = job
+                .blocks
+                .par_iter()
+                .zip(job.parts)
+                .map(|(b, p)| cpu::lz4_words(p.1, b.len()))
+                .collect();
+            let mut planes = Vec::with_capacity(nb);
+            let mut woff = Vec::with_capacity(nb);
+            let mut all = Vec::new();
+            for w in words {
+                let (p, w) = w?;
+                planes.push(p);
+                woff.push(all.len() as u64);
+                all.extend_from_slice(&w);
+            }
+            let words_d = self.upload(if all.is_empty() { &[0u64][..] } else { &all })?;
+            let planes_d = self.upload(&planes)?;
+            let woff_d = self.upload(&woff)?;
+            let mut r_d = self.zeros::<i32>(n)?;
+            self.untranspose_dev(
+                &words_d, &table_d, job.ext, nb, &planes_d, &woff_d, &mut r_d,
+            )?;
+            r_d
+        } else {
+            let mut r = vec![0i32; n];
+            let mut slices: Vec<&mut [i32]> = Vec::with_capacity(nb);
+            let mut rest = &mut r[..];
+            for (i, b) in job.blocks.iter().enumerate() {
+                debug_assert_eq!(offsets[i], n - rest.len());
+                let (head, tail) = rest.split_at_mut(b.len());
+                slices.push(head);
+                rest = tail;
+            }
+            slices
+                .into_par_iter()
+                .zip(job.blocks.par_iter().zip(job.parts))
+                .try_for_each(|(dst, (b, &(coder, bytes)))| {
+                    code::decode_block(coder, bytes, b.ext, lorenzo::ID, dst)
+                })?;
+            self.upload(&r)?
+        };
+        let mut out = self.zeros::<u8>(n * job.dtype.size())?;
+        self.lorenzo_decode_dev(
+            &mut r_d, &table_d, job.dims, job.ext, nb, job.grid, job.dtype, &mut out, false,
+        )?;
+        let mut v = self.download(&out)?;
+        v.truncate(n * job.dtype.size());
+        Ok(v)
+    }
+}
+
+impl Stages for Cuda {
+    fn name(&self) -> String {
+        format!("cuda: {}", self.describe())
+    }
+
+    fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats> {
+        guard("stats", || {
+            let x = self.upload(data)?;
+            self.stats_dev(&x, dtype)
+        })
+    }
+
+    fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
+        guard("encode", || self.encode_inner(job))
+    }
+
+    fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
+        guard("decode", || self.decode_inner(job))
+    }
+}
+
+/// NVRTC's message for an empty log, for reports.
+pub fn log_or_clean(log: &str) -> &str {
+    if log.is_empty() {
+        "clean"
+    } else {
+        log
+    }
+}
+
+#[allow(dead_code)]
+fn cstr(p: &CStr) -> String {
+    p.to_string_lossy().into_owned()
+}
