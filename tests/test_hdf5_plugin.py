@@ -499,3 +499,39 @@ def test_hdf5plugin_style_registration_without_plugin_path(tmp_path):
             print(json.dumps(float(np.abs(f["x"][...].astype("f8") - data).max())))
     """, plugin_path=False)
     assert p.result <= 1e-3
+
+
+def test_plugin_stays_mapped_after_dlclose(tmp_path):
+    # The codec's worker threads outlive each call; if HDF5's dlclose at shutdown unmapped the
+    # library under them, the host process would crash at exit. The plugin pins itself.
+    body = f"""
+import ctypes, ctypes.util
+lib = ctypes.CDLL({str(PLUGIN)!r})
+lib.H5PLget_plugin_info.restype = ctypes.c_void_p
+assert lib.H5PLget_plugin_info()
+libdl = ctypes.CDLL(ctypes.util.find_library("dl") or "libc.so.6")
+libdl.dlclose.argtypes = [ctypes.c_void_p]
+for _ in range(3):
+    libdl.dlclose(lib._handle)
+maps = open("/proc/self/maps").read()
+assert "libh5resid.so" in maps, "plugin was unmapped by dlclose"
+print("pinned")
+"""
+    p = run_py(tmp_path, body)
+    assert "pinned" in p.stdout
+
+
+def test_c_program_many_runs_exit_cleanly(tmp_path):
+    # Regression: a C program exiting right after using the filter once crashed (SIGSEGV) when
+    # HDF5 unloaded the plugin under the codec's idle worker threads.
+    cc = need("cc")
+    pc = subprocess.run(["pkg-config", "--cflags", "--libs", "hdf5"], capture_output=True, text=True)
+    if pc.returncode != 0:
+        pytest.skip("pkg-config hdf5 not available")
+    exe = tmp_path / "roundtrip"
+    build = subprocess.run([cc, "-O1", str(REPO / "tests" / "c" / "roundtrip.c"), "-o", str(exe),
+                            *pc.stdout.split(), "-lm"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    for i in range(10):
+        p = run([str(exe), str(tmp_path / f"many_{i}.h5"), "0.5"])
+        assert p.returncode == 0, f"run {i}: rc {p.returncode} {p.stdout} {p.stderr}"

@@ -74,7 +74,32 @@ pub extern "C" fn H5PLget_plugin_type() -> c_int {
 /// Plugin entry point: the filter class.
 #[no_mangle]
 pub extern "C" fn H5PLget_plugin_info() -> *const c_void {
+    pin_in_memory();
     &H5Z_RESID as *const H5ZClass2 as *const c_void
+}
+
+/// Keeps this library loaded until the process ends.
+///
+/// The codec runs large chunks on a pool of worker threads that outlive each call. HDF5
+/// `dlclose`s plugins when it shuts down (at `H5close` or process exit), which would unmap code
+/// those idle threads still sit in and crash the process. Reopening ourselves with
+/// `RTLD_NODELETE` makes that `dlclose` leave the mapping in place.
+fn pin_in_memory() {
+    static PINNED: std::sync::Once = std::sync::Once::new();
+    PINNED.call_once(|| {
+        // SAFETY: dladdr only reads the loader's tables for an address inside this library;
+        // dlopen with RTLD_NOLOAD returns a handle to the already-loaded object (or null).
+        unsafe {
+            let mut info: libc::Dl_info = std::mem::zeroed();
+            let here = pin_in_memory as *const c_void;
+            if libc::dladdr(here, &mut info) != 0 && !info.dli_fname.is_null() {
+                libc::dlopen(
+                    info.dli_fname,
+                    libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+                );
+            }
+        }
+    });
 }
 
 /// hdf5plugin-compatible initialiser: resolve the HDF5 API from `libname` (a library linked
@@ -88,6 +113,7 @@ pub unsafe extern "C" fn init_filter(libname: *const c_char) -> c_int {
     if libname.is_null() {
         return -1;
     }
+    pin_in_memory();
     let name = CStr::from_ptr(libname);
     match std::panic::catch_unwind(|| h5api::init_from(name)) {
         Ok(true) => 0,
