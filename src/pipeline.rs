@@ -94,30 +94,20 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
             for &li in esc {
                 escaped[li] = true;
             }
-            let mut best: Option<(u64, u8, Vec<i32>, Vec<bool>)> = None;
-            for predictor in candidates {
-                let mut blk = BlockEncoder {
-                    x: &bx,
-                    escaped: escaped.clone(),
-                    grid: plan.grid,
-                    eb: plan.eb,
-                    narrow: narrow::<T>,
-                    m: plan.m,
-                };
-                let mut recon = bq.clone();
-                let mut codes = vec![0i32; bq.len()];
-                predictor.encode(&mut blk, &mut recon, b.ext, &mut codes);
-                let cost = if candidates.len() > 1 {
-                    let escaped_now = blk.escaped.iter().filter(|&&e| e).count();
-                    code::estimate_bits(&codes) + (escaped_now * (8 + 8 * T::SIZE)) as u64
-                } else {
-                    0
-                };
-                if best.as_ref().is_none_or(|(c, ..)| cost < *c) {
-                    best = Some((cost, predictor.id(), codes, blk.escaped));
-                }
-            }
-            let (_, id, codes, escaped) = best.expect("at least one predictor");
+            let single = T::SIZE == 4;
+            let predictor = choose_predictor(
+                candidates,
+                &bx,
+                &bq,
+                &escaped,
+                b.ext,
+                plan,
+                params.coder,
+                single,
+            );
+            let id = predictor.id();
+            let (codes, escaped) =
+                predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
             let global: Vec<usize> = escaped
                 .iter()
                 .enumerate()
@@ -189,6 +179,76 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
     format::write_section(&mut out, section::BLOCKS, &blocks_payload);
     format::write_section(&mut out, section::ESCAPES, &esc_payload);
     out
+}
+
+/// Codes one block with `predictor`: returns the codes and which points ended up escaped.
+fn predict_block(
+    predictor: &dyn Predictor,
+    x: &[f64],
+    q: &[i32],
+    escaped: &[bool],
+    ext: [usize; 3],
+    plan: &Plan,
+    single: bool,
+) -> (Vec<i32>, Vec<bool>) {
+    let mut blk = BlockEncoder {
+        x,
+        escaped: escaped.to_vec(),
+        grid: plan.grid,
+        eb: plan.eb,
+        single,
+        m: plan.m,
+    };
+    let mut recon = q.to_vec();
+    let mut codes = vec![0i32; q.len()];
+    predictor.encode(&mut blk, &mut recon, ext, &mut codes);
+    (codes, blk.escaped)
+}
+
+/// Blocks up to this many values are tried whole with every candidate predictor; larger ones
+/// on a central sample of about an eighth of their volume.
+const FULL_TRIAL: usize = 1 << 15;
+
+/// The candidate that codes the block (or a central sample of it) into the fewest bytes,
+/// escapes counted.
+fn choose_predictor<'a>(
+    candidates: &[&'a dyn Predictor],
+    x: &[f64],
+    q: &[i32],
+    escaped: &[bool],
+    ext: [usize; 3],
+    plan: &Plan,
+    coder: Coder,
+    single: bool,
+) -> &'a dyn Predictor {
+    if candidates.len() == 1 {
+        return candidates[0];
+    }
+    let n = q.len();
+    let sample = if n <= FULL_TRIAL {
+        Block {
+            origin: [0; 3],
+            ext,
+        }
+    } else {
+        let sub = ext.map(|e| e.div_ceil(2));
+        Block {
+            origin: [0, 1, 2].map(|k| (ext[k] - sub[k]) / 2),
+            ext: sub,
+        }
+    };
+    let sx = field::gather(x, ext, &sample);
+    let sq = field::gather(q, ext, &sample);
+    let se = field::gather(escaped, ext, &sample);
+    let size = |p: &dyn Predictor| {
+        let (codes, esc) = predict_block(p, &sx, &sq, &se, sample.ext, plan, single);
+        let escapes = esc.iter().filter(|&&e| e).count();
+        code::encode_block(coder, &codes, sample.ext, p.id()).len() + escapes * (2 + 8)
+    };
+    *candidates
+        .iter()
+        .min_by_key(|p| size(**p))
+        .expect("at least one predictor")
 }
 
 pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
@@ -318,11 +378,6 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
         Error::Corrupt("bytes after the last block".into())
     );
     Ok(parts)
-}
-
-/// Rounds to the element type, as the decoder's last step does.
-fn narrow<T: Element>(v: f64) -> f64 {
-    T::from_f64(v).to_f64()
 }
 
 fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid, m: i32) -> Result<Vec<T>> {

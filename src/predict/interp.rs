@@ -155,7 +155,7 @@ mod tests {
                 step: 1.0,
             },
             eb: 0.5,
-            narrow: |v| v,
+            single: false,
             m: 1,
         };
         let mut codes = vec![0; 64];

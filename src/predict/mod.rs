@@ -36,8 +36,8 @@ pub struct BlockEncoder<'a> {
     pub escaped: Vec<bool>,
     pub grid: Grid,
     pub eb: f64,
-    /// Rounds an f64 to the element type (the decoder's last step).
-    pub narrow: fn(f64) -> f64,
+    /// The element type is f32: reconstructions are rounded to f32 (the decoder's last step).
+    pub single: bool,
     /// Feedback step in fine-grid units (odd, >= 1).
     pub m: i64,
 }
@@ -53,7 +53,10 @@ impl BlockEncoder<'_> {
             let c = (d + (self.m - 1) / 2).div_euclid(self.m);
             let rec = pred + c * self.m;
             if rec.abs() <= 2 * QMAX as i64 && c.abs() < 1 << 30 {
-                let v = (self.narrow)(dequantize_f64(rec as i32, self.grid));
+                let mut v = dequantize_f64(rec as i32, self.grid);
+                if self.single {
+                    v = v as f32 as f64;
+                }
                 if (self.x[i] - v).abs() <= self.eb {
                     q[i] = rec as i32;
                     return c as i32;
@@ -92,7 +95,7 @@ pub(crate) mod testing {
             escaped: vec![false; x.len()],
             grid,
             eb,
-            narrow: |v| v,
+            single: false,
             m,
         };
         let mut codes = vec![0; x.len()];
