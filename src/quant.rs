@@ -105,8 +105,9 @@ pub struct Quantized {
 }
 
 /// Quantizes `x` onto `grid`, escaping every value whose decoded value is further than `eb`
-/// from it.
-pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64) -> Quantized {
+/// from it. With `check` false only values the grid cannot hold at all are escaped (the
+/// predictors check each reconstruction themselves when they code with feedback).
+pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quantized {
     const PART: usize = 1 << 16;
     let inv = 1.0 / grid.step;
     let parts: Vec<(Vec<i32>, Vec<usize>, f64)> = x
@@ -122,7 +123,11 @@ pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64) -> Quantized {
                 // `!(a <= b)` also catches NaN.
                 let ok = !v.is_special() && qf.abs() <= QMAX;
                 let qi = if ok { qf as i32 } else { 0 };
-                let err = (xf - dequantize::<T>(qi, grid).to_f64()).abs();
+                let err = if check {
+                    (xf - dequantize::<T>(qi, grid).to_f64()).abs()
+                } else {
+                    0.0
+                };
                 if ok && err <= eb {
                     q.push(qi);
                     sse += err * err;
@@ -198,7 +203,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
             grid,
             eb,
             m,
-            quantized: quantize(x, grid, eb),
+            quantized: quantize(x, grid, eb, m == 1),
         }
     };
     let Some(t) = target_nrmse else {
@@ -231,7 +236,7 @@ mod tests {
             mid: 1.0,
             step: 0.02,
         };
-        let qz = quantize(&x, grid, 0.01);
+        let qz = quantize(&x, grid, 0.01, true);
         assert_eq!(qz.escapes, vec![2, 3, 4]);
         for (i, &v) in x.iter().enumerate() {
             if !qz.escapes.contains(&i) {
@@ -252,6 +257,7 @@ mod tests {
                 step: 2e-3,
             },
             1e-3,
+            true,
         );
         for (i, &v) in x.iter().enumerate() {
             if !qz.escapes.contains(&i) {

@@ -46,7 +46,7 @@ impl Stages for Cpu {
 
 fn encode_typed<T: Element>(job: &EncodeJob<'_>) -> Encoded {
     let x: Vec<T> = field::from_bytes(job.data);
-    let qz = quant::quantize(&x, job.grid, job.eb);
+    let qz = quant::quantize(&x, job.grid, job.eb, true);
     let mut local: Vec<Vec<usize>> = vec![Vec::new(); job.blocks.len()];
     let counts = [0, 1, 2].map(|k| job.dims[k].div_ceil(job.ext[k]));
     for &i in &qz.escapes {
@@ -89,7 +89,7 @@ pub fn encode_block_values<T: Element>(
     eb: f64,
     coder: Coder,
 ) -> (Vec<u8>, Vec<usize>) {
-    let qz = quant::quantize(xb, grid, eb);
+    let qz = quant::quantize(xb, grid, eb, true);
     let r = residuals_from_q(qz.q, ext, &qz.escapes);
     (code::encode_block(coder, &r, ext, lorenzo::ID), qz.escapes)
 }

@@ -27,16 +27,13 @@ impl Predictor for Lorenzo {
             differences(q, ext, codes);
             return;
         }
-        let [nz, ny, nx] = ext;
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let i = (z * ny + y) * nx + x;
-                    let pred = predict_at(q, ext, [z, y, x]);
-                    codes[i] = blk.settle(q, i, pred);
-                }
+        let nx = ext[2];
+        for_each_row(q, ext, |q, cur, rows| {
+            for x in 0..nx {
+                let pred = row_prediction(&q[cur..cur + nx], rows, x);
+                codes[cur + x] = blk.settle(q, cur + x, pred);
             }
-        }
+        });
     }
 
     fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32) {
@@ -44,17 +41,53 @@ impl Predictor for Lorenzo {
             prefix_sums(codes, ext);
             return;
         }
-        let [nz, ny, nx] = ext;
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let i = (z * ny + y) * nx + x;
-                    let pred = predict_at(codes, ext, [z, y, x]);
-                    codes[i] = (pred + codes[i] as i64 * m as i64) as i32;
-                }
+        let nx = ext[2];
+        let m = m as i64;
+        for_each_row(codes, ext, |buf, cur, rows| {
+            for x in 0..nx {
+                let pred = row_prediction(&buf[cur..cur + nx], rows, x);
+                buf[cur + x] = (pred + buf[cur + x] as i64 * m) as i32;
             }
+        });
+    }
+}
+
+/// The three earlier rows a Lorenzo prediction reads: (z, y-1), (z-1, y), (z-1, y-1).
+type Rows = [Vec<i32>; 3];
+
+/// Calls `visit(buf, row_start, earlier_rows)` for each row of the block in C order; rows
+/// outside the block are zeros. The earlier rows are copies, so `visit` may write the current
+/// row of `buf`.
+fn for_each_row(buf: &mut [i32], ext: [usize; 3], mut visit: impl FnMut(&mut [i32], usize, &Rows)) {
+    let [nz, ny, nx] = ext;
+    let plane = ny * nx;
+    let mut rows: Rows = [vec![0; nx], vec![0; nx], vec![0; nx]];
+    for z in 0..nz {
+        for y in 0..ny {
+            let cur = (z * ny + y) * nx;
+            let copy = |dst: &mut Vec<i32>, present: bool, start: usize| {
+                if present {
+                    dst.copy_from_slice(&buf[start..start + nx]);
+                } else {
+                    dst.fill(0);
+                }
+            };
+            copy(&mut rows[0], y > 0, cur.wrapping_sub(nx));
+            copy(&mut rows[1], z > 0, cur.wrapping_sub(plane));
+            copy(&mut rows[2], z > 0 && y > 0, cur.wrapping_sub(plane + nx));
+            visit(buf, cur, &rows);
         }
     }
+}
+
+/// Lorenzo prediction of element `x` of the current row (earlier elements already final).
+#[inline(always)]
+fn row_prediction(cur: &[i32], [up, front, corner]: &Rows, x: usize) -> i64 {
+    let mut p = up[x] as i64 + front[x] as i64 - corner[x] as i64;
+    if x > 0 {
+        p += cur[x - 1] as i64 - up[x - 1] as i64 - front[x - 1] as i64 + corner[x - 1] as i64;
+    }
+    p
 }
 
 /// The feedback-free (step 1) form, in the data-parallel shape the GPU kernels mirror.

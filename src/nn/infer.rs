@@ -1,0 +1,196 @@
+//! Fixed-point inference of the NGLR bias network (`docs/FORMAT.md`, "WEIGHTS").
+//!
+//! The network maps [`INPUTS`] integer features to one integer bias:
+//!
+//! ```text
+//! x_i = clamp(rshift(clamp(f_i, -2^40, 2^40), in_shift_i - 8), -XMAX, XMAX)   (Q8)
+//! h_j = clamp(rshift(b1_j + sum_i w1_ji x_i, e1), 0, HMAX)                     (Q8, clipped ReLU)
+//! o   = b2 + sum_j w2_j h_j + sum_i v_i x_i                                    (Q(8 + e2))
+//! out = clamp(rshift(o, e2 + 8 - out_shift), -BIAS_MAX, BIAS_MAX)              (grid steps)
+//! ```
+//!
+//! `rshift(a, s)` is `(a + 2^(s-1)) >> s` (arithmetic) for `s > 0` and `a << -s` otherwise.
+//! Every step is integer arithmetic whose range is bounded by the limits [`Net::validate`]
+//! checks, so the result is the same on every machine, thread count and compiler: the
+//! encoder codes with exactly the predictions the decoder makes. No floating point here.
+
+use crate::error::{ensure, Error, Result};
+
+/// Number of input features (fixed by the feature set, see `predict::nglr`).
+pub const INPUTS: usize = 16;
+/// Most hidden units a stored network may have.
+pub const MAX_HIDDEN: usize = 32;
+/// Fraction bits of activations.
+pub const FRAC: u32 = 8;
+/// Input clamp: +-8.0 in Q8.
+pub const XMAX: i32 = 8 << FRAC;
+/// Hidden clamp: the ReLU is clipped at 8.0 (Q8).
+pub const HMAX: i32 = 8 << FRAC;
+/// Largest bias (grid steps) the network may add.
+pub const BIAS_MAX: i64 = 1 << 30;
+/// Largest magnitude of a first-layer bias (keeps the i32 accumulator exact).
+pub const B1_MAX: i32 = 1 << 29;
+/// Largest feature normalization shift.
+pub const MAX_IN_SHIFT: u8 = 40;
+/// Largest output shift and weight exponents.
+pub const MAX_OUT_SHIFT: u8 = 30;
+pub const MAX_EXP: u8 = 30;
+
+/// A quantized bias network: weights `w / 2^e`, features normalized by `2^in_shift`, output in
+/// units of `2^out_shift` grid steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Net {
+    pub hidden: usize,
+    pub in_shift: [u8; INPUTS],
+    pub out_shift: u8,
+    /// Exponent of the first layer's weights (`w1 / 2^e1`); its biases are in Q(8 + e1).
+    pub e1: u8,
+    /// Exponent of the output layer's weights (`w2`, `v`); its bias is in Q(8 + e2).
+    pub e2: u8,
+    /// `hidden x INPUTS`, row-major (one row per hidden unit).
+    pub w1: Vec<i16>,
+    pub b1: Vec<i32>,
+    pub w2: Vec<i16>,
+    /// Direct (linear) weights from the inputs to the output.
+    pub v: [i16; INPUTS],
+    pub b2: i32,
+}
+
+/// `(a + 2^(s-1)) >> s` for `s > 0`, `a << -s` otherwise (callers keep the result in range).
+#[inline]
+pub fn rshift(a: i64, s: i32) -> i64 {
+    if s > 0 {
+        (a + (1i64 << (s - 1))) >> s
+    } else {
+        a << (-s)
+    }
+}
+
+impl Net {
+    /// Checks every limit the fixed-point rules rely on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Error::Corrupt(format!("NGLR weights: {m}"));
+        ensure!(
+            (1..=MAX_HIDDEN).contains(&self.hidden),
+            bad(format!("{} hidden units", self.hidden))
+        );
+        ensure!(
+            self.w1.len() == self.hidden * INPUTS
+                && self.b1.len() == self.hidden
+                && self.w2.len() == self.hidden,
+            bad("layer sizes".into())
+        );
+        ensure!(
+            self.in_shift.iter().all(|&k| k <= MAX_IN_SHIFT),
+            bad("input shift".into())
+        );
+        ensure!(
+            self.out_shift <= MAX_OUT_SHIFT && self.e1 <= MAX_EXP && self.e2 <= MAX_EXP,
+            bad("shift or exponent out of range".into())
+        );
+        ensure!(
+            self.b1.iter().all(|b| b.abs() <= B1_MAX),
+            bad("first-layer bias out of range".into())
+        );
+        ensure!(
+            self.w1
+                .iter()
+                .chain(&self.w2)
+                .chain(&self.v)
+                .all(|&w| w != i16::MIN),
+            bad("weight -32768".into())
+        );
+        Ok(())
+    }
+
+    /// Q8 input of feature value `f` (grid steps) for input `i`.
+    #[inline]
+    pub fn input(&self, i: usize, f: i64) -> i32 {
+        // Features are differences of grid indices (< 2^36); the clamp keeps any value safe.
+        let f = f.clamp(-(1 << 40), 1 << 40);
+        rshift(f, self.in_shift[i] as i32 - FRAC as i32).clamp(-(XMAX as i64), XMAX as i64) as i32
+    }
+
+    /// The bias in grid steps for raw features `f`.
+    #[inline]
+    pub fn bias(&self, f: &[i64; INPUTS]) -> i64 {
+        let mut x = [0i32; INPUTS];
+        for i in 0..INPUTS {
+            x[i] = self.input(i, f[i]);
+        }
+        self.bias_q(&x)
+    }
+
+    /// The bias in grid steps for Q8 inputs `x` (each within `+-XMAX`).
+    #[inline]
+    pub fn bias_q(&self, x: &[i32; INPUTS]) -> i64 {
+        // |w| < 2^15, |x| <= 2^11, 16 terms < 2^30, |b1| <= 2^29: the i32 sum is exact.
+        let mut o = self.b2 as i64;
+        for (j, row) in self.w1.chunks_exact(INPUTS).enumerate() {
+            let mut a = self.b1[j];
+            for i in 0..INPUTS {
+                a += row[i] as i32 * x[i];
+            }
+            let h = rshift(a as i64, self.e1 as i32).clamp(0, HMAX as i64);
+            o += self.w2[j] as i64 * h;
+        }
+        for i in 0..INPUTS {
+            o += self.v[i] as i64 * x[i] as i64;
+        }
+        // |o| < 2^31 + 48 * 2^26 < 2^33; the left shift is at most 22 places.
+        let s = self.e2 as i32 + FRAC as i32 - self.out_shift as i32;
+        rshift(o, s).clamp(-BIAS_MAX, BIAS_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Net {
+        Net {
+            hidden: 2,
+            in_shift: [3; INPUTS],
+            out_shift: 3,
+            e1: 12,
+            e2: 12,
+            w1: (0..2 * INPUTS as i32).map(|i| (i * 977 % 8000 - 4000) as i16).collect(),
+            b1: vec![1 << 18, -(1 << 17)],
+            w2: vec![3000, -2000],
+            v: [100; INPUTS],
+            b2: 5000,
+        }
+    }
+
+    #[test]
+    fn extremes_stay_in_range() {
+        let mut n = net();
+        n.w1.iter_mut().for_each(|w| *w = i16::MAX);
+        n.w2.iter_mut().for_each(|w| *w = i16::MAX);
+        n.v = [i16::MAX; INPUTS];
+        n.b1 = vec![B1_MAX; 2];
+        n.b2 = i32::MAX;
+        for e in [0, 30] {
+            for s in [0, 30] {
+                n.e1 = e;
+                n.e2 = e;
+                n.out_shift = s;
+                n.validate().unwrap();
+                for f in [i64::MAX / 4, i64::MIN / 4, 0] {
+                    let b = n.bias(&[f; INPUTS]);
+                    assert!(b.abs() <= BIAS_MAX);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_is_half_up() {
+        assert_eq!(rshift(3, 1), 2);
+        assert_eq!(rshift(-3, 1), -1);
+        assert_eq!(rshift(5, 0), 5);
+        assert_eq!(rshift(5, -2), 20);
+        let n = net();
+        assert_eq!(n.bias(&[0; INPUTS]), n.bias(&[0; INPUTS]));
+    }
+}

@@ -1,0 +1,10 @@
+//! Tiny networks for the learned stages, split the way zstd splits its library: [`infer`]
+//! (fixed-point evaluation, used by encoder and decoder alike) and [`weights`] (their stored
+//! form) are all the decoder needs; [`train`] (floating-point fitting) is encode-only and no
+//! decode code imports it.
+
+pub mod infer;
+pub mod train;
+pub mod weights;
+
+pub use infer::Net;

@@ -1,0 +1,297 @@
+//! Floating-point fitting of the NGLR bias network (encode only: no decode code imports this).
+//!
+//! The network is fitted on a subsample of the chunk's points: first its direct linear part by
+//! ridge least squares (closed form, robust), then all weights jointly by Adam on a Huber loss
+//! close to L1 (the coded size grows with the log of the residual's magnitude, so outliers
+//! should not dominate). Then the weights are quantized to the stored fixed-point form, and the
+//! encoder codes with that integer network only. Training is single-threaded with a fixed seed,
+//! so one machine always produces the same weights; other machines may differ, which is fine:
+//! only the stored weights matter to the decoder.
+
+use super::infer::{rshift, Net, B1_MAX, FRAC, HMAX, INPUTS, MAX_EXP, MAX_IN_SHIFT, MAX_OUT_SHIFT};
+
+/// Training effort.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub hidden: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    /// Huber threshold in units of the normalized target.
+    pub delta: f32,
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hidden: 8,
+            epochs: 6,
+            batch: 32,
+            lr: 2e-3,
+            delta: 0.25,
+            seed: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so training needs no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn sym(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `round(log2(mean |v|))`, clamped to `0..=max` (0 for an all-zero feature).
+fn shift_for(vals: impl Iterator<Item = i64>, max: u8) -> u8 {
+    let (mut s, mut n) = (0f64, 0usize);
+    for v in vals {
+        s += (v as f64).abs();
+        n += 1;
+    }
+    if n == 0 || s == 0.0 {
+        return 0;
+    }
+    (s / n as f64).log2().round().clamp(0.0, max as f64) as u8
+}
+
+/// Largest exponent `e <= MAX_EXP` with `max_w 2^e <= 32767` and `max_b 2^(8+e) <= b_lim`.
+fn exponent(max_w: f32, max_b: f32, b_lim: f64) -> u8 {
+    let mut e = MAX_EXP;
+    while e > 0
+        && ((max_w as f64) * 2f64.powi(e as i32) > 32767.0
+            || (max_b as f64) * 2f64.powi(e as i32 + FRAC as i32) > b_lim)
+    {
+        e -= 1;
+    }
+    e
+}
+
+fn q16(w: f32, e: u8) -> i16 {
+    (w as f64 * 2f64.powi(e as i32))
+        .round()
+        .clamp(-32767.0, 32767.0) as i16
+}
+
+/// Solves `a x = b` (`a` symmetric positive definite, `n x n` row-major) by Gaussian
+/// elimination with partial pivoting; returns zeros when it is singular.
+fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
+            .unwrap();
+        if a[p * n + c].abs() < 1e-12 {
+            return vec![0.0; n];
+        }
+        for k in 0..n {
+            a.swap(c * n + k, p * n + k);
+        }
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = a[r * n + c] / a[c * n + c];
+            for k in c..n {
+                a[r * n + k] -= f * a[c * n + k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|k| a[c * n + k] * x[k]).sum();
+        x[c] = (b[c] - s) / a[c * n + c];
+    }
+    x
+}
+
+/// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
+pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
+    let n = f.len().min(t.len());
+    if n < 64 {
+        return None;
+    }
+    let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
+    let mut net = Net {
+        hidden: h,
+        in_shift: [0; INPUTS],
+        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
+        e1: 0,
+        e2: 0,
+        w1: vec![0; h * INPUTS],
+        b1: vec![0; h],
+        w2: vec![0; h],
+        v: [0; INPUTS],
+        b2: 0,
+    };
+    for i in 0..INPUTS {
+        net.in_shift[i] = shift_for(f.iter().map(|r| r[i]), MAX_IN_SHIFT);
+    }
+    // Inputs exactly as the integer network sees them (Q8, clamped), as floats.
+    let unit = 1.0 / (1u32 << FRAC) as f32;
+    let xs: Vec<[f32; INPUTS]> = f[..n]
+        .iter()
+        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f32 * unit))
+        .collect();
+    let ts: Vec<f32> = t[..n]
+        .iter()
+        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0) as f32)
+        .collect();
+
+    // Ridge least squares for the direct part (inputs and a constant).
+    let m = INPUTS + 1;
+    let mut ata = vec![0f64; m * m];
+    let mut atb = vec![0f64; m];
+    for (x, &y) in xs.iter().zip(&ts) {
+        let row: Vec<f64> = x.iter().map(|&v| v as f64).chain([1.0]).collect();
+        for a in 0..m {
+            atb[a] += row[a] * y as f64;
+            for b in a..m {
+                ata[a * m + b] += row[a] * row[b];
+            }
+        }
+    }
+    for a in 0..m {
+        for b in 0..a {
+            ata[a * m + b] = ata[b * m + a];
+        }
+        ata[a * m + a] += 1e-3 * n as f64;
+    }
+    let lin = solve(ata, atb, m);
+
+    // Parameters: w1 (h x INPUTS), b1 (h), w2 (h), v (INPUTS), b2.
+    let (o_b1, o_w2, o_v, o_b2) = (h * INPUTS, h * INPUTS + h, h * INPUTS + 2 * h, h * INPUTS + 2 * h + INPUTS);
+    let np = o_b2 + 1;
+    let mut p = vec![0f32; np];
+    let mut rng = Rng(cfg.seed | 1);
+    let s1 = 1.0 / (INPUTS as f32).sqrt();
+    for w in &mut p[..o_b1] {
+        *w = rng.sym() * s1;
+    }
+    for b in &mut p[o_b1..o_w2] {
+        *b = 0.5 + 0.5 * rng.sym();
+    }
+    for w in &mut p[o_w2..o_v] {
+        *w = rng.sym() * 0.05;
+    }
+    for i in 0..INPUTS {
+        p[o_v + i] = lin[i] as f32;
+    }
+    p[o_b2] = lin[INPUTS] as f32;
+
+    // Adam.
+    let (b1m, b2m, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut mom = vec![0f32; np];
+    let mut vel = vec![0f32; np];
+    let mut g = vec![0f32; np];
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut step = 0i32;
+    let hmax = HMAX as f32 * unit;
+    let mut a = vec![0f32; h];
+    let mut hid = vec![0f32; h];
+    for _ in 0..cfg.epochs {
+        for k in (1..n).rev() {
+            order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+        }
+        for batch in order.chunks(cfg.batch.max(1)) {
+            g.iter_mut().for_each(|v| *v = 0.0);
+            for &s in batch {
+                let x = &xs[s as usize];
+                let mut y = p[o_b2];
+                for j in 0..h {
+                    let row = &p[j * INPUTS..(j + 1) * INPUTS];
+                    a[j] = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
+                    hid[j] = a[j].clamp(0.0, hmax);
+                    y += p[o_w2 + j] * hid[j];
+                }
+                for i in 0..INPUTS {
+                    y += p[o_v + i] * x[i];
+                }
+                let d = (y - ts[s as usize]).clamp(-cfg.delta, cfg.delta);
+                g[o_b2] += d;
+                for i in 0..INPUTS {
+                    g[o_v + i] += d * x[i];
+                }
+                for j in 0..h {
+                    g[o_w2 + j] += d * hid[j];
+                    if a[j] > 0.0 && a[j] < hmax {
+                        let da = d * p[o_w2 + j];
+                        g[o_b1 + j] += da;
+                        for i in 0..INPUTS {
+                            g[j * INPUTS + i] += da * x[i];
+                        }
+                    }
+                }
+            }
+            step += 1;
+            let inv = 1.0 / batch.len() as f32;
+            let c1 = 1.0 - b1m.powi(step);
+            let c2 = 1.0 - b2m.powi(step);
+            for k in 0..np {
+                let gk = g[k] * inv;
+                mom[k] = b1m * mom[k] + (1.0 - b1m) * gk;
+                vel[k] = b2m * vel[k] + (1.0 - b2m) * gk * gk;
+                p[k] -= cfg.lr * (mom[k] / c1) / ((vel[k] / c2).sqrt() + eps);
+            }
+        }
+    }
+
+    // Quantize: per-layer power-of-two scales, biases in the accumulators' units.
+    let maxabs = |s: &[f32]| s.iter().fold(0f32, |m, v| m.max(v.abs()));
+    net.e1 = exponent(maxabs(&p[..o_b1]), maxabs(&p[o_b1..o_w2]), B1_MAX as f64);
+    let max_out = maxabs(&p[o_w2..o_b2]);
+    net.e2 = exponent(max_out, p[o_b2].abs(), i32::MAX as f64);
+    let (e1, e2) = (net.e1, net.e2);
+    net.w1 = p[..o_b1].iter().map(|&w| q16(w, e1)).collect();
+    net.b1 = p[o_b1..o_w2]
+        .iter()
+        .map(|&b| {
+            (b as f64 * 2f64.powi((e1 as u32 + FRAC) as i32))
+                .round()
+                .clamp(-(B1_MAX as f64), B1_MAX as f64) as i32
+        })
+        .collect();
+    net.w2 = p[o_w2..o_v].iter().map(|&w| q16(w, e2)).collect();
+    for i in 0..INPUTS {
+        net.v[i] = q16(p[o_v + i], e2);
+    }
+    net.b2 = rshift(
+        (p[o_b2] as f64 * 2f64.powi((e2 as u32 + FRAC) as i32)).round() as i64,
+        0,
+    )
+    .clamp(i32::MIN as i64 + 1, i32::MAX as i64) as i32;
+    debug_assert!(net.validate().is_ok());
+    Some(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_a_linear_bias() {
+        // t = 3 f0 - 2 f1 + noise: the fitted integer network should get close.
+        let mut rng = Rng(7);
+        let f: Vec<[i64; INPUTS]> = (0..4000)
+            .map(|_| std::array::from_fn(|i| if i < 2 { (rng.sym() * 100.0) as i64 } else { 0 }))
+            .collect();
+        let t: Vec<i64> = f.iter().map(|r| 3 * r[0] - 2 * r[1]).collect();
+        let net = fit(&f, &t, &Config::default()).unwrap();
+        net.validate().unwrap();
+        let err: f64 = f
+            .iter()
+            .zip(&t)
+            .map(|(r, &y)| (net.bias(r) - y).abs() as f64)
+            .sum::<f64>()
+            / f.len() as f64;
+        let base: f64 = t.iter().map(|&y| y.abs() as f64).sum::<f64>() / t.len() as f64;
+        assert!(err < 0.1 * base, "mean error {err} vs {base}");
+    }
+}
