@@ -33,6 +33,10 @@ pub mod section {
     pub const STORED: u8 = 0;
     pub const BLOCKS: u8 = 1;
     pub const ESCAPES: u8 = 2;
+    /// The NGLR network shared by the chunk's blocks (before BLOCKS).
+    pub const WEIGHTS: u8 = 3;
+    /// The NeurLZ enhancer: network, normalization and outliers (after ESCAPES).
+    pub const ENHANCE: u8 = 4;
 }
 
 /// Everything the header says about a chunk.
@@ -253,20 +257,37 @@ pub struct ChunkSummary {
     pub compressed_len: usize,
     /// (section id, payload length) in order.
     pub sections: Vec<(u8, usize)>,
+    /// Predictor id of each block, in block order (empty when stored).
+    pub block_predictors: Vec<u8>,
 }
 
 pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
     let mut r = Reader::new(data);
     let header = Header::read(&mut r)?;
     let mut sections = Vec::new();
+    let mut block_predictors = Vec::new();
     for _ in 0..header.sections {
         let (id, payload) = read_section(&mut r)?;
         sections.push((id, payload.len()));
+        if id == section::BLOCKS {
+            let mut d = Reader::new(payload);
+            let count = d.u32("block directory")? as usize;
+            ensure!(
+                count.saturating_mul(12) <= d.remaining(),
+                Error::Truncated {
+                    what: "block directory"
+                }
+            );
+            for e in d.take(count * 12, "block directory")?.chunks_exact(12) {
+                block_predictors.push(e[0]);
+            }
+        }
     }
     Ok(ChunkSummary {
         header,
         compressed_len: data.len(),
         sections,
+        block_predictors,
     })
 }
 

@@ -123,12 +123,14 @@ pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quanti
                 // `!(a <= b)` also catches NaN.
                 let ok = !v.is_special() && qf.abs() <= QMAX;
                 let qi = if ok { qf as i32 } else { 0 };
-                let err = if check {
-                    (xf - dequantize::<T>(qi, grid).to_f64()).abs()
-                } else {
-                    0.0
-                };
-                if ok && err <= eb {
+                let v = dequantize_f64(qi, grid);
+                let fits = !check || crate::predict::within(xf, v, eb, T::SIZE == 4);
+                if ok && fits {
+                    let err = if check {
+                        xf - T::from_f64(v).to_f64()
+                    } else {
+                        0.0
+                    };
                     q.push(qi);
                     sse += err * err;
                 } else {

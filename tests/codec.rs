@@ -2,7 +2,7 @@
 //! special values come back bit for bit; damaged chunks give errors, never panics.
 
 use proptest::prelude::*;
-use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params};
+use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params, PredictorChoice};
 
 fn to_bytes32(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -365,4 +365,56 @@ proptest! {
         with_magic.extend_from_slice(&bytes);
         let _ = resid::decompress_limited(&with_magic, 1 << 20);
     }
+}
+
+#[test]
+fn each_predictor_alone_meets_the_bound() {
+    let shape = [9, 21, 33];
+    let x = smooth(&shape);
+    for pred in [PredictorChoice::Lorenzo, PredictorChoice::Interp] {
+        for dtype in [DType::F32, DType::F64] {
+            for p in [
+                Params::abs(0.3),
+                Params::rel(1e-5),
+                Params::new(ErrorMode::Psnr, 70.0),
+            ] {
+                for coder in [Coder::Range, Coder::Lz4] {
+                    check(&x, dtype, &shape, &p.with_predictor(pred).with_coder(coder));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocks_choose_their_own_predictor() {
+    // Two blocks: the first smooth (interpolation wins), the second g(x) + h(y) with rough g
+    // and h, which 2D Lorenzo predicts exactly and interpolation cannot.
+    let shape = [2, 512, 512];
+    let n: usize = shape.iter().product();
+    let rough = |k: usize| ((k as u64).wrapping_mul(0x9E3779B97F4A7C15) >> 40) as f64 / 1e4;
+    let x: Vec<f64> = (0..n)
+        .map(|i| {
+            let (y, xx) = ((i / 512) % 512, i % 512);
+            // Blocks split the 2x512x512 grid along y.
+            if y < 256 {
+                ((y as f64) * 0.02).sin() * 100.0 + ((xx as f64) * 0.015).cos() * 80.0
+            } else {
+                rough(xx) + rough(1000 + y)
+            }
+        })
+        .collect();
+    let p = Params::abs(0.05);
+    check(&x, DType::F32, &shape, &p);
+    let data: Vec<u8> = x.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+    let c = resid::compress(&data, &ChunkInfo::new(DType::F32, &shape).unwrap(), &p).unwrap();
+    let preds = resid::inspect(&c).unwrap().block_predictors;
+    assert!(preds.len() >= 2, "{preds:?}");
+    let mut kinds = preds.clone();
+    kinds.sort();
+    kinds.dedup();
+    assert!(
+        kinds.len() >= 2,
+        "every block chose the same predictor: {preds:?}"
+    );
 }

@@ -12,6 +12,7 @@
 
 pub mod interp;
 pub mod lorenzo;
+pub mod nglr;
 
 use crate::error::{Error, Result};
 use crate::quant::{dequantize_f64, Grid, QMAX};
@@ -53,11 +54,8 @@ impl BlockEncoder<'_> {
             let c = (d + (self.m - 1) / 2).div_euclid(self.m);
             let rec = pred + c * self.m;
             if rec.abs() <= 2 * QMAX as i64 && c.abs() < 1 << 30 {
-                let mut v = dequantize_f64(rec as i32, self.grid);
-                if self.single {
-                    v = v as f32 as f64;
-                }
-                if (self.x[i] - v).abs() <= self.eb {
+                let v = dequantize_f64(rec as i32, self.grid);
+                if within(self.x[i], v, self.eb, self.single) {
                     q[i] = rec as i32;
                     return c as i32;
                 }
@@ -69,12 +67,55 @@ impl BlockEncoder<'_> {
     }
 }
 
+/// Whether the decoded value `v` of original `x` is within `eb`: in f64 and, for f32 data,
+/// also when the difference is taken in f32 arithmetic, as tools such as `h5diff -d` do (a
+/// difference of values of opposite sign can round up in f32).
+#[inline]
+pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
+    if single {
+        let v = v as f32;
+        (x - v as f64).abs() <= eb && ((x as f32 - v).abs() as f64) <= eb
+    } else {
+        (x - v).abs() <= eb
+    }
+}
+
 /// The predictor with stable id `id`.
 pub fn by_id(id: u8) -> Result<&'static dyn Predictor> {
     match id {
         lorenzo::ID => Ok(&lorenzo::Lorenzo),
         interp::ID => Ok(&interp::Interp),
+        nglr::ID => Err(Error::Corrupt(
+            "NGLR block in a chunk without a weights section".into(),
+        )),
         _ => Err(Error::Corrupt(format!("unknown predictor id {id}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn f32_difference_rounding_counts() {
+        // Find values of opposite sign whose exact difference is within the bound but whose
+        // f32 difference rounds above it (what h5diff -d computes); `within` must refuse them.
+        let eb = 0.05f64;
+        let mut found = 0;
+        for i in 1..20000 {
+            let x = (i as f32) * 2.5e-6;
+            let v = x as f64 - eb;
+            let v32 = v as f32;
+            let exact = (x as f64 - v32 as f64).abs();
+            let single = (x - v32).abs() as f64;
+            if exact <= eb && single > eb {
+                assert!(!within(x as f64, v, eb, true));
+                found += 1;
+            } else if exact <= eb && single <= eb {
+                assert!(within(x as f64, v, eb, true));
+            }
+        }
+        assert!(found > 0, "no rounding case in the sweep");
     }
 }
 
