@@ -52,6 +52,31 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::abs(1e-6),
         ),
         (
+            "v1_f32_3d_abs_nglr",
+            (0..8 * 20 * 24)
+                .map(|i| {
+                    let (z, y, x) = (i / 480, (i / 24) % 20, i % 24);
+                    ((x as f32 * 0.3).sin() * (y as f32 * 0.2).cos() + z as f32 * 0.1)
+                        + ((i * 7919) % 113) as f32 * 1e-3
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[8, 20, 24]).unwrap(),
+            Params::abs(1e-4).with_predictor(resid::PredictorChoice::Nglr),
+        ),
+        (
+            "v1_f32_3d_rel_interp",
+            (0..9 * 17 * 33)
+                .map(|i| {
+                    let (z, y, x) = (i / 561, (i / 33) % 17, i % 33);
+                    (x as f32 * 0.2).sin() * 10.0 + (y as f32 * 0.15).cos() * 5.0 + z as f32
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[9, 17, 33]).unwrap(),
+            Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
             "v1_f32_stored",
             big,
             ChunkInfo::new(DType::F32, &[64]).unwrap(),
@@ -69,7 +94,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 6);
 }
 
 #[test]

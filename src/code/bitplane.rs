@@ -1,10 +1,15 @@
 //! Context-adaptive coding of zigzag residuals by bit-planes.
 //!
 //! Each code `z` is sent as its number of significant bit-planes `k` (0 for z = 0), then the
-//! planes below the leading one, most significant first. `k` is coded by a 5-level binary tree
-//! whose probabilities depend on a context formed from the plane counts of the causal
-//! neighbours (west, north, previous slice: their sum plus their maximum), so flat and busy
-//! regions get their own statistics.
+//! planes below the leading one, most significant first.
+//!
+//! `k` is coded relative to what its causal neighbours suggest. The context `c` is formed from
+//! the plane counts `w, n, u` of the west, north and previous-slice neighbours
+//! (`c = w + n + u + max(w, n, u)`, at most 124), and the expected count is `e = (c + 2) / 4`.
+//! The coder sends "is `k = e`?", then "is `k > e`?" (unless `e` is 0 or 31), then the
+//! distance from `e` in unary; all
+//! these decisions have adaptive probabilities per point class and context, so flat and busy
+//! regions get their own statistics and a typical value costs two or three decisions.
 //! The two planes under the leading one are coded adaptively per `k`; the lower planes are
 //! close to uniform and go to a raw bit stream.
 //!
@@ -14,13 +19,17 @@ use super::range::{BitReader, BitWriter, Decoder, Encoder, Prob};
 use super::zigzag;
 use crate::error::{ensure, Error, Result};
 
-/// Number of neighbourhood contexts for the plane count, per class of point.
-const CONTEXTS: usize = 96;
+/// Neighbourhood contexts per class (`c` never exceeds 124).
+const CONTEXTS: usize = 128;
 /// Classes of points: interpolated blocks separate the finest level's three passes (x, y, z
 /// odd) from the coarse levels, whose residuals are larger; Lorenzo blocks use class 0.
 const CLASSES: usize = 4;
+/// Unary steps with their own probabilities; further steps share the last one.
+const STEPS: usize = 8;
+/// Planes coded adaptively below the leading one.
+const MODELLED_PLANES: u32 = 2;
 
-/// The class of point (z, y, x) in a block coded with `predictor`.
+/// The class of point (z, y, x) in a block; `interpolated` for the interpolation predictor.
 #[inline]
 fn class_of(interpolated: bool, z: usize, y: usize, x: usize) -> usize {
     if !interpolated {
@@ -35,20 +44,27 @@ fn class_of(interpolated: bool, z: usize, y: usize, x: usize) -> usize {
         3
     }
 }
-/// Planes coded adaptively below the leading one.
-const MODELLED_PLANES: u32 = 2;
+
+/// The adaptive probabilities of one (class, context) pair.
+#[derive(Clone, Copy, Default)]
+struct KModel {
+    equal: Prob,
+    above: Prob,
+    up: [Prob; STEPS],
+    down: [Prob; STEPS],
+}
 
 struct Model {
-    k_tree: Vec<[Prob; 32]>,
-    /// Per k: top plane, then second plane given the top one.
-    planes: [[[Prob; 3]; 33]; CLASSES],
+    k: Vec<KModel>,
+    /// Per class and k: top plane, then second plane given the top one.
+    planes: [[[Prob; 3]; 32]; CLASSES],
 }
 
 impl Model {
     fn new() -> Model {
         Model {
-            k_tree: vec![[Prob::default(); 32]; CLASSES * CONTEXTS],
-            planes: [[[Prob::default(); 3]; 33]; CLASSES],
+            k: vec![KModel::default(); CLASSES * CONTEXTS],
+            planes: [[[Prob::default(); 3]; 32]; CLASSES],
         }
     }
 }
@@ -80,13 +96,81 @@ impl Neighbours {
         let w = self.k[i - 1] as usize;
         let n = self.k[i - self.row] as usize;
         let u = self.k[i - self.plane] as usize;
-        (w + n + u + w.max(n).max(u)).min(CONTEXTS - 1)
+        w + n + u + w.max(n).max(u)
     }
 }
 
 #[inline]
 fn planes_of(z: u32) -> u32 {
     32 - z.leading_zeros()
+}
+
+#[inline]
+fn encode_k(rc: &mut Encoder, km: &mut KModel, k: u32, e: u32) {
+    let equal = (k == e) as u32;
+    rc.encode(&mut km.equal, 1 - equal);
+    if equal == 1 {
+        return;
+    }
+    let above = (k > e) as u32;
+    // At e = 0 the count can only be above, at e = 31 only below: nothing to send.
+    if e > 0 && e < 31 {
+        rc.encode(&mut km.above, above);
+    }
+    if above == 1 {
+        // k - e - 1 further steps up, the last one implicit at k = 31.
+        let d = k - e - 1;
+        for j in 0..d.min(31 - e - 1) {
+            rc.encode(&mut km.up[(j as usize).min(STEPS - 1)], 1);
+        }
+        if k < 31 {
+            rc.encode(&mut km.up[(d as usize).min(STEPS - 1)], 0);
+        }
+    } else {
+        // e - k - 1 further steps down, the last one implicit at k = 0.
+        let d = e - k - 1;
+        for j in 0..d {
+            rc.encode(&mut km.down[(j as usize).min(STEPS - 1)], 1);
+        }
+        if k > 0 {
+            rc.encode(&mut km.down[(d as usize).min(STEPS - 1)], 0);
+        }
+    }
+}
+
+#[inline]
+fn decode_k(rc: &mut Decoder<'_>, km: &mut KModel, e: u32) -> u32 {
+    if rc.decode(&mut km.equal) == 0 {
+        return e;
+    }
+    let above = match e {
+        0 => true,
+        31.. => false,
+        _ => rc.decode(&mut km.above) == 1,
+    };
+    if above {
+        let mut k = e + 1;
+        let mut j = 0usize;
+        while k < 31 && rc.decode(&mut km.up[j.min(STEPS - 1)]) == 1 {
+            k += 1;
+            j += 1;
+        }
+        k
+    } else {
+        let mut k = e - 1;
+        let mut j = 0usize;
+        while k > 0 && rc.decode(&mut km.down[j.min(STEPS - 1)]) == 1 {
+            k -= 1;
+            j += 1;
+        }
+        k
+    }
+}
+
+/// The expected plane count for context `c`.
+#[inline]
+fn expected(c: usize) -> u32 {
+    ((c + 2) / 4) as u32
 }
 
 /// Codes the residuals of one block (C order, extents `ext`); `interpolated` selects the
@@ -102,15 +186,17 @@ pub fn encode(r: &[i32], ext: [usize; 3], interpolated: bool) -> Vec<u8> {
             let start = nb.at(z, y, 0);
             for (x, i) in (start..start + ext[2]).enumerate() {
                 let code = zigzag::encode(*it.next().expect("block length"));
-                let k = planes_of(code);
+                let k = planes_of(code).min(31);
+                debug_assert!(planes_of(code) <= 31, "residual beyond 2^30");
                 let class = class_of(interpolated, z, y, x);
-                let probs = &mut m.k_tree[class * CONTEXTS + nb.context(i)];
-                let mut node = 1usize;
-                for b in (0..5).rev() {
-                    let bit = (k >> b) & 1;
-                    rc.encode(&mut probs[node], bit);
-                    node = 2 * node + bit as usize;
-                }
+                let c = nb.context(i);
+                let e = expected(c);
+                encode_k(
+                    &mut rc,
+                    &mut m.k[(class * CONTEXTS + c) & (CLASSES * CONTEXTS - 1)],
+                    k,
+                    e,
+                );
                 nb.k[i] = k as u8;
                 if k >= 2 {
                     let below = k - 1; // planes under the leading one
@@ -162,12 +248,12 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], interpolated: bool, r: &mut [i32]) 
             let start = nb.at(z, y, 0);
             for (x, i) in (start..start + ext[2]).enumerate() {
                 let class = class_of(interpolated, z, y, x);
-                let probs = &mut m.k_tree[class * CONTEXTS + nb.context(i)];
-                let mut node = 1usize;
-                for _ in 0..5 {
-                    node = 2 * node + rc.decode(&mut probs[node]) as usize;
-                }
-                let k = (node - 32) as u32;
+                let c = nb.context(i);
+                let k = decode_k(
+                    &mut rc,
+                    &mut m.k[(class * CONTEXTS + c) & (CLASSES * CONTEXTS - 1)],
+                    expected(c),
+                );
                 nb.k[i] = k as u8;
                 let code = if k >= 2 {
                     let below = k - 1;
@@ -219,6 +305,26 @@ mod tests {
             decode(&bytes, ext, interpolated, &mut back).unwrap();
             assert_eq!(back, r);
         }
+    }
+
+    #[test]
+    fn every_plane_count_round_trips() {
+        let ext = [1, 4, 64];
+        let r: Vec<i32> = (0..256)
+            .map(|i| {
+                let k = (i * 7 % 32) as u32;
+                let z = if k == 0 {
+                    0
+                } else {
+                    (1u32 << (k - 1)) | (i as u32 & ((1 << (k - 1)) - 1).max(0))
+                };
+                zigzag::decode(z.min((1 << 31) - 1))
+            })
+            .collect();
+        let bytes = encode(&r, ext, false);
+        let mut back = vec![0; r.len()];
+        decode(&bytes, ext, false, &mut back).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]
