@@ -1,7 +1,7 @@
 //! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
-//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo]`
+//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr] [budget=N] [rel=R,R..]`
 
 use std::time::Instant;
 
@@ -18,10 +18,22 @@ fn main() {
         PredictorChoice::Interp
     } else if args.iter().any(|a| a == "lorenzo") {
         PredictorChoice::Lorenzo
+    } else if args.iter().any(|a| a == "nglr") {
+        PredictorChoice::Nglr
     } else {
         PredictorChoice::Auto
     };
-    for path in args.iter().filter(|a| a.contains('_')) {
+    let budget: u8 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("budget="))
+        .map_or(0, |b| b.parse().unwrap());
+    let rels: Vec<f64> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("rel="))
+        .map_or(vec![1e-2, 1e-3, 1e-4, 1e-5], |r| {
+            r.split(',').map(|v| v.parse().unwrap()).collect()
+        });
+    for path in args.iter().filter(|a| a.contains('_') && !a.contains('=')) {
         let name = path.rsplit('/').next().unwrap();
         let (stem, ext) = name.rsplit_once('.').unwrap();
         let dtype = if ext == "f64" { DType::F64 } else { DType::F32 };
@@ -48,9 +60,12 @@ fn main() {
             .iter()
             .filter(|v| v.is_finite())
             .fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
-        for rel in [1e-2, 1e-3, 1e-4, 1e-5] {
+        for &rel in &rels {
             let eb = rel * (mx - mn);
-            let p = Params::abs(eb).with_coder(coder).with_predictor(predictor);
+            let p = Params::abs(eb)
+                .with_coder(coder)
+                .with_predictor(predictor)
+                .with_nglr_budget(budget);
             let t = Instant::now();
             let c = resid::compress(&data, &chunk, &p).unwrap();
             let te = t.elapsed().as_secs_f64();
@@ -81,6 +96,12 @@ fn main() {
                 name, rel, c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
                 maxe / eb, psnr, mb / te, mb / td
             );
+            if let Ok(sum) = resid::inspect(&c) {
+                let n = sum.block_predictors.iter().filter(|&&p| p == 3).count();
+                if n > 0 {
+                    println!("    nglr blocks {n}/{}", sum.block_predictors.len());
+                }
+            }
         }
     }
 }

@@ -13,9 +13,11 @@
 
 pub mod backend;
 pub mod code;
+pub mod enhance;
 pub mod error;
 pub mod field;
 pub mod format;
+pub mod nn;
 pub mod params;
 mod pipeline;
 pub mod predict;
@@ -23,7 +25,7 @@ pub mod quant;
 
 pub use error::{Error, Result};
 pub use format::ChunkSummary;
-pub use params::{Backend, ChunkInfo, Coder, DType, ErrorMode, Params, PredictorChoice};
+pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
 
 /// Compresses one chunk: `data` holds `chunk.shape` elements of `chunk.dtype`, little-endian.
 ///

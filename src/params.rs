@@ -8,8 +8,8 @@
 //! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
 //! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
 //! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path (optional word) |
-//! | 5 | predictor: 0 auto (per block), 1 Lorenzo, 2 interpolation (optional word) |
-//! | 6 | enhancer: 0 off (optional word; reserved for NeurLZ) |
+//! | 5 | bits 0-7 predictor: 0 auto (per block), 1 Lorenzo, 2 interpolation, 3 NGLR; bits 8-15 NGLR training budget (thousands of sample points, 0 = default); bits 16-31 zero (optional word) |
+//! | 6 | bits 0-7 enhancer (NeurLZ): 0 off, 1 strict, 2 relaxed (bound 2x), 3 strict cross-field, 4 relaxed cross-field; bits 8-15 enhancer training budget (units of 20 steps, 0 = default); bit 16 keep the enhancer whenever it lowers the error (skip the rate check); bits 17-31 zero (optional word) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
 //! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims |
 
@@ -55,7 +55,47 @@ pub enum PredictorChoice {
     Lorenzo = 1,
     /// Multilevel cubic interpolation.
     Interp = 2,
+    /// Lorenzo plus the learned NGLR bias on every block (weights trained on the chunk).
+    Nglr = 3,
 }
+
+/// Default NGLR training budget, in units of 1024 sample points.
+pub const NGLR_DEFAULT_BUDGET: u8 = 32;
+
+/// The NeurLZ enhancer (`docs/NEURLZ.md`): a small CNN trained on the chunk that predicts
+/// and adds back the reconstruction error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enhancer {
+    /// No enhancer.
+    Off = 0,
+    /// Every value within the bound: points the network would push out are listed and left
+    /// uncorrected.
+    Strict = 1,
+    /// Every value within twice the bound; the correction is regulated and nothing is listed.
+    Relaxed = 2,
+    /// Strict, and the leading dimension holds fields of one grid: each field's correction
+    /// sees every field.
+    StrictCross = 3,
+    /// Relaxed with cross-field inputs.
+    RelaxedCross = 4,
+}
+
+impl Enhancer {
+    /// The pointwise bound holds as given (not doubled).
+    pub fn is_strict(self) -> bool {
+        matches!(
+            self,
+            Enhancer::Off | Enhancer::Strict | Enhancer::StrictCross
+        )
+    }
+    /// The leading dimension is read as fields.
+    pub fn is_cross(self) -> bool {
+        matches!(self, Enhancer::StrictCross | Enhancer::RelaxedCross)
+    }
+}
+
+/// Default enhancer training budget, in units of 20 optimizer steps.
+pub const ENHANCER_DEFAULT_BUDGET: u8 = 8;
 
 /// Where the work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +186,15 @@ pub struct Params {
     pub bound: f64,
     pub coder: Coder,
     pub predictor: PredictorChoice,
+    /// NGLR training budget in units of 1024 sample points (0 = [`NGLR_DEFAULT_BUDGET`]).
+    pub nglr_budget: u8,
+    /// The NeurLZ enhancer.
+    pub enhancer: Enhancer,
+    /// Enhancer training budget in units of 20 steps (0 = [`ENHANCER_DEFAULT_BUDGET`]).
+    pub enhancer_budget: u8,
+    /// Keep the enhancer whenever it lowers the error, even when it costs more bits than the
+    /// distortion it removes is worth.
+    pub enhancer_force: bool,
     pub backend: Backend,
 }
 
@@ -164,6 +213,10 @@ impl Params {
             bound,
             coder: Coder::Range,
             predictor: PredictorChoice::Auto,
+            nglr_budget: 0,
+            enhancer: Enhancer::Off,
+            enhancer_budget: 0,
+            enhancer_force: false,
             backend: Backend::Auto,
         }
     }
@@ -174,6 +227,44 @@ impl Params {
     pub fn with_predictor(mut self, predictor: PredictorChoice) -> Params {
         self.predictor = predictor;
         self
+    }
+    /// Sets the NGLR training budget (units of 1024 sample points, 0 = default).
+    pub fn with_nglr_budget(mut self, budget: u8) -> Params {
+        self.nglr_budget = budget;
+        self
+    }
+    /// Turns the NeurLZ enhancer on (or off).
+    pub fn with_enhancer(mut self, enhancer: Enhancer) -> Params {
+        self.enhancer = enhancer;
+        self
+    }
+    /// Sets the enhancer training budget (units of 20 steps, 0 = default).
+    pub fn with_enhancer_budget(mut self, budget: u8) -> Params {
+        self.enhancer_budget = budget;
+        self
+    }
+    /// Keeps the enhancer whenever it lowers the error (no rate check).
+    pub fn with_enhancer_force(mut self, force: bool) -> Params {
+        self.enhancer_force = force;
+        self
+    }
+    /// Optimizer steps the enhancer's training may take.
+    pub fn enhancer_steps(&self) -> usize {
+        let b = if self.enhancer_budget == 0 {
+            ENHANCER_DEFAULT_BUDGET
+        } else {
+            self.enhancer_budget
+        };
+        b as usize * 20
+    }
+    /// Training sample points NGLR may use.
+    pub fn nglr_samples(&self) -> usize {
+        let b = if self.nglr_budget == 0 {
+            NGLR_DEFAULT_BUDGET
+        } else {
+            self.nglr_budget
+        };
+        b as usize * 1024
     }
 
     /// Checks the bound against its mode.
@@ -238,22 +329,44 @@ impl Params {
                 )))
             }
         };
-        let predictor = match word(5) {
+        let predictor = match word(5) & 0xFF {
             0 => PredictorChoice::Auto,
             1 => PredictorChoice::Lorenzo,
             2 => PredictorChoice::Interp,
+            3 => PredictorChoice::Nglr,
             p => {
                 return Err(Error::BadParams(format!(
-                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp"
+                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr"
                 )))
             }
         };
-        if word(6) != 0 {
+        if word(5) >> 16 != 0 {
             return Err(Error::BadParams(format!(
-                "cd_values[6] (enhancer) is {}: only 0 (off) is available in this build",
+                "cd_values[5] is {:#x}: bits 16-31 are reserved (zero)",
+                word(5)
+            )));
+        }
+        let nglr_budget = (word(5) >> 8) as u8;
+        let enhancer = match word(6) & 0xFF {
+            0 => Enhancer::Off,
+            1 => Enhancer::Strict,
+            2 => Enhancer::Relaxed,
+            3 => Enhancer::StrictCross,
+            4 => Enhancer::RelaxedCross,
+            e => {
+                return Err(Error::BadParams(format!(
+                    "cd_values[6] (enhancer) is {e}: 0 off, 1 strict, 2 relaxed, 3 strict cross-field, 4 relaxed cross-field"
+                )))
+            }
+        };
+        if word(6) >> 17 != 0 {
+            return Err(Error::BadParams(format!(
+                "cd_values[6] is {:#x}: bits 17-31 are reserved (zero)",
                 word(6)
             )));
         }
+        let enhancer_budget = (word(6) >> 8) as u8;
+        let enhancer_force = word(6) >> 16 & 1 == 1;
         let backend = match word(7) {
             0 => Backend::Auto,
             1 => Backend::Cpu,
@@ -269,6 +382,10 @@ impl Params {
             bound,
             coder,
             predictor,
+            nglr_budget,
+            enhancer,
+            enhancer_budget,
+            enhancer_force,
             backend,
         };
         p.validate()?;
@@ -284,8 +401,10 @@ impl Params {
             hi,
             lo,
             self.coder as u32,
-            self.predictor as u32,
-            0,
+            self.predictor as u32 | (self.nglr_budget as u32) << 8,
+            self.enhancer as u32
+                | (self.enhancer_budget as u32) << 8
+                | (self.enhancer_force as u32) << 16,
             self.backend as u32,
         ]
     }
@@ -372,6 +491,25 @@ mod tests {
         assert!(msg(&[2, 0, h, l]).contains("layout version"));
         assert!(msg(&[1, 9, h, l]).contains("error mode"));
         assert!(msg(&[1, 0, h, l, 7]).contains("coder"));
+        assert!(msg(&[1, 0, h, l, 0, 4]).contains("predictor"));
+        assert!(msg(&[1, 0, h, l, 0, 1 << 16]).contains("reserved"));
+        let p = Params::from_cd_values(&[1, 0, h, l, 0, 3 | 40 << 8]).unwrap();
+        assert_eq!(
+            (p.predictor, p.nglr_samples()),
+            (PredictorChoice::Nglr, 40 * 1024)
+        );
+        assert_eq!(p.to_cd_values()[5], 3 | 40 << 8);
+        assert!(msg(&[1, 0, h, l, 0, 0, 5]).contains("enhancer"));
+        assert!(msg(&[1, 0, h, l, 0, 0, 1 << 17]).contains("reserved"));
+        let p = Params::from_cd_values(&[1, 0, h, l, 0, 0, 1 | 1 << 16]).unwrap();
+        assert!(p.enhancer_force);
+        assert_eq!(p.to_cd_values()[6], 1 | 1 << 16);
+        let p = Params::from_cd_values(&[1, 0, h, l, 0, 0, 4 | 3 << 8]).unwrap();
+        assert_eq!(
+            (p.enhancer, p.enhancer_steps()),
+            (Enhancer::RelaxedCross, 60)
+        );
+        assert_eq!(p.to_cd_values()[6], 4 | 3 << 8);
         let (nh, nl) = f64_to_words(-1.0);
         assert!(msg(&[1, 0, nh, nl]).contains("must be > 0"));
         let (nh, nl) = f64_to_words(f64::NAN);

@@ -3,11 +3,12 @@
 use rayon::prelude::*;
 
 use crate::code;
+use crate::enhance::{neurlz, neurlz_encode};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{self, section, Header, Layout, Reader};
-use crate::params::{ChunkInfo, Coder, DType, Params, PredictorChoice};
-use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, BlockEncoder, Predictor};
+use crate::params::{ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
+use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, nglr, BlockEncoder, Predictor};
 use crate::quant::{self, dequantize, Grid, Plan};
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
@@ -28,11 +29,34 @@ pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u
 
 fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
     let x: Vec<T> = field::from_bytes(data);
-    let coded = quant::plan(&x, params).map(|plan| encode_coded(&x, chunk, params, &plan));
+    let coded = match gpu_encode(data, chunk, params) {
+        Some((plan, blocks)) => Some(encode_coded(&x, chunk, params, &plan, Some(blocks))),
+        None => quant::plan(&x, params).map(|plan| encode_coded(&x, chunk, params, &plan, None)),
+    };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => Ok(bytes),
         _ => Ok(encode_stored(data, chunk, params)),
     }
+}
+
+/// Runs the quantize + Lorenzo + coding stages on the GPU when the CUDA backend is selected
+/// and the chunk is plain Lorenzo (LBRC, feedback step 1) with an absolute or relative bound:
+/// the plan and each block's payload. The CPU computes the same bytes when this returns `None`.
+fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Plan, Vec<Vec<u8>>)> {
+    if params.predictor != PredictorChoice::Lorenzo || params.enhancer != Enhancer::Off {
+        return None;
+    }
+    let (grid, eb, enc) = crate::backend::gpu_encode(data, chunk, params)?;
+    let plan = Plan {
+        grid,
+        eb,
+        m: 1,
+        quantized: quant::Quantized {
+            escapes: enc.escapes,
+            ..Default::default()
+        },
+    };
+    Some((plan, enc.coded))
 }
 
 fn base_header(chunk: &ChunkInfo, params: &Params) -> Header {
@@ -60,7 +84,14 @@ fn encode_stored(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Vec<u8> {
     out
 }
 
-fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &Plan) -> Vec<u8> {
+/// Codes a chunk on `plan`; `gpu_blocks` holds the block payloads when the GPU made them.
+fn encode_coded<T: Element>(
+    x: &[T],
+    chunk: &ChunkInfo,
+    params: &Params,
+    plan: &Plan,
+    gpu_blocks: Option<Vec<Vec<u8>>>,
+) -> Vec<u8> {
     let dims = field::grid_dims(&chunk.shape);
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).expect("extents are positive");
@@ -76,12 +107,31 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
         local_escapes[n].push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
     }
 
-    let candidates: &[&dyn Predictor] = match params.predictor {
-        PredictorChoice::Auto => &[&Lorenzo, &Interp],
-        PredictorChoice::Lorenzo => &[&Lorenzo],
-        PredictorChoice::Interp => &[&Interp],
+    // NGLR: one network per chunk, fitted on a subsample, shared by the blocks that use it.
+    // Only when asked for: measured, it is not a reliable win for auto (docs/NGLR.md). Were
+    // it added to auto's candidates, the weights are kept only when they pay for themselves.
+    let single = T::SIZE == 4;
+    let learned = match params.predictor {
+        PredictorChoice::Nglr => train_nglr(x, dims, plan, params, single),
+        _ => None,
     };
-    let coded: Vec<(u8, Vec<u8>, Vec<usize>)> = blocks
+    let mut candidates: Vec<&dyn Predictor> = match params.predictor {
+        PredictorChoice::Auto => vec![&Lorenzo, &Interp],
+        PredictorChoice::Lorenzo => vec![&Lorenzo],
+        PredictorChoice::Interp => vec![&Interp],
+        PredictorChoice::Nglr => vec![],
+    };
+    let fixed = candidates.len();
+    match &learned {
+        Some(n) => candidates.push(n),
+        None if fixed == 0 => candidates.push(&Lorenzo), // too few points to train on
+        None => {}
+    }
+    let candidates = &candidates[..];
+    // Per block: the chosen coding and, for an NGLR block in auto mode, the best coding
+    // without NGLR (kept in case the weights cost more than NGLR saves).
+    type Coded = (u8, Vec<u8>, Vec<usize>);
+    let coded: Vec<(Coded, Option<Coded>)> = blocks
         .par_iter()
         .zip(&local_escapes)
         .map(|(b, esc)| {
@@ -94,45 +144,85 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
             for &li in esc {
                 escaped[li] = true;
             }
-            let single = T::SIZE == 4;
-            let predictor = choose_predictor(
-                candidates,
-                &bx,
-                &bq,
-                &escaped,
-                b.ext,
-                plan,
-                params.coder,
-                single,
-            );
-            let id = predictor.id();
-            let (codes, escaped) =
-                predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
-            let global: Vec<usize> = escaped
-                .iter()
-                .enumerate()
-                .filter(|(_, &e)| e)
-                .map(|(li, _)| {
-                    let (z, y, x) = (
-                        li / (b.ext[1] * b.ext[2]),
-                        (li / b.ext[2]) % b.ext[1],
-                        li % b.ext[2],
-                    );
-                    ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2] + x
-                })
-                .collect();
-            (
-                id,
-                code::encode_block(params.coder, &codes, b.ext, id),
-                global,
-            )
+            let choose =
+                |c| choose_predictor(c, &bx, &bq, &escaped, b.ext, plan, params.coder, single);
+            let encode_with = |predictor: &dyn Predictor| -> Coded {
+                let id = predictor.id();
+                let (codes, escaped) =
+                    predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
+                let global: Vec<usize> = escaped
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &e)| e)
+                    .map(|(li, _)| {
+                        let (z, y, x) = (
+                            li / (b.ext[1] * b.ext[2]),
+                            (li / b.ext[2]) % b.ext[1],
+                            li % b.ext[2],
+                        );
+                        ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2] + x
+                    })
+                    .collect();
+                (
+                    id,
+                    code::encode_block(params.coder, &codes, b.ext, id),
+                    global,
+                )
+            };
+            let predictor = choose(candidates);
+            let alternative = (predictor.id() == nglr::ID && fixed > 0)
+                .then(|| encode_with(choose(&candidates[..fixed])));
+            (encode_with(predictor), alternative)
         })
         .collect();
+    // The weights are written only when the blocks that use them save more than they cost.
+    let cost = |c: &Coded| c.1.len() + c.2.len() * (T::SIZE + 2);
+    let weights = learned.as_ref().and_then(|n| {
+        let mut payload = Vec::new();
+        crate::nn::weights::write(&n.net, &mut payload);
+        let (with, without) = coded.iter().fold((0, 0), |(w, wo), (c, alt)| match alt {
+            Some(a) => (w + cost(c), wo + cost(a)),
+            None => (w, wo),
+        });
+        let used = coded.iter().any(|(c, _)| c.0 == nglr::ID);
+        let forced = fixed == 0;
+        (used && (forced || with + payload.len() + format::SECTION_HEADER < without))
+            .then_some(payload)
+    });
+    let coded: Vec<Coded> = coded
+        .into_iter()
+        .map(|(c, alt)| match alt {
+            Some(a) if weights.is_none() => a,
+            _ => c,
+        })
+        .collect();
+    let coded: Vec<Coded> = match gpu_blocks {
+        // The GPU's Lorenzo blocks; the escapes are the plan's (already global and sorted).
+        Some(g) => g
+            .into_iter()
+            .enumerate()
+            .map(|(n, c)| {
+                let esc = if n == 0 {
+                    plan.quantized.escapes.clone()
+                } else {
+                    Vec::new()
+                };
+                (Lorenzo.id(), c, esc)
+            })
+            .collect(),
+        None => coded,
+    };
     let mut escapes: Vec<usize> = coded
         .iter()
         .flat_map(|(_, _, e)| e.iter().copied())
         .collect();
     escapes.sort_unstable();
+    let enhance = (params.enhancer != Enhancer::Off)
+        .then(|| {
+            let nglr = weights.as_ref().and(learned.as_ref());
+            enhance_section(x, chunk, params, plan, &blocks, &coded, &escapes, nglr)
+        })
+        .flatten();
 
     let mut blocks_payload = Vec::new();
     blocks_payload.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
@@ -171,14 +261,76 @@ fn encode_coded<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params, plan: &
         step: plan.grid.step,
         feedback: plan.m as u16,
         block: ext,
-        sections: 2,
+        sections: 2 + weights.is_some() as u32 + enhance.is_some() as u32,
         ..base_header(chunk, params)
     };
     let mut out = Vec::with_capacity(64 + blocks_payload.len() + esc_payload.len());
     header.write(&mut out);
+    if let Some(w) = &weights {
+        format::write_section(&mut out, section::WEIGHTS, w);
+    }
     format::write_section(&mut out, section::BLOCKS, &blocks_payload);
     format::write_section(&mut out, section::ESCAPES, &esc_payload);
+    if let Some(e) = &enhance {
+        format::write_section(&mut out, section::ENHANCE, e);
+    }
     out
+}
+
+/// The NeurLZ section (encode only): trained on the decoder's own reconstruction, which the
+/// encoder gets by decoding the blocks it just coded. `None` when the enhancer does not pay.
+#[allow(clippy::too_many_arguments)]
+fn enhance_section<T: Element>(
+    x: &[T],
+    chunk: &ChunkInfo,
+    params: &Params,
+    plan: &Plan,
+    blocks: &[Block],
+    coded: &[(u8, Vec<u8>, Vec<usize>)],
+    escapes: &[usize],
+    learned: Option<&nglr::Nglr>,
+) -> Option<Vec<u8>> {
+    let dims = field::grid_dims(&chunk.shape);
+    let parts: Vec<BlockPart<'_>> = coded
+        .iter()
+        .map(|(id, c, _)| BlockPart {
+            predictor: *id,
+            coder: params.coder,
+            bytes: c,
+            crc: crc32fast::hash(c),
+        })
+        .collect();
+    let q = decode_grid(blocks, &parts, dims, plan.m as i32, learned).ok()?;
+    let view = neurlz_encode::Chunk {
+        x,
+        q: &q,
+        escapes,
+        shape: &chunk.shape,
+        dims,
+        grid: plan.grid,
+        eb: plan.eb,
+        m: plan.m,
+    };
+    let base_rate = |bound: f64| -> Option<(usize, f64)> {
+        let p = Params {
+            mode: ErrorMode::Abs,
+            bound,
+            enhancer: Enhancer::Off,
+            ..*params
+        };
+        let c = compress(&field::to_bytes(x), chunk, &p).ok()?;
+        let y: Vec<T> = field::from_bytes(&decompress(&c, usize::MAX).ok()?);
+        let sse = x.iter().zip(&y).fold(0.0, |s, (a, b)| {
+            let e = a.to_f64() - b.to_f64();
+            if e.is_finite() {
+                s + e * e
+            } else {
+                s
+            }
+        });
+        Some((c.len(), sse))
+    };
+    neurlz_encode::encode(&view, params, &base_rate).0
 }
 
 /// Codes one block with `predictor`: returns the codes and which points ended up escaped.
@@ -211,6 +363,7 @@ const FULL_TRIAL: usize = 1 << 15;
 
 /// The candidate that codes the block (or a central sample of it) into the fewest bytes,
 /// escapes counted.
+#[allow(clippy::too_many_arguments)]
 fn choose_predictor<'a>(
     candidates: &[&'a dyn Predictor],
     x: &[f64],
@@ -251,6 +404,57 @@ fn choose_predictor<'a>(
         .expect("at least one predictor")
 }
 
+/// Fits the chunk's NGLR network (encode only). Training pairs come from tiles spread over the
+/// chunk (the whole chunk when it is small), each coded with Lorenzo and feedback first, so
+/// the features see a reconstruction like the one the decoder will have; about
+/// `params.nglr_samples()` points in all. `None` when there are too few points.
+fn train_nglr<T: Element>(
+    x: &[T],
+    dims: [usize; 3],
+    plan: &Plan,
+    params: &Params,
+    single: bool,
+) -> Option<nglr::Nglr> {
+    let budget = params.nglr_samples();
+    let active = dims.iter().filter(|&&d| d > 1).count();
+    let side = [4096, 4096, 64, 16][active];
+    let tile = if x.len() <= 2 * budget {
+        dims
+    } else {
+        dims.map(|d| d.min(side))
+    };
+    let mut escaped = vec![false; x.len()];
+    for &i in &plan.quantized.escapes {
+        escaped[i] = true;
+    }
+    let (mut f, mut t) = (Vec::new(), Vec::new());
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    while f.len() < budget {
+        let origin = [0, 1, 2].map(|k| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % (dims[k] - tile[k] + 1) as u64) as usize
+        });
+        let b = Block { origin, ext: tile };
+        let bx: Vec<f64> = field::gather(x, dims, &b)
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let bq = field::gather(&plan.quantized.q, dims, &b);
+        let be = field::gather(&escaped, dims, &b);
+        let (mut recon, esc) = predict_block(&Lorenzo, &bx, &bq, &be, tile, plan, single);
+        Lorenzo.decode(&mut recon, tile, plan.m as i32);
+        let before = f.len();
+        nglr::training_pairs(&recon, &bq, &esc, tile, &mut f, &mut t);
+        if tile == dims || f.len() == before {
+            break;
+        }
+    }
+    let net = crate::nn::train::fit(&f, &t, &crate::nn::train::Config::default())?;
+    Some(nglr::Nglr { net })
+}
+
 pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     let mut r = Reader::new(data);
     let header = Header::read(&mut r)?;
@@ -263,6 +467,13 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
             limit: max_len
         }
     );
+    // Refuse a declared size the machine cannot hold as an error, not an allocation abort.
+    Vec::<u8>::new()
+        .try_reserve_exact(out_len)
+        .map_err(|_| Error::TooLarge {
+            needed: out_len,
+            limit: max_len,
+        })?;
     let out = match header.layout {
         Layout::Stored => {
             ensure!(
@@ -290,9 +501,9 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
 
 fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
     ensure!(
-        h.sections == 2,
+        (2..=4).contains(&h.sections),
         Error::Corrupt(format!(
-            "coded chunk declares {} sections, version 1 has 2",
+            "coded chunk declares {} sections, version 1 has 2 to 4",
             h.sections
         ))
     );
@@ -316,29 +527,85 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
     );
     let blocks = field::blocks(dims, h.block)?;
 
-    let (id, payload) = format::read_section(r)?;
+    let (mut id, mut payload) = format::read_section(r)?;
+    let learned = if id == section::WEIGHTS {
+        let net = crate::nn::weights::read(payload)?;
+        (id, payload) = format::read_section(r)?;
+        Some(nglr::Nglr { net })
+    } else {
+        None
+    };
+    ensure!(
+        h.sections == 2 + learned.is_some() as u32 || h.sections == 3 + learned.is_some() as u32,
+        Error::Corrupt(format!(
+            "coded chunk declares {} sections, holds {}",
+            h.sections,
+            2 + learned.is_some() as u32
+        ))
+    );
     ensure!(
         id == section::BLOCKS,
         Error::Corrupt(format!("expected the blocks section, found id {id}"))
     );
     let parts = split_blocks(payload, blocks.len())?;
-    let decoded: Vec<Result<Vec<T>>> = blocks
-        .par_iter()
-        .zip(&parts)
-        .map(|(b, part)| decode_block::<T>(b, part, grid, m))
-        .collect();
-    let mut values = vec![T::from_f64(0.0); h.len()];
-    for (b, d) in blocks.iter().zip(decoded) {
-        field::scatter(&mut values, dims, b, &d?);
-    }
+    let mut values = match gpu_decode::<T>(h, &parts, &blocks, dims, grid) {
+        Some(v) => v,
+        None => {
+            let decoded: Vec<Result<Vec<T>>> = blocks
+                .par_iter()
+                .zip(&parts)
+                .map(|(b, part)| decode_block::<T>(b, part, grid, m, learned.as_ref()))
+                .collect();
+            let mut values = vec![T::from_f64(0.0); h.len()];
+            for (b, d) in blocks.iter().zip(decoded) {
+                field::scatter(&mut values, dims, b, &d?);
+            }
+            values
+        }
+    };
 
-    let (id, payload) = format::read_section(r)?;
+    let (id, esc_payload) = format::read_section(r)?;
     ensure!(
         id == section::ESCAPES,
         Error::Corrupt(format!("expected the escapes section, found id {id}"))
     );
-    apply_escapes(payload, &mut values)?;
+    if h.sections == 3 + learned.is_some() as u32 {
+        let (id, payload) = format::read_section(r)?;
+        ensure!(
+            id == section::ENHANCE,
+            Error::Corrupt(format!("unknown section id {id} after the escapes"))
+        );
+        let model = neurlz::Model::read(payload, dims)?;
+        let q = decode_grid(&blocks, &parts, dims, m, learned.as_ref())?;
+        neurlz::apply(&model, &q, dims, grid, m as i64, &mut values);
+    }
+    apply_escapes(esc_payload, &mut values)?;
     Ok(field::to_bytes(&values))
+}
+
+/// Decodes the blocks on the GPU when the CUDA backend is asked for (`RESID_BACKEND=cuda`)
+/// and every block is plain Lorenzo with feedback step 1 (what the kernels run); `None` sends
+/// the work to the CPU, which computes the same values.
+fn gpu_decode<T: Element>(
+    h: &Header,
+    parts: &[BlockPart<'_>],
+    blocks: &[Block],
+    dims: [usize; 3],
+    grid: Grid,
+) -> Option<Vec<T>> {
+    if h.feedback != 1 || parts.iter().any(|p| p.predictor != Lorenzo.id()) {
+        return None;
+    }
+    let list: Vec<(Coder, &[u8], u32)> = parts.iter().map(|p| (p.coder, p.bytes, p.crc)).collect();
+    let job = crate::backend::DecodeJob {
+        parts: &list,
+        dtype: h.dtype,
+        dims,
+        ext: h.block,
+        blocks,
+        grid,
+    };
+    crate::backend::gpu_decode(&job, crate::params::Backend::Cpu).map(|b| field::from_bytes(&b))
 }
 
 /// One entry of the block directory, with its payload.
@@ -380,16 +647,56 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
     Ok(parts)
 }
 
-fn decode_block<T: Element>(b: &Block, part: &BlockPart<'_>, grid: Grid, m: i32) -> Result<Vec<T>> {
+fn decode_block<T: Element>(
+    b: &Block,
+    part: &BlockPart<'_>,
+    grid: Grid,
+    m: i32,
+    learned: Option<&nglr::Nglr>,
+) -> Result<Vec<T>> {
+    let q = decode_block_q(b, part, m, learned)?;
+    Ok(q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
+}
+
+/// A block's reconstructed grid indices.
+fn decode_block_q(
+    b: &Block,
+    part: &BlockPart<'_>,
+    m: i32,
+    learned: Option<&nglr::Nglr>,
+) -> Result<Vec<i32>> {
     ensure!(
         crc32fast::hash(part.bytes) == part.crc,
         Error::ChecksumMismatch { what: "block" }
     );
-    let predictor = predict::by_id(part.predictor)?;
+    let predictor: &dyn Predictor = match (part.predictor, learned) {
+        (nglr::ID, Some(n)) => n,
+        (id, _) => predict::by_id(id)?,
+    };
     let mut q = vec![0i32; b.len()];
     code::decode_block(part.coder, part.bytes, b.ext, part.predictor, &mut q)?;
     predictor.decode(&mut q, b.ext, m);
-    Ok(q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
+    Ok(q)
+}
+
+/// The reconstructed grid indices of the whole chunk (what the NeurLZ enhancer reads).
+fn decode_grid(
+    blocks: &[Block],
+    parts: &[BlockPart<'_>],
+    dims: [usize; 3],
+    m: i32,
+    learned: Option<&nglr::Nglr>,
+) -> Result<Vec<i32>> {
+    let decoded: Vec<Result<Vec<i32>>> = blocks
+        .par_iter()
+        .zip(parts)
+        .map(|(b, part)| decode_block_q(b, part, m, learned))
+        .collect();
+    let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
+    for (b, d) in blocks.iter().zip(decoded) {
+        field::scatter(&mut q, dims, b, &d?);
+    }
+    Ok(q)
 }
 
 fn apply_escapes<T: Element>(payload: &[u8], values: &mut [T]) -> Result<()> {

@@ -9,11 +9,11 @@
 use rayon::prelude::*;
 
 use crate::field::Element;
-use crate::params::{ErrorMode, Params};
+use crate::params::{ErrorMode, Params, PredictorChoice};
 
 /// Largest quantization index magnitude. Keeps every Lorenzo residual (a sum of 8 grid values)
-/// inside an i32, with room to spare.
-pub const QMAX: f64 = (1u32 << 27) as f64;
+/// below 2^30 in magnitude, so its zigzag code has at most 31 bit-planes.
+pub const QMAX: f64 = ((1u32 << 27) - 1) as f64;
 
 /// How the grid is laid over the values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,12 +189,12 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     if !(eb >= 0.0) {
         return None;
     }
-    let m = match target_nrmse {
-        None => std::env::var("RESID_M")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(FEEDBACK_STEP),
-        Some(_) => 1,
+    // Plain Lorenzo is the paper's LBRC (lossless coding of the grid, the form the GPU kernels
+    // run); NRMSE / PSNR targets need the exact error budget of the grid.
+    let m = if target_nrmse.is_some() || params.predictor == PredictorChoice::Lorenzo {
+        1
+    } else {
+        FEEDBACK_STEP
     };
     let make = |eb: f64| {
         // A zero bound (constant chunk under a relative target) still needs a usable step:

@@ -300,7 +300,7 @@ BAD_WORDS = {
     "nan_bound": words("rel", float("nan")),
     "too_few_words": words("abs", 1e-3)[:3],
     "bad_coder": words("abs", 1e-3, 7),
-    "enhancer_not_available": words("abs", 1e-3, 0, 0, 1),
+    "enhancer_unknown": words("abs", 1e-3, 0, 0, 9),
 }
 
 

@@ -187,7 +187,7 @@ pub fn decompress(a: &DecompressArgs) -> Result<(), Failure> {
             }
             let d = if p == q { 0.0 } else { (p - q).abs() };
             max = max.max(d);
-            bad += usize::from(!(d <= h.eb) && p != q);
+            bad += usize::from(d > h.eb);
         }
         println!(
             "check: max |error| {max:e}, pointwise bound eb {:e}: {}",

@@ -18,14 +18,18 @@ fn check(data: &[u8]) {
     assert_eq!(s.sections.len(), s.header.sections as usize);
     let mut header = Vec::new();
     s.header.write(&mut header);
-    assert_eq!(&data[..header.len()], &header[..], "header does not re-serialize");
+    assert_eq!(
+        &data[..header.len()],
+        &header[..],
+        "header does not re-serialize"
+    );
     let framed: usize = header.len()
         + s.sections
             .iter()
             .map(|&(_, len)| SECTION_HEADER + len)
             .sum::<usize>();
     assert!(framed <= data.len());
-    assert!(s.header.len() > 0);
+    assert!(!s.header.is_empty());
     let _ = format::stored_len(s.header.shape.len(), 0);
     // Decoding goes further than inspect but must never contradict it on the framing.
     let _ = resid::decompress_limited(data, 1 << 20);

@@ -31,7 +31,11 @@ fn check(data: &[u8]) {
     );
     if let Ok(out) = &r {
         assert!(out.len() <= limit);
-        assert_eq!(Some(out.len()), declared, "output size differs from the header");
+        assert_eq!(
+            Some(out.len()),
+            declared,
+            "output size differs from the header"
+        );
     }
     if let Some(d) = declared {
         if d > CAP {

@@ -38,9 +38,17 @@ fn special(bits: u64, dtype: DType) -> bool {
 fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
     let ctl: u8 = u.arbitrary()?;
     let dtype = if ctl & 1 == 0 { DType::F32 } else { DType::F64 };
-    let coder = if ctl & 2 == 0 { Coder::Range } else { Coder::Lz4 };
-    let mode = [ErrorMode::Abs, ErrorMode::Rel, ErrorMode::Nrmse, ErrorMode::Psnr]
-        [((ctl >> 2) & 3) as usize];
+    let coder = if ctl & 2 == 0 {
+        Coder::Range
+    } else {
+        Coder::Lz4
+    };
+    let mode = [
+        ErrorMode::Abs,
+        ErrorMode::Rel,
+        ErrorMode::Nrmse,
+        ErrorMode::Psnr,
+    ][((ctl >> 2) & 3) as usize];
     let style = (ctl >> 4) & 3;
     let raw_bound = ctl & 0x40 != 0;
 

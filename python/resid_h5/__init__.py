@@ -39,7 +39,7 @@ class PluginNotFound(RuntimeError):
     """libh5resid.so was not found in any of the places resid_h5 looks."""
 
 
-def _checkout():
+def _checkout_dir():
     """The resid checkout this package comes from: recorded at install time, or the parent
     of python/ when the package is imported straight from the source tree."""
     try:
@@ -52,7 +52,7 @@ def _checkout():
 
 def _candidates():
     yield "bundled", _HERE / LIBRARY
-    root = _checkout()
+    root = _checkout_dir()
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
     if not target.is_absolute():
         target = root / target

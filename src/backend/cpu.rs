@@ -8,7 +8,6 @@ use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::params::{Coder, DType};
 use crate::predict::lorenzo::{self, Lorenzo};
-use crate::predict::Predictor;
 use crate::quant::{self, dequantize, Grid, Stats};
 
 pub const NAME: &str = "cpu";
@@ -103,7 +102,11 @@ fn decode_typed<T: Element>(job: &DecodeJob<'_>) -> Result<Vec<u8>> {
         .blocks
         .par_iter()
         .zip(job.parts)
-        .map(|(b, &(coder, bytes))| {
+        .map(|(b, &(coder, bytes, crc))| {
+            ensure!(
+                crc32fast::hash(bytes) == crc,
+                Error::ChecksumMismatch { what: "block" }
+            );
             let mut q = decode_residuals(coder, bytes, b)?;
             Lorenzo.reconstruct(&mut q, b.ext);
             Ok(q.iter().map(|&v| dequantize::<T>(v, job.grid)).collect())

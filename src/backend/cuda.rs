@@ -7,7 +7,7 @@
 //! the CPU.
 
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -226,7 +226,7 @@ impl Cuda {
 
     pub fn upload<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
         self.stream
-            .memcpy_stod(v)
+            .clone_htod(v)
             .map_err(|e| device_error("upload", e))
     }
 
@@ -338,6 +338,7 @@ impl Cuda {
     }
 
     /// Bit-plane transposition of zigzag codes (block-major) into `words`.
+    #[allow(clippy::too_many_arguments)]
     pub fn transpose_dev(
         &self,
         codes: &CudaSlice<i32>,
@@ -362,6 +363,7 @@ impl Cuda {
     }
 
     /// The inverse transposition with zigzag decoding: words to residuals (block-major).
+    #[allow(clippy::too_many_arguments)]
     pub fn untranspose_dev(
         &self,
         words: &CudaSlice<u64>,
@@ -610,6 +612,7 @@ impl Cuda {
     fn decode_inner(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
         let nb = job.blocks.len();
         ensure!(job.parts.len() == nb, Error::Corrupt("block count".into()));
+        super::verify(job.parts)?;
         let n: usize = job.blocks.iter().map(Block::len).sum();
         let (table, offsets) = block_table(job.blocks);
         let table_d = self.upload(&table)?;
@@ -651,7 +654,7 @@ impl Cuda {
             slices
                 .into_par_iter()
                 .zip(job.blocks.par_iter().zip(job.parts))
-                .try_for_each(|(dst, (b, &(coder, bytes)))| {
+                .try_for_each(|(dst, (b, &(coder, bytes, _)))| {
                     code::decode_block(coder, bytes, b.ext, lorenzo::ID, dst)
                 })?;
             self.upload(&r)?
@@ -694,9 +697,4 @@ pub fn log_or_clean(log: &str) -> &str {
     } else {
         log
     }
-}
-
-#[allow(dead_code)]
-fn cstr(p: &CStr) -> String {
-    p.to_string_lossy().into_owned()
 }

@@ -75,7 +75,7 @@ mod tests {
             let src = source(&m);
             assert!(!src.contains("#include"), "{}", m.name);
             for k in m.kernels {
-                assert!(src.contains(&format!(" {k}(")), "{} lacks {k}", m.name);
+                assert!(src.contains(&format!("{k}(")), "{} lacks {k}", m.name);
             }
         }
     }

@@ -53,11 +53,11 @@ pub struct Encoded {
     pub escapes: Vec<usize>,
 }
 
-/// One chunk's decode work: every block's payload (checksums already verified, every block
-/// coded with Lorenzo), to the values before escapes are applied.
+/// One chunk's decode work: every block's coder, payload and CRC-32 (every block coded with
+/// Lorenzo), to the values before escapes are applied. Backends verify the checksums.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeJob<'a> {
-    pub parts: &'a [(Coder, &'a [u8])],
+    pub parts: &'a [(Coder, &'a [u8], u32)],
     pub dtype: DType,
     pub dims: [usize; 3],
     pub ext: [usize; 3],
@@ -75,9 +75,9 @@ pub trait Stages: Send + Sync {
     fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>>;
 }
 
-/// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds
-/// (`None` for NRMSE / PSNR targets, whose search stays on the CPU). Kept equal to `plan` by a
-/// test.
+/// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds with
+/// no error feedback (m = 1, step 2 eb; `None` for NRMSE / PSNR targets, whose search stays on
+/// the CPU). Kept equal to `plan` by a test.
 pub fn grid_for(st: &Stats, params: &Params) -> Option<(Grid, f64)> {
     let range = st.range();
     let mid = if st.finite == 0 {
@@ -211,6 +211,18 @@ pub fn gpu_decode(job: &DecodeJob<'_>, backend: Backend) -> Option<Vec<u8>> {
     }
 }
 
+/// Checks every block's CRC-32, as the CPU decoder does.
+pub(crate) fn verify(parts: &[(Coder, &[u8], u32)]) -> Result<()> {
+    use rayon::prelude::*;
+    parts.par_iter().try_for_each(|&(_, bytes, crc)| {
+        if crc32fast::hash(bytes) == crc {
+            Ok(())
+        } else {
+            Err(Error::ChecksumMismatch { what: "block" })
+        }
+    })
+}
+
 pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Unsupported(format!("cuda: {what}: {e:?}"))
 }
@@ -233,7 +245,13 @@ mod tests {
                 let plan = crate::quant::plan(x, &p).unwrap();
                 let (g, eb) = grid_for(&crate::quant::stats(x), &p).unwrap();
                 assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
-                assert_eq!(plan.grid.step.to_bits(), g.step.to_bits());
+                // The kernels cover the feedback-free grid (m = 1); plan's step is 2 eb / m.
+                let step = if eb > 0.0 {
+                    g.step / plan.m as f64
+                } else {
+                    g.step
+                };
+                assert_eq!(plan.grid.step.to_bits(), step.to_bits());
                 assert_eq!(plan.eb.to_bits(), eb.to_bits());
             }
         }

@@ -3,6 +3,8 @@
 //! form) are all the decoder needs; [`train`] (floating-point fitting) is encode-only and no
 //! decode code imports it.
 
+pub mod conv;
+pub mod conv_train;
 pub mod infer;
 pub mod train;
 pub mod weights;

@@ -1,9 +1,10 @@
 //! Floating-point fitting of the NGLR bias network (encode only: no decode code imports this).
 //!
-//! The network is fitted on a subsample of the chunk's points: first its direct linear part by
-//! ridge least squares (closed form, robust), then all weights jointly by Adam on a Huber loss
-//! close to L1 (the coded size grows with the log of the residual's magnitude, so outliers
-//! should not dominate). Then the weights are quantized to the stored fixed-point form, and the
+//! The network is fitted on a subsample of the chunk's points by Adam on the loss
+//! `ln(1 + |r| / c)` of the residual `r` left after the bias (the coded size grows with the log
+//! of the residual's magnitude, so busy regions must not dominate), starting from a zero
+//! output, i.e. from plain Lorenzo. (Optionally the direct linear part starts from weighted
+//! ridge least squares; measured worse, see docs/NGLR.md.) Then the weights are quantized to the stored fixed-point form, and the
 //! encoder codes with that integer network only. Training is single-threaded with a fixed seed,
 //! so one machine always produces the same weights; other machines may differ, which is fine:
 //! only the stored weights matter to the decoder.
@@ -17,8 +18,10 @@ pub struct Config {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
-    /// Huber threshold in units of the normalized target.
-    pub delta: f32,
+    /// Scale `c` of the loss `ln(1 + |r| / c)` (normalized units; at least one grid step).
+    pub floor: f32,
+    /// Start the direct part from weighted least squares (else from zero: plain Lorenzo).
+    pub ls_init: bool,
     pub seed: u64,
 }
 
@@ -26,10 +29,11 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             hidden: 8,
-            epochs: 6,
-            batch: 32,
-            lr: 2e-3,
-            delta: 0.25,
+            epochs: 8,
+            batch: 128,
+            lr: 1e-3,
+            floor: 0.01,
+            ls_init: false,
             seed: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -140,6 +144,13 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
         .iter()
         .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f32 * unit))
         .collect();
+    // Local scale of each sample: the mean magnitude of the neighbours' Lorenzo errors (the
+    // last four inputs). The loss is measured relative to it, as the coded size grows with the
+    // log of the residual: smooth regions count as much as busy ones.
+    let scale: Vec<f32> = xs
+        .iter()
+        .map(|x| x[INPUTS - 4..].iter().map(|v| v.abs()).sum::<f32>() / 4.0 + cfg.floor)
+        .collect();
     let ts: Vec<f32> = t[..n]
         .iter()
         .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0) as f32)
@@ -149,12 +160,15 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     let m = INPUTS + 1;
     let mut ata = vec![0f64; m * m];
     let mut atb = vec![0f64; m];
-    for (x, &y) in xs.iter().zip(&ts) {
+    let mut wsum = 0f64;
+    for ((x, &y), &sc) in xs.iter().zip(&ts).zip(&scale) {
+        let w = 1.0 / (sc as f64 * sc as f64);
+        wsum += w;
         let row: Vec<f64> = x.iter().map(|&v| v as f64).chain([1.0]).collect();
         for a in 0..m {
-            atb[a] += row[a] * y as f64;
+            atb[a] += w * row[a] * y as f64;
             for b in a..m {
-                ata[a * m + b] += row[a] * row[b];
+                ata[a * m + b] += w * row[a] * row[b];
             }
         }
     }
@@ -162,12 +176,17 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
         for b in 0..a {
             ata[a * m + b] = ata[b * m + a];
         }
-        ata[a * m + a] += 1e-3 * n as f64;
+        ata[a * m + a] += 1e-3 * wsum;
     }
     let lin = solve(ata, atb, m);
 
     // Parameters: w1 (h x INPUTS), b1 (h), w2 (h), v (INPUTS), b2.
-    let (o_b1, o_w2, o_v, o_b2) = (h * INPUTS, h * INPUTS + h, h * INPUTS + 2 * h, h * INPUTS + 2 * h + INPUTS);
+    let (o_b1, o_w2, o_v, o_b2) = (
+        h * INPUTS,
+        h * INPUTS + h,
+        h * INPUTS + 2 * h,
+        h * INPUTS + 2 * h + INPUTS,
+    );
     let np = o_b2 + 1;
     let mut p = vec![0f32; np];
     let mut rng = Rng(cfg.seed | 1);
@@ -181,10 +200,13 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     for w in &mut p[o_w2..o_v] {
         *w = rng.sym() * 0.05;
     }
-    for i in 0..INPUTS {
-        p[o_v + i] = lin[i] as f32;
+    if cfg.ls_init {
+        for i in 0..INPUTS {
+            p[o_v + i] = lin[i] as f32;
+        }
+        p[o_b2] = lin[INPUTS] as f32;
     }
-    p[o_b2] = lin[INPUTS] as f32;
+    let c = cfg.floor.max(1.0 / 2f32.powi(net.out_shift as i32));
 
     // Adam.
     let (b1m, b2m, eps) = (0.9f32, 0.999f32, 1e-8f32);
@@ -214,7 +236,9 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
                 for i in 0..INPUTS {
                     y += p[o_v + i] * x[i];
                 }
-                let d = (y - ts[s as usize]).clamp(-cfg.delta, cfg.delta);
+                // d/dy of ln(1 + |y - t| / c): the coded size of a residual grows with its log.
+                let r = y - ts[s as usize];
+                let d = r.signum() / (c + r.abs());
                 g[o_b2] += d;
                 for i in 0..INPUTS {
                     g[o_v + i] += d * x[i];
@@ -283,7 +307,11 @@ mod tests {
             .map(|_| std::array::from_fn(|i| if i < 2 { (rng.sym() * 100.0) as i64 } else { 0 }))
             .collect();
         let t: Vec<i64> = f.iter().map(|r| 3 * r[0] - 2 * r[1]).collect();
-        let net = fit(&f, &t, &Config::default()).unwrap();
+        let cfg = Config {
+            ls_init: true,
+            ..Config::default()
+        };
+        let net = fit(&f, &t, &cfg).unwrap();
         net.validate().unwrap();
         let err: f64 = f
             .iter()

@@ -59,9 +59,8 @@ pub fn read(payload: &[u8]) -> Result<Net> {
     );
     let mut in_shift = [0u8; INPUTS];
     in_shift.copy_from_slice(r.take(INPUTS, "weights")?);
-    let mut i16s = |n: usize, r: &mut Reader<'_>| -> Result<Vec<i16>> {
-        Ok(r
-            .take(2 * n, "weights")?
+    let i16s = |n: usize, r: &mut Reader<'_>| -> Result<Vec<i16>> {
+        Ok(r.take(2 * n, "weights")?
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect())

@@ -111,7 +111,7 @@ impl Lorenzo {
 
 /// The Lorenzo prediction of the index at `pos` from the indices before it in C order.
 #[inline]
-fn predict_at(q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
+pub(crate) fn predict_at(q: &[i32], ext: [usize; 3], pos: [usize; 3]) -> i64 {
     let [_, ny, nx] = ext;
     let [z, y, x] = pos;
     let at = |dz: usize, dy: usize, dx: usize| -> i64 {

@@ -1,0 +1,86 @@
+//! Golden chunks with the NeurLZ enhancer: they must keep decoding to the same bytes (the
+//! fixed-point inference is part of the format). Same convention as `tests/golden.rs`: files
+//! are added, never rewritten; `RESID_WRITE_GOLDEN=1 cargo test --release --test golden_neurlz
+//! -- --ignored` writes missing ones.
+
+use std::path::PathBuf;
+
+use resid::format::section;
+use resid::{ChunkInfo, DType, Enhancer, Params};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<u8> {
+    let mut v = Vec::new();
+    for z in 0..n0 {
+        for y in 0..n1 {
+            for x in 0..n2 {
+                let (z, y, x) = (z as f64, y as f64, x as f64);
+                let s = (x * 0.11 + phase).sin() * (y * 0.07).cos() * 3.0
+                    + (0.05 * (x + y) + 0.3 * z).sin()
+                    + 0.3 * ((x * 0.9 + phase).sin() * (y * 0.8).sin());
+                v.extend_from_slice(&(s as f32).to_le_bytes());
+            }
+        }
+    }
+    v
+}
+
+fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
+    let mut stacked = field(4, 48, 48, 0.0);
+    stacked.extend(field(4, 48, 48, 0.7));
+    vec![
+        (
+            "v1_f32_neurlz_strict",
+            field(8, 64, 64, 0.3),
+            ChunkInfo::new(DType::F32, &[8, 64, 64]).unwrap(),
+            Params::rel(1e-2)
+                .with_enhancer(Enhancer::Strict)
+                .with_enhancer_budget(1)
+                .with_enhancer_force(true),
+        ),
+        (
+            "v1_f32_neurlz_relaxed_cross",
+            stacked,
+            ChunkInfo::new(DType::F32, &[2, 4, 48, 48]).unwrap(),
+            Params::rel(2e-2)
+                .with_enhancer(Enhancer::RelaxedCross)
+                .with_enhancer_budget(1)
+                .with_enhancer_force(true),
+        ),
+    ]
+}
+
+#[test]
+fn golden_enhanced_chunks_decode_to_the_same_bytes() {
+    for (name, _, _, _) in cases() {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        let expected = std::fs::read(dir().join(format!("{name}.out"))).unwrap();
+        let s = resid::inspect(&chunk).unwrap();
+        assert_eq!(s.sections.last().unwrap().0, section::ENHANCE, "{name}");
+        assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
+    }
+}
+
+#[test]
+#[ignore]
+fn write_golden() {
+    if std::env::var_os("RESID_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    for (name, data, chunk, params) in cases() {
+        let path = dir().join(format!("{name}.rsid"));
+        if path.exists() {
+            continue;
+        }
+        let c = resid::compress(&data, &chunk, &params).unwrap();
+        std::fs::write(&path, &c).unwrap();
+        std::fs::write(
+            dir().join(format!("{name}.out")),
+            resid::decompress(&c).unwrap(),
+        )
+        .unwrap();
+    }
+}

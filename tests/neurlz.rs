@@ -1,0 +1,214 @@
+//! The NeurLZ enhancer: bounds (strict 1x, relaxed 2x), cross-field chunks, damaged enhancer
+//! sections, thread-count independence. Small training budgets keep these fast.
+
+use resid::enhance::neurlz::{Model, Regulation};
+use resid::format::section;
+use resid::{ChunkInfo, DType, Enhancer, Error, Params};
+
+/// A smooth 3D field with some fine structure (where a loose bound leaves learnable error).
+fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n0 * n1 * n2);
+    for z in 0..n0 {
+        for y in 0..n1 {
+            for x in 0..n2 {
+                let (z, y, x) = (z as f64, y as f64, x as f64);
+                let s = (x * 0.11 + phase).sin() * (y * 0.07).cos() * 3.0
+                    + (0.05 * (x + y) + 0.3 * z).sin()
+                    + 0.3 * ((x * 0.9 + phase).sin() * (y * 0.8).sin());
+                v.push(s as f32);
+            }
+        }
+    }
+    v
+}
+
+fn bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Payload range of the ENHANCE section, if any.
+fn enhance_section(c: &[u8]) -> Option<std::ops::Range<usize>> {
+    let s = resid::inspect(c).unwrap();
+    let &(id, len) = s.sections.last().unwrap();
+    (id == section::ENHANCE).then(|| c.len() - len..c.len())
+}
+
+fn max_err_over_eb(x: &[f32], c: &[u8]) -> f64 {
+    let eb = resid::inspect(c).unwrap().header.eb;
+    let y = floats(&resid::decompress(c).unwrap());
+    x.iter()
+        .zip(&y)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max)
+        / eb
+}
+
+fn compress(x: &[f32], shape: &[usize], p: &Params) -> Vec<u8> {
+    resid::compress(&bytes(x), &ChunkInfo::new(DType::F32, shape).unwrap(), p).unwrap()
+}
+
+#[test]
+fn strict_stays_within_the_bound_and_relaxed_within_twice() {
+    let shape = [8, 64, 64];
+    let x = field(8, 64, 64, 0.0);
+    let mut kept = 0;
+    for rel in [3e-2, 1e-2] {
+        for (e, limit) in [(Enhancer::Strict, 1.0), (Enhancer::Relaxed, 2.0)] {
+            let p = Params::rel(rel)
+                .with_enhancer(e)
+                .with_enhancer_budget(2)
+                .with_enhancer_force(true);
+            let c = compress(&x, &shape, &p);
+            let r = max_err_over_eb(&x, &c);
+            assert!(r <= limit, "{e:?} rel {rel}: max error {r} x eb");
+            if let Some(range) = enhance_section(&c) {
+                kept += 1;
+                let m = Model::read(&c[range], [8, 64, 64]).unwrap();
+                let want = if limit == 1.0 {
+                    Regulation::Strict
+                } else {
+                    Regulation::Relaxed
+                };
+                assert_eq!(m.regulation, want);
+            }
+        }
+    }
+    assert_eq!(kept, 4, "the enhancer lowers the error on this field");
+}
+
+#[test]
+fn cross_field_round_trip() {
+    // Three related fields on one 8x48x48 grid, stacked along the leading dimension.
+    let mut x = Vec::new();
+    for f in 0..3 {
+        x.extend(field(8, 48, 48, f as f64 * 0.4));
+    }
+    let shape = [3, 8, 48, 48];
+    for (e, limit) in [(Enhancer::StrictCross, 1.0), (Enhancer::RelaxedCross, 2.0)] {
+        let p = Params::rel(2e-2)
+            .with_enhancer(e)
+            .with_enhancer_budget(2)
+            .with_enhancer_force(true);
+        let c = compress(&x, &shape, &p);
+        assert!(max_err_over_eb(&x, &c) <= limit);
+        let range = enhance_section(&c).expect("kept");
+        let m = Model::read(&c[range], [24, 48, 48]).unwrap();
+        assert_eq!(m.fields, 3);
+        assert_eq!(m.net.arch.cin, 6);
+        assert_eq!(m.net.arch.cout, 3);
+    }
+}
+
+#[test]
+fn decode_is_the_same_with_one_and_many_threads() {
+    let x = field(8, 64, 64, 1.0);
+    let p = Params::rel(1e-2)
+        .with_enhancer(Enhancer::Relaxed)
+        .with_enhancer_budget(1)
+        .with_enhancer_force(true);
+    let c = compress(&x, &[8, 64, 64], &p);
+    assert!(enhance_section(&c).is_some());
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| resid::decompress(&c).unwrap())
+    };
+    assert_eq!(run(1), run(4));
+}
+
+/// Rewrites the ENHANCE payload with `f` and fixes its section checksum, so the decoder's own
+/// validation (not the checksum) has to catch the damage.
+fn damage(c: &[u8], f: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let range = enhance_section(c).unwrap();
+    let mut payload = c[range.clone()].to_vec();
+    f(&mut payload);
+    let mut out = c[..range.start - 16].to_vec();
+    resid::format::write_section(&mut out, section::ENHANCE, &payload);
+    out
+}
+
+#[test]
+fn damaged_enhancer_sections_give_clean_errors() {
+    let x = field(8, 64, 64, 2.0);
+    let p = Params::rel(1e-2)
+        .with_enhancer(Enhancer::Strict)
+        .with_enhancer_budget(1)
+        .with_enhancer_force(true);
+    let c = compress(&x, &[8, 64, 64], &p);
+    let range = enhance_section(&c).expect("kept");
+    let model = Model::read(&c[range.clone()], [8, 64, 64]).unwrap();
+    assert!(
+        !model.outliers.is_empty(),
+        "strict mode lists some outliers here"
+    );
+
+    let corrupt = |c: &[u8]| match resid::decompress(c) {
+        Err(Error::Corrupt(_) | Error::Truncated { .. }) => {}
+        other => panic!("expected a clean corruption error, got {other:?}"),
+    };
+    corrupt(&damage(&c, |p| p[0] = 9)); // unknown kind
+    corrupt(&damage(&c, |p| p[1] = 0)); // unknown regulation
+    corrupt(&damage(&c, |p| p[2] = 0)); // zero fields
+    corrupt(&damage(&c, |p| p[2] = 3)); // fields not dividing the leading extent
+    corrupt(&damage(&c, |p| p[3] = 200)); // width out of range
+    corrupt(&damage(&c, |p| p[8..12].copy_from_slice(&[0; 4]))); // zero normalization
+    corrupt(&damage(&c, |p| {
+        p.pop();
+    })); // outlier list cut short
+    corrupt(&damage(&c, |p| p.push(0))); // trailing byte
+    corrupt(&damage(&c, |p| {
+        // outlier count larger than the chunk
+        let pos = p.len() - model_outlier_bytes(p, [8, 64, 64]) - 8;
+        p[pos..pos + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    }));
+    // Weight shifts beyond the limit.
+    corrupt(&damage(&c, |p| p[12 + 2] = 200));
+    // Any single byte flipped (checksum fixed) decodes or fails cleanly, never panics.
+    for i in (0..range.len()).step_by(37) {
+        let d = damage(&c, |p| p[i] ^= 0x5A);
+        let _ = resid::decompress(&d);
+    }
+    // Damage without fixing the checksum.
+    let mut bad = c.clone();
+    bad[range.start + 20] ^= 1;
+    assert_eq!(
+        resid::decompress(&bad).unwrap_err(),
+        Error::ChecksumMismatch { what: "section" }
+    );
+    // An unknown section id after the escapes.
+    let mut unknown = c.clone();
+    unknown[range.start - 16] = 9;
+    match resid::decompress(&unknown) {
+        Err(Error::Corrupt(m)) => assert!(m.contains("unknown section id 9"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Bytes of the outlier varints at the end of a payload.
+fn model_outlier_bytes(p: &[u8], dims: [usize; 3]) -> usize {
+    let m = Model::read(p, dims).unwrap();
+    let mut v = Vec::new();
+    let mut prev: Option<usize> = None;
+    for &i in &m.outliers {
+        resid::format::put_varint(&mut v, prev.map_or(i, |q| i - q - 1) as u64);
+        prev = Some(i);
+    }
+    v.len()
+}
+
+#[test]
+fn cd_values_select_the_enhancer() {
+    let (h, l) = resid::params::f64_to_words(1e-2);
+    let p = Params::from_cd_values(&[1, 1, h, l, 0, 0, 2 | 1 << 8]).unwrap();
+    assert_eq!(p.enhancer, Enhancer::Relaxed);
+    assert_eq!(p.enhancer_steps(), 20);
+    assert!(Params::from_cd_values(&[1, 1, h, l, 0, 0, 5]).is_err());
+}
