@@ -131,7 +131,8 @@ fn encode_coded<T: Element>(
     // Per block: the chosen coding and, for an NGLR block in auto mode, the best coding
     // without NGLR (kept in case the weights cost more than NGLR saves).
     type Coded = (u8, Vec<u8>, Vec<usize>);
-    let coded: Vec<(Coded, Option<Coded>)> = blocks
+    let cpu_blocks: &[Block] = if gpu_blocks.is_some() { &[] } else { &blocks };
+    let coded: Vec<(Coded, Option<Coded>)> = cpu_blocks
         .par_iter()
         .zip(&local_escapes)
         .map(|(b, esc)| {

@@ -159,7 +159,9 @@ fn damaged_enhancer_sections_give_clean_errors() {
     corrupt(&damage(&c, |p| p[2] = 0)); // zero fields
     corrupt(&damage(&c, |p| p[2] = 3)); // fields not dividing the leading extent
     corrupt(&damage(&c, |p| p[3] = 200)); // width out of range
-    corrupt(&damage(&c, |p| p[8..12].copy_from_slice(&[0; 4]))); // zero normalization
+    corrupt(&damage(&c, |p| p[4..6].copy_from_slice(&[0; 2]))); // zero scale
+    corrupt(&damage(&c, |p| p[4..6].copy_from_slice(&[1, 0x80]))); // scale > 2^15
+    corrupt(&damage(&c, |p| p[10..14].copy_from_slice(&[0; 4]))); // zero normalization
     corrupt(&damage(&c, |p| {
         p.pop();
     })); // outlier list cut short
@@ -170,7 +172,7 @@ fn damaged_enhancer_sections_give_clean_errors() {
         p[pos..pos + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     }));
     // Weight shifts beyond the limit.
-    corrupt(&damage(&c, |p| p[12 + 2] = 200));
+    corrupt(&damage(&c, |p| p[14 + 2] = 200));
     // Any single byte flipped (checksum fixed) decodes or fails cleanly, never panics.
     for i in (0..range.len()).step_by(37) {
         let d = damage(&c, |p| p[i] ^= 0x5A);
