@@ -499,7 +499,7 @@ fn gpu_bench() {
     let mut md = format!(
         "GPU kernels, {} ({side}^3 f32 = {} MiB, blocks {ext:?}, {nb} blocks, rel 1e-4; device-resident, CUDA events, mean of {reps})\n\n| kernel | ms | GB/s |\n| --- | ---: | ---: |\n",
         g.describe(),
-        n * 4 >> 20
+        (n * 4) >> 20
     );
     for (name, ms, bytes) in &rows {
         md += &format!("| {name} | {ms:.3} | {:.0} |\n", bytes / ms / 1e6);
