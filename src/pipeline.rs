@@ -526,6 +526,16 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         (0..3).all(|k| h.block[k] >= 1 && h.block[k] <= dims[k]),
         Error::Corrupt(format!("block extents {:?} for grid {dims:?}", h.block))
     );
+    // Every block has a 12-byte directory entry: refuse a block count the chunk cannot hold
+    // before listing the blocks.
+    let count = (0..3).try_fold(1usize, |a, k| a.checked_mul(dims[k].div_ceil(h.block[k])));
+    ensure!(
+        count.is_some_and(|c| c.saturating_mul(12) <= r.remaining()),
+        Error::Corrupt(format!(
+            "block extents {:?} make more blocks than the chunk holds",
+            h.block
+        ))
+    );
     let blocks = field::blocks(dims, h.block)?;
 
     let (mut id, mut payload) = format::read_section(r)?;

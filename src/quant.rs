@@ -108,16 +108,29 @@ pub struct Quantized {
 /// from it. With `check` false only values the grid cannot hold at all are escaped (the
 /// predictors check each reconstruction themselves when they code with feedback).
 pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quantized {
+    quantize_bounded(x, grid, eb, check, usize::MAX).expect("no escape limit")
+}
+
+/// [`quantize`], giving up (`None`) when more than `max_escapes` values escape: the caller then
+/// stores the chunk as it is, without holding an index for every value.
+pub fn quantize_bounded<T: Element>(
+    x: &[T],
+    grid: Grid,
+    eb: f64,
+    check: bool,
+    max_escapes: usize,
+) -> Option<Quantized> {
     const PART: usize = 1 << 16;
     let inv = 1.0 / grid.step;
-    let parts: Vec<(Vec<i32>, Vec<usize>, f64)> = x
-        .par_chunks(PART)
-        .enumerate()
-        .map(|(p, c)| {
-            let mut q = Vec::with_capacity(c.len());
+    let mut q = vec![0i32; x.len()];
+    // Per part: escaped offsets within the part (u32 keeps the worst case small) and the SSE.
+    let parts: Vec<(Vec<u32>, f64)> = q
+        .par_chunks_mut(PART)
+        .zip(x.par_chunks(PART))
+        .map(|(qc, c)| {
             let mut esc = Vec::new();
             let mut sse = 0.0;
-            for (i, &v) in c.iter().enumerate() {
+            for (i, (qo, &v)) in qc.iter_mut().zip(c).enumerate() {
                 let xf = v.to_f64();
                 let qf = ((xf - grid.mid) * inv).round();
                 // `!(a <= b)` also catches NaN.
@@ -131,26 +144,30 @@ pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quanti
                     } else {
                         0.0
                     };
-                    q.push(qi);
+                    *qo = qi;
                     sse += err * err;
                 } else {
-                    q.push(0);
-                    esc.push(p * PART + i);
+                    esc.push(i as u32);
                 }
             }
-            (q, esc, sse)
+            (esc, sse)
         })
         .collect();
+    let total: usize = parts.iter().map(|(e, _)| e.len()).sum();
+    if total > max_escapes {
+        return None;
+    }
     let mut out = Quantized {
-        q: Vec::with_capacity(x.len()),
-        ..Default::default()
+        q,
+        escapes: Vec::with_capacity(total),
+        sse: 0.0,
     };
-    for (q, esc, sse) in parts {
-        out.q.extend_from_slice(&q);
-        out.escapes.extend_from_slice(&esc);
+    for (p, (esc, sse)) in parts.into_iter().enumerate() {
+        out.escapes
+            .extend(esc.iter().map(|&i| p * PART + i as usize));
         out.sse += sse;
     }
-    out
+    Some(out)
 }
 
 /// The grid and the pointwise bound chosen for a chunk, with its quantized indices.
@@ -196,23 +213,26 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     } else {
         FEEDBACK_STEP
     };
+    // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
+    // it is is smaller.
+    let max_escapes = x.len() * T::SIZE / (T::SIZE + 1);
     let make = |eb: f64| {
         // A zero bound (constant chunk under a relative target) still needs a usable step:
         // every value then sits exactly on index 0 or is escaped.
         let step = if eb > 0.0 { 2.0 * eb / m as f64 } else { 1.0 };
         let grid = Grid { mid, step };
-        Plan {
+        Some(Plan {
             grid,
             eb,
             m,
-            quantized: quantize(x, grid, eb, m == 1),
-        }
+            quantized: quantize_bounded(x, grid, eb, m == 1, max_escapes)?,
+        })
     };
     let Some(t) = target_nrmse else {
-        return Some(make(eb));
+        return make(eb);
     };
     for _ in 0..16 {
-        let p = make(eb);
+        let p = make(eb)?;
         let n = x.len().max(1) as f64;
         let nrmse = if range > 0.0 {
             (p.quantized.sse / n).sqrt() / range

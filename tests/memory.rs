@@ -111,7 +111,6 @@ fn decode_heap_is_a_small_multiple_of_the_output() {
 /// coded layout once escapes pass a fraction of the chunk (it will be stored anyway), and
 /// collect the parallel parts without a second copy.
 #[test]
-#[ignore = "known bug: compress heap peak 10-15x the chunk when every value escapes"]
 fn bug_compress_heap_when_values_escape() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let shape = [16, 256, 256];
@@ -161,7 +160,6 @@ fn tiny_blocks_chunk(n: usize) -> Vec<u8> {
 /// `count * 12 <= payload.len()` and `count == number of blocks` (computed arithmetically)
 /// before `field::blocks`.
 #[test]
-#[ignore = "known bug: block list allocated before the directory length is checked"]
 fn bug_block_list_allocated_before_directory_check() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let n = 4 << 20;
