@@ -242,7 +242,11 @@ mod tests {
         ];
         for x in &fields {
             for p in [Params::abs(1e-3), Params::rel(1e-4), Params::abs(5.0)] {
-                let plan = crate::quant::plan(x, &p).unwrap();
+                // No plan: too many values escape and the chunk is stored as it is.
+                let Some(plan) = crate::quant::plan(x, &p) else {
+                    assert!(x.iter().filter(|v| !v.is_finite()).count() * 5 > x.len() * 4);
+                    continue;
+                };
                 let (g, eb) = grid_for(&crate::quant::stats(x), &p).unwrap();
                 assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
                 // The kernels cover the feedback-free grid (m = 1); plan's step is 2 eb / m.
