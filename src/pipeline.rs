@@ -385,7 +385,15 @@ fn choose_predictor<'a>(
             ext,
         }
     } else {
-        let sub = ext.map(|e| e.div_ceil(2));
+        // Halve the largest extent until the sample holds about an eighth of the block.
+        let target = (n / 8).max(FULL_TRIAL);
+        let mut sub = ext;
+        while sub.iter().product::<usize>() > target {
+            let k = (0..3)
+                .max_by_key(|&k| (sub[k], 3 - k))
+                .expect("three extents");
+            sub[k] = sub[k].div_ceil(2);
+        }
         Block {
             origin: [0, 1, 2].map(|k| (ext[k] - sub[k]) / 2),
             ext: sub,
