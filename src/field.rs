@@ -120,6 +120,15 @@ impl Block {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The grid index (C order over `dims`) of the block's `local` index (C order within it).
+    pub fn global_index(&self, dims: [usize; 3], local: usize) -> usize {
+        let (z, y, x) = (
+            local / (self.ext[1] * self.ext[2]),
+            (local / self.ext[2]) % self.ext[1],
+            local % self.ext[2],
+        );
+        ((self.origin[0] + z) * dims[1] + self.origin[1] + y) * dims[2] + self.origin[2] + x
+    }
 }
 
 /// The blocks of a grid, in C order of the block grid.
@@ -201,6 +210,20 @@ mod tests {
             scatter(&mut back, dims, b, &gather(&grid, dims, b));
         }
         assert_eq!(back, grid);
+    }
+
+    #[test]
+    fn global_index_inverts_locate() {
+        let dims = [37, 150, 301];
+        let ext = block_extents(dims);
+        let bl = blocks(dims, ext).unwrap();
+        let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
+        for i in (0..dims.iter().product::<usize>()).step_by(977) {
+            let (b, pos) = locate(i, dims, ext);
+            let blk = &bl[(b[0] * counts[1] + b[1]) * counts[2] + b[2]];
+            let local = (pos[0] * blk.ext[1] + pos[1]) * blk.ext[2] + pos[2];
+            assert_eq!(blk.global_index(dims, local), i);
+        }
     }
 
     #[test]

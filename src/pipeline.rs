@@ -155,14 +155,7 @@ fn encode_coded<T: Element>(
                     .iter()
                     .enumerate()
                     .filter(|(_, &e)| e)
-                    .map(|(li, _)| {
-                        let (z, y, x) = (
-                            li / (b.ext[1] * b.ext[2]),
-                            (li / b.ext[2]) % b.ext[1],
-                            li % b.ext[2],
-                        );
-                        ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2] + x
-                    })
+                    .map(|(li, _)| b.global_index(dims, li))
                     .collect();
                 (
                     id,

@@ -527,14 +527,7 @@ fn redo_block<T: Element>(job: &EncodeJob<'_>, b: &Block) -> (Vec<u8>, Vec<usize
     let (coded, local) = cpu::encode_block_values(&xb, b.ext, job.grid, job.eb, job.coder);
     let global = local
         .iter()
-        .map(|&li| {
-            let (z, y, x) = (
-                li / (b.ext[1] * b.ext[2]),
-                (li / b.ext[2]) % b.ext[1],
-                li % b.ext[2],
-            );
-            ((b.origin[0] + z) * job.dims[1] + b.origin[1] + y) * job.dims[2] + b.origin[2] + x
-        })
+        .map(|&li| b.global_index(job.dims, li))
         .collect();
     (coded, global)
 }

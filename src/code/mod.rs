@@ -42,22 +42,3 @@ pub fn decode_block(
         Coder::Lz4 => lz4::decode(bytes, r),
     }
 }
-
-/// Estimated coded size of residuals in bits: the empirical entropy of their plane counts plus
-/// the planes under each leading one. Cheap enough to compare predictors on every block.
-pub fn estimate_bits(r: &[i32]) -> u64 {
-    let mut hist = [0u64; 33];
-    let mut planes = 0u64;
-    for &v in r {
-        let k = 32 - zigzag::encode(v).leading_zeros();
-        hist[k as usize] += 1;
-        planes += k.saturating_sub(1) as u64;
-    }
-    let n = r.len() as f64;
-    let entropy: f64 = hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| -(c as f64) * (c as f64 / n).log2())
-        .sum();
-    planes + entropy as u64
-}
