@@ -8,7 +8,12 @@ use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{self, section, Header, Layout, Reader};
 use crate::params::{ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
-use crate::predict::{self, interp::Interp, lorenzo::Lorenzo, nglr, BlockEncoder, Predictor};
+use crate::predict::{
+    self,
+    interp::{self, Interp, InterpMd},
+    lorenzo::Lorenzo,
+    nglr, BlockEncoder, Predictor,
+};
 use crate::quant::{self, dequantize, Grid, Plan};
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
@@ -115,10 +120,12 @@ fn encode_coded<T: Element>(
         PredictorChoice::Nglr => train_nglr(x, dims, plan, params, single),
         _ => None,
     };
+    let coarse = interp::coarse_step(plan.m);
+    let (interp_1d, interp_md) = (Interp { coarse }, InterpMd { coarse });
     let mut candidates: Vec<&dyn Predictor> = match params.predictor {
-        PredictorChoice::Auto => vec![&Lorenzo, &Interp],
+        PredictorChoice::Auto => vec![&Lorenzo, &interp_1d, &interp_md],
         PredictorChoice::Lorenzo => vec![&Lorenzo],
-        PredictorChoice::Interp => vec![&Interp],
+        PredictorChoice::Interp => vec![&interp_1d, &interp_md],
         PredictorChoice::Nglr => vec![],
     };
     let fixed = candidates.len();
@@ -223,7 +230,7 @@ fn encode_coded<T: Element>(
     for (id, c, _) in &coded {
         blocks_payload.push(*id);
         blocks_payload.push(code::coder_id(params.coder));
-        blocks_payload.extend_from_slice(&[0, 0]);
+        blocks_payload.extend_from_slice(&[coarse_step_of(*id, plan), 0]);
         blocks_payload.extend_from_slice(&(c.len() as u32).to_le_bytes());
         blocks_payload.extend_from_slice(&crc32fast::hash(c).to_le_bytes());
     }
@@ -289,6 +296,7 @@ fn enhance_section<T: Element>(
         .iter()
         .map(|(id, c, _)| BlockPart {
             predictor: *id,
+            coarse: coarse_step_of(*id, plan),
             coder: params.coder,
             bytes: c,
             crc: crc32fast::hash(c),
@@ -620,9 +628,19 @@ fn gpu_decode<T: Element>(
     crate::backend::gpu_decode(&job, crate::params::Backend::Cpu).map(|b| field::from_bytes(&b))
 }
 
+/// The coarse-level feedback step this encoder gives blocks of predictor `id`.
+fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
+    match id {
+        interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
+        _ => 0,
+    }
+}
+
 /// One entry of the block directory, with its payload.
 struct BlockPart<'a> {
     predictor: u8,
+    /// Coarse-level feedback step of an interpolated block (directory byte 2; 0: none).
+    coarse: u8,
     coder: Coder,
     bytes: &'a [u8],
     crc: u32,
@@ -643,10 +661,11 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
     )?;
     let mut parts = Vec::with_capacity(count);
     for e in dir.chunks_exact(12) {
-        ensure!(e[2] == 0 && e[3] == 0, Error::ReservedBitsSet);
+        ensure!(e[3] == 0, Error::ReservedBitsSet);
         let len = u32::from_le_bytes(e[4..8].try_into().unwrap()) as usize;
         parts.push(BlockPart {
             predictor: e[0],
+            coarse: e[2],
             coder: code::coder_from_id(e[1])?,
             bytes: r.take(len, "block")?,
             crc: u32::from_le_bytes(e[8..12].try_into().unwrap()),
@@ -681,9 +700,13 @@ fn decode_block_q(
         crc32fast::hash(part.bytes) == part.crc,
         Error::ChecksumMismatch { what: "block" }
     );
+    let owned;
     let predictor: &dyn Predictor = match (part.predictor, learned) {
-        (nglr::ID, Some(n)) => n,
-        (id, _) => predict::by_id(id)?,
+        (nglr::ID, Some(n)) if part.coarse == 0 => n,
+        (id, _) => {
+            owned = predict::for_block(id, part.coarse)?;
+            owned.as_ref()
+        }
     };
     let mut q = vec![0i32; b.len()];
     code::decode_block(part.coder, part.bytes, b.ext, part.predictor, &mut q)?;

@@ -77,6 +77,19 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
+            // Multi-dimensional interpolation (id 4) with the coarse feedback step 11.
+            "v1_f32_3d_rel_interp_md",
+            (0..24 * 24 * 24)
+                .map(|i| {
+                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
+                    (0.21 * x + 0.13 * y + 0.07 * z).sin() + (0.11 * x - 0.19 * y + 0.23 * z).cos()
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
             "v1_f32_stored",
             big,
             ChunkInfo::new(DType::F32, &[64]).unwrap(),
@@ -94,7 +107,18 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 6);
+    assert_eq!(seen, 7);
+}
+
+#[test]
+fn interp_md_golden_uses_id_4_with_a_coarse_step() {
+    let chunk = std::fs::read(dir().join("v1_f32_3d_rel_interp_md.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert_eq!(s.block_predictors, [4]);
+    // The directory entry follows the 64 + 8 * rank byte header, the 16-byte section header
+    // and the u32 block count: predictor id, coder id, coarse feedback step, reserved.
+    let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
+    assert_eq!(entry, [4, 0, 11, 0]);
 }
 
 #[test]

@@ -29,11 +29,42 @@ const STEPS: usize = 8;
 /// Planes coded adaptively below the leading one.
 const MODELLED_PLANES: u32 = 2;
 
-/// The class of point (z, y, x) in a block; `interpolated` for the interpolation predictor.
+/// How a block's points are split into classes, after the predictor that coded it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Classes {
+    /// One class (Lorenzo, NGLR).
+    Single,
+    /// Interpolation one dimension at a time: the finest level's x, y and z passes, and the
+    /// coarse levels.
+    Passes,
+    /// Multi-dimensional interpolation: finest-level points odd in one, two or three
+    /// coordinates, and the coarse levels.
+    OddCoordinates,
+}
+
+impl Classes {
+    /// The class scheme of predictor id `predictor`.
+    pub fn of(predictor: u8) -> Classes {
+        match predictor {
+            crate::predict::interp::ID => Classes::Passes,
+            crate::predict::interp::MD_ID => Classes::OddCoordinates,
+            _ => Classes::Single,
+        }
+    }
+}
+
+/// The class of point (z, y, x) in a block.
 #[inline]
-fn class_of(interpolated: bool, z: usize, y: usize, x: usize) -> usize {
-    if !interpolated {
+fn class_of(scheme: Classes, z: usize, y: usize, x: usize) -> usize {
+    if scheme == Classes::Single {
         0
+    } else if scheme == Classes::OddCoordinates {
+        let odd = (z & 1) + (y & 1) + (x & 1);
+        if odd == 0 {
+            3
+        } else {
+            odd - 1
+        }
     } else if x & 1 == 1 {
         2
     } else if y & 1 == 1 {
@@ -173,9 +204,9 @@ fn expected(c: usize) -> u32 {
     ((c + 2) / 4) as u32
 }
 
-/// Codes the residuals of one block (C order, extents `ext`); `interpolated` selects the
-/// point classes of the interpolation predictor.
-pub fn encode(r: &[i32], ext: [usize; 3], interpolated: bool) -> Vec<u8> {
+/// Codes the residuals of one block (C order, extents `ext`); `classes` splits its points
+/// into classes with their own statistics.
+pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes) -> Vec<u8> {
     let mut m = Model::new();
     let mut nb = Neighbours::new(ext);
     let mut rc = Encoder::new();
@@ -188,7 +219,7 @@ pub fn encode(r: &[i32], ext: [usize; 3], interpolated: bool) -> Vec<u8> {
                 let code = zigzag::encode(*it.next().expect("block length"));
                 let k = planes_of(code).min(31);
                 debug_assert!(planes_of(code) <= 31, "residual beyond 2^30");
-                let class = class_of(interpolated, z, y, x);
+                let class = class_of(classes, z, y, x);
                 let c = nb.context(i);
                 let e = expected(c);
                 encode_k(
@@ -224,7 +255,7 @@ pub fn encode(r: &[i32], ext: [usize; 3], interpolated: bool) -> Vec<u8> {
 }
 
 /// Decodes what [`encode`] wrote into `r` (whose length is the block size).
-pub fn decode(bytes: &[u8], ext: [usize; 3], interpolated: bool, r: &mut [i32]) -> Result<()> {
+pub fn decode(bytes: &[u8], ext: [usize; 3], classes: Classes, r: &mut [i32]) -> Result<()> {
     ensure!(
         bytes.len() >= 4,
         Error::Truncated {
@@ -247,7 +278,7 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], interpolated: bool, r: &mut [i32]) 
         for y in 0..ext[1] {
             let start = nb.at(z, y, 0);
             for (x, i) in (start..start + ext[2]).enumerate() {
-                let class = class_of(interpolated, z, y, x);
+                let class = class_of(classes, z, y, x);
                 let c = nb.context(i);
                 let k = decode_k(
                     &mut rc,
@@ -299,10 +330,10 @@ mod tests {
                 _ => (i % 5) as i32 - 2,
             })
             .collect();
-        for interpolated in [false, true] {
-            let bytes = encode(&r, ext, interpolated);
+        for classes in [Classes::Single, Classes::Passes, Classes::OddCoordinates] {
+            let bytes = encode(&r, ext, classes);
             let mut back = vec![0; n];
-            decode(&bytes, ext, interpolated, &mut back).unwrap();
+            decode(&bytes, ext, classes, &mut back).unwrap();
             assert_eq!(back, r);
         }
     }
@@ -322,16 +353,16 @@ mod tests {
                 zigzag::decode(z)
             })
             .collect();
-        let bytes = encode(&r, ext, false);
+        let bytes = encode(&r, ext, Classes::Single);
         let mut back = vec![0; r.len()];
-        decode(&bytes, ext, false, &mut back).unwrap();
+        decode(&bytes, ext, Classes::Single, &mut back).unwrap();
         assert_eq!(back, r);
     }
 
     #[test]
     fn zeros_cost_almost_nothing() {
         let ext = [1, 100, 1000];
-        let bytes = encode(&vec![0; 100_000], ext, false);
+        let bytes = encode(&vec![0; 100_000], ext, Classes::Single);
         assert!(bytes.len() < 200, "{} bytes for 100k zeros", bytes.len());
     }
 }

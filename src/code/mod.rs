@@ -24,7 +24,7 @@ pub fn coder_from_id(id: u8) -> Result<Coder> {
 /// Codes one block of residuals made by predictor `predictor` (its id).
 pub fn encode_block(coder: Coder, r: &[i32], ext: [usize; 3], predictor: u8) -> Vec<u8> {
     match coder {
-        Coder::Range => bitplane::encode(r, ext, predictor == crate::predict::interp::ID),
+        Coder::Range => bitplane::encode(r, ext, bitplane::Classes::of(predictor)),
         Coder::Lz4 => lz4::encode(r),
     }
 }
@@ -38,7 +38,7 @@ pub fn decode_block(
     r: &mut [i32],
 ) -> Result<()> {
     match coder {
-        Coder::Range => bitplane::decode(bytes, ext, predictor == crate::predict::interp::ID, r),
+        Coder::Range => bitplane::decode(bytes, ext, bitplane::Classes::of(predictor), r),
         Coder::Lz4 => lz4::decode(bytes, r),
     }
 }

@@ -14,13 +14,17 @@ pub mod interp;
 pub mod lorenzo;
 pub mod nglr;
 
-use crate::error::{Error, Result};
+use crate::error::{ensure, Error, Result};
 use crate::quant::{dequantize_f64, Grid, QMAX};
 
 /// A causal integer predictor over one block (values outside the block count as zero).
 pub trait Predictor: Sync {
     /// Stable id written in the block directory (`docs/FORMAT.md`).
     fn id(&self) -> u8;
+    /// Feedback step of the coarse levels, written in the block directory (0: none).
+    fn coarse(&self) -> u8 {
+        0
+    }
     /// Codes a block: fills `codes` and turns the fine indices `q` into the reconstruction.
     fn encode(&self, blk: &mut BlockEncoder<'_>, q: &mut [i32], ext: [usize; 3], codes: &mut [i32]);
     /// Decodes in place: codes in, reconstructed grid indices out. Wrapping arithmetic, so
@@ -49,10 +53,16 @@ impl BlockEncoder<'_> {
     /// prediction itself (the exact value comes from the escape list afterwards).
     #[inline]
     pub fn settle(&mut self, q: &mut [i32], i: usize, pred: i64) -> i32 {
+        self.settle_with(q, i, pred, self.m)
+    }
+
+    /// [`settle`](Self::settle) with feedback step `m` instead of the block's.
+    #[inline]
+    pub fn settle_with(&mut self, q: &mut [i32], i: usize, pred: i64, m: i64) -> i32 {
         if !self.escaped[i] {
             let d = q[i] as i64 - pred;
-            let c = (d + (self.m - 1) / 2).div_euclid(self.m);
-            let rec = pred + c * self.m;
+            let c = (d + (m - 1) / 2).div_euclid(m);
+            let rec = pred + c * m;
             if rec.abs() <= 2 * QMAX as i64 && c.abs() < 1 << 30 {
                 let v = dequantize_f64(rec as i32, self.grid);
                 if within(self.x[i], v, self.eb, self.single) {
@@ -80,11 +90,19 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
     }
 }
 
-/// The predictor with stable id `id`.
-pub fn by_id(id: u8) -> Result<&'static dyn Predictor> {
+/// The predictor with stable id `id`; `coarse` is the block's coarse-level feedback step
+/// (directory byte 2: 0 or odd, and 0 unless the predictor interpolates).
+pub fn for_block(id: u8, coarse: u8) -> Result<Box<dyn Predictor>> {
+    ensure!(
+        coarse == 0 || (coarse % 2 == 1 && matches!(id, interp::ID | interp::MD_ID)),
+        Error::Corrupt(format!(
+            "coarse feedback step {coarse} for a block of predictor {id}"
+        ))
+    );
     match id {
-        lorenzo::ID => Ok(&lorenzo::Lorenzo),
-        interp::ID => Ok(&interp::Interp),
+        lorenzo::ID => Ok(Box::new(lorenzo::Lorenzo)),
+        interp::ID => Ok(Box::new(interp::Interp { coarse })),
+        interp::MD_ID => Ok(Box::new(interp::InterpMd { coarse })),
         nglr::ID => Err(Error::Corrupt(
             "NGLR block in a chunk without a weights section".into(),
         )),
@@ -94,7 +112,17 @@ pub fn by_id(id: u8) -> Result<&'static dyn Predictor> {
 
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::{for_block, within};
+
+    #[test]
+    fn coarse_step_only_for_interpolation_and_odd() {
+        assert!(for_block(2, 11).is_ok() && for_block(4, 11).is_ok() && for_block(4, 0).is_ok());
+        for (id, coarse) in [(1, 11), (2, 10), (4, 2), (3, 1)] {
+            let e = for_block(id, coarse).err().expect("refused");
+            assert!(e.to_string().contains("coarse feedback step"), "{e}");
+        }
+        assert!(for_block(9, 0).is_err());
+    }
 
     #[test]
     fn f32_difference_rounding_counts() {
