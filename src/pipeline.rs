@@ -408,10 +408,13 @@ fn choose_predictor<'a>(
         let escapes = esc.iter().filter(|&&e| e).count();
         code::encode_block(coder, &codes, sample.ext, p.id()).len() + escapes * (2 + 8)
     };
-    *candidates
-        .iter()
-        .min_by_key(|p| size(**p))
-        .expect("at least one predictor")
+    // Trials run side by side: a chunk of one or two blocks would otherwise leave cores idle.
+    // Ties go to the earlier candidate, so the choice does not depend on scheduling.
+    let sizes: Vec<usize> = candidates.par_iter().map(|p| size(*p)).collect();
+    let best = (0..candidates.len())
+        .min_by_key(|&k| (sizes[k], k))
+        .expect("at least one predictor");
+    candidates[best]
 }
 
 /// Fits the chunk's NGLR network (encode only). Training pairs come from tiles spread over the
