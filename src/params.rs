@@ -49,11 +49,12 @@ pub enum Coder {
 /// Which predictor the encoder may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictorChoice {
-    /// The encoder picks per block (Lorenzo or interpolation, whichever codes smaller).
+    /// The encoder picks per block (Lorenzo or an interpolation, whichever codes smaller).
     Auto = 0,
     /// Integer 3D Lorenzo prediction.
     Lorenzo = 1,
-    /// Multilevel cubic interpolation.
+    /// Multilevel cubic interpolation, one dimension at a time or from all dimensions at
+    /// once, per block.
     Interp = 2,
     /// Lorenzo plus the learned NGLR bias on every block (weights trained on the chunk).
     Nglr = 3,

@@ -616,7 +616,11 @@ fn gpu_decode<T: Element>(
     dims: [usize; 3],
     grid: Grid,
 ) -> Option<Vec<T>> {
-    if h.feedback != 1 || parts.iter().any(|p| p.predictor != Lorenzo.id()) {
+    if h.feedback != 1
+        || parts
+            .iter()
+            .any(|p| p.predictor != Lorenzo.id() || p.coarse != 0)
+    {
         return None;
     }
     let list: Vec<(Coder, &[u8], u32)> = parts.iter().map(|p| (p.coder, p.bytes, p.crc)).collect();

@@ -507,3 +507,25 @@ fn write_fuzz_corpus() {
     .unwrap();
     write_seed(&cd, "local_f64_lz4", &le(&local));
 }
+
+#[test]
+fn bad_coarse_feedback_step_is_refused() {
+    // Directory byte 2 (coarse feedback step) must be 0 or odd, and 0 for Lorenzo blocks;
+    // forged values, checksums rewritten, give a clean error naming the field.
+    let x = field([12, 20, 24], 7);
+    let info = ChunkInfo::new(DType::F32, &[12, 20, 24]).unwrap();
+    for (predictor, forged) in [
+        (resid::PredictorChoice::Lorenzo, 11u8),
+        (resid::PredictorChoice::Interp, 10u8),
+    ] {
+        let p = Params::rel(1e-3).with_predictor(predictor);
+        let mut c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
+        // 64 + 8 * rank header, 16-byte section header, u32 block count, then the entry.
+        let at = 64 + 8 * 3 + 16 + 4 + 2;
+        assert_eq!(c[64 + 8 * 3], section::BLOCKS);
+        c[at] = forged;
+        fix_checksums(&mut c);
+        let e = resid::decompress(&c).unwrap_err();
+        assert!(e.to_string().contains("coarse feedback step"), "{e}");
+    }
+}
