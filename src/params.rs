@@ -58,6 +58,10 @@ pub enum PredictorChoice {
     Interp = 2,
     /// Lorenzo plus the learned NGLR bias on every block (weights trained on the chunk).
     Nglr = 3,
+    /// Like `Auto`, with NGLR as one more candidate per block: the smallest output, at several
+    /// times the encode and decode time (docs/NGLR.md). The weights are kept only when the
+    /// blocks that use them save more than they cost, so it never codes larger than `Auto`.
+    AutoNglr = 4,
 }
 
 /// Default NGLR training budget, in units of 1024 sample points.
@@ -335,9 +339,10 @@ impl Params {
             1 => PredictorChoice::Lorenzo,
             2 => PredictorChoice::Interp,
             3 => PredictorChoice::Nglr,
+            4 => PredictorChoice::AutoNglr,
             p => {
                 return Err(Error::BadParams(format!(
-                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr"
+                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr, 4 auto with nglr"
                 )))
             }
         };
@@ -492,7 +497,9 @@ mod tests {
         assert!(msg(&[2, 0, h, l]).contains("layout version"));
         assert!(msg(&[1, 9, h, l]).contains("error mode"));
         assert!(msg(&[1, 0, h, l, 7]).contains("coder"));
-        assert!(msg(&[1, 0, h, l, 0, 4]).contains("predictor"));
+        assert!(msg(&[1, 0, h, l, 0, 5]).contains("predictor"));
+        let p = Params::from_cd_values(&[1, 0, h, l, 0, 4]).unwrap();
+        assert_eq!(p.predictor, PredictorChoice::AutoNglr);
         assert!(msg(&[1, 0, h, l, 0, 1 << 16]).contains("reserved"));
         let p = Params::from_cd_values(&[1, 0, h, l, 0, 3 | 40 << 8]).unwrap();
         assert_eq!(

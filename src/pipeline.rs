@@ -113,17 +113,22 @@ fn encode_coded<T: Element>(
     }
 
     // NGLR: one network per chunk, fitted on a subsample, shared by the blocks that use it.
-    // Only when asked for: measured, it is not a reliable win for auto (docs/NGLR.md). Were
-    // it added to auto's candidates, the weights are kept only when they pay for themselves.
+    // Only when asked for (predictor 3 or 4): it makes coding several times slower
+    // (docs/NGLR.md), so plain auto leaves it out. With 4 it is one more candidate per block,
+    // and the weights are kept only when they pay for themselves.
     let single = T::SIZE == 4;
     let learned = match params.predictor {
-        PredictorChoice::Nglr => train_nglr(x, dims, plan, params, single),
+        PredictorChoice::Nglr | PredictorChoice::AutoNglr => {
+            train_nglr(x, dims, plan, params, single)
+        }
         _ => None,
     };
     let coarse = interp::coarse_step(plan.m);
     let (interp_1d, interp_md) = (Interp { coarse }, InterpMd { coarse });
     let mut candidates: Vec<&dyn Predictor> = match params.predictor {
-        PredictorChoice::Auto => vec![&Lorenzo, &interp_1d, &interp_md],
+        PredictorChoice::Auto | PredictorChoice::AutoNglr => {
+            vec![&Lorenzo, &interp_1d, &interp_md]
+        }
         PredictorChoice::Lorenzo => vec![&Lorenzo],
         PredictorChoice::Interp => vec![&interp_1d, &interp_md],
         PredictorChoice::Nglr => vec![],

@@ -208,3 +208,43 @@ fn crc(data: &[u8]) -> u32 {
     }
     !c
 }
+
+/// Predictor 4 (auto with NGLR): never larger than auto (the weights are dropped when they do
+/// not pay), within the bound, and on the turbulence field at 1e-3 NGLR blocks win.
+#[test]
+fn auto_nglr_never_codes_larger_than_auto() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data =
+        std::fs::read(root.join("testdata/wmag_turbulence_vorticity_magnitude_91x91x91.f32"))
+            .unwrap();
+    let x: Vec<f64> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    let chunk = ChunkInfo::new(DType::F32, &[91, 91, 91]).unwrap();
+    for rel in [1e-2, 1e-3, 1e-4] {
+        let base = nglr(rel, &x);
+        let auto =
+            resid::compress(&data, &chunk, &base.with_predictor(PredictorChoice::Auto)).unwrap();
+        let p = base.with_predictor(PredictorChoice::AutoNglr);
+        let c = resid::compress(&data, &chunk, &p).unwrap();
+        assert!(
+            c.len() <= auto.len(),
+            "rel {rel}: {} > {}",
+            c.len(),
+            auto.len()
+        );
+        let s = resid::inspect(&c).unwrap();
+        let uses = s.block_predictors.contains(&3);
+        assert_eq!(uses, s.sections[0].0 == section::WEIGHTS, "{s:?}");
+        if rel == 1e-3 {
+            assert!(uses && (c.len() as f64) < 0.97 * auto.len() as f64, "{s:?}");
+        }
+        let d = resid::decompress(&c).unwrap();
+        let eb = p.bound;
+        for (a, b) in x.iter().zip(d.chunks_exact(4)) {
+            let v = f32::from_le_bytes(b.try_into().unwrap()) as f64;
+            assert!((a - v).abs() <= eb, "rel {rel}: |{a} - {v}| > {eb}");
+        }
+    }
+}

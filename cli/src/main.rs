@@ -132,7 +132,8 @@ pub struct Codec {
     /// Entropy coder: range (best ratio) or lz4 (fastest)
     #[arg(long, value_enum, default_value_t = CoderArg::Range)]
     pub coder: CoderArg,
-    /// Predictor
+    /// Predictor: auto (Lorenzo or interpolation per block), lorenzo, interp, nglr (Lorenzo
+    /// plus a learned bias), auto-nglr (auto with NGLR too: smallest, several times slower)
     #[arg(long, value_enum, default_value_t = PredictorArg::Auto)]
     pub predictor: PredictorArg,
     /// Where the encoder runs (cuda falls back to the CPU when no GPU is usable)
@@ -150,6 +151,9 @@ pub enum CoderArg {
 pub enum PredictorArg {
     Auto,
     Lorenzo,
+    Interp,
+    Nglr,
+    AutoNglr,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -197,6 +201,9 @@ impl Codec {
         p.predictor = match self.predictor {
             PredictorArg::Auto => resid::PredictorChoice::Auto,
             PredictorArg::Lorenzo => resid::PredictorChoice::Lorenzo,
+            PredictorArg::Interp => resid::PredictorChoice::Interp,
+            PredictorArg::Nglr => resid::PredictorChoice::Nglr,
+            PredictorArg::AutoNglr => resid::PredictorChoice::AutoNglr,
         };
         p.backend = match self.backend {
             BackendArg::Auto => resid::Backend::Auto,
