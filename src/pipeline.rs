@@ -470,7 +470,7 @@ fn train_nglr<T: Element>(
         }
     }
     let net = crate::nn::train::fit(&f, &t, &crate::nn::train::Config::default())?;
-    Some(nglr::Nglr { net })
+    Some(nglr::Nglr::new(net))
 }
 
 pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
@@ -559,7 +559,7 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
     let learned = if id == section::WEIGHTS {
         let net = crate::nn::weights::read(payload)?;
         (id, payload) = format::read_section(r)?;
-        Some(nglr::Nglr { net })
+        Some(nglr::Nglr::new(net))
     } else {
         None
     };

@@ -10,7 +10,7 @@
 
 use super::lorenzo::predict_at;
 use super::{BlockEncoder, Predictor};
-use crate::nn::infer::INPUTS;
+use crate::nn::infer::{Packed, INPUTS};
 use crate::nn::Net;
 
 pub const ID: u8 = 3;
@@ -18,6 +18,15 @@ pub const ID: u8 = 3;
 /// The NGLR predictor with its chunk's network.
 pub struct Nglr {
     pub net: Net,
+    /// The same network, laid out for fast inference.
+    packed: Packed,
+}
+
+impl Nglr {
+    pub fn new(net: Net) -> Nglr {
+        let packed = Packed::new(&net);
+        Nglr { net, packed }
+    }
 }
 
 /// A block's geometry: strides and which dimensions have more than one point.
@@ -115,7 +124,7 @@ impl Nglr {
                     let i = (z * ny + y) * nx + x;
                     let l = predict_at(q, ext, [z, y, x]);
                     let bias = if g.inner(z, y, x) {
-                        self.net.bias(&features(q, &e, i, &g, l))
+                        self.packed.bias(&features(q, &e, i, &g, l))
                     } else {
                         0
                     };
@@ -202,7 +211,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_rank_and_feedback() {
-        let p = Nglr { net: net() };
+        let p = Nglr::new(net());
         for ext in [
             [1, 1, 1],
             [1, 1, 17],
