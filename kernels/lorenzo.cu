@@ -40,22 +40,35 @@ __device__ void encode_tile(const T* x, u64 d1, u64 d2, const u64* table, u32 ti
     for (u32 i = tid; i < (TY + 1) * HS; i += TX * TY) prev[i] = 0;
     const u64 y = y0 + ty, xx = x0 + tx;
     const bool inside = y < d.ey && xx < d.ex;
+    // The halo value this thread loads, if any (hv_ok: inside the block).
+    const long long gy = (long long)y0 + hy, gx = (long long)x0 + hx;
+    const bool hv_ok = hy != -2 && gy >= 0 && gx >= 0 && (u64)gy < d.ey && (u64)gx < d.ex;
+    const u64 own = (u64)y * d2 + d.ox + xx;
+    const u64 halo = hv_ok ? (u64)gy * d2 + d.ox + (u64)gx : 0;
+    // Values of the next plane are loaded one iteration ahead, so each thread has a load in
+    // flight while it works on the current plane.
+    T own_next = inside ? x[d.oz * d1 * d2 + d.oy * d2 + own] : (T)0;
+    T halo_next = hv_ok ? x[d.oz * d1 * d2 + d.oy * d2 + halo] : (T)0;
     u32 esc_count = 0, or_acc = 0;
     for (u64 z = 0; z < d.ez; z++) {
-        const u64 plane = (d.oz + z) * d1 + d.oy;
+        const T own_v = own_next, halo_v = halo_next;
+        if (z + 1 < d.ez) {
+            const u64 next = ((d.oz + z + 1) * d1 + d.oy) * d2;
+            if (inside) own_next = x[next + own];
+            if (hv_ok) halo_next = x[next + halo];
+        }
         int qv = 0;
         if (inside) {
             bool e = false;
-            qv = quantize<T>(x[(plane + y) * d2 + d.ox + xx], mid, inv, step, eb, &e);
+            qv = quantize<T>(own_v, mid, inv, step, eb, &e);
             esc_count += e ? 1u : 0u;
         }
         cur[(ty + 1) * HS + tx + 1] = qv;
         if (hy != -2) {
-            const long long gy = (long long)y0 + hy, gx = (long long)x0 + hx;
             int hv = 0;
-            if (gy >= 0 && gx >= 0 && (u64)gy < d.ey && (u64)gx < d.ex) {
+            if (hv_ok) {
                 bool e = false;  // counted by the tile that owns the value
-                hv = quantize<T>(x[(plane + (u64)gy) * d2 + d.ox + (u64)gx], mid, inv, step, eb, &e);
+                hv = quantize<T>(halo_v, mid, inv, step, eb, &e);
             }
             cur[(hy + 1) * HS + hx + 1] = hv;
         }
