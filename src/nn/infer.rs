@@ -143,28 +143,37 @@ impl Net {
     }
 }
 
-/// Hidden units evaluated side by side in [`Packed`].
+/// Hidden units the portable first layer evaluates side by side.
+#[cfg(not(target_arch = "x86_64"))]
 const LANES: usize = 8;
 
-/// A [`Net`] laid out for fast evaluation, with exactly the same results: the first layer is
-/// transposed and padded to a multiple of [`LANES`] hidden units (zero weights and biases, so
-/// the padding adds nothing), and each group of four inputs is summed in i32 lanes before
-/// widening (products are below 2^29, so four of them stay below 2^31). The compiler turns
-/// the lane loops into packed 16-bit multiplies.
+/// A [`Net`] laid out for fast evaluation, with exactly the same results. The first layer is
+/// transposed and padded with zero units (zero weights, biases and output weights, so the
+/// padding adds nothing): on x86_64 in the order SSE2's `pmaddwd` reads (`nn::simd`), elsewhere
+/// as [`LANES`]-wide rows summed in i32 lanes over groups of four inputs. Either way a lane
+/// adds at most four products below 2^29 before widening to i64, so nothing overflows.
 #[derive(Debug, Clone)]
 pub struct Packed {
+    #[cfg(target_arch = "x86_64")]
+    quads: super::simd::Quads,
     /// `w1t[g * INPUTS + i][l]`: weight of input `i` into hidden unit `g * LANES + l`.
+    #[cfg(not(target_arch = "x86_64"))]
     w1t: Vec<[i16; LANES]>,
     b1: Vec<i64>,
     w2: Vec<i64>,
     v: [i16; INPUTS],
     b2: i64,
-    in_shift: [i32; INPUTS],
+    /// Input normalization `rshift(f, in_shift - 8)` without a branch: `((f << lsh) + add) >> rsh`
+    /// with one of the shifts zero.
+    lsh: [u32; INPUTS],
+    add: [i64; INPUTS],
+    rsh: [u32; INPUTS],
     e1: i32,
     out: i32,
 }
 
 /// `acc[l] += w[l] * x` in every lane.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn madd(acc: &mut [i32; LANES], w: &[i16; LANES], x: i16) {
     for l in 0..LANES {
@@ -174,26 +183,70 @@ fn madd(acc: &mut [i32; LANES], w: &[i16; LANES], x: i16) {
 
 impl Packed {
     pub fn new(net: &Net) -> Packed {
-        let groups = net.hidden.div_ceil(LANES);
-        let mut w1t = vec![[0i16; LANES]; groups * INPUTS];
-        let mut b1 = vec![0i64; groups * LANES];
-        let mut w2 = vec![0i64; groups * LANES];
+        #[cfg(target_arch = "x86_64")]
+        let padded = net.hidden.div_ceil(4) * 4;
+        #[cfg(not(target_arch = "x86_64"))]
+        let padded = net.hidden.div_ceil(LANES) * LANES;
+        let mut b1 = vec![0i64; padded];
+        let mut w2 = vec![0i64; padded];
+        for j in 0..net.hidden {
+            b1[j] = net.b1[j] as i64;
+            w2[j] = net.w2[j] as i64;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let mut w1t = vec![[0i16; LANES]; padded / LANES * INPUTS];
+        #[cfg(not(target_arch = "x86_64"))]
         for j in 0..net.hidden {
             for i in 0..INPUTS {
                 w1t[(j / LANES) * INPUTS + i][j % LANES] = net.w1[j * INPUTS + i];
             }
-            b1[j] = net.b1[j] as i64;
-            w2[j] = net.w2[j] as i64;
         }
         Packed {
+            #[cfg(target_arch = "x86_64")]
+            quads: super::simd::quads(&net.w1, net.hidden),
+            #[cfg(not(target_arch = "x86_64"))]
             w1t,
             b1,
             w2,
             v: net.v,
             b2: net.b2 as i64,
-            in_shift: net.in_shift.map(|s| s as i32 - FRAC as i32),
+            lsh: net.in_shift.map(|s| (FRAC as i32 - s as i32).max(0) as u32),
+            add: net.in_shift.map(|s| match s as i32 - FRAC as i32 {
+                k if k > 0 => 1i64 << (k - 1),
+                _ => 0,
+            }),
+            rsh: net.in_shift.map(|s| (s as i32 - FRAC as i32).max(0) as u32),
             e1: net.e1 as i32,
             out: net.e2 as i32 + FRAC as i32 - net.out_shift as i32,
+        }
+    }
+
+    /// `acc[j] = sum_i w1[j][i] x[i]` for every padded hidden unit.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn first_layer(&self, x: &[i16; INPUTS], acc: &mut [i64]) {
+        super::simd::first_layer(&self.quads, x, acc);
+    }
+
+    /// `acc[j] = sum_i w1[j][i] x[i]` for every padded hidden unit.
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn first_layer(&self, x: &[i16; INPUTS], acc: &mut [i64]) {
+        for (rows, out) in self
+            .w1t
+            .chunks_exact(INPUTS)
+            .zip(acc.chunks_exact_mut(LANES))
+        {
+            let rows: &[[i16; LANES]; INPUTS] = rows.try_into().expect("INPUTS rows per group");
+            for quad in 0..INPUTS / 4 {
+                let mut a32 = [0i32; LANES];
+                for t in 0..4 {
+                    madd(&mut a32, &rows[4 * quad + t], x[4 * quad + t]);
+                }
+                for (o, a) in out.iter_mut().zip(a32) {
+                    *o += a as i64;
+                }
+            }
         }
     }
 
@@ -202,27 +255,18 @@ impl Packed {
     pub fn bias(&self, f: &[i64; INPUTS]) -> i64 {
         let mut x = [0i16; INPUTS];
         for i in 0..INPUTS {
+            // |f| <= 2^40 and lsh <= 8: no overflow.
             let fi = f[i].clamp(-(1 << 40), 1 << 40);
-            x[i] = rshift(fi, self.in_shift[i]).clamp(-(XMAX as i64), XMAX as i64) as i16;
+            let v = ((fi << self.lsh[i]) + self.add[i]) >> self.rsh[i];
+            x[i] = v.clamp(-(XMAX as i64), XMAX as i64) as i16;
         }
+        let mut acc = [0i64; MAX_HIDDEN];
+        let acc = &mut acc[..self.b1.len()];
+        self.first_layer(&x, acc);
         let mut o = self.b2;
-        for (g, rows) in self.w1t.chunks_exact(INPUTS).enumerate() {
-            let rows: &[[i16; LANES]; INPUTS] = rows.try_into().expect("INPUTS rows per group");
-            let mut acc = [0i64; LANES];
-            for quad in 0..INPUTS / 4 {
-                let mut a32 = [0i32; LANES];
-                for t in 0..4 {
-                    madd(&mut a32, &rows[4 * quad + t], x[4 * quad + t]);
-                }
-                for l in 0..LANES {
-                    acc[l] += a32[l] as i64;
-                }
-            }
-            let lanes = g * LANES..(g + 1) * LANES;
-            for ((&a, &b1), &w2) in acc.iter().zip(&self.b1[lanes.clone()]).zip(&self.w2[lanes]) {
-                let h = rshift(b1 + a, self.e1).clamp(0, HMAX as i64);
-                o += w2 * h;
-            }
+        for ((&a, &b1), &w2) in acc.iter().zip(&self.b1).zip(&self.w2) {
+            let h = rshift(b1 + a, self.e1).clamp(0, HMAX as i64);
+            o += w2 * h;
         }
         for (&v, &xi) in self.v.iter().zip(&x) {
             o += v as i64 * xi as i64;
@@ -288,7 +332,11 @@ mod tests {
                 let extreme = trial % 4 == 0;
                 let w = |r: i64| {
                     if extreme {
-                        i16::MAX - (r & 1) as i16 * 2 * i16::MAX
+                        if r & 1 == 1 {
+                            -i16::MAX
+                        } else {
+                            i16::MAX
+                        }
                     } else {
                         (r % 60000 - 30000) as i16
                     }

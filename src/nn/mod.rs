@@ -6,6 +6,8 @@
 pub mod conv;
 pub mod conv_train;
 pub mod infer;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 pub mod train;
 pub mod weights;
 
