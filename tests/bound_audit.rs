@@ -2,7 +2,8 @@
 //! directory in `RESID_DATA`), each as one chunk, at relative bounds 1e-2..1e-6, absolute
 //! bounds (fractions of the field's range, and a fixed 1e-3 that is below half an ulp for
 //! large-magnitude f32 fields), NRMSE and PSNR targets, with both coders: every decoded value
-//! within the bound, NaN/Inf/subnormals bit for bit, the NRMSE/PSNR target met.
+//! within the bound, NaN/Inf/subnormals bit for bit, the NRMSE/PSNR target met. Auto with
+//! NGLR (predictor 4) is audited too, at rel 1e-2..1e-4 with the range coder.
 //! Skips (with a message) when the data set is absent, as on CI.
 //!
 //! `cargo test --release --test bound_audit -- --nocapture` prints the worst error/bound per
@@ -10,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use resid::{ChunkInfo, Coder, DType, ErrorMode, Params};
+use resid::{ChunkInfo, Coder, DType, ErrorMode, Params, PredictorChoice};
 
 fn data_dir() -> PathBuf {
     std::env::var_os("RESID_DATA")
@@ -214,9 +215,21 @@ fn bounds_hold_on_the_shared_data_set() {
         params.extend(nrmses.iter().map(|&t| Params::new(ErrorMode::Nrmse, t)));
         params.extend(psnrs.iter().map(|&t| Params::new(ErrorMode::Psnr, t)));
         let mut line = format!("{name:<55}");
+        // Auto with NGLR (predictor 4, range coder) at the loose and middle bounds it is
+        // made for; its runs count in the range coder's column.
+        let nglr_rels: &[f64] = if quick { &[1e-3] } else { &[1e-2, 1e-3, 1e-4] };
+        let with_nglr: Vec<Params> = nglr_rels
+            .iter()
+            .map(|&r| Params::rel(r).with_predictor(PredictorChoice::AutoNglr))
+            .collect();
         for coder in [Coder::Range, Coder::Lz4] {
             let mut worst = 0f64;
-            for p in &params {
+            let extra = if coder == Coder::Range {
+                &with_nglr[..]
+            } else {
+                &[]
+            };
+            for p in params.iter().chain(extra) {
                 let p = p.with_coder(coder);
                 let o = audit(&bytes, &chunk, &x, range, &p);
                 runs += 1;
@@ -229,12 +242,13 @@ fn bounds_hold_on_the_shared_data_set() {
                     violations.push(format!(
                         "{name} {:?} {:e} {coder:?}: {pr}\n  reproduce: compress testdata-style \
                          file {} with Params::new(ErrorMode::{:?}, {:e}).with_coder(Coder::{coder:?}) \
-                         as one chunk of shape {shape:?}",
+                         .with_predictor(PredictorChoice::{:?}) as one chunk of shape {shape:?}",
                         p.mode,
                         p.bound,
                         dir.join(name).display(),
                         p.mode,
-                        p.bound
+                        p.bound,
+                        p.predictor
                     ));
                 }
             }
