@@ -23,6 +23,8 @@ fn section_name(id: u8) -> String {
         resid::format::section::STORED => "stored".into(),
         resid::format::section::BLOCKS => "blocks".into(),
         resid::format::section::ESCAPES => "escapes".into(),
+        resid::format::section::WEIGHTS => "weights (NGLR)".into(),
+        resid::format::section::ENHANCE => "enhancer (NeurLZ)".into(),
         other => format!("#{other}"),
     }
 }
@@ -93,8 +95,31 @@ pub fn chunk_details(s: &ChunkSummary) -> String {
             .collect::<Vec<_>>()
             .join("x")
     );
+    if !s.block_predictors.is_empty() {
+        out += &format!("predictors:  {}\n", predictor_counts(&s.block_predictors));
+    }
     for (id, len) in &s.sections {
         out += &format!("section:     {} ({} bytes)\n", section_name(*id), len);
     }
     out
+}
+
+/// How many blocks each predictor coded: `lorenzo 3, interp-md 5`.
+fn predictor_counts(ids: &[u8]) -> String {
+    let name = |id: u8| match id {
+        1 => "lorenzo".to_string(),
+        2 => "interp".to_string(),
+        3 => "nglr".to_string(),
+        4 => "interp-md".to_string(),
+        other => format!("#{other}"),
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for &id in ids {
+        *counts.entry(id).or_insert(0usize) += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(id, n)| format!("{} {n}", name(id)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

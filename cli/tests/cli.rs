@@ -161,6 +161,7 @@ fn raw_f64_round_trip_psnr_and_inspect() {
         "shape:       20x10x10",
         "mode:        abs (requested bound 0.000001)",
         "coder:       range",
+        "predictors:  ",
         "section:",
     ] {
         assert!(out.contains(want), "missing `{want}` in\n{out}");
@@ -443,4 +444,39 @@ fn h5_compress_and_inspect() {
         assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
         assert!(text(&o).1.contains(msg), "{:?}", text(&o));
     }
+}
+
+#[test]
+fn nglr_from_the_command_line_shows_its_weights() {
+    let d = tmpdir("nglr");
+    let orig = field([24, 32, 32]);
+    let input = d.join("x.bin");
+    std::fs::write(
+        &input,
+        orig.iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let o = resid(&[
+        "compress",
+        input.to_str().unwrap(),
+        "--dtype",
+        "f64",
+        "--shape",
+        "24x32x32",
+        "--rel",
+        "1e-3",
+        "--predictor",
+        "nglr",
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = resid(&["inspect", d.join("x.bin.rsid").to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("predictors:  nglr "), "{out}");
+    assert!(
+        out.contains("section:     weights (NGLR) (364 bytes)"),
+        "{out}"
+    );
 }
