@@ -131,7 +131,7 @@ fn traverse(
 /// One-dimensional estimate along dim `d` (stride `sd`, extent `n`) for point `i` at
 /// coordinate `t` (an odd multiple of `s`): `(estimate times 16, two-sided, |p1 - n1|)`,
 /// the cubic of [`traverse`] before its rounding.
-#[inline]
+#[inline(always)]
 fn along(buf: &[i32], i: usize, t: usize, s: usize, sd: usize, n: usize) -> (i64, bool, i64) {
     let value = |j: usize| buf[j] as i64;
     let p1 = value(i - s * sd);
@@ -155,7 +155,7 @@ fn along(buf: &[i32], i: usize, t: usize, s: usize, sd: usize, n: usize) -> (i64
 /// `max(1, 2^20 / (min(|p1 - n1|, 2^24) + 16))` with `p1, n1` its neighbours at `∓s` (a flat
 /// direction interpolates better); without a two-sided estimate, the mean of the one-sided
 /// ones (the previous value along each dimension). Rounded half up (floor division).
-#[inline]
+#[inline(always)]
 fn md_prediction(
     buf: &[i32],
     i: usize,
