@@ -159,26 +159,27 @@ fn encode_coded<T: Element>(
             }
             let choose =
                 |c| choose_predictor(c, &bx, &bq, &escaped, b.ext, plan, params.coder, single);
-            let encode_with = |predictor: &dyn Predictor| -> Coded {
+            let encode_with = |predictor: &dyn Predictor, done: Option<Trial>| -> Coded {
                 let id = predictor.id();
-                let (codes, escaped) =
-                    predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
+                let (bytes, escaped) = done.unwrap_or_else(|| {
+                    let (codes, escaped) =
+                        predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
+                    (code::encode_block(params.coder, &codes, b.ext, id), escaped)
+                });
                 let global: Vec<usize> = escaped
                     .iter()
                     .enumerate()
                     .filter(|(_, &e)| e)
                     .map(|(li, _)| b.global_index(dims, li))
                     .collect();
-                (
-                    id,
-                    code::encode_block(params.coder, &codes, b.ext, id),
-                    global,
-                )
+                (id, bytes, global)
             };
-            let predictor = choose(candidates);
-            let alternative = (predictor.id() == nglr::ID && fixed > 0)
-                .then(|| encode_with(choose(&candidates[..fixed])));
-            (encode_with(predictor), alternative)
+            let (predictor, done) = choose(candidates);
+            let alternative = (predictor.id() == nglr::ID && fixed > 0).then(|| {
+                let (p, done) = choose(&candidates[..fixed]);
+                encode_with(p, done)
+            });
+            (encode_with(predictor, done), alternative)
         })
         .collect();
     // The weights are written only when the blocks that use them save more than they cost.
@@ -368,8 +369,12 @@ fn predict_block(
 /// on a central sample of about an eighth of their volume.
 const FULL_TRIAL: usize = 1 << 15;
 
+/// A block coded in full by a trial: its payload and which points it escaped.
+type Trial = (Vec<u8>, Vec<bool>);
+
 /// The candidate that codes the block (or a central sample of it) into the fewest bytes,
-/// escapes counted.
+/// escapes counted; when the trial was the whole block, also its coding, so the caller need
+/// not code it again.
 #[allow(clippy::too_many_arguments)]
 fn choose_predictor<'a>(
     candidates: &[&'a dyn Predictor],
@@ -380,9 +385,9 @@ fn choose_predictor<'a>(
     plan: &Plan,
     coder: Coder,
     single: bool,
-) -> &'a dyn Predictor {
+) -> (&'a dyn Predictor, Option<Trial>) {
     if candidates.len() == 1 {
-        return candidates[0];
+        return (candidates[0], None);
     }
     let n = q.len();
     let sample = if n <= FULL_TRIAL {
@@ -408,18 +413,21 @@ fn choose_predictor<'a>(
     let sx = field::gather(x, ext, &sample);
     let sq = field::gather(q, ext, &sample);
     let se = field::gather(escaped, ext, &sample);
-    let size = |p: &dyn Predictor| {
+    let whole = sample.ext == ext;
+    let trial = |p: &dyn Predictor| {
         let (codes, esc) = predict_block(p, &sx, &sq, &se, sample.ext, plan, single);
         let escapes = esc.iter().filter(|&&e| e).count();
-        code::encode_block(coder, &codes, sample.ext, p.id()).len() + escapes * (2 + 8)
+        let bytes = code::encode_block(coder, &codes, sample.ext, p.id());
+        (bytes.len() + escapes * (2 + 8), (bytes, esc))
     };
     // Trials run side by side: a chunk of one or two blocks would otherwise leave cores idle.
     // Ties go to the earlier candidate, so the choice does not depend on scheduling.
-    let sizes: Vec<usize> = candidates.par_iter().map(|p| size(*p)).collect();
+    let mut trials: Vec<(usize, Trial)> = candidates.par_iter().map(|p| trial(*p)).collect();
     let best = (0..candidates.len())
-        .min_by_key(|&k| (sizes[k], k))
+        .min_by_key(|&k| (trials[k].0, k))
         .expect("at least one predictor");
-    candidates[best]
+    let done = whole.then(|| trials.swap_remove(best).1);
+    (candidates[best], done)
 }
 
 /// Fits the chunk's NGLR network (encode only). Training pairs come from tiles spread over the
