@@ -3,7 +3,7 @@
 //! bounds (fractions of the field's range, and a fixed 1e-3 that is below half an ulp for
 //! large-magnitude f32 fields), NRMSE and PSNR targets, with both coders: every decoded value
 //! within the bound, NaN/Inf/subnormals bit for bit, the NRMSE/PSNR target met. Auto with
-//! NGLR (predictor 4) is audited too, at rel 1e-2..1e-4 with the range coder.
+//! NGLR (cd predictor word 4) is audited too, at rel 1e-2..1e-4 with the range coder.
 //! Skips (with a message) when the data set is absent, as on CI.
 //!
 //! `cargo test --release --test bound_audit -- --nocapture` prints the worst error/bound per
@@ -215,7 +215,7 @@ fn bounds_hold_on_the_shared_data_set() {
         params.extend(nrmses.iter().map(|&t| Params::new(ErrorMode::Nrmse, t)));
         params.extend(psnrs.iter().map(|&t| Params::new(ErrorMode::Psnr, t)));
         let mut line = format!("{name:<55}");
-        // Auto with NGLR (predictor 4, range coder) at the loose and middle bounds it is
+        // Auto with NGLR (predictor word 4, range coder) at the loose and middle bounds it is
         // made for; its runs count in the range coder's column.
         let nglr_rels: &[f64] = if quick { &[1e-3] } else { &[1e-2, 1e-3, 1e-4] };
         let with_nglr: Vec<Params> = nglr_rels

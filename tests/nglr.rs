@@ -209,7 +209,7 @@ fn crc(data: &[u8]) -> u32 {
     !c
 }
 
-/// Predictor 4 (auto with NGLR): never larger than auto (the weights are dropped when they do
+/// Predictor word 4 (auto with NGLR): never larger than auto (the weights are dropped when they do
 /// not pay), within the bound, and on the turbulence field at 1e-3 NGLR blocks win.
 #[test]
 fn auto_nglr_never_codes_larger_than_auto() {

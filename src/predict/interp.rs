@@ -27,7 +27,8 @@ pub struct Interp {
     pub coarse: u8,
 }
 
-/// Multi-dimensional interpolation (predictor id 4).
+/// Multi-dimensional interpolation (block predictor id 4; not the same as `cd_values`'s
+/// predictor word 4, auto with NGLR).
 pub struct InterpMd {
     /// Feedback step of the coarse levels (stride >= 2); 0: the block's own step.
     pub coarse: u8,
