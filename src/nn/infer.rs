@@ -89,7 +89,7 @@ impl Net {
             bad("shift or exponent out of range".into())
         );
         ensure!(
-            self.b1.iter().all(|b| b.abs() <= B1_MAX),
+            self.b1.iter().all(|b| b.unsigned_abs() <= B1_MAX as u32),
             bad("first-layer bias out of range".into())
         );
         ensure!(
@@ -316,6 +316,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn first_layer_bias_of_i32_min_is_refused() {
+        // Found by `scripts/fuzz 200 container`: `i32::MIN.abs()` overflowed (a panic with
+        // debug assertions) and, wrapping, let the value through validation.
+        let mut n = net();
+        for b in [i32::MIN, -B1_MAX - 1, B1_MAX + 1] {
+            n.b1[1] = b;
+            let e = n.validate().expect_err("out-of-range bias accepted");
+            assert!(e.to_string().contains("first-layer bias"), "{e}");
+        }
+        n.b1[1] = -B1_MAX;
+        n.validate().unwrap();
     }
 
     #[test]
