@@ -89,32 +89,9 @@ fn traverse(
                         let mut t = s;
                         while t < n {
                             let i = base + t * sd;
-                            let has_next = t + s < n;
-                            let has_prev3 = t >= 3 * s;
-                            let has_next3 = t + 3 * s < n;
-                            let value = |j: usize| buf[j] as i64;
-                            let p1 = value(i - s * sd);
-                            let pred = if !has_next {
-                                p1
-                            } else {
-                                let n1 = value(i + s * sd);
-                                match (has_prev3, has_next3) {
-                                    (true, true) => {
-                                        let p3 = value(i - 3 * s * sd);
-                                        let n3 = value(i + 3 * s * sd);
-                                        (-p3 + 9 * p1 + 9 * n1 - n3 + 8) >> 4
-                                    }
-                                    (true, false) => {
-                                        let p3 = value(i - 3 * s * sd);
-                                        (-p3 + 6 * p1 + 3 * n1 + 4) >> 3
-                                    }
-                                    (false, true) => {
-                                        let n3 = value(i + 3 * s * sd);
-                                        (3 * p1 + 6 * n1 - n3 + 4) >> 3
-                                    }
-                                    (false, false) => (p1 + n1 + 1) >> 1,
-                                }
-                            };
+                            // The same cubic the multi-dimensional traversal uses, rounded.
+                            let (v, _, _) = along(buf, i, t, s, sd, n);
+                            let pred = (v + 8) >> 4;
                             visit(buf, i, pred, s);
                             t += 2 * s;
                         }
@@ -130,8 +107,8 @@ fn traverse(
 }
 
 /// One-dimensional estimate along dim `d` (stride `sd`, extent `n`) for point `i` at
-/// coordinate `t` (an odd multiple of `s`): `(estimate times 16, two-sided, |p1 - n1|)`,
-/// the cubic of [`traverse`] before its rounding.
+/// coordinate `t` (an odd multiple of `s`): `(estimate times 16, two-sided, |p1 - n1|)`.
+/// [`traverse`] rounds it half up; [`md_prediction`] averages several.
 #[inline(always)]
 fn along(buf: &[i32], i: usize, t: usize, s: usize, sd: usize, n: usize) -> (i64, bool, i64) {
     let value = |j: usize| buf[j] as i64;
@@ -239,6 +216,45 @@ fn traverse_md(
     }
 }
 
+/// Visits a block in the order of the one-dimensional or the multi-dimensional traversal.
+#[inline(always)]
+fn walk(
+    md: bool,
+    ext: [usize; 3],
+    buf: &mut [i32],
+    mut visit: impl FnMut(&mut [i32], usize, i64, usize),
+) {
+    if md {
+        traverse_md(ext, buf, &mut visit)
+    } else {
+        traverse(ext, buf, &mut visit)
+    }
+}
+
+/// [`Predictor::encode`] of either interpolation.
+fn encode_levels(
+    md: bool,
+    coarse: u8,
+    blk: &mut BlockEncoder<'_>,
+    q: &mut [i32],
+    ext: [usize; 3],
+    codes: &mut [i32],
+) {
+    let m = blk.m;
+    walk(md, ext, q, |buf, i, pred, s| {
+        codes[i] = blk.settle_with(buf, i, pred, step_at(m, coarse, s))
+    });
+}
+
+/// [`Predictor::decode`] of either interpolation: visited points hold reconstructed indices,
+/// the others still hold codes.
+fn decode_levels(md: bool, coarse: u8, codes: &mut [i32], ext: [usize; 3], m: i32) {
+    walk(md, ext, codes, |buf, i, pred, s| {
+        buf[i] =
+            pred.wrapping_add((buf[i] as i64).wrapping_mul(step_at(m as i64, coarse, s))) as i32;
+    });
+}
+
 impl Predictor for Interp {
     fn id(&self) -> u8 {
         ID
@@ -255,19 +271,11 @@ impl Predictor for Interp {
         ext: [usize; 3],
         codes: &mut [i32],
     ) {
-        let (m, coarse) = (blk.m, self.coarse);
-        traverse(ext, q, |buf, i, pred, s| {
-            codes[i] = blk.settle_with(buf, i, pred, step_at(m, coarse, s))
-        });
+        encode_levels(false, self.coarse, blk, q, ext, codes);
     }
 
     fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32) {
-        // Visited points hold reconstructed indices, the others still hold codes.
-        let coarse = self.coarse;
-        traverse(ext, codes, |buf, i, pred, s| {
-            buf[i] = pred.wrapping_add((buf[i] as i64).wrapping_mul(step_at(m as i64, coarse, s)))
-                as i32;
-        });
+        decode_levels(false, self.coarse, codes, ext, m);
     }
 }
 
@@ -287,19 +295,11 @@ impl Predictor for InterpMd {
         ext: [usize; 3],
         codes: &mut [i32],
     ) {
-        let (m, coarse) = (blk.m, self.coarse);
-        traverse_md(ext, q, |buf, i, pred, s| {
-            codes[i] = blk.settle_with(buf, i, pred, step_at(m, coarse, s))
-        });
+        encode_levels(true, self.coarse, blk, q, ext, codes);
     }
 
     fn decode(&self, codes: &mut [i32], ext: [usize; 3], m: i32) {
-        // Visited points hold reconstructed indices, the others still hold codes.
-        let coarse = self.coarse;
-        traverse_md(ext, codes, |buf, i, pred, s| {
-            buf[i] = pred.wrapping_add((buf[i] as i64).wrapping_mul(step_at(m as i64, coarse, s)))
-                as i32;
-        });
+        decode_levels(true, self.coarse, codes, ext, m);
     }
 }
 
