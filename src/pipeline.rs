@@ -157,8 +157,6 @@ fn encode_coded<T: Element>(
             for &li in esc {
                 escaped[li] = true;
             }
-            let choose =
-                |c| choose_predictor(c, &bx, &bq, &escaped, b.ext, plan, params.coder, single);
             let encode_with = |predictor: &dyn Predictor, done: Option<Trial>| -> Coded {
                 let id = predictor.id();
                 let (bytes, escaped) = done.unwrap_or_else(|| {
@@ -174,11 +172,19 @@ fn encode_coded<T: Element>(
                     .collect();
                 (id, bytes, global)
             };
-            let (predictor, done) = choose(candidates);
-            let alternative = (predictor.id() == nglr::ID && fixed > 0).then(|| {
-                let (p, done) = choose(&candidates[..fixed]);
-                encode_with(p, done)
-            });
+            let choice = choose_predictor(
+                candidates,
+                fixed,
+                &bx,
+                &bq,
+                &escaped,
+                b.ext,
+                plan,
+                params.coder,
+                single,
+            );
+            let alternative = choice.fallback.map(|(p, done)| encode_with(p, done));
+            let (predictor, done) = choice.best;
             (encode_with(predictor, done), alternative)
         })
         .collect();
@@ -372,12 +378,25 @@ const FULL_TRIAL: usize = 1 << 15;
 /// A block coded in full by a trial: its payload and which points it escaped.
 type Trial = (Vec<u8>, Vec<bool>);
 
-/// The candidate that codes the block (or a central sample of it) into the fewest bytes,
-/// escapes counted; when the trial was the whole block, also its coding, so the caller need
-/// not code it again.
+/// A predictor and, when its trial was the whole block, that trial's coding.
+type Pick<'a> = (&'a dyn Predictor, Option<Trial>);
+
+/// What [`choose_predictor`] found for a block.
+struct Choice<'a> {
+    /// The candidate that codes the block (or its sample) into the fewest bytes.
+    best: Pick<'a>,
+    /// When `best` is a learned candidate (one past `fixed`), the best of the fixed ones, kept
+    /// in case the chunk's weights turn out not to pay.
+    fallback: Option<Pick<'a>>,
+}
+
+/// Tries every candidate on the block (or a central sample of it), escapes counted; a whole-
+/// block trial's coding is returned with its pick, so the caller need not code it again.
+/// Candidates from index `fixed` on are learned (NGLR).
 #[allow(clippy::too_many_arguments)]
 fn choose_predictor<'a>(
     candidates: &[&'a dyn Predictor],
+    fixed: usize,
     x: &[f64],
     q: &[i32],
     escaped: &[bool],
@@ -385,9 +404,12 @@ fn choose_predictor<'a>(
     plan: &Plan,
     coder: Coder,
     single: bool,
-) -> (&'a dyn Predictor, Option<Trial>) {
+) -> Choice<'a> {
     if candidates.len() == 1 {
-        return (candidates[0], None);
+        return Choice {
+            best: (candidates[0], None),
+            fallback: None,
+        };
     }
     let n = q.len();
     let sample = if n <= FULL_TRIAL {
@@ -422,12 +444,16 @@ fn choose_predictor<'a>(
     };
     // Trials run side by side: a chunk of one or two blocks would otherwise leave cores idle.
     // Ties go to the earlier candidate, so the choice does not depend on scheduling.
-    let mut trials: Vec<(usize, Trial)> = candidates.par_iter().map(|p| trial(*p)).collect();
-    let best = (0..candidates.len())
-        .min_by_key(|&k| (trials[k].0, k))
-        .expect("at least one predictor");
-    let done = whole.then(|| trials.swap_remove(best).1);
-    (candidates[best], done)
+    let trials: Vec<(usize, Trial)> = candidates.par_iter().map(|p| trial(*p)).collect();
+    let smallest = |n: usize| (0..n).min_by_key(|&k| (trials[k].0, k));
+    let best = smallest(candidates.len()).expect("at least one predictor");
+    let fallback = smallest(fixed.min(candidates.len())).filter(|_| best >= fixed);
+    let mut trials: Vec<Option<Trial>> = trials.into_iter().map(|t| Some(t.1)).collect();
+    let mut pick = |k: usize| (candidates[k], trials[k].take().filter(|_| whole));
+    Choice {
+        best: pick(best),
+        fallback: fallback.map(pick),
+    }
 }
 
 /// Fits the chunk's NGLR network (encode only). Training pairs come from tiles spread over the
