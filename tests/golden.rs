@@ -4,13 +4,10 @@
 //! added, never rewritten: a new format version adds new files beside the old ones.
 //! `RESID_WRITE_GOLDEN=1 cargo test --test golden -- --ignored` writes missing files.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{golden_dir as dir, write_missing_goldens};
 use resid::{ChunkInfo, Coder, DType, Params};
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
 
 /// The inputs the golden chunks were made from (format version 1).
 fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
@@ -124,20 +121,5 @@ fn interp_md_golden_uses_id_4_with_a_coarse_step() {
 #[test]
 #[ignore]
 fn write_golden() {
-    if std::env::var_os("RESID_WRITE_GOLDEN").is_none() {
-        return;
-    }
-    for (name, data, chunk, params) in cases() {
-        let path = dir().join(format!("{name}.rsid"));
-        if path.exists() {
-            continue;
-        }
-        let c = resid::compress(&data, &chunk, &params).unwrap();
-        std::fs::write(&path, &c).unwrap();
-        std::fs::write(
-            dir().join(format!("{name}.out")),
-            resid::decompress(&c).unwrap(),
-        )
-        .unwrap();
-    }
+    write_missing_goldens(cases());
 }

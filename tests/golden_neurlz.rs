@@ -3,14 +3,11 @@
 //! are added, never rewritten; `RESID_WRITE_GOLDEN=1 cargo test --release --test golden_neurlz
 //! -- --ignored` writes missing ones.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{golden_dir as dir, write_missing_goldens};
 use resid::format::section;
 use resid::{ChunkInfo, DType, Enhancer, Params};
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
 
 fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<u8> {
     let mut v = Vec::new();
@@ -67,20 +64,5 @@ fn golden_enhanced_chunks_decode_to_the_same_bytes() {
 #[test]
 #[ignore]
 fn write_golden() {
-    if std::env::var_os("RESID_WRITE_GOLDEN").is_none() {
-        return;
-    }
-    for (name, data, chunk, params) in cases() {
-        let path = dir().join(format!("{name}.rsid"));
-        if path.exists() {
-            continue;
-        }
-        let c = resid::compress(&data, &chunk, &params).unwrap();
-        std::fs::write(&path, &c).unwrap();
-        std::fs::write(
-            dir().join(format!("{name}.out")),
-            resid::decompress(&c).unwrap(),
-        )
-        .unwrap();
-    }
+    write_missing_goldens(cases());
 }
