@@ -1,7 +1,7 @@
 //! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
-//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr] [budget=N] [rel=R,R..]`
+//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]`
 
 use std::time::Instant;
 
@@ -18,6 +18,8 @@ fn main() {
         PredictorChoice::Interp
     } else if args.iter().any(|a| a == "lorenzo") {
         PredictorChoice::Lorenzo
+    } else if args.iter().any(|a| a == "auto-linear") {
+        PredictorChoice::AutoLinear
     } else if args.iter().any(|a| a == "auto-nglr") {
         PredictorChoice::AutoNglr
     } else if args.iter().any(|a| a == "nglr") {

@@ -100,7 +100,6 @@ fn encode_coded<T: Element>(
     let dims = field::grid_dims(&chunk.shape);
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).expect("extents are positive");
-    let q = &plan.quantized.q;
 
     // Values the grid cannot hold, per block, as indices inside the block (increasing).
     let mut local_escapes: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
@@ -113,20 +112,22 @@ fn encode_coded<T: Element>(
     }
 
     // NGLR: one network per chunk, fitted on a subsample, shared by the blocks that use it.
-    // Only when asked for (predictor 3 or 4): it makes coding several times slower
-    // (docs/NGLR.md), so plain auto leaves it out. With 4 it is one more candidate per block,
-    // and the weights are kept only when they pay for themselves.
+    // Only when asked for: it slows coding down (docs/NGLR.md). In auto modes it is one more
+    // candidate per block, and the weights are kept only when they pay for themselves.
+    // Predictor 5 fits only the network's linear path, in closed form; 3 and 4 train the
+    // whole network, several times slower.
     let single = T::SIZE == 4;
     let learned = match params.predictor {
         PredictorChoice::Nglr | PredictorChoice::AutoNglr => {
-            train_nglr(x, dims, plan, params, single)
+            train_nglr(x, dims, plan, params, single, Fit::Network)
         }
+        PredictorChoice::AutoLinear => train_nglr(x, dims, plan, params, single, Fit::Linear),
         _ => None,
     };
     let coarse = interp::coarse_step(plan.m);
     let (interp_1d, interp_md) = (Interp { coarse }, InterpMd { coarse });
     let mut candidates: Vec<&dyn Predictor> = match params.predictor {
-        PredictorChoice::Auto | PredictorChoice::AutoNglr => {
+        PredictorChoice::Auto | PredictorChoice::AutoNglr | PredictorChoice::AutoLinear => {
             vec![&Lorenzo, &interp_1d, &interp_md]
         }
         PredictorChoice::Lorenzo => vec![&Lorenzo],
@@ -140,38 +141,22 @@ fn encode_coded<T: Element>(
         None => {}
     }
     let candidates = &candidates[..];
-    // Per block: the chosen coding and, for an NGLR block in auto mode, the best coding
-    // without NGLR (kept in case the weights cost more than NGLR saves).
-    type Coded = (u8, Vec<u8>, Vec<usize>);
+    // Per block: the chosen coding and, for an NGLR block in auto mode, the best fixed
+    // candidate (coded when its trial was the whole block), kept in case the weights cost
+    // more than NGLR saves.
     let cpu_blocks: &[Block] = if gpu_blocks.is_some() { &[] } else { &blocks };
-    let coded: Vec<(Coded, Option<Coded>)> = cpu_blocks
+    let source = Source {
+        x,
+        dims,
+        plan,
+        coder: params.coder,
+        single,
+    };
+    let coded: Vec<(Coded, Option<Fallback>)> = cpu_blocks
         .par_iter()
         .zip(&local_escapes)
         .map(|(b, esc)| {
-            let bx: Vec<f64> = field::gather(x, dims, b)
-                .iter()
-                .map(|v| v.to_f64())
-                .collect();
-            let bq = field::gather(q, dims, b);
-            let mut escaped = vec![false; bq.len()];
-            for &li in esc {
-                escaped[li] = true;
-            }
-            let encode_with = |predictor: &dyn Predictor, done: Option<Trial>| -> Coded {
-                let id = predictor.id();
-                let (bytes, escaped) = done.unwrap_or_else(|| {
-                    let (codes, escaped) =
-                        predict_block(predictor, &bx, &bq, &escaped, b.ext, plan, single);
-                    (code::encode_block(params.coder, &codes, b.ext, id), escaped)
-                });
-                let global: Vec<usize> = escaped
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &e)| e)
-                    .map(|(li, _)| b.global_index(dims, li))
-                    .collect();
-                (id, bytes, global)
-            };
+            let (bx, bq, escaped) = source.gather(b, esc);
             let choice = choose_predictor(
                 candidates,
                 fixed,
@@ -183,29 +168,63 @@ fn encode_coded<T: Element>(
                 params.coder,
                 single,
             );
-            let alternative = choice.fallback.map(|(p, done)| encode_with(p, done));
             let (predictor, done) = choice.best;
-            (encode_with(predictor, done), alternative)
+            let chosen = source.code(b, predictor, &bx, &bq, &escaped, done);
+            // The fallback is coded now unless the learned candidate's trial won clearly.
+            let fallback = choice.fallback.map(|((p, done), saving)| match done {
+                None if saving.share > CLEAR_SHARE => Fallback::Pending(p, saving.bytes),
+                done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
+            });
+            (chosen, fallback)
         })
         .collect();
-    // The weights are written only when the blocks that use them save more than they cost.
+    // The weights are written only when the blocks that use them save more than they cost;
+    // then each block with a coded fallback keeps the smaller of its two codings. A pending
+    // fallback counts with its estimated saving; when the weights are dropped, pending
+    // fallbacks are coded.
     let cost = |c: &Coded| c.1.len() + c.2.len() * (T::SIZE + 2);
+    let nglr_wins = |c: &Coded, alt: &Option<Fallback>| match alt {
+        Some(Fallback::Coded(a)) => c.0 == nglr::ID && cost(c) < cost(a),
+        _ => c.0 == nglr::ID,
+    };
     let weights = learned.as_ref().and_then(|n| {
         let mut payload = Vec::new();
         crate::nn::weights::write(&n.net, &mut payload);
-        let (with, without) = coded.iter().fold((0, 0), |(w, wo), (c, alt)| match alt {
-            Some(a) => (w + cost(c), wo + cost(a)),
-            None => (w, wo),
-        });
-        let used = coded.iter().any(|(c, _)| c.0 == nglr::ID);
+        let price = (payload.len() + format::SECTION_HEADER) as f64;
+        let (with, without) = coded
+            .iter()
+            .fold((0f64, 0f64), |(w, wo), (c, alt)| match alt {
+                Some(Fallback::Coded(a)) => (w + cost(c).min(cost(a)) as f64, wo + cost(a) as f64),
+                Some(Fallback::Pending(_, saving)) => {
+                    (w + cost(c) as f64, wo + cost(c) as f64 + saving)
+                }
+                None => (w, wo),
+            });
+        let used = coded.iter().any(|(c, alt)| nglr_wins(c, alt));
         let forced = fixed == 0;
-        (used && (forced || with + payload.len() + format::SECTION_HEADER < without))
-            .then_some(payload)
+        (used && (forced || with + price < without)).then_some(payload)
     });
+    let coded: Vec<(Coded, Option<Fallback>)> = if weights.is_some() {
+        coded
+    } else {
+        coded
+            .into_par_iter()
+            .zip(cpu_blocks)
+            .zip(&local_escapes)
+            .map(|(((c, alt), b), esc)| match alt {
+                Some(Fallback::Pending(p, _)) => {
+                    let (bx, bq, escaped) = source.gather(b, esc);
+                    let a = source.code(b, p, &bx, &bq, &escaped, None);
+                    (c, Some(Fallback::Coded(a)))
+                }
+                alt => (c, alt),
+            })
+            .collect()
+    };
     let coded: Vec<Coded> = coded
         .into_iter()
         .map(|(c, alt)| match alt {
-            Some(a) if weights.is_none() => a,
+            Some(Fallback::Coded(a)) if weights.is_none() || cost(&a) <= cost(&c) => a,
             _ => c,
         })
         .collect();
@@ -348,6 +367,76 @@ fn enhance_section<T: Element>(
 }
 
 /// Codes one block with `predictor`: returns the codes and which points ended up escaped.
+/// A coded block: predictor id, payload, and the global indices of the points it escaped.
+type Coded = (u8, Vec<u8>, Vec<usize>);
+
+/// The best fixed candidate of a block that chose NGLR: coded, or only its estimated saving.
+enum Fallback<'a> {
+    Coded(Coded),
+    /// Not coded yet: the predictor and how many bytes NGLR is estimated to save over it.
+    Pending(&'a dyn Predictor, f64),
+}
+
+/// A block tried on a sample skips coding its fallback when the learned candidate's trial was
+/// smaller by more than this share: the estimate is then safe to trust. Below it (typical at
+/// tight bounds, where NGLR saves a few percent) the fallback is coded, so the smaller coding
+/// is known exactly.
+const CLEAR_SHARE: f64 = 0.1;
+
+/// What coding a block needs besides the block itself (encode only).
+struct Source<'a, T> {
+    x: &'a [T],
+    dims: [usize; 3],
+    plan: &'a Plan,
+    coder: Coder,
+    single: bool,
+}
+
+/// A block's values (as f64), prequantized indices, and which points are escaped already.
+type BlockInput = (Vec<f64>, Vec<i32>, Vec<bool>);
+
+impl<T: Element> Source<'_, T> {
+    /// Block `b`'s input; `esc` lists its points the grid cannot hold (block-local).
+    fn gather(&self, b: &Block, esc: &[usize]) -> BlockInput {
+        let bx = field::gather(self.x, self.dims, b)
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let bq = field::gather(&self.plan.quantized.q, self.dims, b);
+        let mut escaped = vec![false; bq.len()];
+        for &li in esc {
+            escaped[li] = true;
+        }
+        (bx, bq, escaped)
+    }
+
+    /// Codes block `b` (its values `bx`, indices `bq`, escapes) with `predictor`, or takes the
+    /// coding of a whole-block trial.
+    fn code(
+        &self,
+        b: &Block,
+        predictor: &dyn Predictor,
+        bx: &[f64],
+        bq: &[i32],
+        escaped: &[bool],
+        done: Option<Trial>,
+    ) -> Coded {
+        let id = predictor.id();
+        let (bytes, escaped) = done.unwrap_or_else(|| {
+            let (codes, escaped) =
+                predict_block(predictor, bx, bq, escaped, b.ext, self.plan, self.single);
+            (code::encode_block(self.coder, &codes, b.ext, id), escaped)
+        });
+        let global = escaped
+            .iter()
+            .enumerate()
+            .filter(|(_, &e)| e)
+            .map(|(li, _)| b.global_index(self.dims, li))
+            .collect();
+        (id, bytes, global)
+    }
+}
+
 fn predict_block(
     predictor: &dyn Predictor,
     x: &[f64],
@@ -381,13 +470,22 @@ type Trial = (Vec<u8>, Vec<bool>);
 /// A predictor and, when its trial was the whole block, that trial's coding.
 type Pick<'a> = (&'a dyn Predictor, Option<Trial>);
 
+/// What the learned candidate saves over the best fixed one, estimated from their trials.
+struct Saving {
+    /// On the whole block, in bytes.
+    bytes: f64,
+    /// As a share of the fixed candidate's trial.
+    share: f64,
+}
+
 /// What [`choose_predictor`] found for a block.
 struct Choice<'a> {
     /// The candidate that codes the block (or its sample) into the fewest bytes.
     best: Pick<'a>,
     /// When `best` is a learned candidate (one past `fixed`), the best of the fixed ones, kept
-    /// in case the chunk's weights turn out not to pay.
-    fallback: Option<Pick<'a>>,
+    /// in case the chunk's weights turn out not to pay or its full coding is smaller, with
+    /// how much the learned one is estimated to save over it.
+    fallback: Option<(Pick<'a>, Saving)>,
 }
 
 /// Tries every candidate on the block (or a central sample of it), escapes counted; a whole-
@@ -448,12 +546,28 @@ fn choose_predictor<'a>(
     let smallest = |n: usize| (0..n).min_by_key(|&k| (trials[k].0, k));
     let best = smallest(candidates.len()).expect("at least one predictor");
     let fallback = smallest(fixed.min(candidates.len())).filter(|_| best >= fixed);
+    let saving = fallback.map(|k| {
+        let d = trials[k].0 as f64 - trials[best].0 as f64;
+        Saving {
+            bytes: d * n as f64 / sample.len() as f64,
+            share: d / trials[k].0.max(1) as f64,
+        }
+    });
     let mut trials: Vec<Option<Trial>> = trials.into_iter().map(|t| Some(t.1)).collect();
     let mut pick = |k: usize| (candidates[k], trials[k].take().filter(|_| whole));
     Choice {
         best: pick(best),
-        fallback: fallback.map(pick),
+        fallback: fallback.map(|k| (pick(k), saving.expect("set with fallback"))),
     }
+}
+
+/// How much of the NGLR network [`train_nglr`] fits.
+#[derive(Clone, Copy)]
+enum Fit {
+    /// The direct (linear) path only, in closed form.
+    Linear,
+    /// The whole network, by gradient descent.
+    Network,
 }
 
 /// Fits the chunk's NGLR network (encode only). Training pairs come from tiles spread over the
@@ -466,7 +580,9 @@ fn train_nglr<T: Element>(
     plan: &Plan,
     params: &Params,
     single: bool,
+    fit: Fit,
 ) -> Option<nglr::Nglr> {
+    use crate::nn::train;
     let budget = params.nglr_samples();
     let active = dims.iter().filter(|&&d| d > 1).count();
     let side = [4096, 4096, 64, 16][active];
@@ -503,7 +619,10 @@ fn train_nglr<T: Element>(
             break;
         }
     }
-    let net = crate::nn::train::fit(&f, &t, &crate::nn::train::Config::default())?;
+    let net = match fit {
+        Fit::Linear => train::fit_linear(&f, &t, &train::Config::default())?,
+        Fit::Network => train::fit(&f, &t, &train::Config::default())?,
+    };
     Some(nglr::Nglr::new(net))
 }
 

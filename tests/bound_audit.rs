@@ -215,12 +215,17 @@ fn bounds_hold_on_the_shared_data_set() {
         params.extend(nrmses.iter().map(|&t| Params::new(ErrorMode::Nrmse, t)));
         params.extend(psnrs.iter().map(|&t| Params::new(ErrorMode::Psnr, t)));
         let mut line = format!("{name:<55}");
-        // Auto with NGLR (predictor word 4, range coder) at the loose and middle bounds it is
-        // made for; its runs count in the range coder's column.
+        // Auto with NGLR and auto with a linear bias (predictor words 4 and 5, range coder) at
+        // the loose and middle bounds they are made for; their runs count in the range
+        // coder's column.
         let nglr_rels: &[f64] = if quick { &[1e-3] } else { &[1e-2, 1e-3, 1e-4] };
-        let with_nglr: Vec<Params> = nglr_rels
-            .iter()
-            .map(|&r| Params::rel(r).with_predictor(PredictorChoice::AutoNglr))
+        let with_nglr: Vec<Params> = [PredictorChoice::AutoNglr, PredictorChoice::AutoLinear]
+            .into_iter()
+            .flat_map(|c| {
+                nglr_rels
+                    .iter()
+                    .map(move |&r| Params::rel(r).with_predictor(c))
+            })
             .collect();
         for coder in [Coder::Range, Coder::Lz4] {
             let mut worst = 0f64;

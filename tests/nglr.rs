@@ -209,10 +209,11 @@ fn crc(data: &[u8]) -> u32 {
     !c
 }
 
-/// Predictor word 4 (auto with NGLR): never larger than auto (the weights are dropped when they do
-/// not pay), within the bound, and on the turbulence field at 1e-3 NGLR blocks win.
+/// Predictor words 4 (auto with NGLR) and 5 (auto with a linear bias): never larger than auto
+/// (the weights are dropped when they do not pay), within the bound, and on the turbulence
+/// field at 1e-3 NGLR blocks win.
 #[test]
-fn auto_nglr_never_codes_larger_than_auto() {
+fn learned_auto_modes_never_code_larger_than_auto() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let data =
         std::fs::read(root.join("testdata/wmag_turbulence_vorticity_magnitude_91x91x91.f32"))
@@ -222,15 +223,20 @@ fn auto_nglr_never_codes_larger_than_auto() {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
         .collect();
     let chunk = ChunkInfo::new(DType::F32, &[91, 91, 91]).unwrap();
-    for rel in [1e-2, 1e-3, 1e-4] {
+    for (rel, mode) in [1e-2, 1e-3, 1e-4].into_iter().flat_map(|r| {
+        [
+            (r, PredictorChoice::AutoNglr),
+            (r, PredictorChoice::AutoLinear),
+        ]
+    }) {
         let base = nglr(rel, &x);
         let auto =
             resid::compress(&data, &chunk, &base.with_predictor(PredictorChoice::Auto)).unwrap();
-        let p = base.with_predictor(PredictorChoice::AutoNglr);
+        let p = base.with_predictor(mode);
         let c = resid::compress(&data, &chunk, &p).unwrap();
         assert!(
             c.len() <= auto.len(),
-            "rel {rel}: {} > {}",
+            "rel {rel} {mode:?}: {} > {}",
             c.len(),
             auto.len()
         );

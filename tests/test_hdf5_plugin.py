@@ -244,17 +244,17 @@ def test_h5py_real_fields(tmp_path, path, shape, kind, mode, bound):
     check_bound(data, back, mode, bound, chunks)
 
 
-@pytest.mark.parametrize("predictor", [0, 2, 3, 4])
+@pytest.mark.parametrize("predictor", [0, 2, 3, 4, 5])
 def test_h5py_every_predictor_on_turbulence(tmp_path, predictor):
-    # cd word 5: auto, interpolation (either kind), NGLR forced, auto with NGLR. Within the
-    # bound through h5py, and auto with NGLR never larger than auto.
+    # cd word 5: auto, interpolation (either kind), NGLR forced, auto with NGLR, auto with a
+    # linear bias. Within the bound through h5py, and the learned auto modes smaller than auto.
     path = TESTDATA / "wmag_turbulence_vorticity_magnitude_91x91x91.f32"
     data = np.fromfile(path, dtype="<f4").reshape(91, 91, 91)
     chunks = (46, 91, 91)
     back, info = h5py_roundtrip(tmp_path, data, chunks, words("rel", 1e-3, 0, predictor))
     check_bound(data, back, "rel", 1e-3, chunks)
     assert info["filters"][str(FILTER_ID)][5] == predictor
-    if predictor == 4:
+    if predictor in (4, 5):
         _, auto = h5py_roundtrip(tmp_path, data, chunks, words("rel", 1e-3, 0, 0))
         assert info["stored"] < auto["stored"], (info["stored"], auto["stored"])
 

@@ -133,7 +133,8 @@ pub struct Codec {
     #[arg(long, value_enum, default_value_t = CoderArg::Range)]
     pub coder: CoderArg,
     /// Predictor: auto (Lorenzo or interpolation per block), lorenzo, interp, nglr (Lorenzo
-    /// plus a learned bias), auto-nglr (auto with NGLR too: smallest, several times slower)
+    /// plus a learned bias), auto-linear (auto with a fitted linear bias too: smaller, about
+    /// half as fast), auto-nglr (auto with NGLR too: smallest, several times slower)
     #[arg(long, value_enum, default_value_t = PredictorArg::Auto)]
     pub predictor: PredictorArg,
     /// Where the encoder runs (cuda falls back to the CPU when no GPU is usable)
@@ -154,6 +155,7 @@ pub enum PredictorArg {
     Interp,
     Nglr,
     AutoNglr,
+    AutoLinear,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -204,6 +206,7 @@ impl Codec {
             PredictorArg::Interp => resid::PredictorChoice::Interp,
             PredictorArg::Nglr => resid::PredictorChoice::Nglr,
             PredictorArg::AutoNglr => resid::PredictorChoice::AutoNglr,
+            PredictorArg::AutoLinear => resid::PredictorChoice::AutoLinear,
         };
         p.backend = match self.backend {
             BackendArg::Auto => resid::Backend::Auto,

@@ -476,7 +476,7 @@ fn nglr_from_the_command_line_shows_its_weights() {
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("predictors:  nglr "), "{out}");
     assert!(
-        out.contains("section:     weights (NGLR) (364 bytes)"),
+        out.contains("section:     weights (NGLR) (212 bytes)"),
         "{out}"
     );
 }

@@ -28,7 +28,7 @@ FILTER_ID = 32900
 LIBRARY = "libh5resid.so"
 MODES = {"abs": 0, "rel": 1, "nrmse": 2, "psnr": 3}
 CODERS = {"range": 0, "lz4": 1}
-PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2, "nglr": 3, "auto-nglr": 4}
+PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2, "nglr": 3, "auto-nglr": 4, "auto-linear": 5}
 BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
 
 _HERE = Path(__file__).resolve().parent
@@ -127,8 +127,10 @@ class Resid(Mapping):
 
     Exactly one bound: ``abs=`` (absolute error), ``rel=`` (relative to each chunk's value
     range), ``nrmse=`` (0 < t <= 1) or ``psnr=`` (dB, 0 < p <= 400). Options:
-    ``coder='range'|'lz4'``, ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'``
-    (``'auto-nglr'``: smallest output, several times slower; see docs/NGLR.md),
+    ``coder='range'|'lz4'``,
+    ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'|'auto-linear'``
+    (``'auto-linear'``: smaller, about half as fast; ``'auto-nglr'``: smallest output, several
+    times slower; see docs/NGLR.md),
     ``backend='auto'|'cpu'|'cuda'``.
 
     >>> f.create_dataset("x", data=a, chunks=(64, 64, 64), **Resid(rel=1e-3))

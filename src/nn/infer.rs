@@ -165,11 +165,14 @@ pub struct Packed {
     b2: i64,
     /// Input normalization `rshift(f, in_shift - 8)` without a branch: `((f << lsh) + add) >> rsh`
     /// with one of the shifts zero.
-    lsh: [u32; INPUTS],
+    lsh: [i64; INPUTS],
     add: [i64; INPUTS],
-    rsh: [u32; INPUTS],
+    rsh: [i64; INPUTS],
     e1: i32,
     out: i32,
+    /// Every output weight of the hidden layer is zero (a linear-only fit): the hidden layer
+    /// adds exactly nothing, so it is skipped.
+    linear: bool,
 }
 
 /// `acc[l] += w[l] * x` in every lane.
@@ -210,18 +213,32 @@ impl Packed {
             w2,
             v: net.v,
             b2: net.b2 as i64,
-            lsh: net.in_shift.map(|s| (FRAC as i32 - s as i32).max(0) as u32),
+            lsh: net.in_shift.map(|s| (FRAC as i64 - s as i64).max(0)),
             add: net.in_shift.map(|s| match s as i32 - FRAC as i32 {
                 k if k > 0 => 1i64 << (k - 1),
                 _ => 0,
             }),
-            rsh: net.in_shift.map(|s| (s as i32 - FRAC as i32).max(0) as u32),
+            rsh: net.in_shift.map(|s| (s as i64 - FRAC as i64).max(0)),
             e1: net.e1 as i32,
             out: net.e2 as i32 + FRAC as i32 - net.out_shift as i32,
+            linear: net.w2.iter().all(|&w| w == 0),
         }
     }
 
     /// `acc[j] = sum_i w1[j][i] x[i]` for every padded hidden unit.
+    /// The Q8 inputs.
+    #[inline(always)]
+    fn inputs(&self, f: &[i64; INPUTS]) -> [i16; INPUTS] {
+        let mut x = [0i16; INPUTS];
+        for i in 0..INPUTS {
+            // |f| <= 2^40 and lsh <= 8: no overflow.
+            let fi = f[i].clamp(-(1 << 40), 1 << 40);
+            let v = ((fi << self.lsh[i]) + self.add[i]) >> self.rsh[i];
+            x[i] = v.clamp(-(XMAX as i64), XMAX as i64) as i16;
+        }
+        x
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn first_layer(&self, x: &[i16; INPUTS], acc: &mut [i64]) {
@@ -253,20 +270,16 @@ impl Packed {
     /// [`Net::bias`], bit for bit.
     #[inline]
     pub fn bias(&self, f: &[i64; INPUTS]) -> i64 {
-        let mut x = [0i16; INPUTS];
-        for i in 0..INPUTS {
-            // |f| <= 2^40 and lsh <= 8: no overflow.
-            let fi = f[i].clamp(-(1 << 40), 1 << 40);
-            let v = ((fi << self.lsh[i]) + self.add[i]) >> self.rsh[i];
-            x[i] = v.clamp(-(XMAX as i64), XMAX as i64) as i16;
-        }
-        let mut acc = [0i64; MAX_HIDDEN];
-        let acc = &mut acc[..self.b1.len()];
-        self.first_layer(&x, acc);
+        let x = self.inputs(f);
         let mut o = self.b2;
-        for ((&a, &b1), &w2) in acc.iter().zip(&self.b1).zip(&self.w2) {
-            let h = rshift(b1 + a, self.e1).clamp(0, HMAX as i64);
-            o += w2 * h;
+        if !self.linear {
+            let mut acc = [0i64; MAX_HIDDEN];
+            let acc = &mut acc[..self.b1.len()];
+            self.first_layer(&x, acc);
+            for ((&a, &b1), &w2) in acc.iter().zip(&self.b1).zip(&self.w2) {
+                let h = rshift(b1 + a, self.e1).clamp(0, HMAX as i64);
+                o += w2 * h;
+            }
         }
         for (&v, &xi) in self.v.iter().zip(&x) {
             o += v as i64 * xi as i64;
@@ -365,7 +378,11 @@ mod tests {
                     b1: (0..hidden)
                         .map(|_| (next() % (2 * B1_MAX as i64) - B1_MAX as i64) as i32)
                         .collect(),
-                    w2: (0..hidden).map(|_| w(next())).collect(),
+                    // Every fifth net is linear-only, which `Packed` evaluates without its
+                    // hidden layer.
+                    w2: (0..hidden)
+                        .map(|_| if trial % 5 == 1 { 0 } else { w(next()) })
+                        .collect(),
                     v: [0; INPUTS].map(|_| w(next())),
                     b2: next() as i32,
                 };

@@ -1,39 +1,44 @@
 //! Floating-point fitting of the NGLR bias network (encode only: no decode code imports this).
 //!
-//! The network is fitted on a subsample of the chunk's points by Adam on the loss
-//! `ln(1 + |r| / c)` of the residual `r` left after the bias (the coded size grows with the log
-//! of the residual's magnitude, so busy regions must not dominate), starting from a zero
-//! output, i.e. from plain Lorenzo. (Optionally the direct linear part starts from weighted
-//! ridge least squares; measured worse, see docs/NGLR.md.) Then the weights are quantized to the stored fixed-point form, and the
-//! encoder codes with that integer network only. Training is single-threaded with a fixed seed,
-//! so one machine always produces the same weights; other machines may differ, which is fine:
+//! Both fits minimize the loss `ln(1 + |r| / c)` of the residual `r` left after the bias, on a
+//! subsample of the chunk's points: the coded size grows with the log of the residual's
+//! magnitude, so busy regions must not dominate. [`fit_linear`] fits only the network's direct
+//! (linear) path, in closed form by iteratively reweighted least squares, cheap enough for plain
+//! auto mode. [`fit`] trains the whole network by Adam, its direct path starting from that
+//! closed-form solution. Then the weights are quantized to the stored fixed-point form, and the
+//! encoder codes with that integer network only. Training uses a fixed seed and sums in a fixed
+//! order, so one machine always produces the same weights; other machines may differ, which is fine:
 //! only the stored weights matter to the decoder.
+
+use rayon::prelude::*;
 
 use super::infer::{rshift, Net, B1_MAX, FRAC, HMAX, INPUTS, MAX_EXP, MAX_IN_SHIFT, MAX_OUT_SHIFT};
 
 /// Training effort.
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
+    /// Hidden units of [`fit`]'s network (4 coded as small as 8, and decodes faster).
     pub hidden: usize,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
-    /// Scale `c` of the loss `ln(1 + |r| / c)` (normalized units; at least one grid step).
+    /// Scale `c` of the loss `ln(1 + |r| / c)`, in units of the target's mean magnitude (at
+    /// least one grid step). Of 0.01, 0.1, 0.3, 0.5, 1, 2, 3 and 10, 1-2 coded smallest.
     pub floor: f32,
-    /// Start the direct part from weighted least squares (else from zero: plain Lorenzo).
-    pub ls_init: bool,
+    /// Reweighted least-squares rounds of [`fit_linear`].
+    pub irls_rounds: usize,
     pub seed: u64,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
-            hidden: 8,
+            hidden: 4,
             epochs: 8,
             batch: 128,
             lr: 1e-3,
-            floor: 0.01,
-            ls_init: false,
+            floor: 1.0,
+            irls_rounds: 3,
             seed: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -144,41 +149,10 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
         .iter()
         .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f32 * unit))
         .collect();
-    // Local scale of each sample: the mean magnitude of the neighbours' Lorenzo errors (the
-    // last four inputs). The loss is measured relative to it, as the coded size grows with the
-    // log of the residual: smooth regions count as much as busy ones.
-    let scale: Vec<f32> = xs
-        .iter()
-        .map(|x| x[INPUTS - 4..].iter().map(|v| v.abs()).sum::<f32>() / 4.0 + cfg.floor)
-        .collect();
     let ts: Vec<f32> = t[..n]
         .iter()
         .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0) as f32)
         .collect();
-
-    // Ridge least squares for the direct part (inputs and a constant).
-    let m = INPUTS + 1;
-    let mut ata = vec![0f64; m * m];
-    let mut atb = vec![0f64; m];
-    let mut wsum = 0f64;
-    for ((x, &y), &sc) in xs.iter().zip(&ts).zip(&scale) {
-        let w = 1.0 / (sc as f64 * sc as f64);
-        wsum += w;
-        let row: Vec<f64> = x.iter().map(|&v| v as f64).chain([1.0]).collect();
-        for a in 0..m {
-            atb[a] += w * row[a] * y as f64;
-            for b in a..m {
-                ata[a * m + b] += w * row[a] * row[b];
-            }
-        }
-    }
-    for a in 0..m {
-        for b in 0..a {
-            ata[a * m + b] = ata[b * m + a];
-        }
-        ata[a * m + a] += 1e-3 * wsum;
-    }
-    let lin = solve(ata, atb, m);
 
     // Parameters: w1 (h x INPUTS), b1 (h), w2 (h), v (INPUTS), b2.
     let (o_b1, o_w2, o_v, o_b2) = (
@@ -200,13 +174,13 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     for w in &mut p[o_w2..o_v] {
         *w = rng.sym() * 0.05;
     }
-    if cfg.ls_init {
-        for i in 0..INPUTS {
-            p[o_v + i] = lin[i] as f32;
-        }
-        p[o_b2] = lin[INPUTS] as f32;
-    }
     let c = cfg.floor.max(1.0 / 2f32.powi(net.out_shift as i32));
+    // The direct path starts from the closed-form fit; the hidden units start small.
+    let lin = fit_linear(f, t, cfg)?;
+    for i in 0..INPUTS {
+        p[o_v + i] = lin.v[i] as f32 / 2f32.powi(lin.e2 as i32);
+    }
+    p[o_b2] = lin.b2 as f32 / 2f32.powi((lin.e2 as u32 + FRAC) as i32);
 
     // Adam.
     let (b1m, b2m, eps) = (0.9f32, 0.999f32, 1e-8f32);
@@ -295,9 +269,133 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     Some(net)
 }
 
+/// Samples per partial sum of the normal equations in [`fit_linear`].
+const RUN: usize = 4096;
+
+/// Fits only the direct (linear) path of the network, in closed form: iteratively reweighted
+/// least squares for the same loss `ln(1 + |r| / c)` that [`fit`] descends, a few solves of
+/// a 17 x 17 system instead of epochs of Adam. The hidden unit is present (the format needs
+/// one) but contributes nothing (`w2 = 0`).
+pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
+    let n = f.len().min(t.len());
+    if n < 64 {
+        return None;
+    }
+    let mut net = Net {
+        hidden: 1,
+        in_shift: [0; INPUTS],
+        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
+        e1: 0,
+        e2: 0,
+        w1: vec![0; INPUTS],
+        b1: vec![0],
+        w2: vec![0],
+        v: [0; INPUTS],
+        b2: 0,
+    };
+    for i in 0..INPUTS {
+        net.in_shift[i] = shift_for(f.iter().map(|r| r[i]), MAX_IN_SHIFT);
+    }
+    let unit = 1.0 / (1u32 << FRAC) as f64;
+    let xs: Vec<[f64; INPUTS]> = f[..n]
+        .iter()
+        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f64 * unit))
+        .collect();
+    let ts: Vec<f64> = t[..n]
+        .iter()
+        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0))
+        .collect();
+    let c = (cfg.floor as f64).max(1.0 / 2f64.powi(net.out_shift as i32));
+    let m = INPUTS + 1;
+    let mut coef = vec![0f64; m];
+    let mut res: Vec<f64> = ts.iter().map(|&y| -y).collect();
+    for _ in 0..cfg.irls_rounds.max(1) {
+        // Normal equations, summed over fixed runs of samples side by side and then in run
+        // order, so the sums do not depend on the thread count.
+        let runs: Vec<(Vec<f64>, Vec<f64>, f64)> = xs
+            .par_chunks(RUN)
+            .zip(ts.par_chunks(RUN))
+            .zip(res.par_chunks(RUN))
+            .map(|((xs, ts), res)| {
+                let mut ata = vec![0f64; m * m];
+                let mut atb = vec![0f64; m];
+                let mut wsum = 0f64;
+                for ((x, &y), &r) in xs.iter().zip(ts).zip(res) {
+                    // IRLS weight psi(r) / r of the loss, with |r| floored at c.
+                    let a = r.abs();
+                    let w = 1.0 / (a.max(c) * (c + a));
+                    wsum += w;
+                    let mut row = [1f64; INPUTS + 1];
+                    row[..INPUTS].copy_from_slice(x);
+                    for p in 0..INPUTS + 1 {
+                        let wp = w * row[p];
+                        atb[p] += wp * y;
+                        for q in p..INPUTS + 1 {
+                            ata[p * m + q] += wp * row[q];
+                        }
+                    }
+                }
+                (ata, atb, wsum)
+            })
+            .collect();
+        let mut ata = vec![0f64; m * m];
+        let mut atb = vec![0f64; m];
+        let mut wsum = 0f64;
+        for (a, b, w) in runs {
+            ata.iter_mut().zip(a).for_each(|(s, v)| *s += v);
+            atb.iter_mut().zip(b).for_each(|(s, v)| *s += v);
+            wsum += w;
+        }
+        for p in 0..m {
+            for q in 0..p {
+                ata[p * m + q] = ata[q * m + p];
+            }
+            ata[p * m + p] += 1e-6 * wsum;
+        }
+        coef = solve(ata, atb, m);
+        for ((x, &y), r) in xs.iter().zip(&ts).zip(res.iter_mut()) {
+            *r = x.iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>() + coef[INPUTS] - y;
+        }
+    }
+    let max_v = coef[..INPUTS].iter().fold(0f64, |a, v| a.max(v.abs()));
+    net.e2 = exponent(max_v as f32, coef[INPUTS].abs() as f32, i32::MAX as f64);
+    let e2 = net.e2;
+    net.v = std::array::from_fn(|i| q16(coef[i] as f32, e2));
+    net.b2 = (coef[INPUTS] * 2f64.powi((net.e2 as u32 + FRAC) as i32))
+        .round()
+        .clamp(i32::MIN as f64 + 1.0, i32::MAX as f64) as i32;
+    debug_assert!(net.validate().is_ok());
+    Some(net)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_form_fit_is_linear_and_close() {
+        // t = 5 f2 - f3 + 7, with a few wild outliers the log loss must shrug off.
+        let mut rng = Rng(11);
+        let f: Vec<[i64; INPUTS]> = (0..6000)
+            .map(|_| std::array::from_fn(|i| (rng.sym() * 200.0) as i64 * (i < 4) as i64))
+            .collect();
+        let t: Vec<i64> = f
+            .iter()
+            .enumerate()
+            .map(|(k, r)| 5 * r[2] - r[3] + 7 + if k % 97 == 0 { 100_000 } else { 0 })
+            .collect();
+        let net = fit_linear(&f, &t, &Config::default()).unwrap();
+        net.validate().unwrap();
+        assert!(net.w2.iter().all(|&w| w == 0), "hidden layer unused");
+        let packed = crate::nn::infer::Packed::new(&net);
+        let (mut err, mut base) = (0f64, 0f64);
+        for (k, (r, &y)) in f.iter().zip(&t).enumerate().filter(|(k, _)| k % 97 != 0) {
+            assert_eq!(packed.bias(r), net.bias(r), "sample {k}");
+            err += (net.bias(r) - y).abs() as f64;
+            base += y.abs() as f64;
+        }
+        assert!(err < 0.02 * base, "mean error {err} vs {base}");
+    }
 
     #[test]
     fn learns_a_linear_bias() {
@@ -307,11 +405,7 @@ mod tests {
             .map(|_| std::array::from_fn(|i| if i < 2 { (rng.sym() * 100.0) as i64 } else { 0 }))
             .collect();
         let t: Vec<i64> = f.iter().map(|r| 3 * r[0] - 2 * r[1]).collect();
-        let cfg = Config {
-            ls_init: true,
-            ..Config::default()
-        };
-        let net = fit(&f, &t, &cfg).unwrap();
+        let net = fit(&f, &t, &Config::default()).unwrap();
         net.validate().unwrap();
         let err: f64 = f
             .iter()

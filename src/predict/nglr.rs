@@ -29,71 +29,68 @@ impl Nglr {
     }
 }
 
-/// A block's geometry: strides and which dimensions have more than one point.
-#[derive(Clone, Copy)]
-struct Geom {
-    ext: [usize; 3],
-    sz: usize,
+/// The Lorenzo prediction at an inner point `i` (see [`scan`]), from strides: terms along a
+/// dimension of extent 1 are zero, as in [`predict_at`].
+#[inline(always)]
+fn lorenzo_inner<const AZ: bool, const AY: bool, const AX: bool>(
+    q: &[i32],
+    i: usize,
     sy: usize,
-    act: [bool; 3],
-}
-
-impl Geom {
-    fn new(ext: [usize; 3]) -> Geom {
-        Geom {
-            ext,
-            sz: ext[1] * ext[2],
-            sy: ext[2],
-            act: ext.map(|e| e > 1),
+    sz: usize,
+) -> i64 {
+    let at = |dz: bool, dy: bool, dx: bool| -> i64 {
+        if (dz && !AZ) || (dy && !AY) || (dx && !AX) {
+            0
+        } else {
+            q[i - dz as usize * sz - dy as usize * sy - dx as usize] as i64
         }
-    }
-    /// Whether the network is evaluated at `(z, y, x)`: along every dimension with more than
-    /// one point the coordinate is at least 2, and along x also below `nx - 1`.
-    #[inline]
-    fn inner(&self, z: usize, y: usize, x: usize) -> bool {
-        (!self.act[0] || z >= 2)
-            && (!self.act[1] || y >= 2)
-            && (!self.act[2] || (x >= 2 && x + 1 < self.ext[2]))
-    }
+    };
+    let (t, f) = (true, false);
+    at(f, f, t) + at(f, t, f) + at(t, f, f) - at(f, t, t) - at(t, f, t) - at(t, t, f) + at(t, t, t)
 }
 
 /// The 16 features at inner point `i` (`docs/FORMAT.md` lists them): neighbours' indices
 /// minus the Lorenzo prediction `l`, and neighbours' Lorenzo errors `e`. A feature whose
 /// neighbour lies along a dimension of extent 1 is 0.
-#[inline]
-fn features(q: &[i32], e: &[i32], i: usize, g: &Geom, l: i64) -> [i64; INPUTS] {
+#[inline(always)]
+fn features<const AZ: bool, const AY: bool, const AX: bool>(
+    q: &[i32],
+    e: &[i32],
+    i: usize,
+    sy: usize,
+    sz: usize,
+    l: i64,
+) -> [i64; INPUTS] {
     let v = |j: usize| q[j] as i64 - l;
-    let (sy, sz) = (g.sy, g.sz);
-    let [az, ay, ax] = g.act;
     let mut f = [0i64; INPUTS];
-    if ax {
+    if AX {
         f[0] = v(i - 1);
         f[7] = v(i - 2);
         f[12] = e[i - 1] as i64;
     }
-    if ay {
+    if AY {
         f[1] = v(i - sy);
         f[8] = v(i - 2 * sy);
         f[13] = e[i - sy] as i64;
     }
-    if az {
+    if AZ {
         f[2] = v(i - sz);
         f[9] = v(i - 2 * sz);
         f[14] = e[i - sz] as i64;
     }
-    if ax && ay {
+    if AX && AY {
         f[3] = v(i - sy - 1);
         f[10] = v(i - sy + 1);
         f[15] = e[i - sy - 1] as i64;
     }
-    if ax && az {
+    if AX && AZ {
         f[4] = v(i - sz - 1);
         f[11] = v(i - sz + 1);
     }
-    if ay && az {
+    if AY && AZ {
         f[5] = v(i - sz - sy);
     }
-    if ax && ay && az {
+    if AX && AY && AZ {
         f[6] = v(i - sz - sy - 1);
     }
     f
@@ -103,6 +100,65 @@ fn features(q: &[i32], e: &[i32], i: usize, g: &Geom, l: i64) -> [i64; INPUTS] {
 #[inline]
 fn lorenzo_error(q: i32, l: i64) -> i32 {
     (q as i64 - l).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// Visits a block in C order with each point's Lorenzo prediction `l` and, at inner points,
+/// its features: `visit(buf, i, l, features)` must leave the reconstructed index in `buf[i]`.
+/// A point is inner when along every dimension with more than one point its coordinate is at
+/// least 2, and along x also below `nx - 1`.
+#[inline(always)]
+fn scan<const AZ: bool, const AY: bool, const AX: bool>(
+    q: &mut [i32],
+    ext: [usize; 3],
+    visit: &mut impl FnMut(&mut [i32], usize, i64, Option<&[i64; INPUTS]>),
+) {
+    let [nz, ny, nx] = ext;
+    let (sy, sz) = (nx, ny * nx);
+    let mut e = vec![0i32; q.len()];
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = (z * ny + y) * nx;
+            let inner_row = (!AZ || z >= 2) && (!AY || y >= 2);
+            // Inner points of the row: x in lo..hi.
+            let (lo, hi) = match (inner_row, AX) {
+                (false, _) => (0, 0),
+                (true, true) => (2, nx - 1),
+                (true, false) => (0, nx),
+            };
+            for x in 0..nx {
+                let i = row + x;
+                if (lo..hi).contains(&x) {
+                    let l = lorenzo_inner::<AZ, AY, AX>(q, i, sy, sz);
+                    let f = features::<AZ, AY, AX>(q, &e, i, sy, sz, l);
+                    visit(q, i, l, Some(&f));
+                    e[i] = lorenzo_error(q[i], l);
+                } else {
+                    let l = predict_at(q, ext, [z, y, x]);
+                    visit(q, i, l, None);
+                    e[i] = lorenzo_error(q[i], l);
+                }
+            }
+        }
+    }
+}
+
+/// [`scan`] specialized to which dimensions of `ext` have more than one point.
+fn scan_block(
+    q: &mut [i32],
+    ext: [usize; 3],
+    mut visit: impl FnMut(&mut [i32], usize, i64, Option<&[i64; INPUTS]>),
+) {
+    let v = &mut visit;
+    match ext.map(|e| e > 1) {
+        [true, true, true] => scan::<true, true, true>(q, ext, v),
+        [true, true, false] => scan::<true, true, false>(q, ext, v),
+        [true, false, true] => scan::<true, false, true>(q, ext, v),
+        [true, false, false] => scan::<true, false, false>(q, ext, v),
+        [false, true, true] => scan::<false, true, true>(q, ext, v),
+        [false, true, false] => scan::<false, true, false>(q, ext, v),
+        [false, false, true] => scan::<false, false, true>(q, ext, v),
+        [false, false, false] => scan::<false, false, false>(q, ext, v),
+    }
 }
 
 impl Nglr {
@@ -115,24 +171,10 @@ impl Nglr {
         ext: [usize; 3],
         mut visit: impl FnMut(&mut [i32], usize, i64),
     ) {
-        let g = Geom::new(ext);
-        let mut e = vec![0i32; q.len()];
-        let [nz, ny, nx] = ext;
-        for z in 0..nz {
-            for y in 0..ny {
-                for x in 0..nx {
-                    let i = (z * ny + y) * nx + x;
-                    let l = predict_at(q, ext, [z, y, x]);
-                    let bias = if g.inner(z, y, x) {
-                        self.packed.bias(&features(q, &e, i, &g, l))
-                    } else {
-                        0
-                    };
-                    visit(q, i, l + bias);
-                    e[i] = lorenzo_error(q[i], l);
-                }
-            }
-        }
+        scan_block(q, ext, |q, i, l, f| {
+            let bias = f.map_or(0, |f| self.packed.bias(f));
+            visit(q, i, l + bias)
+        });
     }
 }
 
@@ -169,22 +211,13 @@ pub fn training_pairs(
     f: &mut Vec<[i64; INPUTS]>,
     t: &mut Vec<i64>,
 ) {
-    let g = Geom::new(ext);
-    let mut e = vec![0i32; recon.len()];
-    let [nz, ny, nx] = ext;
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let i = (z * ny + y) * nx + x;
-                let l = predict_at(recon, ext, [z, y, x]);
-                if g.inner(z, y, x) && !escaped[i] {
-                    f.push(features(recon, &e, i, &g, l));
-                    t.push(q0[i] as i64 - l);
-                }
-                e[i] = lorenzo_error(recon[i], l);
-            }
+    let mut q = recon.to_vec();
+    scan_block(&mut q, ext, |_, i, l, feat| {
+        if let Some(feat) = feat.filter(|_| !escaped[i]) {
+            f.push(*feat);
+            t.push(q0[i] as i64 - l);
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -206,6 +239,84 @@ mod tests {
             w2: vec![2000, -1500, 1000, 700],
             v: std::array::from_fn(|i| (i as i16 - 8) * 300),
             b2: 1 << 12,
+        }
+    }
+
+    /// The features of inner point `(z, y, x)` straight from the format's definition, with
+    /// bounds-checked neighbours (zero outside the block or along a dimension of extent 1).
+    fn reference(q: &[i32], e: &[i32], ext: [usize; 3], p: [usize; 3]) -> (i64, [i64; INPUTS]) {
+        let at = |a: &[i32], d: [isize; 3]| -> Option<i64> {
+            let c: Vec<isize> = (0..3).map(|k| p[k] as isize - d[k]).collect();
+            let ok =
+                (0..3).all(|k| c[k] >= 0 && (c[k] as usize) < ext[k] && (d[k] == 0 || ext[k] > 1));
+            ok.then(|| {
+                a[((c[0] as usize * ext[1]) + c[1] as usize) * ext[2] + c[2] as usize] as i64
+            })
+        };
+        let l = predict_at(q, ext, p);
+        let v = |d: [isize; 3]| at(q, d).map_or(0, |n| n - l);
+        let er = |d: [isize; 3]| at(e, d).unwrap_or(0);
+        let f = [
+            v([0, 0, 1]),
+            v([0, 1, 0]),
+            v([1, 0, 0]),
+            v([0, 1, 1]),
+            v([1, 0, 1]),
+            v([1, 1, 0]),
+            v([1, 1, 1]),
+            v([0, 0, 2]),
+            v([0, 2, 0]),
+            v([2, 0, 0]),
+            v([0, 1, -1]),
+            v([1, 0, -1]),
+            er([0, 0, 1]),
+            er([0, 1, 0]),
+            er([1, 0, 0]),
+            er([0, 1, 1]),
+        ];
+        (l, f)
+    }
+
+    #[test]
+    fn scan_matches_the_reference_features_for_every_shape() {
+        for ext in [
+            [1, 1, 1],
+            [1, 1, 3],
+            [1, 1, 17],
+            [1, 9, 13],
+            [5, 6, 7],
+            [40, 1, 3],
+            [6, 7, 1],
+            [3, 1, 1],
+            [4, 5, 2],
+            [3, 3, 4],
+        ] {
+            let n: usize = ext.iter().product();
+            let q0: Vec<i32> = (0..n).map(|i| ((i * 7919) % 2001) as i32 - 1000).collect();
+            let mut q = q0.clone();
+            let mut e = vec![0i32; n];
+            let mut seen = 0;
+            scan_block(&mut q, ext, |q, i, l, f| {
+                let p = [i / (ext[1] * ext[2]), (i / ext[2]) % ext[1], i % ext[2]];
+                assert_eq!(l, predict_at(q, ext, p), "{ext:?} {p:?}");
+                let inner =
+                    (0..3).all(|k| ext[k] == 1 || p[k] >= 2) && (ext[2] == 1 || p[2] + 1 < ext[2]);
+                assert_eq!(f.is_some(), inner, "{ext:?} {p:?}");
+                if let Some(f) = f {
+                    assert_eq!((l, *f), reference(q, &e, ext, p), "{ext:?} {p:?}");
+                    seen += 1;
+                }
+                e[i] = lorenzo_error(q[i], l);
+            });
+            assert_eq!(q, q0);
+            let inner_count: usize = (0..3)
+                .map(|k| match (k, ext[k]) {
+                    (_, 1) => 1,
+                    (2, x) => x.saturating_sub(3),
+                    (_, x) => x.saturating_sub(2),
+                })
+                .product();
+            assert_eq!(seen, inner_count, "{ext:?}");
         }
     }
 
