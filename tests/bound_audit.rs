@@ -3,7 +3,8 @@
 //! bounds (fractions of the field's range, and a fixed 1e-3 that is below half an ulp for
 //! large-magnitude f32 fields), NRMSE and PSNR targets, with both coders: every decoded value
 //! within the bound, NaN/Inf/subnormals bit for bit, the NRMSE/PSNR target met. Auto with
-//! NGLR (cd predictor word 4) is audited too, at rel 1e-2..1e-4 with the range coder.
+//! NGLR and auto with a linear bias (cd predictor words 4 and 5) are audited too, at rel
+//! 1e-2..1e-4 with the range coder.
 //! Skips (with a message) when the data set is absent, as on CI.
 //!
 //! `cargo test --release --test bound_audit -- --nocapture` prints the worst error/bound per
