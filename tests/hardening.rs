@@ -488,6 +488,12 @@ fn write_fuzz_corpus() {
         [25, 7],
         &walk,
     );
+    // Every cd predictor word (ctl bit 7, then the predictor byte) on turbulence rows, rel 1e-2.
+    for word in 0..6u8 {
+        let mut s = vec![0x80 | 1 << 2, word, 1, 7, 90 - 64, 2, 0];
+        s.extend_from_slice(&wmag[..8 * 27 * 4]);
+        write_seed(&corpus.join("roundtrip"), &format!("wmag_predictor_{word}"), &s);
+    }
 
     // cd_values: little-endian words.
     let le = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };

@@ -3,15 +3,16 @@
 //!
 //! The input is carved (zstd's `fuzz_data_producer` style), one byte per choice so seed files
 //! are easy to write (tests/hardening.rs `write_fuzz_corpus`):
-//! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound),
-//! rank byte (`1 + b % 4`), one byte per dim (`1 + b % 64`), bound exponent and mantissa
-//! bytes (then 8 raw bytes when bit 6 is set), then the values (style 0: raw element bytes;
-//! otherwise a random walk: scale byte, start byte, one signed step byte per value).
+//! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound,
+//! bit 7 a predictor byte follows: cd predictor word `b % 6`), rank byte (`1 + b % 4`), one
+//! byte per dim (`1 + b % 64`), bound exponent and mantissa bytes (then 8 raw bytes when bit 6
+//! is set), then the values (style 0: raw element bytes; otherwise a random walk: scale byte,
+//! start byte, one signed step byte per value).
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params};
+use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params, PredictorChoice};
 
 /// Keeps each run fast: at most this many values per chunk.
 const MAX_VALUES: usize = 1 << 14;
@@ -55,6 +56,18 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
     let byte = |u: &mut Unstructured<'_>| -> Result<u8> {
         Ok(if u.is_empty() { 0 } else { u.arbitrary()? })
     };
+    let predictor = if ctl & 0x80 != 0 {
+        match byte(u)? % 6 {
+            0 => PredictorChoice::Auto,
+            1 => PredictorChoice::Lorenzo,
+            2 => PredictorChoice::Interp,
+            3 => PredictorChoice::Nglr,
+            4 => PredictorChoice::AutoNglr,
+            _ => PredictorChoice::AutoLinear,
+        }
+    } else {
+        PredictorChoice::Auto
+    };
     let rank = 1 + byte(u)? as usize % 4;
     let mut shape = Vec::with_capacity(rank);
     let mut n = 1usize;
@@ -81,7 +94,9 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
             ErrorMode::Psnr => 10.0 + (e as f64) * 1.2 + m as f64 / 256.0,
         }
     };
-    let params = Params::new(mode, bound).with_coder(coder);
+    let params = Params::new(mode, bound)
+        .with_coder(coder)
+        .with_predictor(predictor);
 
     let size = dtype.size();
     let mut data = Vec::with_capacity(n * size);
