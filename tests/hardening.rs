@@ -492,7 +492,11 @@ fn write_fuzz_corpus() {
     for word in 0..6u8 {
         let mut s = vec![0x80 | 1 << 2, word, 1, 7, 90 - 64, 2, 0];
         s.extend_from_slice(&wmag[..8 * 27 * 4]);
-        write_seed(&corpus.join("roundtrip"), &format!("wmag_predictor_{word}"), &s);
+        write_seed(
+            &corpus.join("roundtrip"),
+            &format!("wmag_predictor_{word}"),
+            &s,
+        );
     }
 
     // cd_values: little-endian words.
