@@ -144,13 +144,18 @@ fn decode_is_identical_with_any_thread_count() {
     };
     let one = with(1);
     assert_eq!(one, with(4));
-    // Encoding is deterministic too (training is single-threaded with a fixed seed).
-    let again = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| resid::compress(&f32_bytes(&x), &chunk, &nglr(1e-4, &x)).unwrap());
-    assert_eq!(again, c);
+    // Encoding is deterministic too: a fixed seed, and the closed-form fit sums its normal
+    // equations in fixed runs whatever the thread count.
+    let encode = |n: usize, p: &Params| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+            .install(|| resid::compress(&f32_bytes(&x), &chunk, p).unwrap())
+    };
+    assert_eq!(encode(1, &nglr(1e-4, &x)), c);
+    let linear = nglr(1e-3, &x).with_predictor(PredictorChoice::AutoLinear);
+    assert_eq!(encode(1, &linear), encode(3, &linear));
 }
 
 #[test]
