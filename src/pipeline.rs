@@ -366,7 +366,6 @@ fn enhance_section<T: Element>(
     neurlz_encode::encode(&view, params, &base_rate).0
 }
 
-/// Codes one block with `predictor`: returns the codes and which points ended up escaped.
 /// A coded block: predictor id, payload, and the global indices of the points it escaped.
 type Coded = (u8, Vec<u8>, Vec<usize>);
 
@@ -437,6 +436,7 @@ impl<T: Element> Source<'_, T> {
     }
 }
 
+/// Codes one block with `predictor`: returns the codes and which points ended up escaped.
 fn predict_block(
     predictor: &dyn Predictor,
     x: &[f64],
@@ -545,19 +545,21 @@ fn choose_predictor<'a>(
     let trials: Vec<(usize, Trial)> = candidates.par_iter().map(|p| trial(*p)).collect();
     let smallest = |n: usize| (0..n).min_by_key(|&k| (trials[k].0, k));
     let best = smallest(candidates.len()).expect("at least one predictor");
-    let fallback = smallest(fixed.min(candidates.len())).filter(|_| best >= fixed);
-    let saving = fallback.map(|k| {
-        let d = trials[k].0 as f64 - trials[best].0 as f64;
-        Saving {
-            bytes: d * n as f64 / sample.len() as f64,
-            share: d / trials[k].0.max(1) as f64,
-        }
-    });
+    let fallback = smallest(fixed.min(candidates.len()))
+        .filter(|_| best >= fixed)
+        .map(|k| {
+            let d = trials[k].0 as f64 - trials[best].0 as f64;
+            let saving = Saving {
+                bytes: d * n as f64 / sample.len() as f64,
+                share: d / trials[k].0.max(1) as f64,
+            };
+            (k, saving)
+        });
     let mut trials: Vec<Option<Trial>> = trials.into_iter().map(|t| Some(t.1)).collect();
     let mut pick = |k: usize| (candidates[k], trials[k].take().filter(|_| whole));
     Choice {
         best: pick(best),
-        fallback: fallback.map(|k| (pick(k), saving.expect("set with fallback"))),
+        fallback: fallback.map(|(k, saving)| (pick(k), saving)),
     }
 }
 
