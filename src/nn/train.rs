@@ -121,38 +121,53 @@ fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
     x
 }
 
-/// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
-pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
+/// A zero network with `hidden` units and the chunk's normalization shifts, and the samples as
+/// it sees them: inputs exactly as the integer network computes them (Q8, clamped) and targets
+/// in units of `2^out_shift` grid steps (clamped to +-64), as floats. `None` under 64 samples.
+fn normalized(
+    f: &[[i64; INPUTS]],
+    t: &[i64],
+    hidden: usize,
+) -> Option<(Net, Vec<[f64; INPUTS]>, Vec<f64>)> {
     let n = f.len().min(t.len());
     if n < 64 {
         return None;
     }
-    let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
     let mut net = Net {
-        hidden: h,
+        hidden,
         in_shift: [0; INPUTS],
         out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
         e1: 0,
         e2: 0,
-        w1: vec![0; h * INPUTS],
-        b1: vec![0; h],
-        w2: vec![0; h],
+        w1: vec![0; hidden * INPUTS],
+        b1: vec![0; hidden],
+        w2: vec![0; hidden],
         v: [0; INPUTS],
         b2: 0,
     };
     for i in 0..INPUTS {
         net.in_shift[i] = shift_for(f.iter().map(|r| r[i]), MAX_IN_SHIFT);
     }
-    // Inputs exactly as the integer network sees them (Q8, clamped), as floats.
+    let unit = 1.0 / (1u32 << FRAC) as f64;
+    let xs = f[..n]
+        .iter()
+        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f64 * unit))
+        .collect();
+    let ts = t[..n]
+        .iter()
+        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0))
+        .collect();
+    Some((net, xs, ts))
+}
+
+/// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
+pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
+    let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
+    let (mut net, xs, ts) = normalized(f, t, h)?;
+    let n = xs.len();
+    let xs: Vec<[f32; INPUTS]> = xs.iter().map(|x| x.map(|v| v as f32)).collect();
+    let ts: Vec<f32> = ts.iter().map(|&v| v as f32).collect();
     let unit = 1.0 / (1u32 << FRAC) as f32;
-    let xs: Vec<[f32; INPUTS]> = f[..n]
-        .iter()
-        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f32 * unit))
-        .collect();
-    let ts: Vec<f32> = t[..n]
-        .iter()
-        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0) as f32)
-        .collect();
 
     // Parameters: w1 (h x INPUTS), b1 (h), w2 (h), v (INPUTS), b2.
     let (o_b1, o_w2, o_v, o_b2) = (
@@ -277,34 +292,7 @@ const RUN: usize = 4096;
 /// a 17 x 17 system instead of epochs of Adam. The hidden unit is present (the format needs
 /// one) but contributes nothing (`w2 = 0`).
 pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let n = f.len().min(t.len());
-    if n < 64 {
-        return None;
-    }
-    let mut net = Net {
-        hidden: 1,
-        in_shift: [0; INPUTS],
-        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
-        e1: 0,
-        e2: 0,
-        w1: vec![0; INPUTS],
-        b1: vec![0],
-        w2: vec![0],
-        v: [0; INPUTS],
-        b2: 0,
-    };
-    for i in 0..INPUTS {
-        net.in_shift[i] = shift_for(f.iter().map(|r| r[i]), MAX_IN_SHIFT);
-    }
-    let unit = 1.0 / (1u32 << FRAC) as f64;
-    let xs: Vec<[f64; INPUTS]> = f[..n]
-        .iter()
-        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f64 * unit))
-        .collect();
-    let ts: Vec<f64> = t[..n]
-        .iter()
-        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0))
-        .collect();
+    let (mut net, xs, ts) = normalized(f, t, 1)?;
     let c = (cfg.floor as f64).max(1.0 / 2f64.powi(net.out_shift as i32));
     let m = INPUTS + 1;
     let mut coef = vec![0f64; m];
