@@ -52,6 +52,14 @@ fn write_f32(p: &Path, v: &[f64]) {
     .unwrap();
 }
 
+fn write_f64(p: &Path, v: &[f64]) {
+    std::fs::write(
+        p,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+}
+
 fn read_f32(p: &Path) -> Vec<f64> {
     std::fs::read(p)
         .unwrap()
@@ -134,13 +142,7 @@ fn raw_f64_round_trip_psnr_and_inspect() {
     let d = tmpdir("f64");
     let orig = field([20, 10, 10]);
     let input = d.join("x.bin");
-    std::fs::write(
-        &input,
-        orig.iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    write_f64(&input, &orig);
     let o = resid(&[
         "compress",
         input.to_str().unwrap(),
@@ -451,13 +453,7 @@ fn nglr_from_the_command_line_shows_its_weights() {
     let d = tmpdir("nglr");
     let orig = field([24, 32, 32]);
     let input = d.join("x.bin");
-    std::fs::write(
-        &input,
-        orig.iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    write_f64(&input, &orig);
     let o = resid(&[
         "compress",
         input.to_str().unwrap(),
