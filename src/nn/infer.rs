@@ -225,8 +225,7 @@ impl Packed {
         }
     }
 
-    /// `acc[j] = sum_i w1[j][i] x[i]` for every padded hidden unit.
-    /// The Q8 inputs.
+    /// The Q8 inputs (the same integers as [`Net::input`], without its branch).
     #[inline(always)]
     fn inputs(&self, f: &[i64; INPUTS]) -> [i16; INPUTS] {
         let mut x = [0i16; INPUTS];
@@ -239,6 +238,7 @@ impl Packed {
         x
     }
 
+    /// `acc[j] = sum_i w1[j][i] x[i]` for every padded hidden unit.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn first_layer(&self, x: &[i16; INPUTS], acc: &mut [i64]) {
