@@ -164,6 +164,15 @@ fn normalized(
 pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
     let (mut net, xs, ts) = normalized(f, t, h)?;
+    // The direct path starts from the closed-form fit on the same samples.
+    let skeleton = Net {
+        hidden: 1,
+        w1: vec![0; INPUTS],
+        b1: vec![0],
+        w2: vec![0],
+        ..net.clone()
+    };
+    let lin = linear(skeleton, &xs, &ts, cfg);
     let n = xs.len();
     let xs: Vec<[f32; INPUTS]> = xs.iter().map(|x| x.map(|v| v as f32)).collect();
     let ts: Vec<f32> = ts.iter().map(|&v| v as f32).collect();
@@ -190,8 +199,6 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
         *w = rng.sym() * 0.05;
     }
     let c = cfg.floor.max(1.0 / 2f32.powi(net.out_shift as i32));
-    // The direct path starts from the closed-form fit; the hidden units start small.
-    let lin = fit_linear(f, t, cfg)?;
     for i in 0..INPUTS {
         p[o_v + i] = lin.v[i] as f32 / 2f32.powi(lin.e2 as i32);
     }
@@ -292,7 +299,12 @@ const RUN: usize = 4096;
 /// a 17 x 17 system instead of epochs of Adam. The hidden unit is present (the format needs
 /// one) but contributes nothing (`w2 = 0`).
 pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let (mut net, xs, ts) = normalized(f, t, 1)?;
+    let (net, xs, ts) = normalized(f, t, 1)?;
+    Some(linear(net, &xs, &ts, cfg))
+}
+
+/// [`fit_linear`] on samples already [`normalized`] for `net` (one hidden unit, all zero).
+fn linear(mut net: Net, xs: &[[f64; INPUTS]], ts: &[f64], cfg: &Config) -> Net {
     let c = (cfg.floor as f64).max(1.0 / 2f64.powi(net.out_shift as i32));
     let m = INPUTS + 1;
     let mut coef = vec![0f64; m];
@@ -341,7 +353,7 @@ pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
             ata[p * m + p] += 1e-6 * wsum;
         }
         coef = solve(ata, atb, m);
-        for ((x, &y), r) in xs.iter().zip(&ts).zip(res.iter_mut()) {
+        for ((x, &y), r) in xs.iter().zip(ts).zip(res.iter_mut()) {
             *r = x.iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>() + coef[INPUTS] - y;
         }
     }
@@ -353,7 +365,7 @@ pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
         .round()
         .clamp(i32::MIN as f64 + 1.0, i32::MAX as f64) as i32;
     debug_assert!(net.validate().is_ok());
-    Some(net)
+    net
 }
 
 #[cfg(test)]
