@@ -142,8 +142,8 @@ fn encode_coded<T: Element>(
     }
     let candidates = &candidates[..];
     // Per block: the chosen coding and, for an NGLR block in auto mode, the best fixed
-    // candidate (coded when its trial was the whole block), kept in case the weights cost
-    // more than NGLR saves.
+    // candidate (coded unless NGLR's sample trial won by more than CLEAR_SHARE), kept in case
+    // the weights cost more than NGLR saves.
     let cpu_blocks: &[Block] = if gpu_blocks.is_some() { &[] } else { &blocks };
     let source = Source {
         x,

@@ -127,16 +127,14 @@ fn scan<const AZ: bool, const AY: bool, const AX: bool>(
             };
             for x in 0..nx {
                 let i = row + x;
-                if (lo..hi).contains(&x) {
+                let (l, f) = if (lo..hi).contains(&x) {
                     let l = lorenzo_inner::<AZ, AY, AX>(q, i, sy, sz);
-                    let f = features::<AZ, AY, AX>(q, &e, i, sy, sz, l);
-                    visit(q, i, l, Some(&f));
-                    e[i] = lorenzo_error(q[i], l);
+                    (l, Some(features::<AZ, AY, AX>(q, &e, i, sy, sz, l)))
                 } else {
-                    let l = predict_at(q, ext, [z, y, x]);
-                    visit(q, i, l, None);
-                    e[i] = lorenzo_error(q[i], l);
-                }
+                    (predict_at(q, ext, [z, y, x]), None)
+                };
+                visit(q, i, l, f.as_ref());
+                e[i] = lorenzo_error(q[i], l);
             }
         }
     }
