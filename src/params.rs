@@ -68,6 +68,21 @@ pub enum PredictorChoice {
     AutoLinear = 5,
 }
 
+impl PredictorChoice {
+    /// The choice a `cd_values` predictor word (bits 0-7) names, if any.
+    pub fn from_word(word: u32) -> Option<PredictorChoice> {
+        Some(match word {
+            0 => PredictorChoice::Auto,
+            1 => PredictorChoice::Lorenzo,
+            2 => PredictorChoice::Interp,
+            3 => PredictorChoice::Nglr,
+            4 => PredictorChoice::AutoNglr,
+            5 => PredictorChoice::AutoLinear,
+            _ => return None,
+        })
+    }
+}
+
 /// Default NGLR training budget, in units of 1024 sample points.
 pub const NGLR_DEFAULT_BUDGET: u8 = 32;
 
@@ -338,19 +353,12 @@ impl Params {
                 )))
             }
         };
-        let predictor = match word(5) & 0xFF {
-            0 => PredictorChoice::Auto,
-            1 => PredictorChoice::Lorenzo,
-            2 => PredictorChoice::Interp,
-            3 => PredictorChoice::Nglr,
-            4 => PredictorChoice::AutoNglr,
-            5 => PredictorChoice::AutoLinear,
-            p => {
-                return Err(Error::BadParams(format!(
-                    "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr, 4 auto with nglr, 5 auto with a linear bias"
-                )))
-            }
-        };
+        let p = word(5) & 0xFF;
+        let predictor = PredictorChoice::from_word(p).ok_or_else(|| {
+            Error::BadParams(format!(
+                "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr, 4 auto with nglr, 5 auto with a linear bias"
+            ))
+        })?;
         if word(5) >> 16 != 0 {
             return Err(Error::BadParams(format!(
                 "cd_values[5] is {:#x}: bits 16-31 are reserved (zero)",

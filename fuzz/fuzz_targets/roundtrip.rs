@@ -57,14 +57,7 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
         Ok(if u.is_empty() { 0 } else { u.arbitrary()? })
     };
     let predictor = if ctl & 0x80 != 0 {
-        match byte(u)? % 6 {
-            0 => PredictorChoice::Auto,
-            1 => PredictorChoice::Lorenzo,
-            2 => PredictorChoice::Interp,
-            3 => PredictorChoice::Nglr,
-            4 => PredictorChoice::AutoNglr,
-            _ => PredictorChoice::AutoLinear,
-        }
+        PredictorChoice::from_word((byte(u)? % 6) as u32).expect("words 0-5 are predictors")
     } else {
         PredictorChoice::Auto
     };
