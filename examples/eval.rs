@@ -1,11 +1,12 @@
 //! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
-//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]`
+//! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]
+//! [enh=strict|relaxed] [enh-budget=N] [enh-force]`
 
 use std::time::Instant;
 
-use resid::{ChunkInfo, Coder, DType, Params, PredictorChoice};
+use resid::{ChunkInfo, Coder, DType, Enhancer, Params, PredictorChoice};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +32,17 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("budget="))
         .map_or(0, |b| b.parse().unwrap());
+    let enhancer = match args.iter().find_map(|a| a.strip_prefix("enh=")) {
+        Some("strict") => Enhancer::Strict,
+        Some("relaxed") => Enhancer::Relaxed,
+        Some(other) => panic!("enh={other}: strict or relaxed"),
+        None => Enhancer::Off,
+    };
+    let enhancer_budget: u8 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("enh-budget="))
+        .map_or(0, |b| b.parse().unwrap());
+    let enhancer_force = args.iter().any(|a| a == "enh-force");
     let rels: Vec<f64> = args
         .iter()
         .find_map(|a| a.strip_prefix("rel="))
@@ -70,6 +82,12 @@ fn main() {
                 .with_coder(coder)
                 .with_predictor(predictor)
                 .with_nglr_budget(budget);
+            let p = Params {
+                enhancer,
+                enhancer_budget,
+                enhancer_force,
+                ..p
+            };
             let t = Instant::now();
             let c = resid::compress(&data, &chunk, &p).unwrap();
             let te = t.elapsed().as_secs_f64();

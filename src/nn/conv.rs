@@ -228,73 +228,104 @@ pub fn out_size(n: usize, stride: usize) -> usize {
     n.div_ceil(stride)
 }
 
+/// Every accumulator in this module is a sum of at most `9 x 32` products of an activation
+/// (`|a| <= 2^23`) and an `i8` weight, so below `2^39` in magnitude: `f64` holds each product
+/// and each partial sum exactly, in any order. The convolutions therefore accumulate in `f64`
+/// (which vectorizes on every x86_64 and aarch64 CPU, unlike 64-bit integer multiplies) and
+/// give exactly the integers an `i64` loop gives; `tests::matches_integer_reference` checks.
+const EXACT: f64 = (1u64 << 53) as f64;
+
+/// The accumulator as the integer it holds exactly.
+#[inline]
+fn exact(a: f64) -> i64 {
+    debug_assert!(a.abs() < EXACT && a.fract() == 0.0);
+    a as i64
+}
+
 fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
     let (ho, wo) = (out_size(h, stride), out_size(w, stride));
     let wp = w + 2;
-    let p = pad(x, cin, h, w);
+    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let p = pad(&xf, cin, h, w);
     let plane = (h + 2) * wp;
     let mut out = vec![0i32; cout * ho * wo];
-    let mut acc = vec![0i64; ho * wo];
+    let mut acc = vec![0f64; ho * wo];
+    let mut cols = vec![0f64; 9 * wo];
     for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0);
+        acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
             let src = &p[i * plane..(i + 1) * plane];
-            for k in 0..9 {
-                let wt = l.w[(o * cin + i) * 9 + k] as i64;
-                if wt == 0 {
-                    continue;
-                }
-                let (ky, kx) = (k / 3, k % 3);
-                for y in 0..ho {
-                    let row = &src[(y * stride + ky) * wp + kx..];
-                    let dst = &mut acc[y * wo..(y + 1) * wo];
-                    if stride == 1 {
-                        for (a, &v) in dst.iter_mut().zip(&row[..wo]) {
-                            *a += v as i64 * wt;
-                        }
-                    } else {
-                        for (x, a) in dst.iter_mut().enumerate() {
-                            *a += row[x * stride] as i64 * wt;
+            let wk: [f64; 9] = std::array::from_fn(|k| l.w[(o * cin + i) * 9 + k] as f64);
+            if wk.iter().all(|&v| v == 0.0) {
+                continue;
+            }
+            for y in 0..ho {
+                let dst = &mut acc[y * wo..(y + 1) * wo];
+                // Tap (ky, kx) of output column x reads `taps[3 ky + kx][x]`.
+                let taps: [&[f64]; 9] = if stride == 1 {
+                    std::array::from_fn(|k| {
+                        let at = (y + k / 3) * wp + k % 3;
+                        &src[at..at + wo]
+                    })
+                } else {
+                    // Stride 2 reads every other input column; gathering them first keeps
+                    // the inner loop contiguous.
+                    for (k, col) in cols.chunks_exact_mut(wo).enumerate() {
+                        let row = &src[(2 * y + k / 3) * wp + k % 3..];
+                        for (x, c) in col.iter_mut().enumerate() {
+                            *c = row[2 * x];
                         }
                     }
+                    std::array::from_fn(|k| &cols[k * wo..(k + 1) * wo])
+                };
+                for x in 0..wo {
+                    dst[x] += wk[0] * taps[0][x]
+                        + wk[1] * taps[1][x]
+                        + wk[2] * taps[2][x]
+                        + wk[3] * taps[3][x]
+                        + wk[4] * taps[4][x]
+                        + wk[5] * taps[5][x]
+                        + wk[6] * taps[6][x]
+                        + wk[7] * taps[7][x]
+                        + wk[8] * taps[8][x];
                 }
             }
         }
         for (d, &a) in out[o * ho * wo..(o + 1) * ho * wo].iter_mut().zip(&acc) {
-            *d = finish(a, l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
+            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
         }
     }
     out
 }
 
+/// 2x2 transposed convolution with stride 2: every output point gets exactly one tap of one
+/// input point per channel, so output row `2y + dy` is input row `y` times the taps `(dy, 0)`
+/// and `(dy, 1)` on alternate columns.
 fn deconv2(l: &QLayer, x: &[i32], h2: usize, w2: usize, h: usize, w: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
+    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut out = vec![0i32; cout * h * w];
-    let mut acc = vec![0i64; h * w];
+    let mut acc = vec![0f64; h * w];
     for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0);
+        acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
-            let src = &x[i * h2 * w2..(i + 1) * h2 * w2];
-            for k in 0..4 {
-                let wt = l.w[(o * cin + i) * 4 + k] as i64;
-                let (dy, dx) = (k / 2, k % 2);
-                for y in 0..h2 {
-                    let oy = 2 * y + dy;
-                    if oy >= h {
-                        continue;
-                    }
-                    for xx in 0..w2 {
-                        let ox = 2 * xx + dx;
-                        if ox < w {
-                            acc[oy * w + ox] += src[y * w2 + xx] as i64 * wt;
-                        }
+            let src = &xf[i * h2 * w2..(i + 1) * h2 * w2];
+            let wk: [f64; 4] = std::array::from_fn(|k| l.w[(o * cin + i) * 4 + k] as f64);
+            for oy in 0..h {
+                let row = &src[(oy / 2) * w2..(oy / 2 + 1) * w2];
+                let (w0, w1) = (wk[2 * (oy % 2)], wk[2 * (oy % 2) + 1]);
+                let dst = &mut acc[oy * w..(oy + 1) * w];
+                for (pair, &v) in dst.chunks_mut(2).zip(row) {
+                    pair[0] += v * w0;
+                    if let Some(b) = pair.get_mut(1) {
+                        *b += v * w1;
                     }
                 }
             }
         }
         for (d, &a) in out[o * h * w..(o + 1) * h * w].iter_mut().zip(&acc) {
-            *d = finish(a, l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
+            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
         }
     }
     out
@@ -302,18 +333,19 @@ fn deconv2(l: &QLayer, x: &[i32], h2: usize, w2: usize, h: usize, w: usize) -> V
 
 fn conv1(l: &QLayer, x: &[i32], n: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
+    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut out = vec![0i32; cout * n];
-    let mut acc = vec![0i64; n];
+    let mut acc = vec![0f64; n];
     for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0);
+        acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
-            let wt = l.w[o * cin + i] as i64;
-            for (a, &v) in acc.iter_mut().zip(&x[i * n..(i + 1) * n]) {
-                *a += v as i64 * wt;
+            let wt = l.w[o * cin + i] as f64;
+            for (a, &v) in acc.iter_mut().zip(&xf[i * n..(i + 1) * n]) {
+                *a += v * wt;
             }
         }
         for (d, &a) in out[o * n..(o + 1) * n].iter_mut().zip(&acc) {
-            *d = finish(a, l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
+            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
         }
     }
     out
@@ -351,6 +383,125 @@ pub fn quantize_channel(w: &[f32]) -> (Vec<i8>, u16, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The network by the format's definition, one output point at a time, in `i64`.
+    fn reference(net: &QNet, input: &[i32], h: usize, w: usize) -> Vec<i32> {
+        let layer = |l: &QLayer, x: &[i32], h: usize, w: usize| -> (Vec<i32>, usize, usize) {
+            let (cin, cout) = (l.shape.cin, l.shape.cout);
+            let (ho, wo, taps) = match l.shape.kind {
+                Kind::Conv3 { stride } => (out_size(h, stride), out_size(w, stride), 9),
+                Kind::Deconv2 => (2 * h, 2 * w, 4),
+                Kind::Conv1 => (h, w, 1),
+            };
+            let mut out = Vec::with_capacity(cout * ho * wo);
+            for o in 0..cout {
+                for y in 0..ho {
+                    for xx in 0..wo {
+                        let mut acc = 0i64;
+                        for i in 0..cin {
+                            let at = |yy: i64, xi: i64| -> i64 {
+                                if yy < 0 || xi < 0 || yy >= h as i64 || xi >= w as i64 {
+                                    0
+                                } else {
+                                    x[(i * h + yy as usize) * w + xi as usize] as i64
+                                }
+                            };
+                            let wt = |k: usize| l.w[(o * cin + i) * taps + k] as i64;
+                            acc += match l.shape.kind {
+                                Kind::Conv3 { stride } => (0..9)
+                                    .map(|k| {
+                                        let yy = (y * stride + k / 3) as i64 - 1;
+                                        let xi = (xx * stride + k % 3) as i64 - 1;
+                                        wt(k) * at(yy, xi)
+                                    })
+                                    .sum::<i64>(),
+                                Kind::Deconv2 => {
+                                    wt(2 * (y % 2) + xx % 2) * at((y / 2) as i64, (xx / 2) as i64)
+                                }
+                                Kind::Conv1 => wt(0) * at(y as i64, xx as i64),
+                            };
+                        }
+                        out.push(finish(acc, l.mult[o], l.shift[o], l.bias[o], l.shape.relu));
+                    }
+                }
+            }
+            (out, ho, wo)
+        };
+        let l = &net.layers;
+        let (a0, _, _) = layer(&l[0], input, h, w);
+        let (a1, h2, w2) = layer(&l[1], &a0, h, w);
+        let (a2, _, _) = layer(&l[2], &a1, h2, w2);
+        let (up, _, _) = layer(&l[3], &a2, h2, w2);
+        // The transposed convolution's output is cropped to the slice.
+        let c = l[3].shape.cout;
+        let mut cat = Vec::with_capacity(2 * c * h * w);
+        for ch in 0..c {
+            for y in 0..h {
+                let row = (ch * 2 * h2 + y) * 2 * w2;
+                cat.extend_from_slice(&up[row..row + w]);
+            }
+        }
+        cat.extend_from_slice(&a0);
+        let (a4, _, _) = layer(&l[4], &cat, h, w);
+        layer(&l[5], &a4, h, w).0
+    }
+
+    /// The `f64`-accumulating layers give exactly the integers of the `i64` definition, with
+    /// weights and activations at their extremes, odd and even sizes, and the widest layers.
+    #[test]
+    fn matches_integer_reference() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (cin, width, cout, h, w) in [
+            (2, 6, 1, 9, 7),
+            (2, 4, 1, 8, 8),
+            (8, 16, 4, 5, 11),
+            (32, 16, 16, 3, 4),
+            (2, 6, 1, 1, 1),
+            (2, 6, 1, 1, 6),
+        ] {
+            let arch = Arch { cin, width, cout };
+            let layers = arch
+                .layers()
+                .iter()
+                .map(|&shape| QLayer {
+                    shape,
+                    w: (0..shape.weights())
+                        .map(|_| match next() % 4 {
+                            0 => 127,
+                            1 => -127,
+                            _ => (next() % 255) as i8 as i32 as i8,
+                        })
+                        .collect(),
+                    mult: (0..shape.cout)
+                        .map(|_| 1 + (next() % 65535) as u16)
+                        .collect(),
+                    shift: (0..shape.cout).map(|_| 10 + (next() % 20) as u8).collect(),
+                    bias: (0..shape.cout)
+                        .map(|_| (next() % (1 << 24)) as i32 - (1 << 23))
+                        .collect(),
+                })
+                .collect();
+            let net = QNet { arch, layers };
+            let input: Vec<i32> = (0..cin * h * w)
+                .map(|_| match next() % 3 {
+                    0 => ACT_MAX as i32,
+                    1 => -(ACT_MAX as i32),
+                    _ => (next() % (2 * ACT_MAX as u64 + 1)) as i32 - ACT_MAX as i32,
+                })
+                .collect();
+            assert_eq!(
+                net.infer(&input, h, w),
+                reference(&net, &input, h, w),
+                "{cin} {width} {cout} {h}x{w}"
+            );
+        }
+    }
 
     #[test]
     fn paper_sized() {

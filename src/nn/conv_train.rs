@@ -331,6 +331,141 @@ fn pad(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     p
 }
 
+/// `sum a[i] b[i]` in eight independent lanes, so that it vectorizes (a single running sum
+/// is a dependency chain the compiler may not reorder).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail: f32 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut lanes = [0f32; 8];
+    for (x, y) in a.zip(b) {
+        for j in 0..8 {
+            lanes[j] += x[j] * y[j];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `dst[i] += a * x[i]`.
+#[inline]
+fn axpy(dst: &mut [f32], a: f32, x: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(x) {
+        *d += a * v;
+    }
+}
+
+/// How one 3x3 layer reads its padded input: each tap `k` of input channel `i` is one
+/// contiguous "tap plane" of length `len`, whose point `j` multiplies output slot `j`.
+///
+/// - Stride 1: output point `(y, x)` sits at slot `y * wp + x` of a plane as wide as the padded
+///   input, so tap `(ky, kx)` is the padded input shifted by `ky * wp + kx`, read in place
+///   (the two slots past each row's end are dropped on output and zero in gradients).
+/// - Stride 2: slot `y * wo + x`; the tap planes are gathered once per patch (9 per channel).
+struct Taps {
+    stride: usize,
+    /// Padded input planes (stride 1) or gathered tap planes (stride 2).
+    data: Vec<f32>,
+    plane: usize,
+    wp: usize,
+    ho: usize,
+    wo: usize,
+    len: usize,
+}
+
+impl Taps {
+    fn new(x: &[f32], cin: usize, h: usize, w: usize, stride: usize) -> Taps {
+        let (ho, wo) = (out_size(h, stride), out_size(w, stride));
+        let wp = w + 2;
+        let padded = pad(x, cin, h, w);
+        let plane = (h + 2) * wp;
+        if stride == 1 {
+            let len = (h - 1) * wp + w;
+            return Taps {
+                stride,
+                data: padded,
+                plane,
+                wp,
+                ho,
+                wo,
+                len,
+            };
+        }
+        let len = ho * wo;
+        let mut data = vec![0f32; cin * 9 * len];
+        for (n, dst) in data.chunks_exact_mut(len).enumerate() {
+            let (i, k) = (n / 9, n % 9);
+            let src = &padded[i * plane..(i + 1) * plane];
+            for y in 0..ho {
+                let row = (y * stride + k / 3) * wp + k % 3;
+                for (xx, d) in dst[y * wo..(y + 1) * wo].iter_mut().enumerate() {
+                    *d = src[row + xx * stride];
+                }
+            }
+        }
+        Taps {
+            stride,
+            data,
+            plane,
+            wp,
+            ho,
+            wo,
+            len,
+        }
+    }
+
+    /// Tap `k` of input channel `i`.
+    fn tap(&self, i: usize, k: usize) -> &[f32] {
+        let at = if self.stride == 1 {
+            i * self.plane + (k / 3) * self.wp + k % 3
+        } else {
+            (i * 9 + k) * self.len
+        };
+        &self.data[at..at + self.len]
+    }
+
+    /// Output plane `(ho x wo)` from slots.
+    fn gather_out(&self, slots: &[f32], out: &mut [f32]) {
+        let step = if self.stride == 1 { self.wp } else { self.wo };
+        for y in 0..self.ho {
+            out[y * self.wo..(y + 1) * self.wo]
+                .copy_from_slice(&slots[y * step..y * step + self.wo]);
+        }
+    }
+
+    /// Slots from an output-shaped plane (zero in the extra slots).
+    fn scatter_out(&self, plane: &[f32], slots: &mut [f32]) {
+        let step = if self.stride == 1 { self.wp } else { self.wo };
+        for y in 0..self.ho {
+            slots[y * step..y * step + self.wo]
+                .copy_from_slice(&plane[y * self.wo..(y + 1) * self.wo]);
+        }
+    }
+
+    /// Adds a gradient with respect to tap `k` of channel `i` to the gradient of the padded
+    /// input `dp` (laid out like the padded input).
+    fn add_tap_grad(&self, i: usize, k: usize, g: &[f32], dp: &mut [f32]) {
+        let base = i * self.plane + (k / 3) * self.wp + k % 3;
+        if self.stride == 1 {
+            for (d, &v) in dp[base..base + self.len].iter_mut().zip(g) {
+                *d += v;
+            }
+            return;
+        }
+        for y in 0..self.ho {
+            let row = base + y * self.stride * self.wp;
+            for (xx, &v) in g[y * self.wo..(y + 1) * self.wo].iter().enumerate() {
+                dp[row + xx * self.stride] += v;
+            }
+        }
+    }
+}
+
 fn conv3_f(
     l: &LayerShape,
     wt: &[f32],
@@ -341,34 +476,18 @@ fn conv3_f(
     s: usize,
 ) -> Vec<f32> {
     debug_assert!(matches!(l.kind, Kind::Conv3 { .. }));
-    let (ho, wo) = (out_size(h, s), out_size(w, s));
-    let wp = w + 2;
-    let plane = (h + 2) * wp;
-    let p = pad(x, l.cin, h, w);
-    let mut out = vec![0f32; l.cout * ho * wo];
+    let taps = Taps::new(x, l.cin, h, w, s);
+    let n = taps.ho * taps.wo;
+    let mut out = vec![0f32; l.cout * n];
+    let mut acc = vec![0f32; taps.len];
     for o in 0..l.cout {
-        let dst = &mut out[o * ho * wo..(o + 1) * ho * wo];
-        dst.iter_mut().for_each(|v| *v = b[o]);
+        acc.iter_mut().for_each(|v| *v = b[o]);
         for i in 0..l.cin {
-            let src = &p[i * plane..(i + 1) * plane];
             for k in 0..9 {
-                let wv = wt[(o * l.cin + i) * 9 + k];
-                let (ky, kx) = (k / 3, k % 3);
-                for y in 0..ho {
-                    let row = &src[(y * s + ky) * wp + kx..];
-                    let d = &mut dst[y * wo..(y + 1) * wo];
-                    if s == 1 {
-                        for (a, &v) in d.iter_mut().zip(&row[..wo]) {
-                            *a += v * wv;
-                        }
-                    } else {
-                        for (xx, a) in d.iter_mut().enumerate() {
-                            *a += row[xx * s] * wv;
-                        }
-                    }
-                }
+                axpy(&mut acc, wt[(o * l.cin + i) * 9 + k], taps.tap(i, k));
             }
         }
+        taps.gather_out(&acc, &mut out[o * n..(o + 1) * n]);
     }
     out
 }
@@ -387,39 +506,27 @@ fn conv3_b(
     gw: &mut [f32],
     gb: &mut [f32],
 ) -> Vec<f32> {
-    let (ho, wo) = (out_size(h, s), out_size(w, s));
+    let taps = Taps::new(x, l.cin, h, w, s);
+    let n = taps.ho * taps.wo;
+    let mut slots = vec![vec![0f32; taps.len]; l.cout];
+    for (o, d) in slots.iter_mut().enumerate() {
+        let plane = &dout[o * n..(o + 1) * n];
+        gb[o] += plane.iter().sum::<f32>();
+        taps.scatter_out(plane, d);
+    }
     let (hp, wp) = (h + 2, w + 2);
-    let plane = hp * wp;
-    let p = pad(x, l.cin, h, w);
-    let mut dp = vec![0f32; l.cin * plane];
-    for o in 0..l.cout {
-        let d = &dout[o * ho * wo..(o + 1) * ho * wo];
-        gb[o] += d.iter().sum::<f32>();
-        for i in 0..l.cin {
-            let src = &p[i * plane..(i + 1) * plane];
-            let dsrc = &mut dp[i * plane..(i + 1) * plane];
-            for k in 0..9 {
+    let mut dp = vec![0f32; l.cin * hp * wp];
+    let mut g = vec![0f32; taps.len];
+    for i in 0..l.cin {
+        for k in 0..9 {
+            let tap = taps.tap(i, k);
+            g.iter_mut().for_each(|v| *v = 0.0);
+            for (o, d) in slots.iter().enumerate() {
                 let wi = (o * l.cin + i) * 9 + k;
-                let wv = wt[wi];
-                let (ky, kx) = (k / 3, k % 3);
-                let mut acc = 0f32;
-                for y in 0..ho {
-                    let base = (y * s + ky) * wp + kx;
-                    let drow = &d[y * wo..(y + 1) * wo];
-                    if s == 1 {
-                        for (xx, &dv) in drow.iter().enumerate() {
-                            acc += dv * src[base + xx];
-                            dsrc[base + xx] += dv * wv;
-                        }
-                    } else {
-                        for (xx, &dv) in drow.iter().enumerate() {
-                            acc += dv * src[base + xx * s];
-                            dsrc[base + xx * s] += dv * wv;
-                        }
-                    }
-                }
-                gw[wi] += acc;
+                gw[wi] += dot(d, tap);
+                axpy(&mut g, wt[wi], d);
             }
+            taps.add_tap_grad(i, k, &g, &mut dp);
         }
     }
     let mut dx = vec![0f32; l.cin * h * w];
@@ -432,6 +539,21 @@ fn conv3_b(
     dx
 }
 
+/// The four phases of a `h x w` plane: phase `(dy, dx)` holds the points `(2y + dy, 2x + dx)`
+/// as an `h2 x w2` plane (zero where that point is outside), in `out[(2 dy + dx) h2 w2 ..]`.
+fn phases(x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for y in 0..h {
+        for (xx, &v) in x[y * w..(y + 1) * w].iter().enumerate() {
+            out[((2 * (y % 2) + xx % 2) * h2 + y / 2) * w2 + xx / 2] = v;
+        }
+    }
+}
+
+/// 2x2 transposed convolution with stride 2: tap `(dy, dx)` of input point `(y, x)` lands on
+/// output point `(2y + dy, 2x + dx)` alone, so each tap is one whole-plane axpy into that
+/// phase of the output.
 #[allow(clippy::too_many_arguments)]
 fn deconv2_f(
     l: &LayerShape,
@@ -443,27 +565,21 @@ fn deconv2_f(
     h: usize,
     w: usize,
 ) -> Vec<f32> {
+    let n2 = h2 * w2;
     let mut out = vec![0f32; l.cout * h * w];
+    let mut ph = vec![0f32; 4 * n2];
     for o in 0..l.cout {
-        let dst = &mut out[o * h * w..(o + 1) * h * w];
-        dst.iter_mut().for_each(|v| *v = b[o]);
+        ph.iter_mut().for_each(|v| *v = b[o]);
         for i in 0..l.cin {
-            let src = &x[i * h2 * w2..(i + 1) * h2 * w2];
-            for k in 0..4 {
-                let wv = wt[(o * l.cin + i) * 4 + k];
-                let (dy, dx) = (k / 2, k % 2);
-                for y in 0..h2 {
-                    let oy = 2 * y + dy;
-                    if oy >= h {
-                        continue;
-                    }
-                    for xx in 0..w2 {
-                        let ox = 2 * xx + dx;
-                        if ox < w {
-                            dst[oy * w + ox] += src[y * w2 + xx] * wv;
-                        }
-                    }
-                }
+            let src = &x[i * n2..(i + 1) * n2];
+            for (k, dst) in ph.chunks_exact_mut(n2).enumerate() {
+                axpy(dst, wt[(o * l.cin + i) * 4 + k], src);
+            }
+        }
+        let dst = &mut out[o * h * w..(o + 1) * h * w];
+        for y in 0..h {
+            for (xx, d) in dst[y * w..(y + 1) * w].iter_mut().enumerate() {
+                *d = ph[((2 * (y % 2) + xx % 2) * h2 + y / 2) * w2 + xx / 2];
             }
         }
     }
@@ -483,33 +599,20 @@ fn deconv2_b(
     gw: &mut [f32],
     gb: &mut [f32],
 ) -> Vec<f32> {
-    let mut dx = vec![0f32; l.cin * h2 * w2];
+    let n2 = h2 * w2;
+    let mut dx = vec![0f32; l.cin * n2];
+    let mut ph = vec![0f32; 4 * n2];
     for o in 0..l.cout {
         let d = &dout[o * h * w..(o + 1) * h * w];
         gb[o] += d.iter().sum::<f32>();
+        phases(d, h, w, &mut ph);
         for i in 0..l.cin {
-            let src = &x[i * h2 * w2..(i + 1) * h2 * w2];
-            let dsrc = &mut dx[i * h2 * w2..(i + 1) * h2 * w2];
-            for k in 0..4 {
+            let src = &x[i * n2..(i + 1) * n2];
+            let dsrc = &mut dx[i * n2..(i + 1) * n2];
+            for (k, dk) in ph.chunks_exact(n2).enumerate() {
                 let wi = (o * l.cin + i) * 4 + k;
-                let wv = wt[wi];
-                let (dy, ddx) = (k / 2, k % 2);
-                let mut acc = 0f32;
-                for y in 0..h2 {
-                    let oy = 2 * y + dy;
-                    if oy >= h {
-                        continue;
-                    }
-                    for xx in 0..w2 {
-                        let ox = 2 * xx + ddx;
-                        if ox < w {
-                            let dv = d[oy * w + ox];
-                            acc += dv * src[y * w2 + xx];
-                            dsrc[y * w2 + xx] += dv * wv;
-                        }
-                    }
-                }
-                gw[wi] += acc;
+                gw[wi] += dot(dk, src);
+                axpy(dsrc, wt[wi], dk);
             }
         }
     }
