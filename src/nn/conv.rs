@@ -279,17 +279,7 @@ fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
                     }
                     std::array::from_fn(|k| &cols[k * wo..(k + 1) * wo])
                 };
-                for x in 0..wo {
-                    dst[x] += wk[0] * taps[0][x]
-                        + wk[1] * taps[1][x]
-                        + wk[2] * taps[2][x]
-                        + wk[3] * taps[3][x]
-                        + wk[4] * taps[4][x]
-                        + wk[5] * taps[5][x]
-                        + wk[6] * taps[6][x]
-                        + wk[7] * taps[7][x]
-                        + wk[8] * taps[8][x];
-                }
+                super::wide::taps9(dst, &wk, &taps);
             }
         }
         for (d, &a) in out[o * ho * wo..(o + 1) * ho * wo].iter_mut().zip(&acc) {

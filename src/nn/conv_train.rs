@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use super::conv::{out_size, quantize_channel, Arch, Kind, LayerShape, QLayer, QNet, ONE};
+use super::wide::{axpy, dot};
 
 /// What the network learns from: `slices` samples of `k` input planes and `o` target planes.
 pub struct TrainSet<'a> {
@@ -329,35 +330,6 @@ fn pad(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
         }
     }
     p
-}
-
-/// `sum a[i] b[i]` in eight independent lanes, so that it vectorizes (a single running sum
-/// is a dependency chain the compiler may not reorder).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    let tail: f32 = a
-        .remainder()
-        .iter()
-        .zip(b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut lanes = [0f32; 8];
-    for (x, y) in a.zip(b) {
-        for j in 0..8 {
-            lanes[j] += x[j] * y[j];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `dst[i] += a * x[i]`.
-#[inline]
-fn axpy(dst: &mut [f32], a: f32, x: &[f32]) {
-    for (d, &v) in dst.iter_mut().zip(x) {
-        *d += a * v;
-    }
 }
 
 /// How one 3x3 layer reads its padded input: each tap `k` of input channel `i` is one

@@ -10,5 +10,6 @@ pub mod infer;
 mod simd;
 pub mod train;
 pub mod weights;
+mod wide;
 
 pub use infer::Net;
