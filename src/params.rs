@@ -119,7 +119,7 @@ impl Enhancer {
 }
 
 /// Default enhancer training budget, in units of 20 optimizer steps.
-pub const ENHANCER_DEFAULT_BUDGET: u8 = 8;
+pub const ENHANCER_DEFAULT_BUDGET: u8 = 16;
 
 /// Where the work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
