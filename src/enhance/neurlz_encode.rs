@@ -57,33 +57,45 @@ pub fn encode<T: Element>(
     if params.enhancer == Enhancer::Off || !(c.eb > 0.0) || c.x.len() < MIN_VALUES {
         return (None, None);
     }
-    let mut model = train_model(c, params);
-    let corr = neurlz::corrections(&model.net, &model.norm, c.q, c.dims, c.m);
+    // Cross-field mode also tries one network shared by all fields (the single-field model)
+    // and keeps whichever pays more: fields that do not help each other are not made worse.
+    // Forced, it keeps the cross-field network as asked.
+    let fields = fields_of(c.shape, params.enhancer);
+    let candidates: &[usize] = if fields > 1 && !params.enhancer_force {
+        &[fields, 1]
+    } else {
+        &[fields]
+    };
     // Bits per dB of the base codec between eb and eb / 2 (measured once, when needed).
     let mut slope: Option<f64> = None;
     let mut best: Option<(f64, Outcome, Vec<u8>)> = None;
-    for scale in SCALES {
-        model.scale = scale;
-        let mut outcome = evaluate(c, &mut model, &corr);
-        let mut payload = Vec::new();
-        model.write(&mut payload);
-        let gain_db = 10.0 * (outcome.sse_base / outcome.sse_enhanced).log10();
-        if !(gain_db > 0.0) || !gain_db.is_finite() {
-            continue;
-        }
-        let slope = *slope.get_or_insert_with(|| match (base_rate(c.eb), base_rate(c.eb / 2.0)) {
-            (Some((b1, s1)), Some((b2, s2))) if s2 > 0.0 && s1 > s2 => {
-                8.0 * b2.saturating_sub(b1) as f64 / (10.0 * (s1 / s2).log10())
+    for &fields in candidates {
+        let mut model = train_model(c, params, fields);
+        let corr = neurlz::corrections(&model.net, &model.norm, c.q, c.dims, c.m);
+        for scale in SCALES {
+            model.scale = scale;
+            let mut outcome = evaluate(c, &mut model, &corr);
+            let mut payload = Vec::new();
+            model.write(&mut payload);
+            let gain_db = 10.0 * (outcome.sse_base / outcome.sse_enhanced).log10();
+            if !(gain_db > 0.0) || !gain_db.is_finite() {
+                continue;
             }
-            _ => 0.0,
-        });
-        outcome.bytes = payload.len();
-        outcome.worth_bits = slope * gain_db;
-        let cost = 8.0 * (payload.len() + SECTION_HEADER) as f64;
-        let net = outcome.worth_bits - cost;
-        outcome.kept = net > 0.0 || params.enhancer_force;
-        if best.as_ref().map_or(true, |b| net > b.0) {
-            best = Some((net, outcome, payload));
+            let slope =
+                *slope.get_or_insert_with(|| match (base_rate(c.eb), base_rate(c.eb / 2.0)) {
+                    (Some((b1, s1)), Some((b2, s2))) if s2 > 0.0 && s1 > s2 => {
+                        8.0 * b2.saturating_sub(b1) as f64 / (10.0 * (s1 / s2).log10())
+                    }
+                    _ => 0.0,
+                });
+            outcome.bytes = payload.len();
+            outcome.worth_bits = slope * gain_db;
+            let cost = 8.0 * (payload.len() + SECTION_HEADER) as f64;
+            let net = outcome.worth_bits - cost;
+            outcome.kept = net > 0.0 || params.enhancer_force;
+            if best.as_ref().map_or(true, |b| net > b.0) {
+                best = Some((net, outcome, payload));
+            }
         }
     }
     let Some((_, outcome, payload)) = best else {
@@ -105,10 +117,10 @@ fn fields_of(shape: &[usize], enhancer: Enhancer) -> usize {
     }
 }
 
-/// Trains the network and lists the outliers (the model as it will be stored).
-fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params) -> Model {
+/// Trains the network for `fields` fields along the leading dimension (1: one network input
+/// per slice, shared by every slice).
+fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params, fields: usize) -> Model {
     let n = c.x.len();
-    let fields = fields_of(c.shape, params.enhancer);
     let per_field = c.dims[0] / fields;
     let plane = c.dims[1] * c.dims[2];
     let mut usable = vec![true; n];
