@@ -6,6 +6,7 @@
 mod common;
 
 use common::{golden_dir as dir, write_missing_goldens};
+use resid::enhance::neurlz;
 use resid::format::section;
 use resid::{ChunkInfo, DType, Enhancer, Params};
 
@@ -47,7 +48,39 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
                 .with_enhancer_budget(1)
                 .with_enhancer_force(true),
         ),
+        // Section kind 2: the neighbouring slices are inputs too.
+        (
+            "v1_f32_neurlz_volume_strict",
+            field(6, 40, 56, 0.5),
+            ChunkInfo::new(DType::F32, &[6, 40, 56]).unwrap(),
+            Params::rel(1e-2)
+                .with_enhancer(Enhancer::Strict)
+                .with_enhancer_budget(1)
+                .with_enhancer_force(true),
+        ),
+        (
+            "v1_f32_neurlz_volume_relaxed_cross",
+            {
+                let mut v = field(3, 48, 48, 0.2);
+                v.extend(field(3, 48, 48, 0.9));
+                v
+            },
+            ChunkInfo::new(DType::F32, &[2, 3, 48, 48]).unwrap(),
+            Params::rel(2e-2)
+                .with_enhancer(Enhancer::RelaxedCross)
+                .with_enhancer_budget(1)
+                .with_enhancer_force(true),
+        ),
     ]
+}
+
+/// The section kind each golden chunk was written with: format 1.0 wrote kind 1 only.
+fn kind(name: &str) -> u8 {
+    if name.contains("volume") {
+        neurlz::KIND_NEURLZ_3D
+    } else {
+        neurlz::KIND_NEURLZ
+    }
 }
 
 #[test]
@@ -56,7 +89,9 @@ fn golden_enhanced_chunks_decode_to_the_same_bytes() {
         let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
         let expected = std::fs::read(dir().join(format!("{name}.out"))).unwrap();
         let s = resid::inspect(&chunk).unwrap();
-        assert_eq!(s.sections.last().unwrap().0, section::ENHANCE, "{name}");
+        let &(id, len) = s.sections.last().unwrap();
+        assert_eq!(id, section::ENHANCE, "{name}");
+        assert_eq!(chunk[chunk.len() - len], kind(name), "{name}");
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
     }
 }

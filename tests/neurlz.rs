@@ -1,7 +1,7 @@
 //! The NeurLZ enhancer: bounds (strict 1x, relaxed 2x), cross-field chunks, damaged enhancer
 //! sections, thread-count independence. Small training budgets keep these fast.
 
-use resid::enhance::neurlz::{Model, Regulation};
+use resid::enhance::neurlz::{Inputs, Model, Regulation};
 use resid::format::section;
 use resid::{ChunkInfo, DType, Enhancer, Error, Params};
 
@@ -104,7 +104,9 @@ fn cross_field_round_trip() {
         let range = enhance_section(&c).expect("kept");
         let m = Model::read(&c[range], [24, 48, 48]).unwrap();
         assert_eq!(m.fields, 3);
-        assert_eq!(m.net.arch.cin, 6);
+        // Four input planes per field: 8 slices per field, so the neighbours are inputs too.
+        assert_eq!(m.inputs, Inputs::Volume);
+        assert_eq!(m.net.arch.cin, 12);
         assert_eq!(m.net.arch.cout, 3);
     }
 }
@@ -136,6 +138,23 @@ fn cross_field_mode_keeps_the_better_network() {
     assert!(s.is_some(), "the enhancer pays on this chunk");
     assert_eq!(c, s);
     assert!(max_err_over_eb(&x, &cross) <= 2.0);
+}
+
+/// A field of one slice has no neighbouring slices: its model keeps the two in-slice inputs
+/// (section kind 1), and the bound holds.
+#[test]
+fn single_slice_chunks_use_in_slice_inputs() {
+    let x = field(1, 96, 96, 0.4);
+    let p = Params::rel(1e-2)
+        .with_enhancer(Enhancer::Strict)
+        .with_enhancer_budget(1)
+        .with_enhancer_force(true);
+    let c = compress(&x, &[96, 96], &p);
+    let range = enhance_section(&c).expect("kept");
+    assert_eq!(c[range.start], resid::enhance::neurlz::KIND_NEURLZ);
+    let m = Model::read(&c[range], [1, 96, 96]).unwrap();
+    assert_eq!((m.inputs, m.net.arch.cin), (Inputs::Slice, 2));
+    assert!(max_err_over_eb(&x, &c) <= 1.0);
 }
 
 #[test]
@@ -188,6 +207,8 @@ fn damaged_enhancer_sections_give_clean_errors() {
         other => panic!("expected a clean corruption error, got {other:?}"),
     };
     corrupt(&damage(&c, |p| p[0] = 9)); // unknown kind
+    assert_eq!(model.inputs, Inputs::Volume);
+    corrupt(&damage(&c, |p| p[0] = 1)); // kind 1: two input planes, the network no longer fits
     corrupt(&damage(&c, |p| p[1] = 0)); // unknown regulation
     corrupt(&damage(&c, |p| p[2] = 0)); // zero fields
     corrupt(&damage(&c, |p| p[2] = 3)); // fields not dividing the leading extent

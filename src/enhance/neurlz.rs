@@ -4,7 +4,8 @@
 //! The network sees the chunk's reconstructed grid indices, 2D slice by 2D slice of the 3D
 //! view, as two input channels per field ([`input_planes`]): the indices normalized per field to
 //! about `[-1, 1]`, and their local detail (the index minus the mean of its four in-slice
-//! neighbours) in units of the bound, both in 16-bit fixed point. Its regulated output
+//! neighbours) in units of the bound, both in 16-bit fixed point; section kind 2 adds two
+//! more, the differences to the neighbouring slices ([`slice_inputs`]). Its regulated output
 //! `softsign(z)`, times the stored scale `s / 2^15`, is a correction in units of the bound
 //! `eb`, strictly inside `(-eb, eb)`; the enhanced value is `T(mid + (q + corr · m / 2^17) · step)` (exact in `f64`: `q` has at most
 //! 28 significant bits and the correction 17 fractional ones). Listed outliers keep the base
@@ -22,8 +23,36 @@ use crate::format::{put_varint, Reader};
 use crate::nn::conv::{softsign, Arch, QNet, ACT_MAX, MAX_CHANNELS, ONE};
 use crate::quant::Grid;
 
-/// First byte of the section: which enhancer (1 = NeurLZ).
+/// First byte of the section: which enhancer and inputs. Kind 1: NeurLZ with the two
+/// in-slice input planes per field (format 1.0). Kind 2: NeurLZ with four per field, the two
+/// of kind 1 and the differences to the previous and the next slice of the field.
 pub const KIND_NEURLZ: u8 = 1;
+pub const KIND_NEURLZ_3D: u8 = 2;
+
+/// Which input planes the network sees per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inputs {
+    /// Normalized index and in-slice detail (section kind 1).
+    Slice,
+    /// Those two and the differences to the neighbouring slices (section kind 2).
+    Volume,
+}
+
+impl Inputs {
+    /// Input planes per field.
+    pub fn planes(self) -> usize {
+        match self {
+            Inputs::Slice => 2,
+            Inputs::Volume => 4,
+        }
+    }
+    fn kind(self) -> u8 {
+        match self {
+            Inputs::Slice => KIND_NEURLZ,
+            Inputs::Volume => KIND_NEURLZ_3D,
+        }
+    }
+}
 
 /// What the listed outliers guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +74,7 @@ pub struct Norm {
 /// Everything the `ENHANCE` section holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
+    pub inputs: Inputs,
     pub regulation: Regulation,
     /// Fields along the leading dimension (1 = single-field).
     pub fields: usize,
@@ -58,7 +88,7 @@ pub struct Model {
 
 impl Model {
     pub fn write(&self, out: &mut Vec<u8>) {
-        out.push(KIND_NEURLZ);
+        out.push(self.inputs.kind());
         out.push(self.regulation as u8);
         out.push(self.fields as u8);
         out.push(self.net.arch.width as u8);
@@ -80,11 +110,11 @@ impl Model {
     pub fn read(payload: &[u8], dims: [usize; 3]) -> Result<Model> {
         let n = dims[0] * dims[1] * dims[2];
         let mut r = Reader::new(payload);
-        let kind = r.u8("enhancer")?;
-        ensure!(
-            kind == KIND_NEURLZ,
-            Error::Corrupt(format!("unknown enhancer kind {kind}"))
-        );
+        let inputs = match r.u8("enhancer")? {
+            KIND_NEURLZ => Inputs::Slice,
+            KIND_NEURLZ_3D => Inputs::Volume,
+            kind => return Err(Error::Corrupt(format!("unknown enhancer kind {kind}"))),
+        };
         let regulation = match r.u8("enhancer")? {
             1 => Regulation::Strict,
             2 => Regulation::Relaxed,
@@ -116,7 +146,7 @@ impl Model {
             norm.push(Norm { center, half });
         }
         let arch = Arch {
-            cin: 2 * fields,
+            cin: inputs.planes() * fields,
             width,
             cout: fields,
         };
@@ -141,6 +171,7 @@ impl Model {
             Error::Corrupt("bytes after the enhancer outliers".into())
         );
         Ok(Model {
+            inputs,
             regulation,
             fields,
             scale,
@@ -186,18 +217,56 @@ pub fn input_planes(q: &[i32], h: usize, w: usize, norm: Norm, m: i64, out: &mut
     }
 }
 
+/// Appends the input planes of slice `s` of field `f` (of `per_field` slices) of the 3D view
+/// `dims`: [`input_planes`], then for [`Inputs::Volume`] the differences to the previous and
+/// the next slice of the field, `clamp(trunc((q_t - q) · 2^16 / (2m)), ±2^23)`, zero where
+/// that slice is outside the field.
+#[allow(clippy::too_many_arguments)]
+pub fn slice_inputs(
+    inputs: Inputs,
+    q: &[i32],
+    f: usize,
+    s: usize,
+    per_field: usize,
+    dims: [usize; 3],
+    norm: Norm,
+    m: i64,
+    out: &mut Vec<i32>,
+) {
+    let plane = dims[1] * dims[2];
+    let slice = |t: usize| &q[(f * per_field + t) * plane..(f * per_field + t + 1) * plane];
+    let cur = slice(s);
+    input_planes(cur, dims[1], dims[2], norm, m, out);
+    if inputs == Inputs::Volume {
+        for t in [s.checked_sub(1), Some(s + 1).filter(|&t| t < per_field)] {
+            match t {
+                Some(t) => out.extend(slice(t).iter().zip(cur).map(|(&a, &c)| {
+                    ((a as i64 - c as i64) * ONE / (2 * m)).clamp(-ACT_MAX, ACT_MAX) as i32
+                })),
+                None => out.extend(std::iter::repeat_n(0, plane)),
+            }
+        }
+    }
+}
+
 /// The regulated correction of every point (units of `eb / 2^16`, layout of `q`).
-pub fn corrections(net: &QNet, norm: &[Norm], q: &[i32], dims: [usize; 3], m: i64) -> Vec<i32> {
+pub fn corrections(
+    inputs: Inputs,
+    net: &QNet,
+    norm: &[Norm],
+    q: &[i32],
+    dims: [usize; 3],
+    m: i64,
+) -> Vec<i32> {
     let fields = norm.len();
     let per_field = dims[0] / fields;
     let plane = dims[1] * dims[2];
     let outs: Vec<Vec<i32>> = (0..per_field)
         .into_par_iter()
         .map(|s| {
-            let mut inp = Vec::with_capacity(2 * fields * plane);
+            let mut inp = Vec::with_capacity(inputs.planes() * fields * plane);
             for (f, &nf) in norm.iter().enumerate() {
-                let src = &q[(f * per_field + s) * plane..(f * per_field + s + 1) * plane];
-                input_planes(src, dims[1], dims[2], nf, m, &mut inp);
+                slice_inputs(inputs, q, f, s, per_field, dims, nf, m, &mut inp);
             }
             let mut z = net.infer(&inp, dims[1], dims[2]);
             z.iter_mut().for_each(|v| *v = softsign(*v));
@@ -231,7 +300,7 @@ pub fn apply<T: Element>(
     m: i64,
     values: &mut [T],
 ) {
-    let corr = corrections(&model.net, &model.norm, q, dims, m);
+    let corr = corrections(model.inputs, &model.net, &model.norm, q, dims, m);
     let mut out = model.outliers.iter().peekable();
     for (i, v) in values.iter_mut().enumerate() {
         if out.peek() == Some(&&i) {

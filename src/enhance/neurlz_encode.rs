@@ -2,7 +2,7 @@
 //! decoder's fixed-point inference to find the corrections and the outliers, and keeps the
 //! enhancer only when it pays (`docs/NEURLZ.md`, "When the enhancer is kept").
 
-use crate::enhance::neurlz::{self, Model, Norm, Regulation, FULL_SCALE};
+use crate::enhance::neurlz::{self, Inputs, Model, Norm, Regulation, FULL_SCALE};
 use crate::field::Element;
 use crate::format::SECTION_HEADER;
 use crate::nn::conv::{Arch, QNet, MAX_CHANNELS};
@@ -71,7 +71,7 @@ pub fn encode<T: Element>(
     let mut best: Option<(f64, Outcome, Vec<u8>)> = None;
     for &fields in candidates {
         let mut model = train_model(c, params, fields);
-        let corr = neurlz::corrections(&model.net, &model.norm, c.q, c.dims, c.m);
+        let corr = neurlz::corrections(model.inputs, &model.net, &model.norm, c.q, c.dims, c.m);
         for scale in SCALES {
             model.scale = scale;
             let mut outcome = evaluate(c, &mut model, &corr);
@@ -147,25 +147,25 @@ fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params, fields: usize) -> 
         })
         .collect();
 
-    // Training samples: slice s of every field, `[s][field][y][x]`.
-    let mut input = vec![0f32; 2 * n];
+    // Neighbouring slices are inputs when each field has more than one.
+    let inputs = if per_field > 1 {
+        Inputs::Volume
+    } else {
+        Inputs::Slice
+    };
+    let k = inputs.planes();
+    // Training samples: slice s of every field, `[s][field][plane][y][x]`.
+    let mut input = vec![0f32; k * n];
     let mut target = vec![0f32; n];
     let mut mask = vec![0f32; n];
     for s in 0..per_field {
         for (f, &nf) in norm.iter().enumerate() {
             let src = (f * per_field + s) * plane;
             let dst = (s * fields + f) * plane;
-            let mut planes = Vec::with_capacity(2 * plane);
-            neurlz::input_planes(
-                &c.q[src..src + plane],
-                c.dims[1],
-                c.dims[2],
-                nf,
-                c.m,
-                &mut planes,
-            );
-            let idst = (s * fields + f) * 2 * plane;
-            for (a, &b) in input[idst..idst + 2 * plane].iter_mut().zip(&planes) {
+            let mut planes = Vec::with_capacity(k * plane);
+            neurlz::slice_inputs(inputs, c.q, f, s, per_field, c.dims, nf, c.m, &mut planes);
+            let idst = (s * fields + f) * k * plane;
+            for (a, &b) in input[idst..idst + k * plane].iter_mut().zip(&planes) {
                 *a = b as f32 / 65536.0;
             }
             for j in 0..plane {
@@ -182,7 +182,7 @@ fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params, fields: usize) -> 
         }
     }
     let set = TrainSet {
-        k: 2 * fields,
+        k: k * fields,
         o: fields,
         h: c.dims[1],
         w: c.dims[2],
@@ -192,7 +192,7 @@ fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params, fields: usize) -> 
         mask: &mask,
     };
     let arch = Arch {
-        cin: 2 * fields,
+        cin: k * fields,
         width: if n >= 1 << 15 { 6 } else { 4 },
         cout: fields,
     };
@@ -202,6 +202,7 @@ fn train_model<T: Element>(c: &Chunk<'_, T>, params: &Params, fields: usize) -> 
     };
     let net: QNet = conv_train::train(arch, &set, &cfg).quantize();
     Model {
+        inputs,
         regulation: if params.enhancer.is_strict() {
             Regulation::Strict
         } else {

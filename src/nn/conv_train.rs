@@ -42,7 +42,7 @@ impl Default for TrainConfig {
             steps: 200,
             batch: 8,
             patch: 48,
-            lr: 5e-3,
+            lr: 1e-2,
             seed: 0x5EED_4E55_7A11_0001,
         }
     }
