@@ -243,7 +243,7 @@ pub fn slice_inputs(
                 Some(t) => out.extend(slice(t).iter().zip(cur).map(|(&a, &c)| {
                     ((a as i64 - c as i64) * ONE / (2 * m)).clamp(-ACT_MAX, ACT_MAX) as i32
                 })),
-                None => out.extend(std::iter::repeat_n(0, plane)),
+                None => out.resize(out.len() + plane, 0),
             }
         }
     }
