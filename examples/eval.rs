@@ -2,11 +2,13 @@
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
 //! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]
-//! [enh=strict|relaxed] [enh-budget=N] [enh-force]`
+//! [enh=strict|relaxed] [enh-budget=N] [enh-force] [psnr=P,P..]`
+//!
+//! `psnr=` runs PSNR targets (dB) instead of relative bounds.
 
 use std::time::Instant;
 
-use resid::{ChunkInfo, Coder, DType, Enhancer, Params, PredictorChoice};
+use resid::{ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +51,12 @@ fn main() {
         .map_or(vec![1e-2, 1e-3, 1e-4, 1e-5], |r| {
             r.split(',').map(|v| v.parse().unwrap()).collect()
         });
+    let psnrs: Vec<f64> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("psnr="))
+        .map_or(vec![], |r| {
+            r.split(',').map(|v| v.parse().unwrap()).collect()
+        });
     for path in args.iter().filter(|a| a.contains('_') && !a.contains('=')) {
         let name = path.rsplit('/').next().unwrap();
         let (stem, ext) = name.rsplit_once('.').unwrap();
@@ -76,9 +84,18 @@ fn main() {
             .iter()
             .filter(|v| v.is_finite())
             .fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
-        for &rel in &rels {
-            let eb = rel * (mx - mn);
-            let p = Params::abs(eb)
+        let runs: Vec<(f64, Params)> = if psnrs.is_empty() {
+            rels.iter()
+                .map(|&rel| (rel, Params::abs(rel * (mx - mn))))
+                .collect()
+        } else {
+            psnrs
+                .iter()
+                .map(|&t| (t, Params::new(ErrorMode::Psnr, t)))
+                .collect()
+        };
+        for (rel, p) in runs {
+            let p = p
                 .with_coder(coder)
                 .with_predictor(predictor)
                 .with_nglr_budget(budget);
@@ -90,6 +107,8 @@ fn main() {
             };
             let t = Instant::now();
             let c = resid::compress(&data, &chunk, &p).unwrap();
+            // The pointwise bound the chunk records (for PSNR targets, the grid's).
+            let eb = resid::inspect(&c).map_or(f64::NAN, |s| s.header.eb);
             let te = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let d = resid::decompress(&c).unwrap();
@@ -114,8 +133,8 @@ fn main() {
             let psnr = 20.0 * ((mx - mn) / (sse / x.len() as f64).sqrt()).log10();
             let mb = data.len() as f64 / 1e6;
             println!(
-                "{:<48} rel {:>6.0e} bits/val {:>7.3} ratio {:>8.2} maxerr/eb {:.4} psnr {:>6.2} enc {:>6.1} MB/s dec {:>6.1} MB/s",
-                name, rel, c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
+                "{:<48} {} {:>6} bits/val {:>7.3} ratio {:>8.2} maxerr/eb {:.4} psnr {:>6.2} enc {:>6.1} MB/s dec {:>6.1} MB/s",
+                name, if psnrs.is_empty() { "rel " } else { "psnr" }, format!("{rel:.0e}").replace("e0", "").replace("e1", "0").replace("e2", "00"), c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
                 maxe / eb, psnr, mb / te, mb / td
             );
             if let Ok(sum) = resid::inspect(&c) {

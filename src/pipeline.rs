@@ -36,12 +36,83 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
     let x: Vec<T> = field::from_bytes(data);
     let coded = match gpu_encode(data, chunk, params) {
         Some((plan, blocks)) => Some(encode_coded(&x, chunk, params, &plan, Some(blocks))),
-        None => quant::plan(&x, params).map(|plan| encode_coded(&x, chunk, params, &plan, None)),
+        None => quant::plan(&x, params).map(|plan| {
+            quality_target(&x, chunk, params, &plan)
+                .unwrap_or_else(|| encode_coded(&x, chunk, params, &plan, None))
+        }),
     };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => Ok(bytes),
         _ => Ok(encode_stored(data, chunk, params)),
     }
+}
+
+/// Quality-target mode loosens the base grid by at most this factor.
+const MAX_LOOSEN: f64 = 4.0;
+
+/// Quality-target mode (an NRMSE or PSNR target with the enhancer on, `docs/NEURLZ.md`):
+/// the smallest chunk that meets the target, from the base codec alone on the target's grid
+/// `plan`, the enhancer on that grid, and the enhancer on up to four looser grids, each
+/// checked by decoding it. Returns `None` when the mode does not apply.
+fn quality_target<T: Element>(
+    x: &[T],
+    chunk: &ChunkInfo,
+    params: &Params,
+    plan: &Plan,
+) -> Option<Vec<u8>> {
+    let target = match params.mode {
+        ErrorMode::Nrmse => params.bound,
+        ErrorMode::Psnr => 10f64.powf(-params.bound / 20.0),
+        ErrorMode::Abs | ErrorMode::Rel => return None,
+    };
+    if params.enhancer == Enhancer::Off {
+        return None;
+    }
+    let plain = Params {
+        enhancer: Enhancer::Off,
+        ..*params
+    };
+    let forced = Params {
+        enhancer_force: true,
+        ..*params
+    };
+    let error = |bytes: &[u8]| -> Option<f64> {
+        let back = decompress(bytes, usize::MAX).ok()?;
+        Some(quant::nrmse(x, &field::from_bytes::<T>(&back)))
+    };
+    let mut best = encode_coded(x, chunk, &plain, plan, None);
+    let enhanced = encode_coded(x, chunk, &forced, plan, None);
+    let Some(e0) = error(&enhanced) else {
+        return Some(best);
+    };
+    if e0 <= target && enhanced.len() < best.len() {
+        best = enhanced;
+    }
+    // The enhanced error scales about linearly with the grid's bound: each try aims the
+    // factor at the target from the last measured error (a little inside it).
+    let mut factor = if e0 > 0.0 { target / e0 } else { MAX_LOOSEN }.min(MAX_LOOSEN);
+    for _ in 0..4 {
+        if !(factor > 1.01) {
+            break;
+        }
+        let Some(loose) = quant::loosened(x, plan, factor) else {
+            break;
+        };
+        let bytes = encode_coded(x, chunk, &forced, &loose, None);
+        let Some(e) = error(&bytes) else {
+            break;
+        };
+        if e <= target {
+            if bytes.len() < best.len() {
+                best = bytes;
+            }
+            if e > 0.97 * target {
+                break;
+            }
+        }
+        factor = (factor * 0.99 * target / e.max(f64::MIN_POSITIVE)).min(MAX_LOOSEN);
+    }
+    Some(best)
 }
 
 /// Runs the quantize + Lorenzo + coding stages on the GPU when the CUDA backend is selected

@@ -213,21 +213,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     } else {
         FEEDBACK_STEP
     };
-    // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
-    // it is is smaller.
-    let max_escapes = x.len() * T::SIZE / (T::SIZE + 1);
-    let make = |eb: f64| {
-        // A zero bound (constant chunk under a relative target) still needs a usable step:
-        // every value then sits exactly on index 0 or is escaped.
-        let step = if eb > 0.0 { 2.0 * eb / m as f64 } else { 1.0 };
-        let grid = Grid { mid, step };
-        Some(Plan {
-            grid,
-            eb,
-            m,
-            quantized: quantize_bounded(x, grid, eb, m == 1, max_escapes)?,
-        })
-    };
+    let make = |eb: f64| plan_on(x, mid, eb, m);
     let Some(t) = target_nrmse else {
         return make(eb);
     };
@@ -245,6 +231,49 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
         eb *= 0.98 * t / nrmse;
     }
     None
+}
+
+/// The plan on the grid centred at `mid` for bound `eb` and feedback step `m`; `None` when so
+/// many values escape that storing the chunk as it is would be smaller.
+fn plan_on<T: Element>(x: &[T], mid: f64, eb: f64, m: i64) -> Option<Plan> {
+    // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
+    // it is is smaller.
+    let max_escapes = x.len() * T::SIZE / (T::SIZE + 1);
+    // A zero bound (constant chunk under a relative target) still needs a usable step:
+    // every value then sits exactly on index 0 or is escaped.
+    let step = if eb > 0.0 { 2.0 * eb / m as f64 } else { 1.0 };
+    let grid = Grid { mid, step };
+    Some(Plan {
+        grid,
+        eb,
+        m,
+        quantized: quantize_bounded(x, grid, eb, m == 1, max_escapes)?,
+    })
+}
+
+/// `plan`'s grid loosened by `factor`: same centre and feedback step, bound `factor · plan.eb`.
+pub fn loosened<T: Element>(x: &[T], plan: &Plan, factor: f64) -> Option<Plan> {
+    let eb = plan.eb * factor;
+    (eb.is_finite() && eb > 0.0).then_some(())?;
+    plan_on(x, plan.grid.mid, eb, plan.m)
+}
+
+/// Root-mean-square error of `y` against `x` over the finite errors, divided by the range of
+/// `x` (0 for a constant chunk): what NRMSE and PSNR targets measure.
+pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
+    let range = stats(x).range();
+    if !(range > 0.0) {
+        return 0.0;
+    }
+    let sse = x.iter().zip(y).fold(0.0, |s, (a, b)| {
+        let e = a.to_f64() - b.to_f64();
+        if e.is_finite() {
+            s + e * e
+        } else {
+            s
+        }
+    });
+    (sse / x.len().max(1) as f64).sqrt() / range
 }
 
 #[cfg(test)]

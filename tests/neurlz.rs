@@ -3,7 +3,7 @@
 
 use resid::enhance::neurlz::{Inputs, Model, Regulation};
 use resid::format::section;
-use resid::{ChunkInfo, DType, Enhancer, Error, Params};
+use resid::{ChunkInfo, DType, Enhancer, Error, ErrorMode, Params};
 
 /// A smooth 3D field with some fine structure (where a loose bound leaves learnable error).
 fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<f32> {
@@ -155,6 +155,66 @@ fn single_slice_chunks_use_in_slice_inputs() {
     let m = Model::read(&c[range], [1, 96, 96]).unwrap();
     assert_eq!((m.inputs, m.net.arch.cin), (Inputs::Slice, 2));
     assert!(max_err_over_eb(&x, &c) <= 1.0);
+}
+
+/// Quality-target mode: with a PSNR or NRMSE target and the enhancer on, the chunk meets the
+/// target and is never larger than the base codec's alone; on this field, where the relaxed
+/// enhancer gains, a looser grid plus the enhancer is smaller.
+#[test]
+fn quality_target_mode_meets_the_target_in_fewer_bytes() {
+    // A turbulence field shipped in testdata/ (MANIFEST.tsv).
+    let shape = [91, 91, 91];
+    let raw = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/wmag_turbulence_vorticity_magnitude_91x91x91.f32"),
+    )
+    .unwrap();
+    let x = floats(&raw);
+    let range = {
+        let (lo, hi) = x.iter().fold((f64::MAX, f64::MIN), |a, &v| {
+            (a.0.min(v as f64), a.1.max(v as f64))
+        });
+        hi - lo
+    };
+    let nrmse = |c: &[u8]| {
+        let y = floats(&resid::decompress(c).unwrap());
+        let sse: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum();
+        (sse / x.len() as f64).sqrt() / range
+    };
+    for (mode, bound, target) in [
+        (ErrorMode::Psnr, 40.0, 0.01),
+        (ErrorMode::Nrmse, 3e-3, 3e-3),
+    ] {
+        let plain = compress(&x, &shape, &Params::new(mode, bound));
+        for e in [Enhancer::Strict, Enhancer::Relaxed] {
+            let p = Params::new(mode, bound)
+                .with_enhancer(e)
+                .with_enhancer_budget(4);
+            let c = compress(&x, &shape, &p);
+            let got = nrmse(&c);
+            assert!(got <= target, "{mode:?} {e:?}: nrmse {got} above {target}");
+            assert!(
+                c.len() <= plain.len(),
+                "{mode:?} {e:?}: {} > {}",
+                c.len(),
+                plain.len()
+            );
+            if mode == ErrorMode::Psnr && e == Enhancer::Relaxed {
+                assert!(
+                    c.len() < plain.len() && enhance_section(&c).is_some(),
+                    "{e:?}: the enhancer on a looser grid pays here ({} vs {})",
+                    c.len(),
+                    plain.len()
+                );
+                let eb_plain = resid::inspect(&plain).unwrap().header.eb;
+                assert!(resid::inspect(&c).unwrap().header.eb > eb_plain);
+            }
+        }
+    }
 }
 
 #[test]
