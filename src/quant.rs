@@ -39,8 +39,10 @@ pub fn dequantize_f64(q: i32, grid: Grid) -> f64 {
 
 /// Feedback step used with absolute and relative bounds: the fine grid has 15 points per
 /// bound interval, so the prequantization error is 1/15 of the bound and the predictors'
-/// code quantizes like SZ's linear quantizer. NRMSE and PSNR targets use 1 (plain LBRC):
-/// their error budget is computed exactly from the grid before prediction.
+/// code quantizes like SZ's linear quantizer. [`plan`] gives NRMSE and PSNR targets step 1
+/// (plain LBRC), whose error is known exactly from the grid before prediction; the pipeline
+/// then also codes them with this step, tuning the bound from the decoded error
+/// (`pipeline::encode_for_target`).
 pub const FEEDBACK_STEP: i64 = 15;
 
 /// Range statistics of the finite values of a chunk.
@@ -207,7 +209,8 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
         return None;
     }
     // Plain Lorenzo is the paper's LBRC (lossless coding of the grid, the form the GPU kernels
-    // run); NRMSE / PSNR targets need the exact error budget of the grid.
+    // run); NRMSE / PSNR targets need the exact error budget of the grid (the pipeline then
+    // tries feedback grids, whose error it measures by decoding).
     let m = if target_nrmse.is_some() || params.predictor == PredictorChoice::Lorenzo {
         1
     } else {
@@ -235,7 +238,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
 
 /// The plan on the grid centred at `mid` for bound `eb` and feedback step `m`; `None` when so
 /// many values escape that storing the chunk as it is would be smaller.
-fn plan_on<T: Element>(x: &[T], mid: f64, eb: f64, m: i64) -> Option<Plan> {
+pub fn plan_on<T: Element>(x: &[T], mid: f64, eb: f64, m: i64) -> Option<Plan> {
     // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
     // it is is smaller.
     let max_escapes = x.len() * T::SIZE / (T::SIZE + 1);

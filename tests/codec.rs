@@ -442,3 +442,51 @@ fn isotropic_field_uses_multidimensional_interpolation() {
     let preds = resid::inspect(&c).unwrap().block_predictors;
     assert!(preds.contains(&4), "{preds:?}");
 }
+
+/// NRMSE and PSNR targets at moderate rates are coded with error feedback (feedback step 15,
+/// as absolute bounds are), the bound tuned from the decoded error: the target holds, is not
+/// overshot by much, and the chunk is over 10% smaller than on the target's own LBRC grid
+/// (feedback step 1, what the plain Lorenzo predictor codes).
+#[test]
+fn quality_targets_use_error_feedback() {
+    let raw = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/wmag_turbulence_vorticity_magnitude_91x91x91.f32"),
+    )
+    .unwrap();
+    let x: Vec<f64> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    let shape = [91, 91, 91];
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let range =
+        x.iter().cloned().fold(f64::MIN, f64::max) - x.iter().cloned().fold(f64::MAX, f64::min);
+    for p in [
+        Params::new(ErrorMode::Psnr, 40.0),
+        Params::new(ErrorMode::Nrmse, 3e-3),
+    ] {
+        let c = resid::compress(&raw, &chunk, &p).unwrap();
+        assert_eq!(resid::inspect(&c).unwrap().header.feedback, 15, "{p:?}");
+        let y: Vec<f64> = resid::decompress(&c)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect();
+        let sse: f64 = x.iter().zip(&y).map(|(a, b)| (a - b).powi(2)).sum();
+        let nrmse = (sse / x.len() as f64).sqrt() / range;
+        let t = target_nrmse(&p).unwrap();
+        assert!(
+            nrmse <= t && nrmse > 0.8 * t,
+            "{p:?}: NRMSE {nrmse}, target {t}"
+        );
+        let lbrc =
+            resid::compress(&raw, &chunk, &p.with_predictor(PredictorChoice::Lorenzo)).unwrap();
+        assert!(
+            c.len() * 10 < lbrc.len() * 9,
+            "{p:?}: {} vs LBRC {}",
+            c.len(),
+            lbrc.len()
+        );
+    }
+}
