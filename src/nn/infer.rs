@@ -150,7 +150,7 @@ const LANES: usize = 8;
 /// A [`Net`] laid out for fast evaluation, with exactly the same results. The first layer is
 /// transposed and padded with zero units (zero weights, biases and output weights, so the
 /// padding adds nothing): on x86_64 in the order SSE2's `pmaddwd` reads (`nn::simd`), elsewhere
-/// as [`LANES`]-wide rows summed in i32 lanes over groups of four inputs. Either way a lane
+/// as `LANES`-wide rows summed in i32 lanes over groups of four inputs. Either way a lane
 /// adds at most four products below 2^29 before widening to i64, so nothing overflows.
 #[derive(Debug, Clone)]
 pub struct Packed {
