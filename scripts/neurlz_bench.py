@@ -12,7 +12,8 @@ Reported: bits/value (storage size x 8 / values), PSNR (20 log10(range / RMSE) o
 chunk), max |error| / eb, write and read seconds (one run each, timing includes training);
 then the Bjontegaard delta rate (scripts/bench's cubic fit of log rate vs PSNR) of every codec
 against SZ3 and of each enhancer mode against the base codec, over the bounds given, and an
-RD plot per field (--plots DIR).
+RD plot per field (--plots DIR); then, for the single fields, quality-target mode: a PSNR
+target with the base codec alone and with each enhancer mode (--psnr).
 
     HDF5_PLUGIN_PATH=target/release python3 scripts/neurlz_bench.py [--rel 3e-2,1e-2,3e-3,1e-3] \
         [--fields a.f32,b.f32] [--groups "a.f32,b.f32;c.f32,d.f32"] [--budget 0] [--plots DIR]
@@ -52,9 +53,10 @@ def peer_tools():
     return mod
 
 
-def words(rel, enhancer, budget):
-    hi, lo = struct.unpack(">II", struct.pack(">d", rel))
-    return (1, 1, hi, lo, 0, 0, enhancer | budget << 8)
+def words(bound, enhancer, budget, mode=1):
+    """cd_values: mode 1 = relative bound, 3 = PSNR target (dB)."""
+    hi, lo = struct.unpack(">II", struct.pack(">d", bound))
+    return (1, mode, hi, lo, 0, 0, enhancer | budget << 8)
 
 
 def load(name):
@@ -112,6 +114,19 @@ def run(name, data, rels, rows, budget, per_field=None):
     return rd
 
 
+def quality_table(name, data, targets, budget):
+    """Quality-target mode: the same PSNR target with the base codec alone and with the
+    enhancer (which may loosen the base grid); bits saved at that target."""
+    for t in targets:
+        base = None
+        for label, enh in (("resid", 0), ("resid+NeurLZ strict", 1), ("resid+NeurLZ relaxed", 2)):
+            kw = dict(compression=FILTER_ID, compression_opts=words(t, enh, budget, mode=3))
+            bpv, psnr, _, wt, rt, _ = measure(data, kw, 1.0)
+            base = base or bpv
+            print(f"| {name} | {t:g} | {label} | {bpv:.4f} | {psnr:.2f} | "
+                  f"{(bpv / base - 1) * 100:+.1f}% | {wt:.2f} | {rt:.3f} |", flush=True)
+
+
 def bd_table(results, tools):
     """BD-rate of every codec against SZ3, and of each enhancer mode against the base codec."""
     enh = list(dict.fromkeys(c for rd in results.values() for c in rd if c.startswith("resid+")))
@@ -141,6 +156,9 @@ def main():
                     help="groups separated by ';', fields of a group by ','")
     ap.add_argument("--budget", type=int, default=0)
     ap.add_argument("--plots", default=None, help="directory for one RD plot per field")
+    ap.add_argument("--psnr", default="40,50,60",
+                    help="PSNR targets (dB) for the quality-target table of the single fields; "
+                    "empty to skip")
     a = ap.parse_args()
     if not os.environ.get("HDF5_PLUGIN_PATH"):
         sys.exit("set HDF5_PLUGIN_PATH to the directory of libh5resid.so (target/release)")
@@ -169,6 +187,14 @@ def main():
         name = f"{prefix}[{names}] stacked {stack.shape}"
         results[name] = run(name, stack, rels, rows, a.budget, per_field=True)
     bd_table(results, tools)
+    targets = [float(t) for t in a.psnr.split(",") if t]
+    if targets:
+        print()
+        print("| field | PSNR target dB | codec | bits/value | PSNR dB | bits vs base | "
+              "write s | read s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for f in filter(None, a.fields.split(",")):
+            quality_table(f.rsplit("_", 1)[0], load(f), targets, a.budget)
     if a.plots:
         for name, rd in results.items():
             short = "neurlz_" + re.sub(r"[^A-Za-z0-9_+]+", "_", name.split(" ")[0]).strip("_")

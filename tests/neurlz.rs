@@ -111,6 +111,29 @@ fn cross_field_round_trip() {
     }
 }
 
+/// Up to 16 fields: 9 fields of one slice (two input planes each, 18 inputs) and 16 fields of
+/// two slices (four each, 64 inputs) write sections that decode within the bound. (Before
+/// this was tested, a network of more than 16 inputs was written and then refused.)
+#[test]
+fn cross_field_with_many_fields_round_trips() {
+    for (k, slices, planes) in [(9, 1, 2), (16, 2, 4)] {
+        let mut x = Vec::new();
+        for f in 0..k {
+            x.extend(field(slices, 48, 48, f as f64 * 0.3));
+        }
+        let shape = [k, slices, 48, 48];
+        let p = Params::rel(1e-2)
+            .with_enhancer(Enhancer::StrictCross)
+            .with_enhancer_budget(1)
+            .with_enhancer_force(true);
+        let c = compress(&x, &shape, &p);
+        assert!(max_err_over_eb(&x, &c) <= 1.0, "{k} fields");
+        let range = enhance_section(&c).expect("kept");
+        let m = Model::read(&c[range], [k * slices, 48, 48]).unwrap();
+        assert_eq!((m.fields, m.net.arch.cin), (k, planes * k));
+    }
+}
+
 /// Unforced, cross-field mode also trains the single-field network and keeps whichever pays
 /// more. On fields where the shared network wins, the chunk holds exactly the single-field
 /// mode's section.

@@ -77,6 +77,12 @@ pub fn encode<T: Element>(
             let mut outcome = evaluate(c, &mut model, &corr);
             let mut payload = Vec::new();
             model.write(&mut payload);
+            // Never write a section the decoder would refuse.
+            if let Err(e) = Model::read(&payload, c.dims) {
+                debug_assert!(false, "NeurLZ section does not read back: {e}");
+                log::warn!("resid: NeurLZ section dropped, it does not read back: {e}");
+                continue;
+            }
             let gain_db = 10.0 * (outcome.sse_base / outcome.sse_enhanced).log10();
             if !(gain_db > 0.0) || !gain_db.is_finite() {
                 continue;

@@ -28,8 +28,11 @@ pub const ONE: i64 = 1 << FRAC;
 /// Activations are clamped to `+-ACT_MAX` (128.0) after every layer, which bounds every
 /// accumulator well inside an `i64`.
 pub const ACT_MAX: i64 = 1 << 23;
-/// Most input/output channels (fields) a stored network may declare.
+/// Most output channels (fields) a stored network may declare.
 pub const MAX_CHANNELS: usize = 16;
+/// Most input channels a stored network may declare: up to four input planes for each of
+/// [`MAX_CHANNELS`] fields.
+pub const MAX_INPUTS: usize = 4 * MAX_CHANNELS;
 /// Largest width a stored network may declare.
 pub const MAX_WIDTH: usize = 16;
 
@@ -148,7 +151,7 @@ impl QNet {
 
     pub fn read(arch: Arch, r: &mut Reader<'_>) -> Result<QNet> {
         ensure!(
-            (1..=MAX_CHANNELS).contains(&arch.cin)
+            (1..=MAX_INPUTS).contains(&arch.cin)
                 && (1..=MAX_CHANNELS).contains(&arch.cout)
                 && (1..=MAX_WIDTH).contains(&arch.width),
             Error::Corrupt(format!("enhancer network shape {arch:?}"))
@@ -228,8 +231,9 @@ pub fn out_size(n: usize, stride: usize) -> usize {
     n.div_ceil(stride)
 }
 
-/// Every accumulator in this module is a sum of at most `9 x 32` products of an activation
-/// (`|a| <= 2^23`) and an `i8` weight, so below `2^39` in magnitude: `f64` holds each product
+/// Every accumulator in this module is a sum of at most `9 x 64` products of an activation
+/// (`|a| <= 2^23`) and an `i8` weight (64 = [`MAX_INPUTS`], more than twice [`MAX_WIDTH`]),
+/// so below `2^40` in magnitude: `f64` holds each product
 /// and each partial sum exactly, in any order. The convolutions therefore accumulate in `f64`
 /// (which vectorizes on every x86_64 and aarch64 CPU, unlike 64-bit integer multiplies) and
 /// give exactly the integers an `i64` loop gives; `tests::matches_integer_reference` checks.
@@ -452,6 +456,7 @@ mod tests {
             (2, 4, 1, 8, 8),
             (8, 16, 4, 5, 11),
             (32, 16, 16, 3, 4),
+            (64, 16, 16, 5, 3),
             (2, 6, 1, 1, 1),
             (2, 6, 1, 1, 6),
         ] {
