@@ -49,3 +49,26 @@ def test_h5py_enhancer_round_trip(tmp_path, mode, limit):
     """)
     assert p.result > 0
     assert sections((tmp_path / "chunk.bin").read_bytes())[-1] == ENHANCE
+
+
+def test_h5py_cross_field_and_psnr_target(tmp_path):
+    """Three fields of one grid stacked along the leading dimension, written with the relaxed
+    cross-field enhancer through h5py's compression_opts: within 2x the bound, ENHANCE present.
+    Then a PSNR target with the enhancer (quality-target mode): the target holds."""
+    stack = np.stack([field((4, 48, 48)) + 0.2 * k for k in range(3)])
+    forced = 4 | 1 << 8 | 1 << 16  # relaxed cross-field, budget 1, keep it
+    back, _ = h5py_roundtrip(tmp_path, stack, stack.shape, words("rel", 2e-2, 0, 0, forced))
+    check_bound(stack, back, "rel", 2e-2 * 2, stack.shape)
+    p = run_py(tmp_path, """
+        with h5py.File("rt.h5", "r") as f:
+            _, chunk = f["x"].id.read_direct_chunk((0, 0, 0, 0))
+        open("chunk.bin", "wb").write(chunk)
+        print(json.dumps(len(chunk)))
+    """)
+    assert sections((tmp_path / "chunk.bin").read_bytes())[-1] == ENHANCE
+
+    data = field((8, 64, 64))
+    back, _ = h5py_roundtrip(tmp_path, data, data.shape, words("psnr", 40.0, 0, 0, 2 | 1 << 8))
+    o, b = data.astype(np.float64), back.astype(np.float64)
+    psnr = 20 * np.log10((o.max() - o.min()) / np.sqrt(np.mean((o - b) ** 2)))
+    assert psnr >= 40.0

@@ -59,11 +59,15 @@ def test_resid_arguments_and_validation(tmp_path):
         out["all"] = list(resid_h5.Resid(psnr=60, coder="lz4", predictor="lorenzo", backend="cuda").filter_options)
         out["cpu"] = list(resid_h5.Resid(nrmse=1e-4, backend="cpu").filter_options)
         out["repr"] = repr(resid_h5.Resid(abs=0.5, coder="lz4"))
+        out["enh"] = list(resid_h5.Resid(rel=1e-2, enhancer="relaxed-cross", enhancer_budget=3).filter_options)
+        out["enh_repr"] = repr(resid_h5.Resid(rel=1e-2, enhancer="strict", enhancer_budget=3))
         bad = {}
         for name, kw in [("none", {}), ("two", {"abs": 1e-3, "rel": 1e-3}), ("neg", {"abs": -1}),
                          ("zero", {"rel": 0}), ("nan", {"abs": float("nan")}), ("str", {"abs": "x"}),
                          ("nrmse", {"nrmse": 2}), ("psnr", {"psnr": 500}),
-                         ("coder", {"abs": 1, "coder": "zstd"}), ("backend", {"abs": 1, "backend": "gpu"})]:
+                         ("coder", {"abs": 1, "coder": "zstd"}), ("backend", {"abs": 1, "backend": "gpu"}),
+                         ("enhancer", {"abs": 1, "enhancer": "on"}),
+                         ("budget", {"abs": 1, "enhancer": "strict", "enhancer_budget": 256})]:
             try:
                 resid_h5.Resid(**kw)
                 bad[name] = "accepted"
@@ -79,6 +83,8 @@ def test_resid_arguments_and_validation(tmp_path):
     assert r["all"] == words("psnr", 60.0, 1, 1, 0, 2)
     assert r["cpu"] == words("nrmse", 1e-4, 0, 0, 0, 1)
     assert r["repr"] == "Resid(abs=0.5, coder='lz4')"
+    assert r["enh"] == words("rel", 1e-2, 0, 0, 4 | 3 << 8)
+    assert r["enh_repr"] == "Resid(rel=0.01, enhancer='strict', enhancer_budget=3)"
     for name, msg in r["bad"].items():
         assert msg != "accepted" and msg.startswith("resid"), (name, msg)
     assert "exactly one bound" in r["bad"]["two"] and "exactly one bound" in r["bad"]["none"]

@@ -30,6 +30,7 @@ MODES = {"abs": 0, "rel": 1, "nrmse": 2, "psnr": 3}
 CODERS = {"range": 0, "lz4": 1}
 PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2, "nglr": 3, "auto-nglr": 4, "auto-linear": 5}
 BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
+ENHANCERS = {"off": 0, "strict": 1, "relaxed": 2, "strict-cross": 3, "relaxed-cross": 4}
 
 _HERE = Path(__file__).resolve().parent
 _registered = None  # path of the registered library, once registered
@@ -131,9 +132,15 @@ class Resid(Mapping):
     ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'|'auto-linear'``
     (``'auto-linear'``: smaller, about half as fast; ``'auto-nglr'``: smallest output, several
     times slower; see docs/NGLR.md),
-    ``backend='auto'|'cpu'|'cuda'``.
+    ``backend='auto'|'cpu'|'cuda'``,
+    ``enhancer='off'|'strict'|'relaxed'|'strict-cross'|'relaxed-cross'`` (the NeurLZ
+    enhancer, docs/NEURLZ.md; **relaxed modes keep every value within twice the bound**; the
+    cross modes read the leading dimension as fields of one grid), ``enhancer_budget=``
+    (training steps in units of 20, 1..255; default 16).
 
     >>> f.create_dataset("x", data=a, chunks=(64, 64, 64), **Resid(rel=1e-3))
+    >>> f.create_dataset("uvz", data=np.stack([u, v, z]), chunks=(3, 6, 241, 480),
+    ...                  **Resid(rel=1e-2, enhancer="relaxed-cross"))
 
     Like hdf5plugin's filter classes it is a Mapping with ``compression`` and
     ``compression_opts``, and has ``filter_id`` and ``filter_options``.
@@ -143,7 +150,7 @@ class Resid(Mapping):
     filter_name = "resid"
 
     def __init__(self, abs=None, rel=None, nrmse=None, psnr=None, *, coder="range",
-                 predictor="auto", backend="auto"):
+                 predictor="auto", backend="auto", enhancer="off", enhancer_budget=None):
         given = {k: v for k, v in (("abs", abs), ("rel", rel), ("nrmse", nrmse), ("psnr", psnr))
                  if v is not None}
         if len(given) != 1:
@@ -164,8 +171,17 @@ class Resid(Mapping):
         self.coder = _choice("coder", coder, CODERS)
         self.predictor = _choice("predictor", predictor, PREDICTORS)
         self.backend = _choice("backend", backend, BACKENDS)
+        self.enhancer = _choice("enhancer", enhancer, ENHANCERS)
+        if enhancer_budget is None:
+            self.enhancer_budget = 0
+        elif (isinstance(enhancer_budget, int) and not isinstance(enhancer_budget, bool)
+              and 1 <= enhancer_budget <= 255):
+            self.enhancer_budget = enhancer_budget
+        else:
+            raise ValueError(f"resid: enhancer_budget={enhancer_budget!r}: an integer in 1..255")
         hi, lo = bound_words(bound)
-        opts = [1, MODES[mode], hi, lo, self.coder, self.predictor, 0, self.backend]
+        opts = [1, MODES[mode], hi, lo, self.coder, self.predictor,
+                self.enhancer | self.enhancer_budget << 8, self.backend]
         # Trailing defaults are left out: the filter fills them in (set_local).
         while len(opts) > 4 and opts[-1] == 0:
             opts.pop()
@@ -188,10 +204,13 @@ class Resid(Mapping):
         extra = "".join(
             f", {k}={n!r}"
             for k, v, t, d in (("coder", self.coder, CODERS, 0), ("predictor", self.predictor, PREDICTORS, 0),
-                               ("backend", self.backend, BACKENDS, 0))
+                               ("backend", self.backend, BACKENDS, 0),
+                               ("enhancer", self.enhancer, ENHANCERS, 0))
             if v != d
             for n in [next(name for name, code in t.items() if code == v)]
         )
+        if self.enhancer_budget:
+            extra += f", enhancer_budget={self.enhancer_budget}"
         return f"Resid({self.mode}={self.bound!r}{extra})"
 
 
