@@ -261,19 +261,24 @@ pub fn corrections(
     let fields = norm.len();
     let per_field = dims[0] / fields;
     let plane = dims[1] * dims[2];
-    let outs: Vec<Vec<i32>> = (0..per_field)
-        .into_par_iter()
-        .map(|s| {
-            let mut inp = Vec::with_capacity(inputs.planes() * fields * plane);
-            for (f, &nf) in norm.iter().enumerate() {
-                slice_inputs(inputs, q, f, s, per_field, dims, nf, m, &mut inp);
-            }
-            let mut z = net.infer(&inp, dims[1], dims[2]);
-            z.iter_mut().for_each(|v| *v = softsign(*v));
-            z
-        })
-        .collect();
+    let sample = |s: usize| {
+        let mut inp = Vec::with_capacity(inputs.planes() * fields * plane);
+        for (f, &nf) in norm.iter().enumerate() {
+            slice_inputs(inputs, q, f, s, per_field, dims, nf, m, &mut inp);
+        }
+        let mut z = net.infer(&inp, dims[1], dims[2]);
+        z.iter_mut().for_each(|v| *v = softsign(*v));
+        z
+    };
     let mut corr = vec![0i32; q.len()];
+    if fields == 1 {
+        // Sample s is slice s: written in place, no second copy of the chunk.
+        corr.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(s, dst)| dst.copy_from_slice(&sample(s)));
+        return corr;
+    }
+    let outs: Vec<Vec<i32>> = (0..per_field).into_par_iter().map(sample).collect();
     for (s, z) in outs.iter().enumerate() {
         for f in 0..fields {
             let dst = (f * per_field + s) * plane;

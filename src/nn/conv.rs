@@ -212,20 +212,6 @@ fn finish(acc: i64, mult: u16, shift: u8, bias: i32, relu: bool) -> i32 {
     v.clamp(-ACT_MAX, ACT_MAX) as i32
 }
 
-/// Copies `c` planes of `h x w` into planes of `(h+2) x (w+2)` with a zero border.
-fn pad<T: Copy + Default>(x: &[T], c: usize, h: usize, w: usize) -> Vec<T> {
-    let (hp, wp) = (h + 2, w + 2);
-    let mut p = vec![T::default(); c * hp * wp];
-    for ch in 0..c {
-        for y in 0..h {
-            let src = &x[(ch * h + y) * w..(ch * h + y + 1) * w];
-            let dst = (ch * hp + y + 1) * wp + 1;
-            p[dst..dst + w].copy_from_slice(src);
-        }
-    }
-    p
-}
-
 /// Output size of a 3x3 convolution with padding 1.
 pub fn out_size(n: usize, stride: usize) -> usize {
     n.div_ceil(stride)
@@ -249,13 +235,14 @@ fn exact(a: f64) -> i64 {
 fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
     let (ho, wo) = (out_size(h, stride), out_size(w, stride));
+    let n = ho * wo;
     let wp = w + 2;
-    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let p = pad(&xf, cin, h, w);
     let plane = (h + 2) * wp;
-    let mut out = vec![0i32; cout * ho * wo];
-    let mut acc = vec![0f64; ho * wo];
-    let mut cols = vec![0f64; 9 * wo];
+    let p = pad(x, cin, h, w);
+    // One output channel at a time, so the decoder holds one plane of accumulators.
+    let mut acc = vec![0f64; n];
+    let mut cols = vec![0i32; 9 * wo];
+    let mut out = vec![0i32; cout * n];
     for o in 0..cout {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
@@ -265,9 +252,8 @@ fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
                 continue;
             }
             for y in 0..ho {
-                let dst = &mut acc[y * wo..(y + 1) * wo];
                 // Tap (ky, kx) of output column x reads `taps[3 ky + kx][x]`.
-                let taps: [&[f64]; 9] = if stride == 1 {
+                let taps: [&[i32]; 9] = if stride == 1 {
                     std::array::from_fn(|k| {
                         let at = (y + k / 3) * wp + k % 3;
                         &src[at..at + wo]
@@ -277,20 +263,34 @@ fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
                     // the inner loop contiguous.
                     for (k, col) in cols.chunks_exact_mut(wo).enumerate() {
                         let row = &src[(2 * y + k / 3) * wp + k % 3..];
-                        for (x, c) in col.iter_mut().enumerate() {
-                            *c = row[2 * x];
+                        for (xx, c) in col.iter_mut().enumerate() {
+                            *c = row[2 * xx];
                         }
                     }
                     std::array::from_fn(|k| &cols[k * wo..(k + 1) * wo])
                 };
-                super::wide::taps9(dst, &wk, &taps);
+                super::wide::taps9(&mut acc[y * wo..(y + 1) * wo], &wk, &taps);
             }
         }
-        for (d, &a) in out[o * ho * wo..(o + 1) * ho * wo].iter_mut().zip(&acc) {
+        for (d, &a) in out[o * n..(o + 1) * n].iter_mut().zip(&acc) {
             *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
         }
     }
     out
+}
+
+/// Copies `c` planes of `h x w` into planes of `(h+2) x (w+2)` with a zero border.
+fn pad(x: &[i32], c: usize, h: usize, w: usize) -> Vec<i32> {
+    let (hp, wp) = (h + 2, w + 2);
+    let mut p = vec![0; c * hp * wp];
+    for ch in 0..c {
+        for y in 0..h {
+            let src = &x[(ch * h + y) * w..(ch * h + y + 1) * w];
+            let dst = (ch * hp + y + 1) * wp + 1;
+            p[dst..dst + w].copy_from_slice(src);
+        }
+    }
+    p
 }
 
 /// 2x2 transposed convolution with stride 2: every output point gets exactly one tap of one
@@ -298,19 +298,19 @@ fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
 /// and `(dy, 1)` on alternate columns.
 fn deconv2(l: &QLayer, x: &[i32], h2: usize, w2: usize, h: usize, w: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
-    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut out = vec![0i32; cout * h * w];
     let mut acc = vec![0f64; h * w];
     for o in 0..cout {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
-            let src = &xf[i * h2 * w2..(i + 1) * h2 * w2];
+            let src = &x[i * h2 * w2..(i + 1) * h2 * w2];
             let wk: [f64; 4] = std::array::from_fn(|k| l.w[(o * cin + i) * 4 + k] as f64);
             for oy in 0..h {
                 let row = &src[(oy / 2) * w2..(oy / 2 + 1) * w2];
                 let (w0, w1) = (wk[2 * (oy % 2)], wk[2 * (oy % 2) + 1]);
                 let dst = &mut acc[oy * w..(oy + 1) * w];
                 for (pair, &v) in dst.chunks_mut(2).zip(row) {
+                    let v = v as f64;
                     pair[0] += v * w0;
                     if let Some(b) = pair.get_mut(1) {
                         *b += v * w1;
@@ -327,15 +327,14 @@ fn deconv2(l: &QLayer, x: &[i32], h2: usize, w2: usize, h: usize, w: usize) -> V
 
 fn conv1(l: &QLayer, x: &[i32], n: usize) -> Vec<i32> {
     let (cin, cout) = (l.shape.cin, l.shape.cout);
-    let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut out = vec![0i32; cout * n];
     let mut acc = vec![0f64; n];
     for o in 0..cout {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for i in 0..cin {
             let wt = l.w[o * cin + i] as f64;
-            for (a, &v) in acc.iter_mut().zip(&xf[i * n..(i + 1) * n]) {
-                *a += v * wt;
+            for (a, &v) in acc.iter_mut().zip(&x[i * n..(i + 1) * n]) {
+                *a += v as f64 * wt;
             }
         }
         for (d, &a) in out[o * n..(o + 1) * n].iter_mut().zip(&acc) {

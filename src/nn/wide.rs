@@ -37,10 +37,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_any(a, b)
 }
 
-/// `dst[x] += sum_k w[k] taps[k][x]` for the nine taps of a 3x3 convolution, in `f64`.
-/// Callers keep every term an exact integer below 2^53, so the order does not matter.
+/// `dst[x] += sum_k w[k] taps[k][x]` for the nine taps of a 3x3 convolution, in `f64` (the
+/// integer taps are converted exactly). Callers keep every term an exact integer below 2^53,
+/// so the order does not matter.
 #[inline]
-pub fn taps9(dst: &mut [f64], w: &[f64; 9], taps: &[&[f64]; 9]) {
+pub fn taps9(dst: &mut [f64], w: &[f64; 9], taps: &[&[i32]; 9]) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: the CPU has AVX2 (checked above).
@@ -76,20 +77,20 @@ fn dot_any(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn taps9_any(dst: &mut [f64], w: &[f64; 9], taps: &[&[f64]; 9]) {
+fn taps9_any(dst: &mut [f64], w: &[f64; 9], taps: &[&[i32]; 9]) {
     let n = taps.iter().fold(dst.len(), |n, t| n.min(t.len()));
     let dst = &mut dst[..n];
-    let t: [&[f64]; 9] = std::array::from_fn(|k| &taps[k][..n]);
+    let t: [&[i32]; 9] = std::array::from_fn(|k| &taps[k][..n]);
     for x in 0..n {
-        dst[x] += w[0] * t[0][x]
-            + w[1] * t[1][x]
-            + w[2] * t[2][x]
-            + w[3] * t[3][x]
-            + w[4] * t[4][x]
-            + w[5] * t[5][x]
-            + w[6] * t[6][x]
-            + w[7] * t[7][x]
-            + w[8] * t[8][x];
+        dst[x] += w[0] * t[0][x] as f64
+            + w[1] * t[1][x] as f64
+            + w[2] * t[2][x] as f64
+            + w[3] * t[3][x] as f64
+            + w[4] * t[4][x] as f64
+            + w[5] * t[5][x] as f64
+            + w[6] * t[6][x] as f64
+            + w[7] * t[7][x] as f64
+            + w[8] * t[8][x] as f64;
     }
 }
 
@@ -107,7 +108,7 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn taps9_avx2(dst: &mut [f64], w: &[f64; 9], taps: &[&[f64]; 9]) {
+fn taps9_avx2(dst: &mut [f64], w: &[f64; 9], taps: &[&[i32]; 9]) {
     taps9_any(dst, w, taps)
 }
 
@@ -132,10 +133,10 @@ mod tests {
             axpy(&mut d1, 0.37, &a);
             axpy_any(&mut d2, 0.37, &a);
             assert_eq!(d1, d2);
-            let rows: Vec<Vec<f64>> = (0..9)
-                .map(|_| (0..n).map(|_| (r() * 2e6).round() as f64).collect())
+            let rows: Vec<Vec<i32>> = (0..9)
+                .map(|_| (0..n).map(|_| (r() * 2e6).round() as i32).collect())
                 .collect();
-            let taps: [&[f64]; 9] = std::array::from_fn(|k| rows[k].as_slice());
+            let taps: [&[i32]; 9] = std::array::from_fn(|k| rows[k].as_slice());
             let w: [f64; 9] = std::array::from_fn(|k| k as f64 - 4.0);
             let (mut e1, mut e2) = (vec![1.0; n], vec![1.0; n]);
             taps9(&mut e1, &w, &taps);
