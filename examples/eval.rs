@@ -84,17 +84,18 @@ fn main() {
             .iter()
             .filter(|v| v.is_finite())
             .fold((f64::MAX, f64::MIN), |a, &v| (a.0.min(v), a.1.max(v)));
-        let runs: Vec<(f64, Params)> = if psnrs.is_empty() {
+        // Each run: its label (the relative bound or the PSNR target) and its parameters.
+        let runs: Vec<(String, Params)> = if psnrs.is_empty() {
             rels.iter()
-                .map(|&rel| (rel, Params::abs(rel * (mx - mn))))
+                .map(|&rel| (format!("rel  {rel:>6.0e}"), Params::abs(rel * (mx - mn))))
                 .collect()
         } else {
             psnrs
                 .iter()
-                .map(|&t| (t, Params::new(ErrorMode::Psnr, t)))
+                .map(|&t| (format!("psnr {t:>6}"), Params::new(ErrorMode::Psnr, t)))
                 .collect()
         };
-        for (rel, p) in runs {
+        for (label, p) in runs {
             let p = p
                 .with_coder(coder)
                 .with_predictor(predictor)
@@ -133,8 +134,8 @@ fn main() {
             let psnr = 20.0 * ((mx - mn) / (sse / x.len() as f64).sqrt()).log10();
             let mb = data.len() as f64 / 1e6;
             println!(
-                "{:<48} {} {:>6} bits/val {:>7.3} ratio {:>8.2} maxerr/eb {:.4} psnr {:>6.2} enc {:>6.1} MB/s dec {:>6.1} MB/s",
-                name, if psnrs.is_empty() { "rel " } else { "psnr" }, format!("{rel:.0e}").replace("e0", "").replace("e1", "0").replace("e2", "00"), c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
+                "{:<48} {label} bits/val {:>7.3} ratio {:>8.2} maxerr/eb {:.4} psnr {:>6.2} enc {:>6.1} MB/s dec {:>6.1} MB/s",
+                name, c.len() as f64 * 8.0 / x.len() as f64, data.len() as f64 / c.len() as f64,
                 maxe / eb, psnr, mb / te, mb / td
             );
             if let Ok(sum) = resid::inspect(&c) {

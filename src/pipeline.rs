@@ -36,7 +36,7 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
     let x: Vec<T> = field::from_bytes(data);
     let coded = match gpu_encode(data, chunk, params) {
         Some((plan, blocks)) => Some(encode_coded(&x, chunk, params, &plan, Some(blocks))),
-        None => quant::plan(&x, params).map(|plan| match target_nrmse(params) {
+        None => quant::plan(&x, params).map(|plan| match quant::target_nrmse(params) {
             Some(target) => encode_for_target(&x, chunk, params, plan, target),
             None => encode_coded(&x, chunk, params, &plan, None),
         }),
@@ -44,15 +44,6 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => Ok(bytes),
         _ => Ok(encode_stored(data, chunk, params)),
-    }
-}
-
-/// The NRMSE an NRMSE or PSNR target asks for.
-fn target_nrmse(params: &Params) -> Option<f64> {
-    match params.mode {
-        ErrorMode::Nrmse => Some(params.bound),
-        ErrorMode::Psnr => Some(10f64.powf(-params.bound / 20.0)),
-        ErrorMode::Abs | ErrorMode::Rel => None,
     }
 }
 
@@ -177,7 +168,12 @@ fn quality_target<T: Element>(
                 break;
             }
         }
-        factor = (factor * 0.99 * target / e.max(f64::MIN_POSITIVE)).min(MAX_LOOSEN);
+        let next = (factor * 0.99 * target / e.max(f64::MIN_POSITIVE)).min(MAX_LOOSEN);
+        // A zero error (a constant chunk) keeps the factor at its cap: the same try again.
+        if next == factor {
+            break;
+        }
+        factor = next;
     }
     best
 }
@@ -491,15 +487,7 @@ fn enhance_section<T: Element>(
         };
         let c = compress(&field::to_bytes(x), chunk, &p).ok()?;
         let y: Vec<T> = field::from_bytes(&decompress(&c, usize::MAX).ok()?);
-        let sse = x.iter().zip(&y).fold(0.0, |s, (a, b)| {
-            let e = a.to_f64() - b.to_f64();
-            if e.is_finite() {
-                s + e * e
-            } else {
-                s
-            }
-        });
-        Some((c.len(), sse))
+        Some((c.len(), quant::sse(x, &y)))
     };
     neurlz_encode::encode(&view, params, &base_rate).0
 }

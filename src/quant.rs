@@ -193,11 +193,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     } else {
         st.min + range / 2.0
     };
-    let target_nrmse = match params.mode {
-        ErrorMode::Abs | ErrorMode::Rel => None,
-        ErrorMode::Nrmse => Some(params.bound),
-        ErrorMode::Psnr => Some(10f64.powf(-params.bound / 20.0)),
-    };
+    let target_nrmse = target_nrmse(params);
     let mut eb = match params.mode {
         ErrorMode::Abs => params.bound,
         ErrorMode::Rel => params.bound * range,
@@ -261,6 +257,27 @@ pub fn loosened<T: Element>(x: &[T], plan: &Plan, factor: f64) -> Option<Plan> {
     plan_on(x, plan.grid.mid, eb, plan.m)
 }
 
+/// The NRMSE an NRMSE or PSNR target asks for (`None` for a pointwise bound).
+pub fn target_nrmse(params: &Params) -> Option<f64> {
+    match params.mode {
+        ErrorMode::Abs | ErrorMode::Rel => None,
+        ErrorMode::Nrmse => Some(params.bound),
+        ErrorMode::Psnr => Some(10f64.powf(-params.bound / 20.0)),
+    }
+}
+
+/// Sum of the squared errors of `y` against `x`, over the finite errors.
+pub fn sse<T: Element>(x: &[T], y: &[T]) -> f64 {
+    x.iter().zip(y).fold(0.0, |s, (a, b)| {
+        let e = a.to_f64() - b.to_f64();
+        if e.is_finite() {
+            s + e * e
+        } else {
+            s
+        }
+    })
+}
+
 /// Root-mean-square error of `y` against `x` over the finite errors, divided by the range of
 /// `x` (0 for a constant chunk): what NRMSE and PSNR targets measure.
 pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
@@ -268,15 +285,7 @@ pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
     if !(range > 0.0) {
         return 0.0;
     }
-    let sse = x.iter().zip(y).fold(0.0, |s, (a, b)| {
-        let e = a.to_f64() - b.to_f64();
-        if e.is_finite() {
-            s + e * e
-        } else {
-            s
-        }
-    });
-    (sse / x.len().max(1) as f64).sqrt() / range
+    (sse(x, y) / x.len().max(1) as f64).sqrt() / range
 }
 
 #[cfg(test)]

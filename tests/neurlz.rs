@@ -82,17 +82,19 @@ fn strict_stays_within_the_bound_and_relaxed_within_twice() {
     assert_eq!(kept, 4, "the enhancer lowers the error on this field");
 }
 
+/// Three fields of one grid, stacked along the leading dimension: `base` offset by a third of
+/// the bound `eb` each, so each field's reconstruction error shows in the other two, which
+/// only a cross-field network can use.
+fn offset_copies(base: &[f32], eb: f64) -> Vec<f32> {
+    (0..3)
+        .flat_map(|f| base.iter().map(move |&v| v + (f as f64 * eb / 3.0) as f32))
+        .collect()
+}
+
 #[test]
 fn cross_field_round_trip() {
-    // Three fields on one 8x48x48 grid, stacked along the leading dimension: the same signal
-    // offset by a third of the bound each, so each field's reconstruction error shows in the
-    // other two, which only a cross-field network can use.
     let eb = 0.06;
-    let base = field(8, 48, 48, 0.0);
-    let mut x = Vec::new();
-    for f in 0..3 {
-        x.extend(base.iter().map(|&v| v + (f as f64 * eb / 3.0) as f32));
-    }
+    let x = offset_copies(&field(8, 48, 48, 0.0), eb);
     let shape = [3, 8, 48, 48];
     for (e, limit) in [(Enhancer::StrictCross, 1.0), (Enhancer::RelaxedCross, 2.0)] {
         let p = Params::abs(eb)
@@ -140,11 +142,7 @@ fn cross_field_with_many_fields_round_trips() {
 #[test]
 fn cross_field_mode_keeps_the_better_network() {
     let eb = 0.06;
-    let base = field(16, 96, 96, 0.0);
-    let mut x = Vec::new();
-    for f in 0..3 {
-        x.extend(base.iter().map(|&v| v + (f as f64 * eb / 3.0) as f32));
-    }
+    let x = offset_copies(&field(16, 96, 96, 0.0), eb);
     let shape = [3, 16, 96, 96];
     let p = |e| Params::abs(eb).with_enhancer(e).with_enhancer_budget(2);
     let single = compress(&x, &shape, &p(Enhancer::Relaxed));

@@ -279,10 +279,11 @@ fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
     out
 }
 
-/// Copies `c` planes of `h x w` into planes of `(h+2) x (w+2)` with a zero border.
-fn pad(x: &[i32], c: usize, h: usize, w: usize) -> Vec<i32> {
+/// Copies `c` planes of `h x w` into planes of `(h+2) x (w+2)` with a zero border (the
+/// integer inference here, the float training in `conv_train`).
+pub(super) fn pad<T: Copy + Default>(x: &[T], c: usize, h: usize, w: usize) -> Vec<T> {
     let (hp, wp) = (h + 2, w + 2);
-    let mut p = vec![0; c * hp * wp];
+    let mut p = vec![T::default(); c * hp * wp];
     for ch in 0..c {
         for y in 0..h {
             let src = &x[(ch * h + y) * w..(ch * h + y + 1) * w];

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{out_size, quantize_channel, Arch, Kind, LayerShape, QLayer, QNet, ONE};
+use super::conv::{out_size, pad, quantize_channel, Arch, Kind, LayerShape, QLayer, QNet, ONE};
 use super::wide::{axpy, dot};
 
 /// What the network learns from: `slices` samples of `k` input planes and `o` target planes.
@@ -318,18 +318,6 @@ fn relu_b(mut d: Vec<f32>, post: &[f32]) -> Vec<f32> {
         }
     }
     d
-}
-
-fn pad(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
-    let (hp, wp) = (h + 2, w + 2);
-    let mut p = vec![0f32; c * hp * wp];
-    for ch in 0..c {
-        for y in 0..h {
-            let dst = (ch * hp + y + 1) * wp + 1;
-            p[dst..dst + w].copy_from_slice(&x[(ch * h + y) * w..(ch * h + y + 1) * w]);
-        }
-    }
-    p
 }
 
 /// How one 3x3 layer reads its padded input: each tap `k` of input channel `i` is one
