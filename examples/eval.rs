@@ -2,9 +2,10 @@
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
 //! `cargo run --release --example eval -- FILE... [lz4] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]
-//! [enh=strict|relaxed] [enh-budget=N] [enh-force] [psnr=P,P..]`
+//! [enh=strict|relaxed] [enh-budget=N] [enh-force] [psnr=P,P..] [repeat=N]`
 //!
-//! `psnr=` runs PSNR targets (dB) instead of relative bounds.
+//! `psnr=` runs PSNR targets (dB) instead of relative bounds. `repeat=N` times the best of
+//! N encodes and N decodes (default 1).
 
 use std::time::Instant;
 
@@ -45,6 +46,10 @@ fn main() {
         .find_map(|a| a.strip_prefix("enh-budget="))
         .map_or(0, |b| b.parse().unwrap());
     let enhancer_force = args.iter().any(|a| a == "enh-force");
+    let repeat: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("repeat="))
+        .map_or(1, |r| r.parse::<usize>().unwrap().max(1));
     let rels: Vec<f64> = args
         .iter()
         .find_map(|a| a.strip_prefix("rel="))
@@ -106,14 +111,21 @@ fn main() {
                 enhancer_force,
                 ..p
             };
-            let t = Instant::now();
-            let c = resid::compress(&data, &chunk, &p).unwrap();
+            let (mut te, mut td) = (f64::MAX, f64::MAX);
+            let mut c = Vec::new();
+            for _ in 0..repeat {
+                let t = Instant::now();
+                c = resid::compress(&data, &chunk, &p).unwrap();
+                te = te.min(t.elapsed().as_secs_f64());
+            }
             // The pointwise bound the chunk records (for PSNR targets, the grid's).
             let eb = resid::inspect(&c).map_or(f64::NAN, |s| s.header.eb);
-            let te = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let d = resid::decompress(&c).unwrap();
-            let td = t.elapsed().as_secs_f64();
+            let mut d = Vec::new();
+            for _ in 0..repeat {
+                let t = Instant::now();
+                d = resid::decompress(&c).unwrap();
+                td = td.min(t.elapsed().as_secs_f64());
+            }
             let y: Vec<f64> = match dtype {
                 DType::F32 => d
                     .chunks_exact(4)

@@ -87,9 +87,27 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
-            // Predictor word 5: NGLR blocks with a linear network (output weights of the
-            // hidden layer all zero), which decoders may evaluate without the hidden layer.
+            // Predictor word 5 as first written: NGLR blocks with a linear network (WEIGHTS
+            // kind 1, output weights of the hidden layer all zero), which decoders may
+            // evaluate without the hidden layer.
             "v1_f32_3d_rel_nglr_linear",
+            (0..24 * 24 * 24)
+                .map(|i| {
+                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
+                    // Fast oscillations: a two-tap linear recurrence fits them, Lorenzo does not.
+                    (0.9 * x + 0.3 * y).sin()
+                        + 0.5 * (0.7 * y + 0.4 * z).sin()
+                        + ((i * 7919) % 101) as f32 * 2e-4
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-3).with_predictor(resid::PredictorChoice::AutoLinear),
+        ),
+        (
+            // Predictor word 5 as written since WEIGHTS kind 2: the same field, NGLR blocks
+            // with a linear bias over the raw features.
+            "v1_f32_3d_rel_nglr_linear_kind2",
             (0..24 * 24 * 24)
                 .map(|i| {
                     let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
@@ -121,7 +139,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 8);
+    assert_eq!(seen, 9);
 }
 
 #[test]
@@ -132,10 +150,28 @@ fn linear_nglr_golden_has_a_linear_network() {
     assert_eq!(s.sections[0].0, resid::format::section::WEIGHTS, "{s:?}");
     // The WEIGHTS payload follows the 64 + 8 * rank byte header and its 16-byte section header.
     let payload = &chunk[64 + 8 * 3 + 16..][..s.sections[0].1];
-    let net = resid::nn::weights::read(payload).unwrap();
+    let resid::nn::weights::Model::Network(net) = resid::nn::weights::Model::read(payload).unwrap()
+    else {
+        panic!("kind 1 expected");
+    };
     assert_eq!(net.hidden, 1);
     assert!(net.w2.iter().all(|&w| w == 0), "{net:?}");
     assert!(net.v.iter().any(|&v| v != 0), "{net:?}");
+}
+
+#[test]
+fn linear_nglr_kind2_golden_has_a_linear_bias() {
+    let chunk = std::fs::read(dir().join("v1_f32_3d_rel_nglr_linear_kind2.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert!(s.block_predictors.contains(&3), "{s:?}");
+    assert_eq!(s.sections[0].0, resid::format::section::WEIGHTS, "{s:?}");
+    let payload = &chunk[64 + 8 * 3 + 16..][..s.sections[0].1];
+    assert_eq!(payload[0], resid::nn::weights::KIND_LINEAR);
+    let resid::nn::weights::Model::Linear(lin) = resid::nn::weights::Model::read(payload).unwrap()
+    else {
+        panic!("kind 2 expected");
+    };
+    assert!(lin.w.iter().any(|&w| w != 0), "{lin:?}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod conv;
 pub mod conv_train;
 pub mod infer;
+pub mod linear;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 pub mod train;

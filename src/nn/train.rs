@@ -2,17 +2,19 @@
 //!
 //! Both fits minimize the loss `ln(1 + |r| / c)` of the residual `r` left after the bias, on a
 //! subsample of the chunk's points: the coded size grows with the log of the residual's
-//! magnitude, so busy regions must not dominate. [`fit_linear`] fits only the network's direct
-//! (linear) path, in closed form by iteratively reweighted least squares, cheap enough for plain
-//! auto mode. [`fit`] trains the whole network by Adam, its direct path starting from that
-//! closed-form solution. Then the weights are quantized to the stored fixed-point form, and the
-//! encoder codes with that integer network only. Training uses a fixed seed and sums in a fixed
+//! magnitude, so busy regions must not dominate. [`fit_linear`] fits a linear bias in closed
+//! form by iteratively reweighted least squares (WEIGHTS kind 2). [`fit`] trains the whole
+//! network by Adam, its direct path starting from that closed-form solution. Then the weights
+//! are quantized to the stored fixed-point form, and the encoder codes with that integer model
+//! only. Training uses a fixed seed and sums in a fixed
 //! order, so one machine always produces the same weights; other machines may differ, which is fine:
 //! only the stored weights matter to the decoder.
 
 use rayon::prelude::*;
 
 use super::infer::{rshift, Net, B1_MAX, FRAC, HMAX, INPUTS, MAX_EXP, MAX_IN_SHIFT, MAX_OUT_SHIFT};
+use super::linear::Linear;
+use super::wide;
 
 /// Training effort.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +27,7 @@ pub struct Config {
     /// Scale `c` of the loss `ln(1 + |r| / c)`, in units of the target's mean magnitude (at
     /// least one grid step). Of 0.01, 0.1, 0.3, 0.5, 1, 2, 3 and 10, 1-2 coded smallest.
     pub floor: f32,
-    /// Reweighted least-squares rounds of [`fit_linear`].
+    /// Reweighted least-squares rounds of [`fit_linear`] (and of [`fit`]'s start).
     pub irls_rounds: usize,
     pub seed: u64,
 }
@@ -67,10 +69,27 @@ fn shift_for(vals: impl Iterator<Item = i64>, max: u8) -> u8 {
         s += (v as f64).abs();
         n += 1;
     }
+    shift_of_sum(s, n, max)
+}
+
+/// [`shift_for`] from the sum `s` of `n` magnitudes.
+fn shift_of_sum(s: f64, n: usize, max: u8) -> u8 {
     if n == 0 || s == 0.0 {
         return 0;
     }
     (s / n as f64).log2().round().clamp(0.0, max as f64) as u8
+}
+
+/// [`shift_for`] of each feature, in one pass over the samples (the same sums in the same
+/// order as one pass per feature, which would stride through memory sixteen times).
+fn input_shifts(f: &[[i64; INPUTS]]) -> [u8; INPUTS] {
+    let mut s = [0f64; INPUTS];
+    for r in f {
+        for (acc, &v) in s.iter_mut().zip(r) {
+            *acc += (v as f64).abs();
+        }
+    }
+    s.map(|v| shift_of_sum(v, f.len(), MAX_IN_SHIFT))
 }
 
 /// Largest exponent `e <= MAX_EXP` with `max_w 2^e <= 32767` and `max_b 2^(8+e) <= b_lim`.
@@ -145,9 +164,7 @@ fn normalized(
         v: [0; INPUTS],
         b2: 0,
     };
-    for i in 0..INPUTS {
-        net.in_shift[i] = shift_for(f.iter().map(|r| r[i]), MAX_IN_SHIFT);
-    }
+    net.in_shift = input_shifts(&f[..n]);
     let unit = 1.0 / (1u32 << FRAC) as f64;
     let xs = f[..n]
         .iter()
@@ -291,72 +308,68 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     Some(net)
 }
 
-/// Samples per partial sum of the normal equations in [`fit_linear`].
+/// Samples per partial sum of the normal equations in [`irls`].
 const RUN: usize = 4096;
 
-/// Fits only the direct (linear) path of the network, in closed form: iteratively reweighted
-/// least squares for the same loss `ln(1 + |r| / c)` that [`fit`] descends, a few solves of
-/// a 17 x 17 system instead of epochs of Adam. The hidden unit is present (the format needs
-/// one) but contributes nothing (`w2 = 0`).
-pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let (net, xs, ts) = normalized(f, t, 1)?;
-    Some(linear(net, &xs, &ts, cfg))
+/// Fits the linear bias of WEIGHTS kind 2 ([`Linear`]) in closed form: iteratively
+/// reweighted least squares for the same loss `ln(1 + |r| / c)` that [`fit`] descends, a few
+/// solves of a 17 x 17 system instead of epochs of Adam. The fit runs on the inputs as the
+/// network would see them (normalized and clamped, which keeps rare huge features from
+/// steering it); the coefficients are then turned back to raw features and grid steps.
+/// `None` under 64 samples.
+pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Linear> {
+    let n = f.len().min(t.len());
+    if n < 64 {
+        return None;
+    }
+    let (f, t) = (&f[..n], &t[..n]);
+    // The normalization of `normalized`, applied run by run straight into columns.
+    let net = Net {
+        hidden: 1,
+        in_shift: input_shifts(f),
+        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
+        e1: 0,
+        e2: 0,
+        w1: vec![0; INPUTS],
+        b1: vec![0],
+        w2: vec![0],
+        v: [0; INPUTS],
+        b2: 0,
+    };
+    let unit = 1.0 / (1u32 << FRAC) as f64;
+    let out = 2f64.powi(net.out_shift as i32);
+    let runs: Vec<Run> = f
+        .par_chunks(RUN)
+        .zip(t.par_chunks(RUN))
+        .map(|(f, t)| Run {
+            cols: (0..=INPUTS)
+                .map(|p| match p {
+                    INPUTS => vec![1.0; f.len()],
+                    p => f.iter().map(|r| net.input(p, r[p]) as f64 * unit).collect(),
+                })
+                .collect(),
+            ts: t
+                .iter()
+                .map(|&v| (v as f64 / out).clamp(-64.0, 64.0))
+                .collect(),
+        })
+        .collect();
+    let coef = irls(&runs, loss_scale(&net, cfg), cfg);
+    // The fit sees input i as f_i / 2^in_shift_i and predicts t / 2^out_shift.
+    let c: [f64; INPUTS] =
+        std::array::from_fn(|i| coef[i] * out / 2f64.powi(net.in_shift[i] as i32));
+    Some(Linear::from_coefficients(&c, coef[INPUTS] * out))
 }
 
-/// [`fit_linear`] on samples already [`normalized`] for `net` (one hidden unit, all zero).
+/// The loss scale `c` of `ln(1 + |r| / c)` in the normalized output units of `net`.
+fn loss_scale(net: &Net, cfg: &Config) -> f64 {
+    (cfg.floor as f64).max(1.0 / 2f64.powi(net.out_shift as i32))
+}
+
+/// The closed-form fit of [`fit_linear`] as a network's direct path, on samples already
+/// [`normalized`] for `net` (one hidden unit, all zero): where [`fit`] starts.
 fn linear(mut net: Net, xs: &[[f64; INPUTS]], ts: &[f64], cfg: &Config) -> Net {
-    let c = (cfg.floor as f64).max(1.0 / 2f64.powi(net.out_shift as i32));
-    let m = INPUTS + 1;
-    let mut coef = vec![0f64; m];
-    let mut res: Vec<f64> = ts.iter().map(|&y| -y).collect();
-    for _ in 0..cfg.irls_rounds.max(1) {
-        // Normal equations, summed over fixed runs of samples side by side and then in run
-        // order, so the sums do not depend on the thread count.
-        let runs: Vec<(Vec<f64>, Vec<f64>, f64)> = xs
-            .par_chunks(RUN)
-            .zip(ts.par_chunks(RUN))
-            .zip(res.par_chunks(RUN))
-            .map(|((xs, ts), res)| {
-                let mut ata = vec![0f64; m * m];
-                let mut atb = vec![0f64; m];
-                let mut wsum = 0f64;
-                for ((x, &y), &r) in xs.iter().zip(ts).zip(res) {
-                    // IRLS weight psi(r) / r of the loss, with |r| floored at c.
-                    let a = r.abs();
-                    let w = 1.0 / (a.max(c) * (c + a));
-                    wsum += w;
-                    let mut row = [1f64; INPUTS + 1];
-                    row[..INPUTS].copy_from_slice(x);
-                    for p in 0..INPUTS + 1 {
-                        let wp = w * row[p];
-                        atb[p] += wp * y;
-                        for q in p..INPUTS + 1 {
-                            ata[p * m + q] += wp * row[q];
-                        }
-                    }
-                }
-                (ata, atb, wsum)
-            })
-            .collect();
-        let mut ata = vec![0f64; m * m];
-        let mut atb = vec![0f64; m];
-        let mut wsum = 0f64;
-        for (a, b, w) in runs {
-            ata.iter_mut().zip(a).for_each(|(s, v)| *s += v);
-            atb.iter_mut().zip(b).for_each(|(s, v)| *s += v);
-            wsum += w;
-        }
-        for p in 0..m {
-            for q in 0..p {
-                ata[p * m + q] = ata[q * m + p];
-            }
-            ata[p * m + p] += 1e-6 * wsum;
-        }
-        coef = solve(ata, atb, m);
-        for ((x, &y), r) in xs.iter().zip(ts).zip(res.iter_mut()) {
-            *r = x.iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>() + coef[INPUTS] - y;
-        }
-    }
+    let coef = irls(&runs_of(xs, ts), loss_scale(&net, cfg), cfg);
     let max_v = coef[..INPUTS].iter().fold(0f64, |a, v| a.max(v.abs()));
     net.e2 = exponent(max_v as f32, coef[INPUTS].abs() as f32, i32::MAX as f64);
     let e2 = net.e2;
@@ -366,6 +379,108 @@ fn linear(mut net: Net, xs: &[[f64; INPUTS]], ts: &[f64], cfg: &Config) -> Net {
         .clamp(i32::MIN as f64 + 1.0, i32::MAX as f64) as i32;
     debug_assert!(net.validate().is_ok());
     net
+}
+
+/// The samples of one run of [`RUN`] by columns: the 16 inputs, then a column of ones, and
+/// the targets.
+struct Run {
+    cols: Vec<Vec<f64>>,
+    ts: Vec<f64>,
+}
+
+/// [`Run`]s of normalized samples.
+fn runs_of(xs: &[[f64; INPUTS]], ts: &[f64]) -> Vec<Run> {
+    xs.par_chunks(RUN)
+        .zip(ts.par_chunks(RUN))
+        .map(|(xs, ts)| Run {
+            cols: (0..=INPUTS)
+                .map(|p| match p {
+                    INPUTS => vec![1.0; xs.len()],
+                    p => xs.iter().map(|x| x[p]).collect(),
+                })
+                .collect(),
+            ts: ts.to_vec(),
+        })
+        .collect()
+}
+
+/// Iteratively reweighted least squares for the loss `ln(1 + |r| / c)`: the coefficients of
+/// the 16 inputs, then the intercept.
+fn irls(runs: &[Run], c: f64, cfg: &Config) -> Vec<f64> {
+    let m = INPUTS + 1;
+    let mut coef = vec![0f64; m];
+    let mut res: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| r.ts.iter().map(|&y| -y).collect())
+        .collect();
+    let rounds = cfg.irls_rounds.max(1);
+    for round in 0..rounds {
+        // Early rounds only steer the weights: each uses half the runs of the next (the
+        // samples come from tiles spread over the chunk, so a prefix of runs is a sample).
+        let used = |round: usize| runs.len().div_ceil(1 << (rounds - 1 - round).min(2));
+        // Normal equations, summed over fixed runs of samples side by side and then in run
+        // order, so the sums do not depend on the thread count. Each entry is one dot
+        // product of two weighted columns.
+        let sums: Vec<(Vec<f64>, Vec<f64>)> = runs[..used(round)]
+            .par_iter()
+            .zip(&res)
+            .map(|(run, res)| {
+                // IRLS weight psi(r) / r of the loss, with |r| floored at c.
+                let w: Vec<f64> = res
+                    .iter()
+                    .map(|r| {
+                        let a = r.abs();
+                        1.0 / (a.max(c) * (c + a))
+                    })
+                    .collect();
+                let mut ata = vec![0f64; m * m];
+                let mut atb = vec![0f64; m];
+                let mut weighted = vec![0f64; w.len()];
+                for p in 0..m {
+                    for ((o, &a), &b) in weighted.iter_mut().zip(&run.cols[p]).zip(&w) {
+                        *o = a * b;
+                    }
+                    atb[p] = wide::dot64(&weighted, &run.ts);
+                    for q in p..m {
+                        ata[p * m + q] = wide::dot64(&weighted, &run.cols[q]);
+                    }
+                }
+                (ata, atb)
+            })
+            .collect();
+        let mut ata = vec![0f64; m * m];
+        let mut atb = vec![0f64; m];
+        for (a, b) in sums {
+            ata.iter_mut().zip(a).for_each(|(s, v)| *s += v);
+            atb.iter_mut().zip(b).for_each(|(s, v)| *s += v);
+        }
+        // The ones column weighted by the weights: their sum.
+        let wsum = ata[m * m - 1];
+        for p in 0..m {
+            for q in 0..p {
+                ata[p * m + q] = ata[q * m + p];
+            }
+            ata[p * m + p] += 1e-6 * wsum;
+        }
+        coef = solve(ata, atb, m);
+        if round + 1 < rounds {
+            let next = used(round + 1);
+            runs[..next]
+                .par_iter()
+                .zip(&mut res[..next])
+                .for_each(|(run, res)| {
+                    for (k, r) in res.iter_mut().enumerate() {
+                        *r = -run.ts[k];
+                    }
+                    for (col, &cf) in run.cols.iter().zip(&coef) {
+                        for (r, &x) in res.iter_mut().zip(col) {
+                            *r += cf * x;
+                        }
+                    }
+                });
+        }
+    }
+    coef
 }
 
 #[cfg(test)]
@@ -384,7 +499,19 @@ mod tests {
             .enumerate()
             .map(|(k, r)| 5 * r[2] - r[3] + 7 + if k % 97 == 0 { 100_000 } else { 0 })
             .collect();
-        let net = fit_linear(&f, &t, &Config::default()).unwrap();
+        let cfg = Config::default();
+        let lin = fit_linear(&f, &t, &cfg).unwrap();
+        lin.validate().unwrap();
+        let (mut err, mut base) = (0f64, 0f64);
+        for (r, &y) in f.iter().zip(&t).filter(|(_, &y)| y.abs() < 50_000) {
+            err += (lin.bias(r) - y).abs() as f64;
+            base += y.abs() as f64;
+        }
+        assert!(err < 0.02 * base, "linear bias: mean error {err} vs {base}");
+        // The same fit as a network's direct path (where `fit` starts): linear, and the fast
+        // evaluation skips its hidden layer with the same results.
+        let (skeleton, xs, ts) = normalized(&f, &t, 1).unwrap();
+        let net = linear(skeleton, &xs, &ts, &cfg);
         net.validate().unwrap();
         assert!(net.w2.iter().all(|&w| w == 0), "hidden layer unused");
         let packed = crate::nn::infer::Packed::new(&net);

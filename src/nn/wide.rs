@@ -37,6 +37,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_any(a, b)
 }
 
+/// `sum a[i] b[i]` in `f64` over the shorter of the two, in eight independent lanes, then
+/// the lanes in order, then the tail (the same order in every build).
+#[inline]
+pub fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { dot64_avx2(a, b) };
+    }
+    dot64_any(a, b)
+}
+
 /// `dst[x] += sum_k w[k] taps[k][x]` for the nine taps of a 3x3 convolution, in `f64` (the
 /// integer taps are converted exactly). Callers keep every term an exact integer below 2^53,
 /// so the order does not matter.
@@ -77,6 +89,25 @@ fn dot_any(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
+fn dot64_any(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail: f64 = a
+        .remainder()
+        .iter()
+        .zip(b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut lanes = [0f64; 8];
+    for (x, y) in a.zip(b) {
+        for j in 0..8 {
+            lanes[j] += x[j] * y[j];
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+#[inline(always)]
 fn taps9_any(dst: &mut [f64], w: &[f64; 9], taps: &[&[i32]; 9]) {
     let n = taps.iter().fold(dst.len(), |n, t| n.min(t.len()));
     let dst = &mut dst[..n];
@@ -108,6 +139,12 @@ fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+fn dot64_avx2(a: &[f64], b: &[f64]) -> f64 {
+    dot64_any(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
 fn taps9_avx2(dst: &mut [f64], w: &[f64; 9], taps: &[&[i32]; 9]) {
     taps9_any(dst, w, taps)
 }
@@ -129,6 +166,12 @@ mod tests {
             let a: Vec<f32> = (0..n).map(|_| r()).collect();
             let b: Vec<f32> = (0..n).map(|_| r() * 1e3).collect();
             assert_eq!(dot(&a, &b).to_bits(), dot_any(&a, &b).to_bits());
+            let (a64, b64): (Vec<f64>, Vec<f64>) = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| (x as f64, y as f64 * 0.1))
+                .unzip();
+            assert_eq!(dot64(&a64, &b64).to_bits(), dot64_any(&a64, &b64).to_bits());
             let (mut d1, mut d2) = (b.clone(), b.clone());
             axpy(&mut d1, 0.37, &a);
             axpy_any(&mut d2, 0.37, &a);

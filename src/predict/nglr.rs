@@ -1,31 +1,56 @@
 //! NGLR: integer 3D Lorenzo prediction plus a learned causal bias.
 //!
-//! `pred = L + bias`, where `L` is the Lorenzo prediction ([`super::lorenzo`]) and `bias` is
-//! the output of a tiny network ([`crate::nn::Net`], fixed-point only) over features of the
-//! already reconstructed neighbourhood, each normalized by a per-chunk power of two. The
-//! network is fitted on the chunk at compression time (`nn::train`, encode only) and stored
-//! in the chunk's WEIGHTS section; all blocks of the chunk share it. Because evaluation is
-//! integer arithmetic on the stored weights, encoder and decoder compute the same bias on any
-//! machine. The feature set is part of the format (`docs/FORMAT.md`, "NGLR").
+//! `pred = L + bias`, where `L` is the Lorenzo prediction ([`super::lorenzo`]) and `bias` is a
+//! function of 16 features of the already reconstructed neighbourhood: either a tiny network
+//! ([`crate::nn::Net`], WEIGHTS kind 1) over the features each normalized by a per-chunk power
+//! of two, or a linear bias over the raw features ([`crate::nn::linear::Linear`], kind 2,
+//! evaluated a row at a time by [`scan_linear`]). The model is fitted on the chunk at
+//! compression time (`nn::train`, encode only) and stored in the chunk's WEIGHTS section; all
+//! blocks of the chunk share it. Because evaluation is integer arithmetic on the stored
+//! weights, encoder and decoder compute the same bias on any machine. The feature set is part
+//! of the format (`docs/FORMAT.md`, "NGLR").
 
 use super::lorenzo::predict_at;
 use super::{BlockEncoder, Predictor};
 use crate::nn::infer::{Packed, INPUTS};
+use crate::nn::linear::Linear;
+use crate::nn::weights::Model;
 use crate::nn::Net;
 
 pub const ID: u8 = 3;
 
-/// The NGLR predictor with its chunk's network.
+/// The NGLR predictor with its chunk's model.
 pub struct Nglr {
-    pub net: Net,
-    /// The same network, laid out for fast inference.
-    packed: Packed,
+    pub model: Model,
+    /// A network, laid out for fast inference.
+    packed: Option<Packed>,
 }
 
 impl Nglr {
     pub fn new(net: Net) -> Nglr {
-        let packed = Packed::new(&net);
-        Nglr { net, packed }
+        Nglr::from_model(Model::Network(net))
+    }
+
+    pub fn linear(lin: Linear) -> Nglr {
+        Nglr::from_model(Model::Linear(lin))
+    }
+
+    pub fn from_model(model: Model) -> Nglr {
+        let packed = match &model {
+            Model::Network(net) => Some(Packed::new(net)),
+            Model::Linear(_) => None,
+        };
+        Nglr { model, packed }
+    }
+
+    /// The bias at an inner point with features `f`.
+    #[inline(always)]
+    fn bias(&self, f: &[i64; INPUTS]) -> i64 {
+        match (&self.packed, &self.model) {
+            (Some(p), _) => p.bias(f),
+            (None, Model::Linear(lin)) => lin.bias(f),
+            (None, Model::Network(net)) => net.bias(f),
+        }
     }
 }
 
@@ -159,6 +184,124 @@ fn scan_block(
     }
 }
 
+/// [`scan`] for a linear model: the same predictions, computed a row at a time. The bias is
+/// linear in the reconstructed indices (`sum_j w_j (q[n_j] - L) = sum_j w_j q[n_j] - W L`), so
+/// its terms that read earlier rows, and the Lorenzo terms that do, are summed for a whole row
+/// before the row is visited; each point then adds its west neighbours' terms.
+#[inline(always)]
+fn scan_linear<const AZ: bool, const AY: bool, const AX: bool>(
+    lin: &Linear,
+    q: &mut [i32],
+    ext: [usize; 3],
+    visit: &mut impl FnMut(&mut [i32], usize, i64),
+) {
+    let [nz, ny, nx] = ext;
+    let (sy, sz) = (nx, ny * nx);
+    let w = lin.w.map(|v| v as i64);
+    // Which value features (0..12) exist, and the total weight of L in them.
+    let active = [
+        AX,
+        AY,
+        AZ,
+        AX && AY,
+        AX && AZ,
+        AY && AZ,
+        AX && AY && AZ,
+        AX,
+        AY,
+        AZ,
+        AX && AY,
+        AX && AZ,
+    ];
+    let wl: i64 = (0..12).filter(|&j| active[j]).map(|j| w[j]).sum();
+    let mut e = vec![0i32; q.len()];
+    // Per inner point of the row: the bias sum without the west terms, and L without q[w].
+    let mut pre = vec![0i64; nx];
+    let mut lrow = vec![0i64; nx];
+    for z in 0..nz {
+        for y in 0..ny {
+            let row = (z * ny + y) * nx;
+            let inner_row = (!AZ || z >= 2) && (!AY || y >= 2);
+            let (lo, hi) = match (inner_row, AX) {
+                (false, _) => (0, 0),
+                (true, true) => (2, nx - 1),
+                (true, false) => (0, nx),
+            };
+            for x in lo..hi {
+                let i = row + x;
+                let qa = |j: usize| q[j] as i64;
+                let ea = |j: usize| e[j] as i64;
+                let mut a = lin.b;
+                let mut l = 0i64;
+                if AY {
+                    a += w[1] * qa(i - sy) + w[8] * qa(i - 2 * sy) + w[13] * ea(i - sy);
+                    l += qa(i - sy);
+                }
+                if AZ {
+                    a += w[2] * qa(i - sz) + w[9] * qa(i - 2 * sz) + w[14] * ea(i - sz);
+                    l += qa(i - sz);
+                }
+                if AX && AY {
+                    a += w[3] * qa(i - sy - 1) + w[10] * qa(i - sy + 1) + w[15] * ea(i - sy - 1);
+                    l -= qa(i - sy - 1);
+                }
+                if AX && AZ {
+                    a += w[4] * qa(i - sz - 1) + w[11] * qa(i - sz + 1);
+                    l -= qa(i - sz - 1);
+                }
+                if AY && AZ {
+                    a += w[5] * qa(i - sz - sy);
+                    l -= qa(i - sz - sy);
+                }
+                if AX && AY && AZ {
+                    a += w[6] * qa(i - sz - sy - 1);
+                    l += qa(i - sz - sy - 1);
+                }
+                pre[x] = a;
+                lrow[x] = l;
+            }
+            for x in 0..nx {
+                let i = row + x;
+                let (l, pred) = if (lo..hi).contains(&x) {
+                    let mut l = lrow[x];
+                    let mut a = pre[x];
+                    if AX {
+                        let west = q[i - 1] as i64;
+                        l += west;
+                        a += w[0] * west + w[7] * q[i - 2] as i64 + w[12] * e[i - 1] as i64;
+                    }
+                    (l, l + lin.finish(a - wl * l))
+                } else {
+                    let l = predict_at(q, ext, [z, y, x]);
+                    (l, l)
+                };
+                visit(q, i, pred);
+                e[i] = lorenzo_error(q[i], l);
+            }
+        }
+    }
+}
+
+/// [`scan_linear`] specialized to which dimensions of `ext` have more than one point.
+fn scan_linear_block(
+    lin: &Linear,
+    q: &mut [i32],
+    ext: [usize; 3],
+    mut visit: impl FnMut(&mut [i32], usize, i64),
+) {
+    let v = &mut visit;
+    match ext.map(|e| e > 1) {
+        [true, true, true] => scan_linear::<true, true, true>(lin, q, ext, v),
+        [true, true, false] => scan_linear::<true, true, false>(lin, q, ext, v),
+        [true, false, true] => scan_linear::<true, false, true>(lin, q, ext, v),
+        [true, false, false] => scan_linear::<true, false, false>(lin, q, ext, v),
+        [false, true, true] => scan_linear::<false, true, true>(lin, q, ext, v),
+        [false, true, false] => scan_linear::<false, true, false>(lin, q, ext, v),
+        [false, false, true] => scan_linear::<false, false, true>(lin, q, ext, v),
+        [false, false, false] => scan_linear::<false, false, false>(lin, q, ext, v),
+    }
+}
+
 impl Nglr {
     /// Visits a block in C order: `visit(buf, i, pred)` must leave the reconstructed index
     /// in `buf[i]`.
@@ -169,8 +312,11 @@ impl Nglr {
         ext: [usize; 3],
         mut visit: impl FnMut(&mut [i32], usize, i64),
     ) {
+        if let Model::Linear(lin) = &self.model {
+            return scan_linear_block(lin, q, ext, visit);
+        }
         scan_block(q, ext, |q, i, l, f| {
-            let bias = f.map_or(0, |f| self.packed.bias(f));
+            let bias = f.map_or(0, |f| self.bias(f));
             visit(q, i, l + bias)
         });
     }
@@ -329,6 +475,73 @@ mod tests {
             [40, 1, 3],
             [6, 7, 1],
         ] {
+            let n: usize = ext.iter().product();
+            let x: Vec<f64> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
+                .collect();
+            for m in [1, 3, 15] {
+                round_trip(&p, &x, ext, m, 0.5);
+            }
+        }
+    }
+
+    fn linear() -> Linear {
+        Linear {
+            w: std::array::from_fn(|i| (i as i32 * 7919 % 4001 - 2000) * 37),
+            b: -(1 << 20) + 12345,
+            shift: 17,
+        }
+    }
+
+    /// The row-at-a-time linear scan gives exactly the predictions of the per-point
+    /// definition (Lorenzo plus the linear bias of the features), on every shape, with codes
+    /// small and large enough to wrap.
+    #[test]
+    fn linear_scan_matches_the_feature_definition() {
+        let lin = linear();
+        for ext in [
+            [1, 1, 1],
+            [1, 1, 3],
+            [1, 1, 17],
+            [1, 9, 13],
+            [5, 6, 7],
+            [40, 1, 3],
+            [6, 7, 1],
+            [3, 1, 1],
+            [4, 5, 2],
+            [3, 3, 4],
+            [7, 9, 11],
+        ] {
+            let n: usize = ext.iter().product();
+            for big in [false, true] {
+                let codes: Vec<i32> = (0..n)
+                    .map(|i| {
+                        let c = ((i * 7919) % 201) as i32 - 100;
+                        if big && i % 5 == 0 {
+                            c.wrapping_mul(21_474_836)
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                for m in [1, 15] {
+                    let mut fast = codes.clone();
+                    Nglr::linear(lin.clone()).decode(&mut fast, ext, m);
+                    let mut slow = codes.clone();
+                    scan_block(&mut slow, ext, |q, i, l, f| {
+                        let pred = l + f.map_or(0, |f| lin.bias(f));
+                        q[i] = pred.wrapping_add(q[i] as i64 * m as i64) as i32;
+                    });
+                    assert_eq!(fast, slow, "{ext:?} m {m} big {big}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn linear_round_trips_every_rank_and_feedback() {
+        let p = Nglr::linear(linear());
+        for ext in [[1, 1, 17], [1, 9, 13], [5, 6, 7], [40, 1, 3], [6, 7, 1]] {
             let n: usize = ext.iter().product();
             let x: Vec<f64> = (0..n)
                 .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
