@@ -133,8 +133,9 @@ pub struct Codec {
     #[arg(long, value_enum, default_value_t = CoderArg::Range)]
     pub coder: CoderArg,
     /// Predictor: auto (Lorenzo or interpolation per block), lorenzo, interp, nglr (Lorenzo
-    /// plus a learned bias), auto-linear (auto with a fitted linear bias too: smaller, about
-    /// half as fast), auto-nglr (auto with NGLR too: smallest, several times slower)
+    /// plus a learned bias), auto-linear (auto with a fitted linear bias too: smaller, writes
+    /// at about two thirds of auto's speed), auto-nglr (auto with NGLR too: smallest, several
+    /// times slower)
     #[arg(long, value_enum, default_value_t = PredictorArg::Auto)]
     pub predictor: PredictorArg,
     /// Where the encoder runs (cuda falls back to the CPU when no GPU is usable)

@@ -130,8 +130,8 @@ class Resid(Mapping):
     range), ``nrmse=`` (0 < t <= 1) or ``psnr=`` (dB, 0 < p <= 400). Options:
     ``coder='range'|'lz4'``,
     ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'|'auto-linear'``
-    (``'auto-linear'``: smaller, about half as fast; ``'auto-nglr'``: smallest output, several
-    times slower; see docs/NGLR.md),
+    (``'auto-linear'``: smaller, writes at about two thirds of auto's speed; ``'auto-nglr'``:
+    smallest output, several times slower; see docs/NGLR.md),
     ``backend='auto'|'cpu'|'cuda'``,
     ``enhancer='off'|'strict'|'relaxed'|'strict-cross'|'relaxed-cross'`` (the NeurLZ
     enhancer, docs/NEURLZ.md; **relaxed modes keep every value within twice the bound**; the
