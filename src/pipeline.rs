@@ -394,7 +394,7 @@ fn encode_coded<T: Element>(
     blocks_payload.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
     for (id, c, _) in &coded {
         blocks_payload.push(*id);
-        blocks_payload.push(code::coder_id(params.coder));
+        blocks_payload.push(code::BlockCoder::for_block(params.coder, *id).id());
         blocks_payload.extend_from_slice(&[coarse_step_of(*id, plan), 0]);
         blocks_payload.extend_from_slice(&(c.len() as u32).to_le_bytes());
         blocks_payload.extend_from_slice(&crc32fast::hash(c).to_le_bytes());
@@ -462,7 +462,7 @@ fn enhance_section<T: Element>(
         .map(|(id, c, _)| BlockPart {
             predictor: *id,
             coarse: coarse_step_of(*id, plan),
-            coder: params.coder,
+            coder: code::BlockCoder::for_block(params.coder, *id),
             bytes: c,
             crc: crc32fast::hash(c),
         })
@@ -939,14 +939,22 @@ fn gpu_decode<T: Element>(
     dims: [usize; 3],
     grid: Grid,
 ) -> Option<Vec<T>> {
+    let coder = |p: &BlockPart<'_>| match p.coder {
+        code::BlockCoder::Range => Some(Coder::Range),
+        code::BlockCoder::Lz4 => Some(Coder::Lz4),
+        code::BlockCoder::RangeFar => None,
+    };
     if h.feedback != 1
         || parts
             .iter()
-            .any(|p| p.predictor != Lorenzo.id() || p.coarse != 0)
+            .any(|p| p.predictor != Lorenzo.id() || p.coarse != 0 || coder(p).is_none())
     {
         return None;
     }
-    let list: Vec<(Coder, &[u8], u32)> = parts.iter().map(|p| (p.coder, p.bytes, p.crc)).collect();
+    let list: Vec<(Coder, &[u8], u32)> = parts
+        .iter()
+        .filter_map(|p| Some((coder(p)?, p.bytes, p.crc)))
+        .collect();
     let job = crate::backend::DecodeJob {
         parts: &list,
         dtype: h.dtype,
@@ -971,7 +979,7 @@ struct BlockPart<'a> {
     predictor: u8,
     /// Coarse-level feedback step of an interpolated block (directory byte 2; 0: none).
     coarse: u8,
-    coder: Coder,
+    coder: code::BlockCoder,
     bytes: &'a [u8],
     crc: u32,
 }
@@ -996,7 +1004,7 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
         parts.push(BlockPart {
             predictor: e[0],
             coarse: e[2],
-            coder: code::coder_from_id(e[1])?,
+            coder: code::BlockCoder::from_id(e[1])?,
             bytes: r.take(len, "block")?,
             crc: u32::from_le_bytes(e[8..12].try_into().unwrap()),
         });

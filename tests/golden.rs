@@ -74,8 +74,34 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
+            // The same field as written since coder id 2 (far contexts).
+            "v1_f32_3d_rel_interp_far",
+            (0..9 * 17 * 33)
+                .map(|i| {
+                    let (z, y, x) = (i / 561, (i / 33) % 17, i % 33);
+                    (x as f32 * 0.2).sin() * 10.0 + (y as f32 * 0.15).cos() * 5.0 + z as f32
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[9, 17, 33]).unwrap(),
+            Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
             // Multi-dimensional interpolation (id 4) with the coarse feedback step 11.
             "v1_f32_3d_rel_interp_md",
+            (0..24 * 24 * 24)
+                .map(|i| {
+                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
+                    (0.21 * x + 0.13 * y + 0.07 * z).sin() + (0.11 * x - 0.19 * y + 0.23 * z).cos()
+                })
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
+            // The same field as written since coder id 2 (far contexts).
+            "v1_f32_3d_rel_interp_md_far",
             (0..24 * 24 * 24)
                 .map(|i| {
                     let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
@@ -139,7 +165,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 9);
+    assert_eq!(seen, 11);
 }
 
 #[test]
@@ -183,6 +209,21 @@ fn interp_md_golden_uses_id_4_with_a_coarse_step() {
     // and the u32 block count: predictor id, coder id, coarse feedback step, reserved.
     let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
     assert_eq!(entry, [4, 0, 11, 0]);
+}
+
+#[test]
+fn interpolation_goldens_use_coder_2_since_far_contexts() {
+    for name in ["v1_f32_3d_rel_interp_far", "v1_f32_3d_rel_interp_md_far"] {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        let s = resid::inspect(&chunk).unwrap();
+        assert!(
+            s.block_predictors.iter().all(|&p| p == 2 || p == 4),
+            "{name}: {s:?}"
+        );
+        // The first directory entry: predictor id, coder id, coarse step, reserved.
+        let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
+        assert_eq!(entry[1], 2, "{name}: {entry:?}");
+    }
 }
 
 #[test]

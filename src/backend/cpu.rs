@@ -122,7 +122,7 @@ fn decode_typed<T: Element>(job: &DecodeJob<'_>) -> Result<Vec<u8>> {
 /// A block's residuals from its payload (the CPU half of a GPU decode on the range path).
 pub fn decode_residuals(coder: Coder, bytes: &[u8], b: &Block) -> Result<Vec<i32>> {
     let mut r = vec![0i32; b.len()];
-    code::decode_block(coder, bytes, b.ext, lorenzo::ID, &mut r)?;
+    code::decode_block(coder.into(), bytes, b.ext, lorenzo::ID, &mut r)?;
     Ok(r)
 }
 

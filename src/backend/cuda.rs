@@ -648,7 +648,7 @@ impl Cuda {
                 .into_par_iter()
                 .zip(job.blocks.par_iter().zip(job.parts))
                 .try_for_each(|(dst, (b, &(coder, bytes, _)))| {
-                    code::decode_block(coder, bytes, b.ext, lorenzo::ID, dst)
+                    code::decode_block(coder.into(), bytes, b.ext, lorenzo::ID, dst)
                 })?;
             self.upload(&r)?
         };

@@ -6,6 +6,9 @@
 //! `k` is coded relative to what its causal neighbours suggest. The context `c` is formed from
 //! the plane counts `w, n, u` of the west, north and previous-slice neighbours
 //! (`c = w + n + u + max(w, n, u)`, at most 124), and the expected count is `e = (c + 2) / 4`.
+//! With [`Contexts::Far`] (coder id 2, for interpolated blocks) `c` also reads six neighbours
+//! two or four points away, which share the point's parities and so its interpolation level
+//! and pass: the adjacent ones belong to other levels, whose residuals differ in scale.
 //! The coder sends "is `k = e`?", then "is `k > e`?" (unless `e` is 0 or 31), then the
 //! distance from `e` in unary; all
 //! these decisions have adaptive probabilities per point class and context, so flat and busy
@@ -100,6 +103,21 @@ impl Model {
     }
 }
 
+/// Which neighbours form the context of a plane count (the block directory's coder id tells).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Contexts {
+    /// The adjacent west, north and previous-slice neighbours (coder id 0).
+    Near,
+    /// Those and six at distance two or four that share the point's parities (coder id 2):
+    /// `w2, n2, u2` at `x-2, y-2, z-2`, `nw2, ne2` at `(y-2, x-+2)`, `w4` at `x-4`.
+    Far,
+}
+
+/// Padding of the plane-count buffer before and after the block along z, y and x, so every
+/// neighbour lookup is in bounds and reads 0 outside the block.
+const PAD_BEFORE: [usize; 3] = [2, 2, 4];
+const PAD_AFTER: usize = 2;
+
 /// Plane counts of a block with a zero border, so every neighbour lookup is in bounds.
 struct Neighbours {
     k: Vec<u8>,
@@ -109,10 +127,10 @@ struct Neighbours {
 
 impl Neighbours {
     fn new(ext: [usize; 3]) -> Neighbours {
-        let row = ext[2] + 1;
-        let plane = (ext[1] + 1) * row;
+        let row = PAD_BEFORE[2] + ext[2] + PAD_AFTER;
+        let plane = (PAD_BEFORE[1] + ext[1]) * row;
         Neighbours {
-            k: vec![0; (ext[0] + 1) * plane],
+            k: vec![0; (PAD_BEFORE[0] + ext[0]) * plane],
             row,
             plane,
         }
@@ -120,14 +138,22 @@ impl Neighbours {
     /// Index of grid point (z, y, x) in the padded buffer.
     #[inline]
     fn at(&self, z: usize, y: usize, x: usize) -> usize {
-        (z + 1) * self.plane + (y + 1) * self.row + x + 1
+        (z + PAD_BEFORE[0]) * self.plane + (y + PAD_BEFORE[1]) * self.row + x + PAD_BEFORE[2]
     }
     #[inline]
-    fn context(&self, i: usize) -> usize {
-        let w = self.k[i - 1] as usize;
-        let n = self.k[i - self.row] as usize;
-        let u = self.k[i - self.plane] as usize;
-        w + n + u + w.max(n).max(u)
+    fn context(&self, i: usize, contexts: Contexts) -> usize {
+        let k = |j: usize| self.k[j] as usize;
+        let (w, n, u) = (k(i - 1), k(i - self.row), k(i - self.plane));
+        let near = w + n + u + w.max(n).max(u);
+        if contexts == Contexts::Near {
+            return near;
+        }
+        let (w2, n2, u2) = (k(i - 2), k(i - 2 * self.row), k(i - 2 * self.plane));
+        let (nw2, ne2) = (k(i - 2 * self.row - 2), k(i - 2 * self.row + 2));
+        let w4 = k(i - 4);
+        // Both terms are about 4 k for neighbours of k planes; each is at most 124.
+        let far = (w2 + n2 + u2 + nw2 + ne2 + w4).div_ceil(2) + w2.max(n2).max(u2);
+        (2 * far + near + 1) / 3
     }
 }
 
@@ -205,8 +231,8 @@ fn expected(c: usize) -> u32 {
 }
 
 /// Codes the residuals of one block (C order, extents `ext`); `classes` splits its points
-/// into classes with their own statistics.
-pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes) -> Vec<u8> {
+/// into classes with their own statistics, `contexts` says which neighbours predict a count.
+pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts) -> Vec<u8> {
     let mut m = Model::new();
     let mut nb = Neighbours::new(ext);
     let mut rc = Encoder::new();
@@ -220,7 +246,7 @@ pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes) -> Vec<u8> {
                 let k = planes_of(code).min(31);
                 debug_assert!(planes_of(code) <= 31, "residual beyond 2^30");
                 let class = class_of(classes, z, y, x);
-                let c = nb.context(i);
+                let c = nb.context(i, contexts);
                 let e = expected(c);
                 encode_k(
                     &mut rc,
@@ -255,7 +281,13 @@ pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes) -> Vec<u8> {
 }
 
 /// Decodes what [`encode`] wrote into `r` (whose length is the block size).
-pub fn decode(bytes: &[u8], ext: [usize; 3], classes: Classes, r: &mut [i32]) -> Result<()> {
+pub fn decode(
+    bytes: &[u8],
+    ext: [usize; 3],
+    classes: Classes,
+    contexts: Contexts,
+    r: &mut [i32],
+) -> Result<()> {
     ensure!(
         bytes.len() >= 4,
         Error::Truncated {
@@ -279,7 +311,7 @@ pub fn decode(bytes: &[u8], ext: [usize; 3], classes: Classes, r: &mut [i32]) ->
             let start = nb.at(z, y, 0);
             for (x, i) in (start..start + ext[2]).enumerate() {
                 let class = class_of(classes, z, y, x);
-                let c = nb.context(i);
+                let c = nb.context(i, contexts);
                 let k = decode_k(
                     &mut rc,
                     &mut m.k[(class * CONTEXTS + c) & (CLASSES * CONTEXTS - 1)],
@@ -331,10 +363,12 @@ mod tests {
             })
             .collect();
         for classes in [Classes::Single, Classes::Passes, Classes::OddCoordinates] {
-            let bytes = encode(&r, ext, classes);
-            let mut back = vec![0; n];
-            decode(&bytes, ext, classes, &mut back).unwrap();
-            assert_eq!(back, r);
+            for contexts in [Contexts::Near, Contexts::Far] {
+                let bytes = encode(&r, ext, classes, contexts);
+                let mut back = vec![0; n];
+                decode(&bytes, ext, classes, contexts, &mut back).unwrap();
+                assert_eq!(back, r, "{classes:?} {contexts:?}");
+            }
         }
     }
 
@@ -353,16 +387,37 @@ mod tests {
                 zigzag::decode(z)
             })
             .collect();
-        let bytes = encode(&r, ext, Classes::Single);
-        let mut back = vec![0; r.len()];
-        decode(&bytes, ext, Classes::Single, &mut back).unwrap();
-        assert_eq!(back, r);
+        for contexts in [Contexts::Near, Contexts::Far] {
+            let bytes = encode(&r, ext, Classes::Single, contexts);
+            let mut back = vec![0; r.len()];
+            decode(&bytes, ext, Classes::Single, contexts, &mut back).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    /// Every extent from 1 to 6 along each dimension round-trips with the far contexts, whose
+    /// neighbours reach four points back along x and two along y and z.
+    #[test]
+    fn far_contexts_round_trip_small_and_thin_blocks() {
+        for nz in 1..=6 {
+            for ny in 1..=6 {
+                for nx in 1..=6 {
+                    let ext = [nz, ny, nx];
+                    let n = nz * ny * nx;
+                    let r: Vec<i32> = (0..n as i32).map(|i| (i * 37 % 11) - 5).collect();
+                    let bytes = encode(&r, ext, Classes::Passes, Contexts::Far);
+                    let mut back = vec![0; n];
+                    decode(&bytes, ext, Classes::Passes, Contexts::Far, &mut back).unwrap();
+                    assert_eq!(back, r, "{ext:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn zeros_cost_almost_nothing() {
         let ext = [1, 100, 1000];
-        let bytes = encode(&vec![0; 100_000], ext, Classes::Single);
+        let bytes = encode(&vec![0; 100_000], ext, Classes::Single, Contexts::Near);
         assert!(bytes.len() < 200, "{} bytes for 100k zeros", bytes.len());
     }
 }
