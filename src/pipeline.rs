@@ -587,8 +587,10 @@ fn predict_block(
     (codes, blk.escaped)
 }
 
-/// Blocks up to this many values are tried whole with every candidate predictor; larger ones
-/// on a central sample of about an eighth of their volume.
+/// Blocks up to this many values are tried whole with every candidate predictor (coded, so
+/// the winner's coding is kept); larger ones on a central sample of about an eighth of their
+/// volume, whose coded size is estimated from the coder's model costs without coding
+/// (`code::estimate_block`: the same choices on the grade-A fields, 6% less encode time).
 const FULL_TRIAL: usize = 1 << 15;
 
 /// A block coded in full by a trial: its payload and which points it escaped.
@@ -661,11 +663,18 @@ fn choose_predictor<'a>(
     let sq = field::gather(q, ext, &sample);
     let se = field::gather(escaped, ext, &sample);
     let whole = sample.ext == ext;
+    // A whole-block trial is coded (the winner's coding is kept); a sample's size is
+    // estimated from the model's costs, without running the range coder.
     let trial = |p: &dyn Predictor| {
         let (codes, esc) = predict_block(p, &sx, &sq, &se, sample.ext, plan, single);
-        let escapes = esc.iter().filter(|&&e| e).count();
-        let bytes = code::encode_block(coder, &codes, sample.ext, p.id());
-        (bytes.len() + escapes * (2 + 8), (bytes, esc))
+        let escapes = esc.iter().filter(|&&e| e).count() * (2 + 8);
+        if whole {
+            let bytes = code::encode_block(coder, &codes, sample.ext, p.id());
+            (bytes.len() + escapes, (bytes, esc))
+        } else {
+            let size = code::estimate_block(coder, &codes, sample.ext, p.id());
+            (size + escapes, (Vec::new(), esc))
+        }
     };
     // Trials run side by side: a chunk of one or two blocks would otherwise leave cores idle.
     // Ties go to the earlier candidate, so the choice does not depend on scheduling.

@@ -83,6 +83,17 @@ pub fn encode_block(coder: Coder, r: &[i32], ext: [usize; 3], predictor: u8) -> 
     }
 }
 
+/// The length [`encode_block`] would give, estimated without coding for the range coders
+/// (LZ4 is simply run).
+pub fn estimate_block(coder: Coder, r: &[i32], ext: [usize; 3], predictor: u8) -> usize {
+    let classes = bitplane::Classes::of(predictor);
+    match BlockCoder::for_block(coder, predictor) {
+        BlockCoder::Range => bitplane::estimate(r, ext, classes, bitplane::Contexts::Near),
+        BlockCoder::RangeFar => bitplane::estimate(r, ext, classes, bitplane::Contexts::Far),
+        BlockCoder::Lz4 => lz4::encode(r).len(),
+    }
+}
+
 /// Decodes one block of residuals into `r` (length = block size).
 pub fn decode_block(
     coder: BlockCoder,
