@@ -276,7 +276,7 @@ fn encode_coded<T: Element>(
     }
     let candidates = &candidates[..];
     // Per block: the chosen coding and, for an NGLR block in auto mode, the best fixed
-    // candidate (coded unless NGLR's sample trial won by more than CLEAR_SHARE), kept in case
+    // candidate (coded unless NGLR's sample trial won by more than `clear_share`), kept in case
     // the weights cost more than NGLR saves.
     let cpu_blocks: &[Block] = if gpu_blocks.is_some() { &[] } else { &blocks };
     let source = Source {
@@ -286,6 +286,7 @@ fn encode_coded<T: Element>(
         coder: params.coder,
         single,
     };
+    let clear = learned.as_ref().map_or(1.0, |n| clear_share(&n.model));
     let coded: Vec<(Coded, Option<Fallback>)> = cpu_blocks
         .par_iter()
         .zip(&local_escapes)
@@ -306,7 +307,7 @@ fn encode_coded<T: Element>(
             let chosen = source.code(b, predictor, &bx, &bq, &escaped, done);
             // The fallback is coded now unless the learned candidate's trial won clearly.
             let fallback = choice.fallback.map(|((p, done), saving)| match done {
-                None if saving.share > CLEAR_SHARE => Fallback::Pending(p, saving.bytes),
+                None if saving.share > clear => Fallback::Pending(p, saving.bytes),
                 done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
             });
             (chosen, fallback)
@@ -504,10 +505,16 @@ enum Fallback<'a> {
 
 /// A block tried on a sample skips coding its fallback when the learned candidate's trial was
 /// smaller by more than this share: the estimate is then safe to trust. Below it the fallback
-/// is coded, so the smaller coding is known exactly. On the grade-A fields with predictor
-/// word 5, 3% gave the same sizes as 10% and encoded 14% faster; trusting every estimate
-/// (0) was 14% faster again but 0.1% larger (up to 1.7% on one field).
-const CLEAR_SHARE: f64 = 0.03;
+/// is coded, so the smaller coding is known exactly. Per model kind, measured on the grade-A
+/// fields: for the linear bias (word 5) 3% gave the same sizes as 10% and encoded 14% faster
+/// (trusting every estimate was 14% faster again but 0.1% larger); for the network (words 3
+/// and 4) 3% coded CESM PRECT and TS 2-4% larger than plain auto at rel 1e-2, so it keeps 10%.
+fn clear_share(model: &crate::nn::weights::Model) -> f64 {
+    match model {
+        crate::nn::weights::Model::Linear(_) => 0.03,
+        crate::nn::weights::Model::Network(_) => 0.1,
+    }
+}
 
 /// What coding a block needs besides the block itself (encode only).
 struct Source<'a, T> {
