@@ -580,6 +580,21 @@ fn predict_block(
     plan: &Plan,
     single: bool,
 ) -> (Vec<i32>, Vec<bool>) {
+    let (codes, _, escaped) = predict_block_recon(predictor, x, q, escaped, ext, plan, single);
+    (codes, escaped)
+}
+
+/// [`predict_block`], also returning the decoder's reconstruction of the block's indices
+/// (which the encoder leaves in place of the prequantized ones).
+fn predict_block_recon(
+    predictor: &dyn Predictor,
+    x: &[f64],
+    q: &[i32],
+    escaped: &[bool],
+    ext: [usize; 3],
+    plan: &Plan,
+    single: bool,
+) -> (Vec<i32>, Vec<i32>, Vec<bool>) {
     let mut blk = BlockEncoder {
         x,
         escaped: escaped.to_vec(),
@@ -591,7 +606,7 @@ fn predict_block(
     let mut recon = q.to_vec();
     let mut codes = vec![0i32; q.len()];
     predictor.encode(&mut blk, &mut recon, ext, &mut codes);
-    (codes, blk.escaped)
+    (codes, recon, blk.escaped)
 }
 
 /// Blocks up to this many values are tried whole with every candidate predictor (coded, so
@@ -748,31 +763,15 @@ fn train_nglr<T: Element>(
             .map(|v| v.to_f64())
             .collect();
         let bq = field::gather(&plan.quantized.q, dims, &b);
-        let mut blk = BlockEncoder {
-            x: &bx,
-            escaped: field::gather(&escaped, dims, &b),
-            grid: plan.grid,
-            eb: plan.eb,
-            single,
-            m: plan.m,
-        };
-        // The encoder leaves the decoder's reconstruction in `recon`.
-        let mut recon = bq.clone();
-        let mut codes = vec![0i32; bq.len()];
-        Lorenzo.encode(&mut blk, &mut recon, tile, &mut codes);
+        let be = field::gather(&escaped, dims, &b);
+        let (_, recon, esc) = predict_block_recon(&Lorenzo, &bx, &bq, &be, tile, plan, single);
         let (mut f, mut t) = (Vec::new(), Vec::new());
-        nglr::training_pairs(&recon, &bq, &blk.escaped, tile, &mut f, &mut t);
+        nglr::training_pairs(&recon, &bq, &esc, tile, &mut f, &mut t);
         (f, t)
     };
     // Tiles at pseudo-random origins, a batch at a time (as many as the remaining budget
     // needs, coded side by side), until the budget is met.
-    let inner: usize = (0..3)
-        .map(|k| match (k, tile[k]) {
-            (_, 1) => 1,
-            (2, e) => e.saturating_sub(3),
-            (_, e) => e.saturating_sub(2),
-        })
-        .product();
+    let inner = nglr::inner_count(tile);
     let (mut f, mut t) = (Vec::new(), Vec::new());
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut next_origin = || {

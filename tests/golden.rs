@@ -25,6 +25,31 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
+    // Fields that two goldens share: one written before a format addition, one after.
+    let interp_field: Vec<u8> = (0..9 * 17 * 33)
+        .map(|i| {
+            let (z, y, x) = (i / 561, (i / 33) % 17, i % 33);
+            (x as f32 * 0.2).sin() * 10.0 + (y as f32 * 0.15).cos() * 5.0 + z as f32
+        })
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let md_field: Vec<u8> = (0..24 * 24 * 24)
+        .map(|i| {
+            let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
+            (0.21 * x + 0.13 * y + 0.07 * z).sin() + (0.11 * x - 0.19 * y + 0.23 * z).cos()
+        })
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let oscillating: Vec<u8> = (0..24 * 24 * 24)
+        .map(|i| {
+            let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
+            // Fast oscillations: a two-tap linear recurrence fits them, Lorenzo does not.
+            (0.9 * x + 0.3 * y).sin()
+                + 0.5 * (0.7 * y + 0.4 * z).sin()
+                + ((i * 7919) % 101) as f32 * 2e-4
+        })
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let big: Vec<u8> = (0..64)
         .map(|i| 1e5f32 + (i as f32 * 0.37).sin())
         .flat_map(|v| v.to_le_bytes())
@@ -63,52 +88,28 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
         ),
         (
             "v1_f32_3d_rel_interp",
-            (0..9 * 17 * 33)
-                .map(|i| {
-                    let (z, y, x) = (i / 561, (i / 33) % 17, i % 33);
-                    (x as f32 * 0.2).sin() * 10.0 + (y as f32 * 0.15).cos() * 5.0 + z as f32
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            interp_field.clone(),
             ChunkInfo::new(DType::F32, &[9, 17, 33]).unwrap(),
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
             // The same field as written since coder id 2 (far contexts).
             "v1_f32_3d_rel_interp_far",
-            (0..9 * 17 * 33)
-                .map(|i| {
-                    let (z, y, x) = (i / 561, (i / 33) % 17, i % 33);
-                    (x as f32 * 0.2).sin() * 10.0 + (y as f32 * 0.15).cos() * 5.0 + z as f32
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            interp_field.clone(),
             ChunkInfo::new(DType::F32, &[9, 17, 33]).unwrap(),
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
             // Multi-dimensional interpolation (id 4) with the coarse feedback step 11.
             "v1_f32_3d_rel_interp_md",
-            (0..24 * 24 * 24)
-                .map(|i| {
-                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
-                    (0.21 * x + 0.13 * y + 0.07 * z).sin() + (0.11 * x - 0.19 * y + 0.23 * z).cos()
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            md_field.clone(),
             ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
             // The same field as written since coder id 2 (far contexts).
             "v1_f32_3d_rel_interp_md_far",
-            (0..24 * 24 * 24)
-                .map(|i| {
-                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
-                    (0.21 * x + 0.13 * y + 0.07 * z).sin() + (0.11 * x - 0.19 * y + 0.23 * z).cos()
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            md_field.clone(),
             ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
@@ -117,16 +118,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             // kind 1, output weights of the hidden layer all zero), which decoders may
             // evaluate without the hidden layer.
             "v1_f32_3d_rel_nglr_linear",
-            (0..24 * 24 * 24)
-                .map(|i| {
-                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
-                    // Fast oscillations: a two-tap linear recurrence fits them, Lorenzo does not.
-                    (0.9 * x + 0.3 * y).sin()
-                        + 0.5 * (0.7 * y + 0.4 * z).sin()
-                        + ((i * 7919) % 101) as f32 * 2e-4
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            oscillating.clone(),
             ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
             Params::rel(1e-3).with_predictor(resid::PredictorChoice::AutoLinear),
         ),
@@ -134,16 +126,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             // Predictor word 5 as written since WEIGHTS kind 2: the same field, NGLR blocks
             // with a linear bias over the raw features.
             "v1_f32_3d_rel_nglr_linear_kind2",
-            (0..24 * 24 * 24)
-                .map(|i| {
-                    let (z, y, x) = ((i / 576) as f32, ((i / 24) % 24) as f32, (i % 24) as f32);
-                    // Fast oscillations: a two-tap linear recurrence fits them, Lorenzo does not.
-                    (0.9 * x + 0.3 * y).sin()
-                        + 0.5 * (0.7 * y + 0.4 * z).sin()
-                        + ((i * 7919) % 101) as f32 * 2e-4
-                })
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            oscillating.clone(),
             ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
             Params::rel(1e-3).with_predictor(resid::PredictorChoice::AutoLinear),
         ),

@@ -148,14 +148,27 @@ fn normalized(
     t: &[i64],
     hidden: usize,
 ) -> Option<(Net, Vec<[f64; INPUTS]>, Vec<f64>)> {
+    let net = zero_net(f, t, hidden)?;
+    let n = f.len().min(t.len());
+    let xs = f[..n]
+        .iter()
+        .map(|r| std::array::from_fn(|i| sample_input(&net, i, r[i])))
+        .collect();
+    let ts = t[..n].iter().map(|&v| sample_target(&net, v)).collect();
+    Some((net, xs, ts))
+}
+
+/// A zero network with `hidden` units and the normalization shifts of samples `f`, `t`;
+/// `None` under 64 samples.
+fn zero_net(f: &[[i64; INPUTS]], t: &[i64], hidden: usize) -> Option<Net> {
     let n = f.len().min(t.len());
     if n < 64 {
         return None;
     }
-    let mut net = Net {
+    Some(Net {
         hidden,
-        in_shift: [0; INPUTS],
-        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
+        in_shift: input_shifts(&f[..n]),
+        out_shift: shift_for(t[..n].iter().copied(), MAX_OUT_SHIFT),
         e1: 0,
         e2: 0,
         w1: vec![0; hidden * INPUTS],
@@ -163,18 +176,19 @@ fn normalized(
         w2: vec![0; hidden],
         v: [0; INPUTS],
         b2: 0,
-    };
-    net.in_shift = input_shifts(&f[..n]);
-    let unit = 1.0 / (1u32 << FRAC) as f64;
-    let xs = f[..n]
-        .iter()
-        .map(|r| std::array::from_fn(|i| net.input(i, r[i]) as f64 * unit))
-        .collect();
-    let ts = t[..n]
-        .iter()
-        .map(|&v| (v as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0))
-        .collect();
-    Some((net, xs, ts))
+    })
+}
+
+/// Input `i` of a sample as `net` sees it (Q8, clamped), as a float.
+#[inline]
+fn sample_input(net: &Net, i: usize, f: i64) -> f64 {
+    net.input(i, f) as f64 / (1u32 << FRAC) as f64
+}
+
+/// A target in units of `2^out_shift` grid steps, clamped to +-64.
+#[inline]
+fn sample_target(net: &Net, t: i64) -> f64 {
+    (t as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0)
 }
 
 /// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
@@ -318,44 +332,25 @@ const RUN: usize = 4096;
 /// steering it); the coefficients are then turned back to raw features and grid steps.
 /// `None` under 64 samples.
 pub fn fit_linear(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Linear> {
+    let net = zero_net(f, t, 1)?;
     let n = f.len().min(t.len());
-    if n < 64 {
-        return None;
-    }
-    let (f, t) = (&f[..n], &t[..n]);
-    // The normalization of `normalized`, applied run by run straight into columns.
-    let net = Net {
-        hidden: 1,
-        in_shift: input_shifts(f),
-        out_shift: shift_for(t.iter().copied(), MAX_OUT_SHIFT),
-        e1: 0,
-        e2: 0,
-        w1: vec![0; INPUTS],
-        b1: vec![0],
-        w2: vec![0],
-        v: [0; INPUTS],
-        b2: 0,
-    };
-    let unit = 1.0 / (1u32 << FRAC) as f64;
-    let out = 2f64.powi(net.out_shift as i32);
-    let runs: Vec<Run> = f
+    // The samples of `normalized`, run by run straight into columns.
+    let runs: Vec<Run> = f[..n]
         .par_chunks(RUN)
-        .zip(t.par_chunks(RUN))
+        .zip(t[..n].par_chunks(RUN))
         .map(|(f, t)| Run {
             cols: (0..=INPUTS)
                 .map(|p| match p {
                     INPUTS => vec![1.0; f.len()],
-                    p => f.iter().map(|r| net.input(p, r[p]) as f64 * unit).collect(),
+                    p => f.iter().map(|r| sample_input(&net, p, r[p])).collect(),
                 })
                 .collect(),
-            ts: t
-                .iter()
-                .map(|&v| (v as f64 / out).clamp(-64.0, 64.0))
-                .collect(),
+            ts: t.iter().map(|&v| sample_target(&net, v)).collect(),
         })
         .collect();
     let coef = irls(&runs, loss_scale(&net, cfg), cfg);
     // The fit sees input i as f_i / 2^in_shift_i and predicts t / 2^out_shift.
+    let out = 2f64.powi(net.out_shift as i32);
     let c: [f64; INPUTS] =
         std::array::from_fn(|i| coef[i] * out / 2f64.powi(net.in_shift[i] as i32));
     Some(Linear::from_coefficients(&c, coef[INPUTS] * out))

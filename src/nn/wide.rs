@@ -71,40 +71,35 @@ fn axpy_any(dst: &mut [f32], a: f32, x: &[f32]) {
 
 #[inline(always)]
 fn dot_any(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+/// The eight-lane dot product of [`dot`] and [`dot64`], for either float type.
+#[inline(always)]
+fn dot_lanes<T>(a: &[T], b: &[T]) -> T
+where
+    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + std::iter::Sum,
+{
     let n = a.len().min(b.len());
     let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    let tail: f32 = a
+    let tail: T = a
         .remainder()
         .iter()
         .zip(b.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| x * y)
         .sum();
-    let mut lanes = [0f32; 8];
+    let mut lanes = [T::default(); 8];
     for (x, y) in a.zip(b) {
         for j in 0..8 {
-            lanes[j] += x[j] * y[j];
+            lanes[j] = lanes[j] + x[j] * y[j];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    lanes.iter().copied().sum::<T>() + tail
 }
 
 #[inline(always)]
 fn dot64_any(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    let tail: f64 = a
-        .remainder()
-        .iter()
-        .zip(b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut lanes = [0f64; 8];
-    for (x, y) in a.zip(b) {
-        for j in 0..8 {
-            lanes[j] += x[j] * y[j];
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
+    dot_lanes(a, b)
 }
 
 #[inline(always)]

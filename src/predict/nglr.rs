@@ -127,6 +127,32 @@ fn lorenzo_error(q: i32, l: i64) -> i32 {
     (q as i64 - l).clamp(i32::MIN as i64, i32::MAX as i64) as i32
 }
 
+/// The inner points of row `(z, y)` of a block `nx` wide: x in `lo..hi` (see [`scan`]).
+#[inline(always)]
+fn inner_x<const AZ: bool, const AY: bool, const AX: bool>(
+    z: usize,
+    y: usize,
+    nx: usize,
+) -> (usize, usize) {
+    let inner_row = (!AZ || z >= 2) && (!AY || y >= 2);
+    match (inner_row, AX) {
+        (false, _) => (0, 0),
+        (true, true) => (2, nx - 1),
+        (true, false) => (0, nx),
+    }
+}
+
+/// How many points of a block with extents `ext` are inner (have features; see [`scan`]).
+pub fn inner_count(ext: [usize; 3]) -> usize {
+    (0..3)
+        .map(|k| match (k, ext[k]) {
+            (_, 1) => 1,
+            (2, e) => e.saturating_sub(3),
+            (_, e) => e.saturating_sub(2),
+        })
+        .product()
+}
+
 /// Visits a block in C order with each point's Lorenzo prediction `l` and, at inner points,
 /// its features: `visit(buf, i, l, features)` must leave the reconstructed index in `buf[i]`.
 /// A point is inner when along every dimension with more than one point its coordinate is at
@@ -143,13 +169,7 @@ fn scan<const AZ: bool, const AY: bool, const AX: bool>(
     for z in 0..nz {
         for y in 0..ny {
             let row = (z * ny + y) * nx;
-            let inner_row = (!AZ || z >= 2) && (!AY || y >= 2);
-            // Inner points of the row: x in lo..hi.
-            let (lo, hi) = match (inner_row, AX) {
-                (false, _) => (0, 0),
-                (true, true) => (2, nx - 1),
-                (true, false) => (0, nx),
-            };
+            let (lo, hi) = inner_x::<AZ, AY, AX>(z, y, nx);
             for x in 0..nx {
                 let i = row + x;
                 let (l, f) = if (lo..hi).contains(&x) {
@@ -221,12 +241,7 @@ fn scan_linear<const AZ: bool, const AY: bool, const AX: bool>(
     for z in 0..nz {
         for y in 0..ny {
             let row = (z * ny + y) * nx;
-            let inner_row = (!AZ || z >= 2) && (!AY || y >= 2);
-            let (lo, hi) = match (inner_row, AX) {
-                (false, _) => (0, 0),
-                (true, true) => (2, nx - 1),
-                (true, false) => (0, nx),
-            };
+            let (lo, hi) = inner_x::<AZ, AY, AX>(z, y, nx);
             for x in lo..hi {
                 let i = row + x;
                 let qa = |j: usize| q[j] as i64;
@@ -386,6 +401,21 @@ mod tests {
         }
     }
 
+    /// Block shapes covering every class of active dimensions, thin and wide.
+    const SHAPES: [[usize; 3]; 11] = [
+        [1, 1, 1],
+        [1, 1, 3],
+        [1, 1, 17],
+        [1, 9, 13],
+        [5, 6, 7],
+        [40, 1, 3],
+        [6, 7, 1],
+        [3, 1, 1],
+        [4, 5, 2],
+        [3, 3, 4],
+        [7, 9, 11],
+    ];
+
     /// The features of inner point `(z, y, x)` straight from the format's definition, with
     /// bounds-checked neighbours (zero outside the block or along a dimension of extent 1).
     fn reference(q: &[i32], e: &[i32], ext: [usize; 3], p: [usize; 3]) -> (i64, [i64; INPUTS]) {
@@ -423,18 +453,7 @@ mod tests {
 
     #[test]
     fn scan_matches_the_reference_features_for_every_shape() {
-        for ext in [
-            [1, 1, 1],
-            [1, 1, 3],
-            [1, 1, 17],
-            [1, 9, 13],
-            [5, 6, 7],
-            [40, 1, 3],
-            [6, 7, 1],
-            [3, 1, 1],
-            [4, 5, 2],
-            [3, 3, 4],
-        ] {
+        for ext in SHAPES {
             let n: usize = ext.iter().product();
             let q0: Vec<i32> = (0..n).map(|i| ((i * 7919) % 2001) as i32 - 1000).collect();
             let mut q = q0.clone();
@@ -453,34 +472,28 @@ mod tests {
                 e[i] = lorenzo_error(q[i], l);
             });
             assert_eq!(q, q0);
-            let inner_count: usize = (0..3)
-                .map(|k| match (k, ext[k]) {
-                    (_, 1) => 1,
-                    (2, x) => x.saturating_sub(3),
-                    (_, x) => x.saturating_sub(2),
-                })
-                .product();
-            assert_eq!(seen, inner_count, "{ext:?}");
+            assert_eq!(seen, inner_count(ext), "{ext:?}");
         }
     }
 
     #[test]
     fn round_trips_every_rank_and_feedback() {
-        let p = Nglr::new(net());
-        for ext in [
-            [1, 1, 1],
-            [1, 1, 17],
-            [1, 9, 13],
-            [5, 6, 7],
-            [40, 1, 3],
-            [6, 7, 1],
-        ] {
-            let n: usize = ext.iter().product();
-            let x: Vec<f64> = (0..n)
-                .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
-                .collect();
-            for m in [1, 3, 15] {
-                round_trip(&p, &x, ext, m, 0.5);
+        for p in [Nglr::new(net()), Nglr::linear(linear())] {
+            for ext in [
+                [1, 1, 1],
+                [1, 1, 17],
+                [1, 9, 13],
+                [5, 6, 7],
+                [40, 1, 3],
+                [6, 7, 1],
+            ] {
+                let n: usize = ext.iter().product();
+                let x: Vec<f64> = (0..n)
+                    .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
+                    .collect();
+                for m in [1, 3, 15] {
+                    round_trip(&p, &x, ext, m, 0.5);
+                }
             }
         }
     }
@@ -499,19 +512,7 @@ mod tests {
     #[test]
     fn linear_scan_matches_the_feature_definition() {
         let lin = linear();
-        for ext in [
-            [1, 1, 1],
-            [1, 1, 3],
-            [1, 1, 17],
-            [1, 9, 13],
-            [5, 6, 7],
-            [40, 1, 3],
-            [6, 7, 1],
-            [3, 1, 1],
-            [4, 5, 2],
-            [3, 3, 4],
-            [7, 9, 11],
-        ] {
+        for ext in SHAPES {
             let n: usize = ext.iter().product();
             for big in [false, true] {
                 let codes: Vec<i32> = (0..n)
@@ -534,20 +535,6 @@ mod tests {
                     });
                     assert_eq!(fast, slow, "{ext:?} m {m} big {big}");
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn linear_round_trips_every_rank_and_feedback() {
-        let p = Nglr::linear(linear());
-        for ext in [[1, 1, 17], [1, 9, 13], [5, 6, 7], [40, 1, 3], [6, 7, 1]] {
-            let n: usize = ext.iter().product();
-            let x: Vec<f64> = (0..n)
-                .map(|i| ((i * 7919) % 1000) as f64 * 0.37 + (i as f64 * 0.01).sin() * 100.0)
-                .collect();
-            for m in [1, 3, 15] {
-                round_trip(&p, &x, ext, m, 0.5);
             }
         }
     }
