@@ -612,7 +612,8 @@ fn predict_block_recon(
 /// Blocks up to this many values are tried whole with every candidate predictor (coded, so
 /// the winner's coding is kept); larger ones on a central sample of about an eighth of their
 /// volume, whose coded size is estimated from the coder's model costs without coding
-/// (`code::estimate_block`: the same choices on the grade-A fields, 6% less encode time).
+/// (`code::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5% smaller, and
+/// encode time fell 6%).
 const FULL_TRIAL: usize = 1 << 15;
 
 /// A block coded in full by a trial: its payload and which points it escaped.
