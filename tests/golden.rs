@@ -114,6 +114,13 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
+            // Interpolation with a cubic kernel fitted to the block (directory byte 3).
+            "v1_f32_3d_rel_interp_kernel",
+            oscillating.clone(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
             // Predictor word 5 as first written: NGLR blocks with a linear network (WEIGHTS
             // kind 1, output weights of the hidden layer all zero), which decoders may
             // evaluate without the hidden layer.
@@ -148,7 +155,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 11);
+    assert_eq!(seen, 12);
 }
 
 #[test]
@@ -189,7 +196,8 @@ fn interp_md_golden_uses_id_4_with_a_coarse_step() {
     let s = resid::inspect(&chunk).unwrap();
     assert_eq!(s.block_predictors, [4]);
     // The directory entry follows the 64 + 8 * rank byte header, the 16-byte section header
-    // and the u32 block count: predictor id, coder id, coarse feedback step, reserved.
+    // and the u32 block count: predictor id, coder id, coarse feedback step, kernel (0 before
+    // kernels were fitted).
     let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
     assert_eq!(entry, [4, 0, 11, 0]);
 }
@@ -203,10 +211,28 @@ fn interpolation_goldens_use_coder_2_since_far_contexts() {
             s.block_predictors.iter().all(|&p| p == 2 || p == 4),
             "{name}: {s:?}"
         );
-        // The first directory entry: predictor id, coder id, coarse step, reserved.
+        // The first directory entry: predictor id, coder id, coarse step, kernel.
         let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
         assert_eq!(entry[1], 2, "{name}: {entry:?}");
     }
+}
+
+#[test]
+fn kernel_golden_has_a_fitted_cubic() {
+    let chunk = std::fs::read(dir().join("v1_f32_3d_rel_interp_kernel.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert!(
+        s.block_predictors.iter().all(|&p| p == 2 || p == 4),
+        "{s:?}"
+    );
+    // Directory byte 3 holds k - 5 for the finest and the coarser levels as signed nibbles:
+    // this field wants steeper cubics than the classic k = 5 at both.
+    let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
+    let (fine, coarse) = (entry[3] & 0xf, entry[3] >> 4);
+    assert!(
+        (1..8).contains(&fine) && (1..8).contains(&coarse),
+        "{entry:?}"
+    );
 }
 
 #[test]

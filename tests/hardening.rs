@@ -539,3 +539,25 @@ fn bad_coarse_feedback_step_is_refused() {
         assert!(e.to_string().contains("coarse feedback step"), "{e}");
     }
 }
+
+#[test]
+fn bad_kernel_byte_is_refused() {
+    // Directory byte 3 (the interpolation kernel: two 4-bit offsets) must give weights 0..=12
+    // and be 0 for Lorenzo blocks; forged values, checksums rewritten, give a clean error.
+    let x = field([12, 20, 24], 7);
+    let info = ChunkInfo::new(DType::F32, &[12, 20, 24]).unwrap();
+    for (predictor, forged, says) in [
+        (resid::PredictorChoice::Lorenzo, 1u8, "reserved"),
+        (resid::PredictorChoice::Interp, 0x08, "kernel byte 0x08"),
+        (resid::PredictorChoice::Interp, 0xa0, "kernel byte 0xa0"),
+    ] {
+        let p = Params::rel(1e-3).with_predictor(predictor);
+        let mut c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
+        let at = 64 + 8 * 3 + 16 + 4 + 3;
+        assert_eq!(c[64 + 8 * 3], section::BLOCKS);
+        c[at] = forged;
+        fix_checksums(&mut c);
+        let e = resid::decompress(&c).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}

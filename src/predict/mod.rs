@@ -25,6 +25,10 @@ pub trait Predictor: Sync {
     fn coarse(&self) -> u8 {
         0
     }
+    /// Directory byte 3 (0: none; the interpolations' cubic kernel).
+    fn kernel(&self) -> u8 {
+        0
+    }
     /// Codes a block: fills `codes` and turns the fine indices `q` into the reconstruction.
     fn encode(&self, blk: &mut BlockEncoder<'_>, q: &mut [i32], ext: [usize; 3], codes: &mut [i32]);
     /// Decodes in place: codes in, reconstructed grid indices out. Wrapping arithmetic, so
@@ -91,18 +95,26 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
 }
 
 /// The predictor with stable id `id`; `coarse` is the block's coarse-level feedback step
-/// (directory byte 2: 0 or odd, and 0 unless the predictor interpolates).
-pub fn for_block(id: u8, coarse: u8) -> Result<Box<dyn Predictor>> {
+/// (directory byte 2: 0 or odd, and 0 unless the predictor interpolates) and `kernel` its
+/// directory byte 3 (0 unless the predictor interpolates).
+pub fn for_block(id: u8, coarse: u8, kernel: u8) -> Result<Box<dyn Predictor>> {
+    let interpolates = matches!(id, interp::ID | interp::MD_ID);
     ensure!(
-        coarse == 0 || (coarse % 2 == 1 && matches!(id, interp::ID | interp::MD_ID)),
+        coarse == 0 || (coarse % 2 == 1 && interpolates),
         Error::Corrupt(format!(
             "coarse feedback step {coarse} for a block of predictor {id}"
         ))
     );
+    ensure!(kernel == 0 || interpolates, Error::ReservedBitsSet);
+    let kernel = interp::Kernel::from_byte(kernel).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "interpolation kernel byte {kernel:#04x} out of range"
+        ))
+    })?;
     match id {
         lorenzo::ID => Ok(Box::new(lorenzo::Lorenzo)),
-        interp::ID => Ok(Box::new(interp::Interp { coarse })),
-        interp::MD_ID => Ok(Box::new(interp::InterpMd { coarse })),
+        interp::ID => Ok(Box::new(interp::Interp { coarse, kernel })),
+        interp::MD_ID => Ok(Box::new(interp::InterpMd { coarse, kernel })),
         nglr::ID => Err(Error::Corrupt(
             "NGLR block in a chunk without a weights section".into(),
         )),
@@ -116,12 +128,32 @@ mod tests {
 
     #[test]
     fn coarse_step_only_for_interpolation_and_odd() {
-        assert!(for_block(2, 11).is_ok() && for_block(4, 11).is_ok() && for_block(4, 0).is_ok());
+        assert!(
+            for_block(2, 11, 0).is_ok()
+                && for_block(4, 11, 0).is_ok()
+                && for_block(4, 0, 0).is_ok()
+        );
         for (id, coarse) in [(1, 11), (2, 10), (4, 2), (3, 1)] {
-            let e = for_block(id, coarse).err().expect("refused");
+            let e = for_block(id, coarse, 0).err().expect("refused");
             assert!(e.to_string().contains("coarse feedback step"), "{e}");
         }
-        assert!(for_block(9, 0).is_err());
+        assert!(for_block(9, 0, 0).is_err());
+    }
+
+    #[test]
+    fn kernel_byte_only_for_interpolation_and_in_range() {
+        // Byte 3 holds two signed nibbles k - 5: 0x0b is k = 0 and 5, 0x77 is 12 and 12.
+        for b in [0u8, 1, 0x0b, 0xb0, 0x77] {
+            assert!(
+                for_block(2, 11, b).is_ok() && for_block(4, 0, b).is_ok(),
+                "{b}"
+            );
+        }
+        for b in [0x08u8, 0x0a, 0xa0, 0x80] {
+            let e = for_block(2, 11, b).err().expect("refused");
+            assert!(e.to_string().contains("kernel"), "{e}");
+        }
+        assert!(for_block(1, 0, 1).is_err());
     }
 
     #[test]
