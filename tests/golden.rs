@@ -121,6 +121,17 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-2).with_predictor(resid::PredictorChoice::Interp),
         ),
         (
+            // Lorenzo with fitted weights (block predictor id 5), chosen by plain auto.
+            "v1_f32_4d_rel_fitted_lorenzo",
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("testdata/wrf_T_4x14x48x48.f32"),
+            )
+            .unwrap(),
+            ChunkInfo::new(DType::F32, &[4, 14, 48, 48]).unwrap(),
+            Params::rel(1e-3),
+        ),
+        (
             // Predictor word 5 as first written: NGLR blocks with a linear network (WEIGHTS
             // kind 1, output weights of the hidden layer all zero), which decoders may
             // evaluate without the hidden layer.
@@ -155,7 +166,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 12);
+    assert_eq!(seen, 13);
 }
 
 #[test]
@@ -233,6 +244,23 @@ fn kernel_golden_has_a_fitted_cubic() {
         (1..8).contains(&fine) && (1..8).contains(&coarse),
         "{entry:?}"
     );
+}
+
+#[test]
+fn fitted_lorenzo_golden_has_weights_summing_to_one() {
+    let chunk = std::fs::read(dir().join("v1_f32_4d_rel_fitted_lorenzo.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert_eq!(s.block_predictors, [5], "{s:?}");
+    // One block: the directory entry (after the 64 + 8 * rank byte header, rank 4 here, the
+    // section header and the block count), then its payload, which opens with the weights.
+    let entry = 64 + 8 * 4 + 16 + 4;
+    assert_eq!(chunk[entry], 5);
+    let w: Vec<i32> = chunk[entry + 12..entry + 26]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as i32)
+        .collect();
+    assert_eq!(w.iter().sum::<i32>(), 4096, "{w:?}");
+    assert_ne!(w, [4096, 4096, 4096, -4096, -4096, -4096, 4096]);
 }
 
 #[test]

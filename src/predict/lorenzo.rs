@@ -53,12 +53,16 @@ impl Predictor for Lorenzo {
 }
 
 /// The three earlier rows a Lorenzo prediction reads: (z, y-1), (z-1, y), (z-1, y-1).
-type Rows = [Vec<i32>; 3];
+pub(super) type Rows = [Vec<i32>; 3];
 
 /// Calls `visit(buf, row_start, earlier_rows)` for each row of the block in C order; rows
 /// outside the block are zeros. The earlier rows are copies, so `visit` may write the current
 /// row of `buf`.
-fn for_each_row(buf: &mut [i32], ext: [usize; 3], mut visit: impl FnMut(&mut [i32], usize, &Rows)) {
+pub(super) fn for_each_row(
+    buf: &mut [i32],
+    ext: [usize; 3],
+    mut visit: impl FnMut(&mut [i32], usize, &Rows),
+) {
     let [nz, ny, nx] = ext;
     let plane = ny * nx;
     let mut rows: Rows = [vec![0; nx], vec![0; nx], vec![0; nx]];
@@ -82,7 +86,7 @@ fn for_each_row(buf: &mut [i32], ext: [usize; 3], mut visit: impl FnMut(&mut [i3
 
 /// Lorenzo prediction of element `x` of the current row (earlier elements already final).
 #[inline(always)]
-fn row_prediction(cur: &[i32], [up, front, corner]: &Rows, x: usize) -> i64 {
+pub(super) fn row_prediction(cur: &[i32], [up, front, corner]: &Rows, x: usize) -> i64 {
     let mut p = up[x] as i64 + front[x] as i64 - corner[x] as i64;
     if x > 0 {
         p += cur[x - 1] as i64 - up[x - 1] as i64 - front[x - 1] as i64 + corner[x - 1] as i64;

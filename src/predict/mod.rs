@@ -10,6 +10,7 @@
 //!
 //! The block directory records which predictor coded each block; the decoder follows it.
 
+pub mod fitted;
 pub mod interp;
 pub mod lorenzo;
 pub mod nglr;
@@ -28,6 +29,11 @@ pub trait Predictor: Sync {
     /// Directory byte 3 (0: none; the interpolations' cubic kernel).
     fn kernel(&self) -> u8 {
         0
+    }
+    /// Parameters written at the start of the block's payload, before the coded residuals
+    /// (fitted Lorenzo's weights).
+    fn header(&self) -> Vec<u8> {
+        Vec::new()
     }
     /// Codes a block: fills `codes` and turns the fine indices `q` into the reconstruction.
     fn encode(&self, blk: &mut BlockEncoder<'_>, q: &mut [i32], ext: [usize; 3], codes: &mut [i32]);
@@ -98,6 +104,17 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
 /// (directory byte 2: 0 or odd, and 0 unless the predictor interpolates) and `kernel` its
 /// directory byte 3 (0 unless the predictor interpolates).
 pub fn for_block(id: u8, coarse: u8, kernel: u8) -> Result<Box<dyn Predictor>> {
+    for_payload(id, coarse, kernel, &[]).map(|(p, _)| p)
+}
+
+/// [`for_block`] for a block whose payload is `payload`: the predictor and the length of its
+/// header there.
+pub fn for_payload(
+    id: u8,
+    coarse: u8,
+    kernel: u8,
+    payload: &[u8],
+) -> Result<(Box<dyn Predictor>, usize)> {
     let interpolates = matches!(id, interp::ID | interp::MD_ID);
     ensure!(
         coarse == 0 || (coarse % 2 == 1 && interpolates),
@@ -111,10 +128,15 @@ pub fn for_block(id: u8, coarse: u8, kernel: u8) -> Result<Box<dyn Predictor>> {
             "interpolation kernel byte {kernel:#04x} out of range"
         ))
     })?;
+    let header = |p: Box<dyn Predictor>| (p, 0);
     match id {
-        lorenzo::ID => Ok(Box::new(lorenzo::Lorenzo)),
-        interp::ID => Ok(Box::new(interp::Interp { coarse, kernel })),
-        interp::MD_ID => Ok(Box::new(interp::InterpMd { coarse, kernel })),
+        lorenzo::ID => Ok(header(Box::new(lorenzo::Lorenzo))),
+        interp::ID => Ok(header(Box::new(interp::Interp { coarse, kernel }))),
+        interp::MD_ID => Ok(header(Box::new(interp::InterpMd { coarse, kernel }))),
+        fitted::ID => Ok((
+            Box::new(fitted::FittedLorenzo::read(payload)?),
+            fitted::HEADER,
+        )),
         nglr::ID => Err(Error::Corrupt(
             "NGLR block in a chunk without a weights section".into(),
         )),
