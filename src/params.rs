@@ -49,7 +49,8 @@ pub enum Coder {
 /// Which predictor the encoder may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PredictorChoice {
-    /// The encoder picks per block (Lorenzo or an interpolation, whichever codes smaller).
+    /// The encoder picks per block (Lorenzo, plain or with fitted weights, or an
+    /// interpolation, whichever codes smaller).
     Auto = 0,
     /// Integer 3D Lorenzo prediction.
     Lorenzo = 1,
