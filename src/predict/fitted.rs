@@ -131,7 +131,7 @@ const STEPS: [[bool; 3]; 7] = [
 /// dimensions longer than 1 count, and their weights sum to one, so a constant block is
 /// predicted exactly whatever its level. A sample of inner points gives features `f` and
 /// targets `t`; the known values carry coding noise of variance `v = (m^2 - 1) / 12`, which
-/// weights `w` amplify by `Σ w_j^2`. A residual `r` costs about `ln(1 + s / m)` with
+/// weights `w` amplify by `Σ w_j^2`. A residual `r` costs about `log2(1 + s / m)` with
 /// `s = sqrt(r^2 + v Σ w_j^2)`; iteratively reweighted least squares (weights
 /// `1 / (s + m)^2`, the noise as a ridge term) lowers it, from plain Lorenzo's weights.
 pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
@@ -150,14 +150,18 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
     let back = |j: usize| -> usize {
         (STEPS[j][0] as usize) * ny * nx + (STEPS[j][1] as usize) * nx + STEPS[j][2] as usize
     };
-    let mut f: Vec<Vec<f64>> = Vec::with_capacity(FIT_SAMPLES + 1);
+    let mut f: Vec<[f64; 7]> = Vec::with_capacity(FIT_SAMPLES + 1);
     let mut t: Vec<f64> = Vec::with_capacity(FIT_SAMPLES + 1);
     for k in (0..inner).step_by(step) {
         let per_plane = (ny - y0) * (nx - 1);
         let (z, rest) = (z0 + k / per_plane, k % per_plane);
         let (y, x) = (y0 + rest / (nx - 1), 1 + rest % (nx - 1));
         let i = (z * ny + y) * nx + x;
-        f.push(active.iter().map(|&j| q[i - back(j)] as f64).collect());
+        let mut row = [0f64; 7];
+        for (x, &j) in row.iter_mut().zip(&active) {
+            *x = q[i - back(j)] as f64;
+        }
+        f.push(row);
         t.push(q[i] as f64);
     }
     let n = active.len();
@@ -171,7 +175,7 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
             .zip(&t)
             .map(|(f, &t)| {
                 let r = t - predict(w, f);
-                (1.0 + (r * r + noise).sqrt() / mf).ln()
+                super::log2_1p((r * r + noise).sqrt() / mf)
             })
             .sum()
     };
@@ -179,14 +183,19 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
     // `t - f_last = Σ_{j<last} w_j (f_j - f_last)`, `w_last = 1 - Σ_{j<last} w_j`.
     let last = n - 1;
     let mut w = lorenzo.clone();
-    for _ in 0..2 {
+    let mut lorenzo_cost = 0.0;
+    for round in 0..2 {
         let noise = v * w.iter().map(|a| a * a).sum::<f64>();
         let mut g = vec![vec![0f64; last]; last];
         let mut h = vec![0f64; last];
         let mut total = 0.0;
         for (f, &t) in f.iter().zip(&t) {
             let r = t - predict(&w, f);
-            let s = (r * r + noise).sqrt() + mf;
+            let s = (r * r + noise).sqrt();
+            if round == 0 {
+                lorenzo_cost += super::log2_1p(s / mf);
+            }
+            let s = s + mf;
             let c = 1.0 / (s * s);
             total += c;
             for a in 0..last {
@@ -220,7 +229,7 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
     }
     weights[active[last]] = (4096 - sum) as i16;
     let used: Vec<f64> = active.iter().map(|&j| weights[j] as f64 / 4096.0).collect();
-    let ratio = cost(&used) / cost(&lorenzo);
+    let ratio = cost(&used) / lorenzo_cost;
     (ratio < 0.99).then_some((FittedLorenzo { w: weights }, ratio))
 }
 

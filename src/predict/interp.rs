@@ -121,7 +121,7 @@ pub fn fit_kernel(q: &[i32], ext: [usize; 3], m: i64, coarse: u8) -> Kernel {
 /// dimension gives `e = q - (p1 + n1) / 2` and `g = (p1 + n1) - (p3 + n3)`, so weight `k`
 /// leaves `e - k g / 80`. The known values carry coding noise of variance
 /// `v = (mc^2 - 1) / 12`, which the kernel amplifies by `1/2 + 2a + 4a^2`, `a = k / 80`. A
-/// residual of size `r` costs about `ln(1 + r / m)`; the weight with the smallest sum wins,
+/// residual of size `r` costs about `log2(1 + r / m)`; the weight with the smallest sum wins,
 /// found on a coarse grid and refined around its best. The classic `k = 5` without samples.
 fn fit_level(q: &[i32], ext: [usize; 3], s: usize, m: i64, mc: i64) -> u8 {
     let v = (mc * mc - 1) as f64 / 12.0;
@@ -164,7 +164,7 @@ fn fit_level(q: &[i32], ext: [usize; 3], s: usize, m: i64, mc: i64) -> u8 {
             .iter()
             .map(|&(e, g)| {
                 let r = e - a * g;
-                (1.0 + (r * r + noise).sqrt() / m).ln()
+                super::log2_1p((r * r + noise).sqrt() / m)
             })
             .sum::<f64>()
     };
