@@ -71,7 +71,7 @@ impl BlockEncoder<'_> {
     pub fn settle_with(&mut self, q: &mut [i32], i: usize, pred: i64, m: i64) -> i32 {
         if !self.escaped[i] {
             let d = q[i] as i64 - pred;
-            let c = (d + (m - 1) / 2).div_euclid(m);
+            let c = floor_div(d + (m - 1) / 2, m);
             let rec = pred + c * m;
             if rec.abs() <= 2 * QMAX as i64 && c.abs() < 1 << 30 {
                 let v = dequantize_f64(rec as i32, self.grid);
@@ -85,6 +85,25 @@ impl BlockEncoder<'_> {
         q[i] = pred as i32;
         0
     }
+}
+
+/// `n.div_euclid(m)` for `m >= 1`, by a multiplication when `m < 2^16` and `|n| < 2^40`: settling a
+/// point waits on this quotient before the next prediction can start, and a hardware divide
+/// is several times slower. Shifted to a non-negative numerator, the quotient is
+/// `(n' × (floor(2^64 / m) + 1)) >> 64`, exact while `n' m < 2^64`.
+#[inline(always)]
+fn floor_div(n: i64, m: i64) -> i64 {
+    if m == 1 {
+        return n;
+    }
+    // Outside the range (a wild learned prediction, say): the hardware divide.
+    if !(2..1 << 16).contains(&m) || n.unsigned_abs() >= 1 << 40 {
+        return n.div_euclid(m);
+    }
+    let k = (1i64 << 41) / m + 1;
+    let shifted = (n + k * m) as u64;
+    let magic = u64::MAX / m as u64 + 1;
+    ((shifted as u128 * magic as u128) >> 64) as i64 - k
 }
 
 /// About `log2(1 + y)` for `y >= 0`, within 0.01 (the encoders' cost estimates compare sums
@@ -188,6 +207,21 @@ mod tests {
             assert!(e.to_string().contains("kernel"), "{e}");
         }
         assert!(for_block(1, 0, 1).is_err());
+    }
+
+    #[test]
+    fn floor_div_is_div_euclid() {
+        for m in [1i64, 3, 11, 15, 255, 65535] {
+            for n in (-40_000i64..40_000).chain([
+                (1 << 40) - 1,
+                1 - (1 << 40),
+                1 << 33,
+                1 << 41,
+                -(1 << 50),
+            ]) {
+                assert_eq!(super::floor_div(n, m), n.div_euclid(m), "{n} / {m}");
+            }
+        }
     }
 
     #[test]
