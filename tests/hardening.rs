@@ -518,24 +518,32 @@ fn write_fuzz_corpus() {
     write_seed(&cd, "local_f64_lz4", &le(&local));
 }
 
-#[test]
-fn bad_coarse_feedback_step_is_refused() {
-    // Directory byte 2 (coarse feedback step) must be 0 or odd, and 0 for Lorenzo blocks;
-    // forged values, checksums rewritten, give a clean error naming the field.
+/// The error from decoding a one-block chunk of predictor word `predictor` whose first block
+/// directory entry has byte `byte` set to `forged`, checksums rewritten.
+fn forged_directory_entry(
+    predictor: resid::PredictorChoice,
+    byte: usize,
+    forged: u8,
+) -> resid::Error {
     let x = field([12, 20, 24], 7);
     let info = ChunkInfo::new(DType::F32, &[12, 20, 24]).unwrap();
+    let p = Params::rel(1e-3).with_predictor(predictor);
+    let mut c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
+    // 64 + 8 * rank header, 16-byte section header, u32 block count, then the entry.
+    assert_eq!(c[64 + 8 * 3], section::BLOCKS);
+    c[64 + 8 * 3 + 16 + 4 + byte] = forged;
+    fix_checksums(&mut c);
+    resid::decompress(&c).unwrap_err()
+}
+
+#[test]
+fn bad_coarse_feedback_step_is_refused() {
+    // Directory byte 2 (coarse feedback step) must be 0 or odd, and 0 for Lorenzo blocks.
     for (predictor, forged) in [
         (resid::PredictorChoice::Lorenzo, 11u8),
         (resid::PredictorChoice::Interp, 10u8),
     ] {
-        let p = Params::rel(1e-3).with_predictor(predictor);
-        let mut c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
-        // 64 + 8 * rank header, 16-byte section header, u32 block count, then the entry.
-        let at = 64 + 8 * 3 + 16 + 4 + 2;
-        assert_eq!(c[64 + 8 * 3], section::BLOCKS);
-        c[at] = forged;
-        fix_checksums(&mut c);
-        let e = resid::decompress(&c).unwrap_err();
+        let e = forged_directory_entry(predictor, 2, forged);
         assert!(e.to_string().contains("coarse feedback step"), "{e}");
     }
 }
@@ -543,21 +551,13 @@ fn bad_coarse_feedback_step_is_refused() {
 #[test]
 fn bad_kernel_byte_is_refused() {
     // Directory byte 3 (the interpolation kernel: two 4-bit offsets) must give weights 0..=12
-    // and be 0 for Lorenzo blocks; forged values, checksums rewritten, give a clean error.
-    let x = field([12, 20, 24], 7);
-    let info = ChunkInfo::new(DType::F32, &[12, 20, 24]).unwrap();
+    // and be 0 for Lorenzo blocks.
     for (predictor, forged, says) in [
         (resid::PredictorChoice::Lorenzo, 1u8, "reserved"),
         (resid::PredictorChoice::Interp, 0x08, "kernel byte 0x08"),
         (resid::PredictorChoice::Interp, 0xa0, "kernel byte 0xa0"),
     ] {
-        let p = Params::rel(1e-3).with_predictor(predictor);
-        let mut c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
-        let at = 64 + 8 * 3 + 16 + 4 + 3;
-        assert_eq!(c[64 + 8 * 3], section::BLOCKS);
-        c[at] = forged;
-        fix_checksums(&mut c);
-        let e = resid::decompress(&c).unwrap_err();
+        let e = forged_directory_entry(predictor, 3, forged);
         assert!(e.to_string().contains(says), "{e}");
     }
 }

@@ -265,7 +265,7 @@ fn solve(mut g: Vec<Vec<f64>>, mut h: Vec<f64>) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predict::testing::round_trip;
+    use crate::predict::testing::{lossless_codes, round_trip};
 
     fn field(ext: [usize; 3]) -> Vec<f64> {
         (0..ext.iter().product::<usize>())
@@ -336,22 +336,7 @@ mod tests {
         let norm: f64 = f.w.iter().map(|&w| (w as f64 / 4096.0).powi(2)).sum();
         assert!(norm < 7.0, "{:?}", f.w);
         // Whatever the weights, a constant block codes to zeros after its first value.
-        let flat = vec![123_456i32; n];
-        let x: Vec<f64> = flat.iter().map(|&v| v as f64).collect();
-        let mut blk = BlockEncoder {
-            x: &x,
-            escaped: vec![false; n],
-            grid: crate::quant::Grid {
-                mid: 0.0,
-                step: 1.0,
-            },
-            eb: 0.5,
-            single: false,
-            m: 1,
-        };
-        let mut q = flat.clone();
-        let mut codes = vec![0; n];
-        f.encode(&mut blk, &mut q, ext, &mut codes);
+        let codes = lossless_codes(&f, &vec![123_456i32; n], ext);
         assert!(codes[1..].iter().all(|&c| c == 0));
         // One dimension leaves nothing to fit.
         assert!(fit(&smooth[..24], [1, 1, 24], 15).is_none());

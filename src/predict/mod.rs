@@ -260,6 +260,25 @@ mod tests {
 pub(crate) mod testing {
     use super::*;
 
+    /// The codes of integer values `q` under `p`, lossless (unit grid, feedback step 1).
+    pub fn lossless_codes(p: &dyn Predictor, q: &[i32], ext: [usize; 3]) -> Vec<i32> {
+        let x: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+        let mut blk = BlockEncoder {
+            x: &x,
+            escaped: vec![false; q.len()],
+            grid: Grid {
+                mid: 0.0,
+                step: 1.0,
+            },
+            eb: 0.5,
+            single: false,
+            m: 1,
+        };
+        let mut codes = vec![0; q.len()];
+        p.encode(&mut blk, &mut q.to_vec(), ext, &mut codes);
+        codes
+    }
+
     /// Encodes `x` on a unit grid with feedback `m` and bound `eb`, decodes, and checks that
     /// the decoder rebuilds the encoder's reconstruction and that it is within the bound.
     pub fn round_trip(p: &dyn Predictor, x: &[f64], ext: [usize; 3], m: i64, eb: f64) {
