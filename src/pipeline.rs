@@ -402,9 +402,8 @@ fn encode_coded<T: Element>(
             .map(|(((c, alt), b), esc)| match alt {
                 Some(Fallback::Pending(id, kernel, header, _)) => {
                     let (bx, bq, escaped) = source.gather(b, esc);
-                    let (p, _) =
-                        predict::for_payload(id, coarse_step_of(id, plan), kernel, &header)
-                            .expect("a fixed candidate's own id and bytes");
+                    let (p, _) = predict::for_block(id, coarse_step_of(id, plan), kernel, &header)
+                        .expect("a fixed candidate's own id and bytes");
                     let a = source.code(b, p.as_ref(), &bx, &bq, &escaped, None);
                     (c, Some(Fallback::Coded(a)))
                 }
@@ -555,7 +554,6 @@ fn enhance_section<T: Element>(
     neurlz_encode::encode(&view, params, &base_rate).0
 }
 
-/// A coded block: predictor id, payload, and the global indices of the points it escaped.
 /// A coded block: the directory's predictor id and kernel byte, the payload, and the chunk
 /// indices of its escaped points.
 struct Coded {
@@ -719,8 +717,8 @@ struct Defer {
 const DEFER_MARGIN: f64 = 0.05;
 
 /// Fitted Lorenzo replaces plain Lorenzo among a block's candidates when its estimated cost
-/// is below this share of Lorenzo's (`fitted::fit`'s ratio); between it and 0.99 both are
-/// tried. The estimate ignores the coder's contexts: on CESM TS at rel 1e-4, ratios of
+/// is below this share of Lorenzo's (`fitted::fit`'s ratio); between it and 0.99 it joins
+/// Lorenzo as a candidate (a deferred one, see [`Defer`]). The estimate ignores the coder's contexts: on CESM TS at rel 1e-4, ratios of
 /// 0.96-0.99 coded 0.6-2.6% larger than Lorenzo, 0.74-0.78 0.8-2% smaller. On the grade-A
 /// fields 0.8 gave 0.1 points more BD-rate gain than 0.9.
 const FITTED_SURE: f64 = 0.8;
@@ -1213,7 +1211,7 @@ fn decode_block_q(
     let (predictor, header): (&dyn Predictor, usize) = match (part.predictor, learned) {
         (nglr::ID, Some(n)) if part.coarse == 0 && part.kernel == 0 => (n, 0),
         (id, _) => {
-            let (p, header) = predict::for_payload(id, part.coarse, part.kernel, part.bytes)?;
+            let (p, header) = predict::for_block(id, part.coarse, part.kernel, part.bytes)?;
             owned = p;
             (owned.as_ref(), header)
         }

@@ -152,8 +152,8 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
     };
     let mut f: Vec<[f64; 7]> = Vec::with_capacity(FIT_SAMPLES + 1);
     let mut t: Vec<f64> = Vec::with_capacity(FIT_SAMPLES + 1);
+    let per_plane = (ny - y0) * (nx - 1);
     for k in (0..inner).step_by(step) {
-        let per_plane = (ny - y0) * (nx - 1);
         let (z, rest) = (z0 + k / per_plane, k % per_plane);
         let (y, x) = (y0 + rest / (nx - 1), 1 + rest % (nx - 1));
         let i = (z * ny + y) * nx + x;
@@ -173,10 +173,7 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
         let noise = v * w.iter().map(|a| a * a).sum::<f64>();
         f.iter()
             .zip(&t)
-            .map(|(f, &t)| {
-                let r = t - predict(w, f);
-                super::log2_1p((r * r + noise).sqrt() / mf)
-            })
+            .map(|(f, &t)| super::residual_cost(t - predict(w, f), noise, mf))
             .sum()
     };
     // The weights sum to one: fit on differences to the last neighbour,
@@ -191,11 +188,10 @@ pub fn fit(q: &[i32], ext: [usize; 3], m: i64) -> Option<(FittedLorenzo, f64)> {
         let mut total = 0.0;
         for (f, &t) in f.iter().zip(&t) {
             let r = t - predict(&w, f);
-            let s = (r * r + noise).sqrt();
             if round == 0 {
-                lorenzo_cost += super::log2_1p(s / mf);
+                lorenzo_cost += super::residual_cost(r, noise, mf);
             }
-            let s = s + mf;
+            let s = (r * r + noise).sqrt() + mf;
             let c = 1.0 / (s * s);
             total += c;
             for a in 0..last {

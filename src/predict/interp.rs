@@ -162,10 +162,7 @@ fn fit_level(q: &[i32], ext: [usize; 3], s: usize, m: i64, mc: i64) -> u8 {
         let noise = v * (0.5 + 2.0 * a + 4.0 * a * a);
         pairs
             .iter()
-            .map(|&(e, g)| {
-                let r = e - a * g;
-                super::log2_1p((r * r + noise).sqrt() / m)
-            })
+            .map(|&(e, g)| super::residual_cost(e - a * g, noise, m))
             .sum::<f64>()
     };
     let best = |ks: &mut dyn Iterator<Item = u8>| {

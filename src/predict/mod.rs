@@ -106,6 +106,15 @@ fn floor_div(n: i64, m: i64) -> i64 {
     ((shifted as u128 * magic as u128) >> 64) as i64 - k
 }
 
+/// The encoders' estimate of what a residual `r` costs when the known values it was predicted
+/// from carry coding noise of variance `noise` and the feedback step is `m`:
+/// `log2(1 + sqrt(r^2 + noise) / m)` bits, about. Both fits (interpolation kernels, fitted
+/// Lorenzo) rank their candidates by sums of it.
+#[inline(always)]
+pub fn residual_cost(r: f64, noise: f64, m: f64) -> f64 {
+    log2_1p((r * r + noise).sqrt() / m)
+}
+
 /// About `log2(1 + y)` for `y >= 0`, within 0.01 (the encoders' cost estimates compare sums
 /// of it; the library `ln` cost them more time than the fits they rank). The exponent of
 /// `1 + y` plus a quadratic in its mantissa; pure arithmetic, so the same everywhere.
@@ -131,16 +140,11 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
     }
 }
 
-/// The predictor with stable id `id`; `coarse` is the block's coarse-level feedback step
-/// (directory byte 2: 0 or odd, and 0 unless the predictor interpolates) and `kernel` its
+/// The predictor of a block with stable id `id` and payload `payload`, and the length of its
+/// header there (the residual codes follow). `coarse` is the block's coarse-level feedback
+/// step (directory byte 2: 0 or odd, and 0 unless the predictor interpolates) and `kernel` its
 /// directory byte 3 (0 unless the predictor interpolates).
-pub fn for_block(id: u8, coarse: u8, kernel: u8) -> Result<Box<dyn Predictor>> {
-    for_payload(id, coarse, kernel, &[]).map(|(p, _)| p)
-}
-
-/// [`for_block`] for a block whose payload is `payload`: the predictor and the length of its
-/// header there.
-pub fn for_payload(
+pub fn for_block(
     id: u8,
     coarse: u8,
     kernel: u8,
@@ -182,15 +186,15 @@ mod tests {
     #[test]
     fn coarse_step_only_for_interpolation_and_odd() {
         assert!(
-            for_block(2, 11, 0).is_ok()
-                && for_block(4, 11, 0).is_ok()
-                && for_block(4, 0, 0).is_ok()
+            for_block(2, 11, 0, &[]).is_ok()
+                && for_block(4, 11, 0, &[]).is_ok()
+                && for_block(4, 0, 0, &[]).is_ok()
         );
         for (id, coarse) in [(1, 11), (2, 10), (4, 2), (3, 1)] {
-            let e = for_block(id, coarse, 0).err().expect("refused");
+            let e = for_block(id, coarse, 0, &[]).err().expect("refused");
             assert!(e.to_string().contains("coarse feedback step"), "{e}");
         }
-        assert!(for_block(9, 0, 0).is_err());
+        assert!(for_block(9, 0, 0, &[]).is_err());
     }
 
     #[test]
@@ -198,15 +202,15 @@ mod tests {
         // Byte 3 holds two signed nibbles k - 5: 0x0b is k = 0 and 5, 0x77 is 12 and 12.
         for b in [0u8, 1, 0x0b, 0xb0, 0x77] {
             assert!(
-                for_block(2, 11, b).is_ok() && for_block(4, 0, b).is_ok(),
+                for_block(2, 11, b, &[]).is_ok() && for_block(4, 0, b, &[]).is_ok(),
                 "{b}"
             );
         }
         for b in [0x08u8, 0x0a, 0xa0, 0x80] {
-            let e = for_block(2, 11, b).err().expect("refused");
+            let e = for_block(2, 11, b, &[]).err().expect("refused");
             assert!(e.to_string().contains("kernel"), "{e}");
         }
-        assert!(for_block(1, 0, 1).is_err());
+        assert!(for_block(1, 0, 1, &[]).is_err());
     }
 
     #[test]
