@@ -58,7 +58,7 @@ def main():
     out = os.environ.get("TMPDIR", "/tmp")
     rows = []
     import json
-    for coder, cname in [(0, "range"), (1, "lz4")]:
+    for coder, cname in [(0, "range"), (1, "lz4"), (2, "packed")]:
         res = {}
         for be in ["cpu", "cuda"]:
             env = dict(os.environ, RESID_BACKEND=be)

@@ -7,7 +7,7 @@
 //! | 0 | cd_values layout version, 1 |
 //! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
 //! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
-//! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path (optional word) |
+//! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path, 2 packed (the GPU's coder) (optional word) |
 //! | 5 | bits 0-7 predictor: 0 auto (per block), 1 Lorenzo, 2 interpolation, 3 NGLR; bits 8-15 NGLR training budget (thousands of sample points, 0 = default); bits 16-31 zero (optional word) |
 //! | 6 | bits 0-7 enhancer (NeurLZ): 0 off, 1 strict, 2 relaxed (bound 2x), 3 strict cross-field, 4 relaxed cross-field; bits 8-15 enhancer training budget (units of 20 steps, 0 = default); bit 16 keep the enhancer whenever it lowers the error (skip the rate check); bits 17-31 zero (optional word) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
@@ -42,8 +42,11 @@ pub enum ErrorMode {
 pub enum Coder {
     /// Context-adaptive binary range coding of the residuals' bit-planes (best ratio).
     Range = 0,
-    /// Bit-plane transposition followed by LZ4 (fastest).
+    /// Bit-plane transposition followed by LZ4 (fast on the CPU).
     Lz4 = 1,
+    /// A fixed bit width per group of 32 residuals (the GPU's coder: every group coded at
+    /// once; a larger file than the range coder gives).
+    Packed = 2,
 }
 
 /// Which predictor the encoder may use.
@@ -348,9 +351,10 @@ impl Params {
         let coder = match word(4) {
             0 => Coder::Range,
             1 => Coder::Lz4,
+            2 => Coder::Packed,
             c => {
                 return Err(Error::BadParams(format!(
-                    "cd_values[4] (coder) is {c}: 0 range, 1 lz4"
+                    "cd_values[4] (coder) is {c}: 0 range, 1 lz4, 2 packed"
                 )))
             }
         };

@@ -33,13 +33,23 @@ pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u
 }
 
 fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
-    let x: Vec<T> = field::from_bytes(data);
     let coded = match gpu_encode(data, chunk, params) {
-        Some((plan, blocks)) => Some(encode_coded(&x, chunk, params, &plan, Some(blocks))),
-        None => quant::plan(&x, params).map(|plan| match quant::target_nrmse(params) {
-            Some(target) => encode_for_target(&x, chunk, params, plan, target),
-            None => encode_coded(&x, chunk, params, &plan, None),
-        }),
+        // The GPU coded every block: the values are needed only as bytes, for the escapes.
+        Some((plan, blocks)) => Some(encode_coded::<T>(
+            &[],
+            data,
+            chunk,
+            params,
+            &plan,
+            Some(blocks),
+        )),
+        None => {
+            let x: Vec<T> = field::from_bytes(data);
+            quant::plan(&x, params).map(|plan| match quant::target_nrmse(params) {
+                Some(target) => encode_for_target(&x, data, chunk, params, plan, target),
+                None => encode_coded(&x, data, chunk, params, &plan, None),
+            })
+        }
     };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => Ok(bytes),
@@ -63,6 +73,7 @@ fn decoded_nrmse<T: Element>(x: &[T], bytes: &[u8]) -> Option<f64> {
 /// With the enhancer on, [`quality_target`] then looks for a smaller chunk.
 fn encode_for_target<T: Element>(
     x: &[T],
+    data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
     plan: Plan,
@@ -79,7 +90,7 @@ fn encode_for_target<T: Element>(
             let Some(p) = quant::plan_on(x, plan.grid.mid, eb, quant::FEEDBACK_STEP) else {
                 break;
             };
-            let bytes = encode_coded(x, chunk, &plain, &p, None);
+            let bytes = encode_coded(x, data, chunk, &plain, &p, None);
             let Some(e) = decoded_nrmse(x, &bytes).filter(|&e| e > 0.0) else {
                 break;
             };
@@ -101,7 +112,7 @@ fn encode_for_target<T: Element>(
     let (plan, bytes) = match base {
         Some((p, b)) if b.len() * 8 <= LOW_RATE_BITS * x.len() => (p, b),
         found => {
-            let own = encode_coded(x, chunk, &plain, &plan, None);
+            let own = encode_coded(x, data, chunk, &plain, &plan, None);
             match found {
                 Some((p, b)) if b.len() <= own.len() => (p, b),
                 _ => (plan, own),
@@ -111,7 +122,7 @@ fn encode_for_target<T: Element>(
     if params.enhancer == Enhancer::Off {
         return bytes;
     }
-    quality_target(x, chunk, params, &plan, bytes, target)
+    quality_target(x, data, chunk, params, &plan, bytes, target)
 }
 
 /// Bits per value up to which an NRMSE or PSNR target is coded with error feedback alone
@@ -128,6 +139,7 @@ const MAX_LOOSEN: f64 = 4.0;
 /// looser grids, each checked by decoding it.
 fn quality_target<T: Element>(
     x: &[T],
+    data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
     plan: &Plan,
@@ -139,7 +151,7 @@ fn quality_target<T: Element>(
         ..*params
     };
     let mut best = plain;
-    let enhanced = encode_coded(x, chunk, &forced, plan, None);
+    let enhanced = encode_coded(x, data, chunk, &forced, plan, None);
     let Some(e0) = decoded_nrmse(x, &enhanced) else {
         return best;
     };
@@ -156,7 +168,7 @@ fn quality_target<T: Element>(
         let Some(loose) = quant::loosened(x, plan, factor) else {
             break;
         };
-        let bytes = encode_coded(x, chunk, &forced, &loose, None);
+        let bytes = encode_coded(x, data, chunk, &forced, &loose, None);
         let Some(e) = decoded_nrmse(x, &bytes) else {
             break;
         };
@@ -226,6 +238,7 @@ fn encode_stored(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Vec<u8> {
 /// Codes a chunk on `plan`; `gpu_blocks` holds the block payloads when the GPU made them.
 fn encode_coded<T: Element>(
     x: &[T],
+    data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
     plan: &Plan,
@@ -477,8 +490,9 @@ fn encode_coded<T: Element>(
         );
         prev = Some(i);
     }
+    // The escaped values' own bytes (what `x[i].write_le` gives).
     for &i in &escapes {
-        x[i].write_le(&mut esc_payload);
+        esc_payload.extend_from_slice(&data[i * T::SIZE..(i + 1) * T::SIZE]);
     }
 
     let header = Header {
@@ -1061,8 +1075,18 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         Error::Corrupt(format!("expected the blocks section, found id {id}"))
     );
     let parts = split_blocks(payload, blocks.len())?;
-    let mut values = match gpu_decode::<T>(h, &parts, &blocks, dims, grid) {
-        Some(v) => v,
+    let mut values = match gpu_decode(h, &parts, &blocks, dims, grid) {
+        // With no enhancer to run, the escapes go straight into the GPU's bytes.
+        Some(mut bytes) if h.sections == 2 + learned.is_some() as u32 => {
+            let (id, esc_payload) = format::read_section(r)?;
+            ensure!(
+                id == section::ESCAPES,
+                Error::Corrupt(format!("expected the escapes section, found id {id}"))
+            );
+            apply_escapes_to_bytes::<T>(esc_payload, &mut bytes)?;
+            return Ok(bytes);
+        }
+        Some(bytes) => field::from_bytes(&bytes),
         None => {
             let decoded: Vec<Result<Vec<T>>> = blocks
                 .par_iter()
@@ -1096,19 +1120,21 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
     Ok(field::to_bytes(&values))
 }
 
-/// Decodes the blocks on the GPU when the CUDA backend is asked for (`RESID_BACKEND=cuda`)
-/// and every block is plain Lorenzo with feedback step 1 (what the kernels run); `None` sends
-/// the work to the CPU, which computes the same values.
-fn gpu_decode<T: Element>(
+/// Decodes the blocks on the GPU when every block is plain Lorenzo with feedback step 1 (what
+/// the kernels run) and the GPU backend is chosen: by `RESID_BACKEND=cuda`, or by `auto` for a
+/// large chunk of packed blocks. `None` sends the work to the CPU, which computes the same
+/// values.
+fn gpu_decode(
     h: &Header,
     parts: &[BlockPart<'_>],
     blocks: &[Block],
     dims: [usize; 3],
     grid: Grid,
-) -> Option<Vec<T>> {
+) -> Option<Vec<u8>> {
     let coder = |p: &BlockPart<'_>| match p.coder {
         code::BlockCoder::Range => Some(Coder::Range),
         code::BlockCoder::Lz4 => Some(Coder::Lz4),
+        code::BlockCoder::Packed => Some(Coder::Packed),
         code::BlockCoder::RangeFar => None,
     };
     if h.feedback != 1
@@ -1130,7 +1156,14 @@ fn gpu_decode<T: Element>(
         blocks,
         grid,
     };
-    crate::backend::gpu_decode(&job, crate::params::Backend::Cpu).map(|b| field::from_bytes(&b))
+    // A packed chunk decodes entirely on the GPU, so `auto` uses it for large chunks; the
+    // other coders' decoding stays on the CPU unless `RESID_BACKEND=cuda` asks.
+    let backend = if list.iter().all(|p| p.0 == Coder::Packed) {
+        crate::params::Backend::Auto
+    } else {
+        crate::params::Backend::Cpu
+    };
+    crate::backend::gpu_decode(&job, backend)
 }
 
 /// The coarse-level feedback step this encoder gives blocks of predictor `id`.
@@ -1244,14 +1277,30 @@ fn decode_grid(
 }
 
 fn apply_escapes<T: Element>(payload: &[u8], values: &mut [T]) -> Result<()> {
+    let n = values.len();
+    for_each_escape::<T>(payload, n, |i, raw| values[i] = T::read_le(raw))
+}
+
+/// [`apply_escapes`] on the values' little-endian bytes (the GPU decoder's output).
+fn apply_escapes_to_bytes<T: Element>(payload: &[u8], bytes: &mut [u8]) -> Result<()> {
+    let n = bytes.len() / T::SIZE;
+    for_each_escape::<T>(payload, n, |i, raw| {
+        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
+    })
+}
+
+/// Reads the escapes section of a chunk of `n` values, calling `put(index, value bytes)` for
+/// each escaped value (indices checked against `n`).
+fn for_each_escape<T: Element>(
+    payload: &[u8],
+    n: usize,
+    mut put: impl FnMut(usize, &[u8]),
+) -> Result<()> {
     let mut r = Reader::new(payload);
     let count = r.u64("escapes")?;
     ensure!(
-        count <= values.len() as u64,
-        Error::Corrupt(format!(
-            "{count} escaped values in a chunk of {}",
-            values.len()
-        ))
+        count <= n as u64,
+        Error::Corrupt(format!("{count} escaped values in a chunk of {n}"))
     );
     let count = count as usize;
     // Each index takes at least one byte and each value T::SIZE: refuse before allocating.
@@ -1264,14 +1313,14 @@ fn apply_escapes<T: Element>(payload: &[u8], values: &mut [T]) -> Result<()> {
     for _ in 0..count {
         let i = next
             .checked_add(r.varint("escape index")?)
-            .filter(|&i| i < values.len() as u64)
+            .filter(|&i| i < n as u64)
             .ok_or_else(|| Error::Corrupt("escape index out of range".into()))?;
         idx.push(i as usize);
         next = i + 1;
     }
     let raw = r.take(count * T::SIZE, "escaped values")?;
     for (&i, b) in idx.iter().zip(raw.chunks_exact(T::SIZE)) {
-        values[i] = T::read_le(b);
+        put(i, b);
     }
     ensure!(
         r.remaining() == 0,

@@ -62,6 +62,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-3),
         ),
         (
+            // The GPU's coder (chunk coder 2, block coder id 3) on Lorenzo blocks, with
+            // escaped NaN, infinity and subnormal values.
+            "v1_f32_3d_rel_packed",
+            f32_bytes.clone(),
+            ChunkInfo::new(DType::F32, &[6, 10, 12]).unwrap(),
+            Params::rel(1e-3)
+                .with_coder(Coder::Packed)
+                .with_predictor(resid::PredictorChoice::Lorenzo),
+        ),
+        (
             "v1_f32_4d_nrmse_lz4",
             f32_bytes,
             ChunkInfo::new(DType::F32, &[2, 3, 10, 12]).unwrap(),
@@ -166,7 +176,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 13);
+    assert_eq!(seen, 14);
 }
 
 #[test]
@@ -226,6 +236,22 @@ fn interpolation_goldens_use_coder_2_since_far_contexts() {
         let entry = &chunk[64 + 8 * 3 + 16 + 4..][..4];
         assert_eq!(entry[1], 2, "{name}: {entry:?}");
     }
+}
+
+#[test]
+fn packed_golden_uses_coder_3() {
+    let chunk = std::fs::read(dir().join("v1_f32_3d_rel_packed.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert_eq!(s.header.coder, Coder::Packed);
+    assert_eq!(s.block_predictors, [1], "{s:?}");
+    let entry = &chunk[64 + 8 * 3 + 16 + 4..][..12];
+    assert_eq!(entry[..4], [1, 3, 0, 0]);
+    // The payload: one width byte per 32 values, padded to 4 bytes, then 4 bytes per width.
+    let len = u32::from_le_bytes(entry[4..8].try_into().unwrap()) as usize;
+    let payload = &chunk[64 + 8 * 3 + 16 + 4 + 12..][..len];
+    let groups = (6 * 10 * 12usize).div_ceil(32);
+    let words: usize = payload[..groups].iter().map(|&w| w as usize).sum();
+    assert_eq!(len, groups.next_multiple_of(4) + 4 * words);
 }
 
 #[test]

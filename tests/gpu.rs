@@ -122,6 +122,17 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
     };
     let c = Cpu.encode(&job).unwrap();
     let gg = g.encode(&job).unwrap();
+    // The whole-chunk form (one upload for statistics and encode) gives the same.
+    let (g2, eb2, whole) = g.encode_chunk(data, &chunk, params).unwrap().unwrap();
+    assert_eq!(
+        (g2.mid.to_bits(), g2.step.to_bits()),
+        (grid.mid.to_bits(), grid.step.to_bits())
+    );
+    assert_eq!(eb2.to_bits(), eb.to_bits());
+    assert!(
+        whole == gg,
+        "encode_chunk differs from encode {shape:?} {params:?}"
+    );
     assert_eq!(c.escapes, gg.escapes, "escapes {shape:?} {params:?}");
     for (i, (a, b)) in c.coded.iter().zip(&gg.coded).enumerate() {
         assert!(a == b, "block {i} of {shape:?} differs ({params:?})");
@@ -147,7 +158,7 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
 
 fn params_set() -> Vec<Params> {
     let mut v = Vec::new();
-    for coder in [Coder::Range, Coder::Lz4] {
+    for coder in [Coder::Range, Coder::Lz4, Coder::Packed] {
         for p in [Params::abs(1e-3), Params::rel(1e-4), Params::abs(0.5)] {
             v.push(p.with_coder(coder).with_predictor(PredictorChoice::Lorenzo));
         }
@@ -359,6 +370,121 @@ fn falls_back_without_device() {
     }
 }
 
+/// Transfers through the pinned staging buffers give the bytes back exactly, with a size that
+/// is not a multiple of the buffers'.
+#[test]
+fn staged_transfers_round_trip() {
+    let Some(g) = gpu() else { return };
+    let n = 2 * cuda::STAGE + cuda::STAGE / 3 + 123;
+    let data: Vec<u8> = (0..n as u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+        .collect();
+    let up = g.upload_staged(&data).unwrap();
+    assert!(g.download(&up).unwrap() == data, "staged upload");
+    let plain = g.upload(&data).unwrap();
+    assert!(
+        g.download_staged(&plain).unwrap() == data,
+        "staged download"
+    );
+    assert!(g.download_staged(&up).unwrap() == data, "both staged");
+}
+
+/// A packed payload the host checks refuse never reaches the kernels: the GPU decoder gives the
+/// CPU's error, and a good chunk decodes after it (the device is still usable).
+#[test]
+fn corrupt_packed_payload_is_an_error_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    let shape = [40usize, 50, 60];
+    let x: Vec<f32> = synth(shape, false, 5).iter().map(|&v| v as f32).collect();
+    let data = bytes32(&x);
+    let dims = shape;
+    let ext = field::block_extents(dims);
+    let blocks = field::blocks(dims, ext).unwrap();
+    let p = Params::abs(1e-3).with_coder(Coder::Packed);
+    let (grid, eb) = backend::grid_for(&Cpu.stats(&data, DType::F32).unwrap(), &p).unwrap();
+    let job = EncodeJob {
+        data: &data,
+        dtype: DType::F32,
+        dims,
+        ext,
+        blocks: &blocks,
+        grid,
+        eb,
+        coder: Coder::Packed,
+    };
+    let enc = g.encode(&job).unwrap();
+    for (pos, val, what) in [
+        (0usize, 40u8, "40-bit group"),
+        (usize::MAX, 0, "widths need"),
+    ] {
+        let mut coded = enc.coded.clone();
+        if pos == usize::MAX {
+            let len = coded[0].len();
+            coded[0].truncate(len - 4);
+        } else {
+            coded[0][pos] = val;
+        }
+        let parts: Vec<(Coder, &[u8], u32)> = coded
+            .iter()
+            .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
+            .collect();
+        let djob = DecodeJob {
+            parts: &parts,
+            dtype: DType::F32,
+            dims,
+            ext,
+            blocks: &blocks,
+            grid,
+        };
+        let e = g.decode(&djob).unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+        assert_eq!(Cpu.decode(&djob).unwrap_err().to_string(), e);
+    }
+    let parts: Vec<(Coder, &[u8], u32)> = enc
+        .coded
+        .iter()
+        .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
+        .collect();
+    let djob = DecodeJob {
+        parts: &parts,
+        dtype: DType::F32,
+        dims,
+        ext,
+        blocks: &blocks,
+        grid,
+    };
+    assert!(g.decode(&djob).unwrap() == Cpu.decode(&djob).unwrap());
+}
+
+/// A packed chunk of at least `backend::AUTO_MIN_BYTES` under `auto`: the GPU encodes it (same
+/// bytes as the CPU) and `resid::decompress` decodes it on the GPU, within the bound.
+#[test]
+fn large_packed_chunk_runs_on_the_gpu_under_auto() {
+    let Some(g) = gpu() else { return };
+    let shape = [64usize, 256, 320];
+    assert!(shape.iter().product::<usize>() * 4 >= backend::AUTO_MIN_BYTES);
+    let x: Vec<f32> = synth(shape, true, 11).iter().map(|&v| v as f32).collect();
+    let data = bytes32(&x);
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let p = Params::rel(1e-4)
+        .with_coder(Coder::Packed)
+        .with_predictor(PredictorChoice::Lorenzo);
+    let escapes = compare(&g, &data, DType::F32, &shape, &p);
+    assert!(escapes > 0, "escapes exercised");
+    let mut pc = p;
+    pc.backend = Backend::Cpu;
+    let a = resid::compress(&data, &chunk, &p).unwrap();
+    let b = resid::compress(&data, &chunk, &pc).unwrap();
+    assert!(a == b, "auto (GPU) and CPU chunks differ");
+    let back = resid::decompress(&a).unwrap();
+    check_bound(&data, &back, DType::F32, &a);
+    eprintln!(
+        "large packed chunk: {} MiB -> {} KiB, {escapes} escapes, CPU == GPU",
+        data.len() >> 20,
+        a.len() >> 10
+    );
+}
+
 /// Kernel throughput on a 512^3 f32 field (`RESID_BENCH_N` overrides 512), device-resident,
 /// timed with CUDA events; prints a markdown table (and writes it to `RESID_BENCH_OUT`).
 #[test]
@@ -482,6 +608,158 @@ fn gpu_bench() {
                 .unwrap();
         },
     );
+    // The packed coder: widths, per-block scan and packing of the fused kernel's codes (the
+    // encode chain ends with the chunk's payload bytes on the device), and its inverse.
+    let layout = cuda::PackedLayout::of(&blocks);
+    let goff = g.upload(&layout.group_off).unwrap();
+    let mut widths = g.zeros::<u8>(layout.groups).unwrap();
+    let mut first = g.zeros::<u32>(layout.groups).unwrap();
+    let mut totals = g.zeros::<u32>(nb).unwrap();
+    g.packed_widths_dev(&codes, &t, &layout, &goff, &mut widths)
+        .unwrap();
+    g.packed_scan_dev(&widths, &goff, &t, nb, &goff, &mut first, &mut totals)
+        .unwrap();
+    let totals_h = g.download(&totals).unwrap();
+    let mut woff_h = Vec::with_capacity(nb);
+    let mut all_words = 0u64;
+    for &w in &totals_h[..nb] {
+        woff_h.push(all_words);
+        all_words += w as u64;
+    }
+    let woff_d = g.upload(&woff_h).unwrap();
+    let mut pwords = g.zeros::<u8>(4 * all_words as usize).unwrap();
+    let packed_bytes = (layout.groups + 4 * all_words as usize) as f64;
+    let first_packed = 6; // the rows timed above
+    time(
+        "packed: group widths, read 4 B/value",
+        nf * 4.0,
+        &mut || {
+            g.packed_widths_dev(&codes, &t, &layout, &goff, &mut widths)
+                .unwrap();
+        },
+    );
+    time(
+        "packed: per-block scan of the widths, read 1 B/group + write 4 B/group",
+        layout.groups as f64 * 5.0,
+        &mut || {
+            g.packed_scan_dev(&widths, &goff, &t, nb, &goff, &mut first, &mut totals)
+                .unwrap();
+        },
+    );
+    time(
+        "packed: write the words, read 4 B/value + write the words",
+        nf * 4.0 + 4.0 * all_words as f64,
+        &mut || {
+            g.packed_write_dev(
+                &codes,
+                &t,
+                &layout,
+                &goff,
+                &widths,
+                &first,
+                &woff_d,
+                &mut pwords,
+            )
+            .unwrap();
+        },
+    );
+    // Payloads laid end to end as the decoder receives them, from the GPU's own encode.
+    let job = EncodeJob {
+        data: &data,
+        dtype: DType::F32,
+        dims,
+        ext,
+        blocks: &blocks,
+        grid,
+        eb,
+        coder: Coder::Packed,
+    };
+    let host = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                f();
+                t0.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let xfer = |f: &mut dyn FnMut()| {
+        let ms = host(f);
+        (ms, nf * 4.0 / ms / 1e6)
+    };
+    let (ms_up, gb_up) = xfer(&mut || drop(g.upload(&data).unwrap()));
+    let (ms_ups, gb_ups) = xfer(&mut || drop(g.upload_staged(&data).unwrap()));
+    let (ms_dn, gb_dn) = xfer(&mut || drop(g.download(&xd).unwrap()));
+    let (ms_dns, gb_dns) = xfer(&mut || drop(g.download_staged(&xd).unwrap()));
+    let mut enc_p = None;
+    let ms_enc_host = host(&mut || {
+        enc_p = Some(
+            g.encode_chunk(
+                &data,
+                &ChunkInfo::new(DType::F32, &dims).unwrap(),
+                &Params::rel(1e-4).with_coder(Coder::Packed),
+            )
+            .unwrap()
+            .unwrap()
+            .2,
+        )
+    });
+    let enc_p = enc_p.unwrap();
+    let coded_bytes: usize = enc_p.coded.iter().map(Vec::len).sum();
+    let mut all = Vec::new();
+    let (mut pay_off, mut words_at) = (Vec::new(), Vec::new());
+    for (b, c) in blocks.iter().zip(&enc_p.coded) {
+        pay_off.push(all.len() as u64);
+        words_at.push((all.len() + resid::code::packed::widths_len(b.len())) as u64);
+        all.extend_from_slice(c);
+    }
+    let pay_d = g.upload(&all).unwrap();
+    let pay_off_d = g.upload(&pay_off).unwrap();
+    let words_at_d = g.upload(&words_at).unwrap();
+    let mut rp = g.zeros::<i32>(n).unwrap();
+    time(
+        "packed: scan + read the words + unzigzag, read the payload + write 4 B/value",
+        nf * 4.0 + all.len() as f64,
+        &mut || {
+            g.packed_scan_dev(&pay_d, &pay_off_d, &t, nb, &goff, &mut first, &mut totals)
+                .unwrap();
+            g.packed_read_dev(
+                &pay_d,
+                &pay_off_d,
+                &words_at_d,
+                &t,
+                &layout,
+                &goff,
+                &first,
+                &mut rp,
+            )
+            .unwrap();
+        },
+    );
+    let parts: Vec<(Coder, &[u8], u32)> = enc_p
+        .coded
+        .iter()
+        .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
+        .collect();
+    let djob = DecodeJob {
+        parts: &parts,
+        dtype: DType::F32,
+        dims,
+        ext,
+        blocks: &blocks,
+        grid,
+    };
+    let mut dec_g = Vec::new();
+    let ms_dec_host = host(&mut || dec_g = g.decode(&djob).unwrap());
+    let mut dec_c = Vec::new();
+    let ms_dec_cpu = host(&mut || dec_c = Cpu.decode(&djob).unwrap());
+    let mut enc_c = None;
+    let ms_enc_cpu = host(&mut || enc_c = Some(Cpu.encode(&job).unwrap()));
+    assert!(
+        enc_c.unwrap() == enc_p,
+        "packed: CPU and GPU payloads differ"
+    );
+    assert!(dec_c == dec_g, "packed: CPU and GPU decodes differ");
     // Correctness of what was timed: one-pass decode is within the bound.
     let back: Vec<f32> = field::from_bytes(&one);
     let esc_h = g.download(&esc).unwrap();
@@ -511,6 +789,41 @@ fn gpu_bench() {
          | decode chain (untranspose + one-pass inverse) | {dec:.3} | {:.0} (raw f32 bytes / time) |\n",
         nf * 4.0 / enc / 1e6,
         nf * 4.0 / dec / 1e6
+    );
+    let p_enc = rows[0].1
+        + rows[1].1
+        + rows[first_packed..first_packed + 3]
+            .iter()
+            .map(|r| r.1)
+            .sum::<f64>();
+    let p_dec = rows[first_packed + 3].1 + rows[4].1;
+    md += &format!(
+        "| packed encode chain (stats + fused + widths + scan + write: the payloads) | {p_enc:.3} | {:.0} (raw f32 bytes / time) |\n\
+         | packed decode chain (scan + read + one-pass inverse) | {p_dec:.3} | {:.0} (raw f32 bytes / time) |\n",
+        nf * 4.0 / p_enc / 1e6,
+        nf * 4.0 / p_dec / 1e6
+    );
+    md += &format!(
+        "\nPacked coder, whole chunk from host memory to host memory (best of 3, wall clock; the \
+         {} MiB chunk codes to {:.1} MiB, ratio {:.2}; device payload {:.1} MiB):\n\n\
+         | path | ms | GB/s of raw f32 |\n| --- | ---: | ---: |\n\
+         | GPU encode_chunk (upload, stats, kernels, payloads back) | {ms_enc_host:.1} | {:.1} |\n\
+         | GPU decode (payloads up, kernels, values back) | {ms_dec_host:.1} | {:.1} |\n\
+         | CPU backend encode ({} threads) | {ms_enc_cpu:.1} | {:.1} |\n\
+         | CPU backend decode | {ms_dec_cpu:.1} | {:.1} |\n\
+         | upload from pageable memory | {ms_up:.1} | {gb_up:.1} |\n\
+         | upload through the pinned staging buffers | {ms_ups:.1} | {gb_ups:.1} |\n\
+         | download to pageable memory | {ms_dn:.1} | {gb_dn:.1} |\n\
+         | download through the pinned staging buffers | {ms_dns:.1} | {gb_dns:.1} |\n",
+        (n * 4) >> 20,
+        coded_bytes as f64 / 1048576.0,
+        nf * 4.0 / coded_bytes as f64,
+        packed_bytes / 1048576.0,
+        nf * 4.0 / ms_enc_host / 1e6,
+        nf * 4.0 / ms_dec_host / 1e6,
+        rayon::current_num_threads(),
+        nf * 4.0 / ms_enc_cpu / 1e6,
+        nf * 4.0 / ms_dec_cpu / 1e6
     );
     md += &format!(
         "\nescaped values: {} in {} blocks; max |x - x'| of the others after the timed decode: {worst:.3e} (eb {eb:.3e})\n",

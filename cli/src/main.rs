@@ -129,7 +129,8 @@ pub struct Bound {
 pub struct Codec {
     #[command(flatten)]
     pub bound: Bound,
-    /// Entropy coder: range (best ratio) or lz4 (fastest)
+    /// Entropy coder: range (best ratio), lz4 (fast on the CPU) or packed (fixed width per
+    /// 32 values: coded and decoded entirely on a GPU)
     #[arg(long, value_enum, default_value_t = CoderArg::Range)]
     pub coder: CoderArg,
     /// Predictor: auto (Lorenzo or interpolation per block), lorenzo, interp, nglr (Lorenzo
@@ -147,6 +148,7 @@ pub struct Codec {
 pub enum CoderArg {
     Range,
     Lz4,
+    Packed,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -200,6 +202,7 @@ impl Codec {
         let mut p = resid::Params::new(mode, bound).with_coder(match self.coder {
             CoderArg::Range => resid::Coder::Range,
             CoderArg::Lz4 => resid::Coder::Lz4,
+            CoderArg::Packed => resid::Coder::Packed,
         });
         p.predictor = match self.predictor {
             PredictorArg::Auto => resid::PredictorChoice::Auto,

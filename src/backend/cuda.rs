@@ -9,21 +9,21 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
     sys::CUevent_flags, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
-    PushKernelArg,
+    PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 use rayon::prelude::*;
 
 use super::kernels::{self, Module};
 use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
-use crate::code;
+use crate::code::{self, packed};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
-use crate::params::{Coder, DType};
+use crate::params::{ChunkInfo, Coder, DType, Params};
 use crate::predict::lorenzo;
 use crate::quant::{Grid, Stats};
 
@@ -128,6 +128,9 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
     })
 }
 
+/// Bytes in each of the two pinned staging buffers of [`Cuda::upload_staged`].
+pub const STAGE: usize = 16 << 20;
+
 /// The GPU backend: one device, its stream and every kernel, loaded.
 pub struct Cuda {
     ctx: Arc<CudaContext>,
@@ -136,6 +139,9 @@ pub struct Cuda {
     device: String,
     arch: i32,
     nvrtc: (i32, i32),
+    /// Two page-locked buffers, allocated on first use and kept (32 MiB of pinned memory),
+    /// through which large transfers go: `None` inside when they could not be allocated.
+    staging: Mutex<Option<Option<[PinnedHostSlice<u8>; 2]>>>,
 }
 
 impl std::fmt::Debug for Cuda {
@@ -192,6 +198,7 @@ impl Cuda {
                 device,
                 arch,
                 nvrtc,
+                staging: Mutex::new(None),
             })
         })
     }
@@ -237,6 +244,95 @@ impl Cuda {
         self.stream
             .clone_dtoh(d)
             .map_err(|e| device_error("download", e))
+    }
+
+    /// Runs `f` with the two staging buffers, or returns `None` when they cannot be had
+    /// (allocation failed once: transfers then go from pageable memory).
+    fn with_staging<R>(
+        &self,
+        f: impl FnOnce(&mut [PinnedHostSlice<u8>; 2]) -> Result<R>,
+    ) -> Option<Result<R>> {
+        let mut guard = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = guard.get_or_insert_with(|| {
+            // Not write-combined: the host reads these back on download (GPU.md).
+            let alloc = || unsafe { self.ctx.alloc_pinned_with_flags::<u8>(STAGE, 0) };
+            match (alloc(), alloc()) {
+                (Ok(a), Ok(b)) => Some([a, b]),
+                (a, b) => {
+                    let e = a.err().or(b.err());
+                    log::info!("resid: no pinned staging memory ({e:?}): pageable transfers");
+                    None
+                }
+            }
+        });
+        slots.as_mut().map(f)
+    }
+
+    /// Uploads `data` through the pinned staging buffers: the host copies one piece (all
+    /// threads) while the previous one crosses the bus. Pageable transfers run at a fraction
+    /// of the bus's speed (GPU.md). Falls back to [`Cuda::upload`].
+    pub fn upload_staged(&self, data: &[u8]) -> Result<CudaSlice<u8>> {
+        if data.len() < 2 * STAGE {
+            return self.upload(data);
+        }
+        let staged = self.with_staging(|slots| {
+            let mut dst = unsafe { self.stream.alloc::<u8>(data.len()) }
+                .map_err(|e| device_error("alloc", e))?;
+            let full = data.len() / STAGE * STAGE;
+            for (k, piece) in data[..full].chunks_exact(STAGE).enumerate() {
+                let slot = &mut slots[k % 2];
+                // Waits for this slot's previous transfer.
+                let buf = slot
+                    .as_mut_slice()
+                    .map_err(|e| device_error("staging", e))?;
+                par_copy(buf, piece);
+                let mut view = dst.slice_mut(k * STAGE..(k + 1) * STAGE);
+                self.stream
+                    .memcpy_htod(&*slot, &mut view)
+                    .map_err(|e| device_error("upload", e))?;
+            }
+            if full < data.len() {
+                let mut view = dst.slice_mut(full..);
+                self.stream
+                    .memcpy_htod(&data[full..], &mut view)
+                    .map_err(|e| device_error("upload", e))?;
+            }
+            Ok(dst)
+        });
+        staged.unwrap_or_else(|| self.upload(data))
+    }
+
+    /// Downloads `src` through the pinned staging buffers: one piece crosses the bus while the
+    /// host copies out the previous one. Falls back to [`Cuda::download`].
+    pub fn download_staged(&self, src: &CudaSlice<u8>) -> Result<Vec<u8>> {
+        let n = src.len();
+        if n < 2 * STAGE {
+            return self.download(src);
+        }
+        let staged = self.with_staging(|slots| {
+            let mut out = vec![0u8; n];
+            let pieces = n.div_ceil(STAGE);
+            let issue = |k: usize, slot: &mut PinnedHostSlice<u8>| {
+                let view = src.slice(k * STAGE..((k + 1) * STAGE).min(n));
+                self.stream
+                    .memcpy_dtoh(&view, slot)
+                    .map_err(|e| device_error("download", e))
+            };
+            issue(0, &mut slots[0])?;
+            for k in 0..pieces {
+                if k + 1 < pieces {
+                    issue(k + 1, &mut slots[(k + 1) % 2])?;
+                }
+                let len = ((k + 1) * STAGE).min(n) - k * STAGE;
+                // Waits for piece k.
+                let buf = slots[k % 2]
+                    .as_slice()
+                    .map_err(|e| device_error("staging", e))?;
+                par_copy(&mut out[k * STAGE..k * STAGE + len], &buf[..len]);
+            }
+            Ok(out)
+        });
+        staged.unwrap_or_else(|| self.download(src))
     }
 
     pub fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
@@ -472,6 +568,151 @@ impl Cuda {
     }
 }
 
+impl Cuda {
+    /// The packed coder's group widths of zigzag codes (block-major): `widths[group_off[b] + g]`.
+    pub fn packed_widths_dev(
+        &self,
+        codes: &CudaSlice<i32>,
+        table: &CudaSlice<u64>,
+        layout: &PackedLayout,
+        group_off: &CudaSlice<u64>,
+        widths: &mut CudaSlice<u8>,
+    ) -> Result<()> {
+        let mut b = self.stream.launch_builder(self.f("packed_widths"));
+        b.arg(codes).arg(table).arg(group_off).arg(widths);
+        unsafe { b.launch(layout.warp_grid()) }.map_err(|e| device_error("packed_widths", e))?;
+        Ok(())
+    }
+
+    /// Per block, the exclusive prefix sum of the widths found at `widths + width_off[b]`:
+    /// each group's first word in its block (`first[group_off[b] + g]`) and the block's total.
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_scan_dev(
+        &self,
+        widths: &CudaSlice<u8>,
+        width_off: &CudaSlice<u64>,
+        table: &CudaSlice<u64>,
+        nblocks: usize,
+        group_off: &CudaSlice<u64>,
+        first: &mut CudaSlice<u32>,
+        total: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        let mut b = self.stream.launch_builder(self.f("packed_scan"));
+        b.arg(widths)
+            .arg(width_off)
+            .arg(table)
+            .arg(group_off)
+            .arg(first)
+            .arg(total);
+        unsafe { b.launch(cfg((nblocks as u32, 1, 1), (1024, 1, 1))) }
+            .map_err(|e| device_error("packed_scan", e))?;
+        Ok(())
+    }
+
+    /// The packed words of every block, block `b`'s from word `word_off[b]` of `words` (bytes,
+    /// little-endian u32 words).
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_write_dev(
+        &self,
+        codes: &CudaSlice<i32>,
+        table: &CudaSlice<u64>,
+        layout: &PackedLayout,
+        group_off: &CudaSlice<u64>,
+        widths: &CudaSlice<u8>,
+        first: &CudaSlice<u32>,
+        word_off: &CudaSlice<u64>,
+        words: &mut CudaSlice<u8>,
+    ) -> Result<()> {
+        let mut b = self.stream.launch_builder(self.f("packed_write"));
+        b.arg(codes)
+            .arg(table)
+            .arg(group_off)
+            .arg(widths)
+            .arg(first)
+            .arg(word_off)
+            .arg(words);
+        unsafe { b.launch(layout.warp_grid()) }.map_err(|e| device_error("packed_write", e))?;
+        Ok(())
+    }
+
+    /// Residuals (block-major) from packed payloads laid end to end in `payload`, block `b`'s
+    /// at byte `pay_off[b]` and its words at byte `words_at[b]`; `first` from
+    /// [`Cuda::packed_scan_dev`] over the same payloads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_read_dev(
+        &self,
+        payload: &CudaSlice<u8>,
+        pay_off: &CudaSlice<u64>,
+        words_at: &CudaSlice<u64>,
+        table: &CudaSlice<u64>,
+        layout: &PackedLayout,
+        group_off: &CudaSlice<u64>,
+        first: &CudaSlice<u32>,
+        r: &mut CudaSlice<i32>,
+    ) -> Result<()> {
+        let mut b = self.stream.launch_builder(self.f("packed_read"));
+        b.arg(payload)
+            .arg(pay_off)
+            .arg(words_at)
+            .arg(table)
+            .arg(group_off)
+            .arg(first)
+            .arg(r);
+        unsafe { b.launch(layout.warp_grid()) }.map_err(|e| device_error("packed_read", e))?;
+        Ok(())
+    }
+}
+
+/// Where each block's groups of the packed coder start in the chunk-wide group arrays.
+#[derive(Debug, Clone)]
+pub struct PackedLayout {
+    /// Per block, its first group.
+    pub group_off: Vec<u64>,
+    /// Groups in all.
+    pub groups: usize,
+    /// The most groups of one block.
+    pub max_groups: usize,
+    pub nblocks: usize,
+}
+
+impl PackedLayout {
+    pub fn of(blocks: &[Block]) -> PackedLayout {
+        let mut group_off = Vec::with_capacity(blocks.len());
+        let (mut groups, mut max_groups) = (0usize, 0usize);
+        for b in blocks {
+            group_off.push(groups as u64);
+            let g = b.len().div_ceil(packed::GROUP);
+            groups += g;
+            max_groups = max_groups.max(g);
+        }
+        PackedLayout {
+            group_off,
+            groups,
+            max_groups,
+            nblocks: blocks.len(),
+        }
+    }
+
+    /// One warp a group: (ceil(max groups / 8), blocks) CTAs of 256 threads.
+    fn warp_grid(&self) -> LaunchConfig {
+        cfg(
+            (
+                self.max_groups.div_ceil(8).max(1) as u32,
+                self.nblocks as u32,
+                1,
+            ),
+            (256, 1, 1),
+        )
+    }
+}
+
+/// `dst.copy_from_slice(src)` on every thread, 1 MiB a task.
+fn par_copy(dst: &mut [u8], src: &[u8]) {
+    dst.par_chunks_mut(1 << 20)
+        .zip(src.par_chunks(1 << 20))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 fn cfg(grid: (u32, u32, u32), block: (u32, u32, u32)) -> LaunchConfig {
     LaunchConfig {
         grid_dim: grid,
@@ -533,18 +774,19 @@ fn redo_block<T: Element>(job: &EncodeJob<'_>, b: &Block) -> (Vec<u8>, Vec<usize
 }
 
 impl Cuda {
-    fn encode_inner(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
+    /// Encodes `job` from its values already on the device (`x`, freed once quantized).
+    fn encode_dev(&self, job: &EncodeJob<'_>, x: CudaSlice<u8>) -> Result<Encoded> {
         let nb = job.blocks.len();
         let n: usize = job.blocks.iter().map(Block::len).sum();
-        let x = self.upload(job.data)?;
         let (table, offsets) = block_table(job.blocks);
         let table_d = self.upload(&table)?;
         let mut codes = self.zeros::<i32>(n)?;
         let mut ors = self.zeros::<u32>(nb)?;
         let mut escs = self.zeros::<u32>(nb)?;
         let lz4 = job.coder == Coder::Lz4;
+        let zigzag = job.coder != Coder::Range;
         self.lorenzo_encode_dev(
-            &x, job.dtype, job.dims, job.ext, &table_d, nb, job.grid, job.eb, lz4, &mut codes,
+            &x, job.dtype, job.dims, job.ext, &table_d, nb, job.grid, job.eb, zigzag, &mut codes,
             &mut ors, &mut escs,
         )?;
         drop(x);
@@ -554,7 +796,54 @@ impl Cuda {
             DType::F32 => redo_block::<f32>(job, b),
             DType::F64 => redo_block::<f64>(job, b),
         };
-        let parts: Vec<(Vec<u8>, Vec<usize>)> = if lz4 {
+        let parts: Vec<(Vec<u8>, Vec<usize>)> = if job.coder == Coder::Packed {
+            let layout = PackedLayout::of(job.blocks);
+            let goff_d = self.upload(&layout.group_off)?;
+            let mut widths = self.zeros::<u8>(layout.groups)?;
+            self.packed_widths_dev(&codes, &table_d, &layout, &goff_d, &mut widths)?;
+            let mut first = self.zeros::<u32>(layout.groups)?;
+            let mut totals = self.zeros::<u32>(nb)?;
+            self.packed_scan_dev(
+                &widths,
+                &goff_d,
+                &table_d,
+                nb,
+                &goff_d,
+                &mut first,
+                &mut totals,
+            )?;
+            let totals_h = self.download(&totals)?;
+            let mut word_off = Vec::with_capacity(nb);
+            let mut all_words = 0usize;
+            for &t in &totals_h[..nb] {
+                word_off.push(all_words as u64);
+                all_words += t as usize;
+            }
+            let woff_d = self.upload(&word_off)?;
+            let mut words = self.zeros::<u8>(4 * all_words)?;
+            self.packed_write_dev(
+                &codes, &table_d, &layout, &goff_d, &widths, &first, &woff_d, &mut words,
+            )?;
+            let widths_h = self.download(&widths)?;
+            let words_h = self.download(&words)?;
+            (0..nb)
+                .into_par_iter()
+                .map(|i| {
+                    let b = &job.blocks[i];
+                    if escs_h[i] > 0 {
+                        return redo(b);
+                    }
+                    let g0 = layout.group_off[i] as usize;
+                    let (w0, t) = (4 * word_off[i] as usize, 4 * totals_h[i] as usize);
+                    let head = packed::widths_len(b.len());
+                    let mut p = Vec::with_capacity(head + t);
+                    p.extend_from_slice(&widths_h[g0..g0 + b.len().div_ceil(packed::GROUP)]);
+                    p.resize(head, 0);
+                    p.extend_from_slice(&words_h[w0..w0 + t]);
+                    (p, Vec::new())
+                })
+                .collect()
+        } else if lz4 {
             let (planes, woff, total) = plane_layout(job.blocks, &ors_h);
             let planes_d = self.upload(&planes)?;
             let woff_d = self.upload(&woff)?;
@@ -610,7 +899,51 @@ impl Cuda {
         let (table, offsets) = block_table(job.blocks);
         let table_d = self.upload(&table)?;
         let all_lz4 = job.parts.iter().all(|p| p.0 == Coder::Lz4);
-        let mut r_d = if all_lz4 {
+        let all_packed = job.parts.iter().all(|p| p.0 == Coder::Packed);
+        let mut r_d = if all_packed {
+            // Checked on the host (widths, padding, lengths), so the kernels read only inside
+            // the payloads.
+            job.blocks
+                .par_iter()
+                .zip(job.parts)
+                .try_for_each(|(b, p)| packed::check(p.1, b.len()).map(|_| ()))?;
+            let mut pay_off = Vec::with_capacity(nb);
+            let mut words_at = Vec::with_capacity(nb);
+            let mut all = Vec::with_capacity(job.parts.iter().map(|p| p.1.len()).sum());
+            for (b, p) in job.blocks.iter().zip(job.parts) {
+                pay_off.push(all.len() as u64);
+                words_at.push((all.len() + packed::widths_len(b.len())) as u64);
+                all.extend_from_slice(p.1);
+            }
+            let layout = PackedLayout::of(job.blocks);
+            let payload_d = self.upload(if all.is_empty() { &[0u8][..] } else { &all })?;
+            let pay_off_d = self.upload(&pay_off)?;
+            let words_at_d = self.upload(&words_at)?;
+            let goff_d = self.upload(&layout.group_off)?;
+            let mut first = self.zeros::<u32>(layout.groups)?;
+            let mut totals = self.zeros::<u32>(nb)?;
+            self.packed_scan_dev(
+                &payload_d,
+                &pay_off_d,
+                &table_d,
+                nb,
+                &goff_d,
+                &mut first,
+                &mut totals,
+            )?;
+            let mut r_d = self.zeros::<i32>(n)?;
+            self.packed_read_dev(
+                &payload_d,
+                &pay_off_d,
+                &words_at_d,
+                &table_d,
+                &layout,
+                &goff_d,
+                &first,
+                &mut r_d,
+            )?;
+            r_d
+        } else if all_lz4 {
             let words: Vec<Result<(u32, Vec<u64>)>> = job
                 .blocks
                 .par_iter()
@@ -656,7 +989,7 @@ impl Cuda {
         self.lorenzo_decode_dev(
             &mut r_d, &table_d, job.dims, job.ext, nb, job.grid, job.dtype, &mut out, false,
         )?;
-        let mut v = self.download(&out)?;
+        let mut v = self.download_staged(&out)?;
         v.truncate(n * job.dtype.size());
         Ok(v)
     }
@@ -675,7 +1008,27 @@ impl Stages for Cuda {
     }
 
     fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
-        guard("encode", || self.encode_inner(job))
+        guard("encode", || {
+            self.encode_dev(job, self.upload_staged(job.data)?)
+        })
+    }
+
+    /// The chunk is uploaded once, for the statistics and the encode.
+    fn encode_chunk(
+        &self,
+        data: &[u8],
+        chunk: &ChunkInfo,
+        params: &Params,
+    ) -> Result<Option<(Grid, f64, Encoded)>> {
+        guard("encode", || {
+            let x = self.upload_staged(data)?;
+            let st = self.stats_dev(&x, chunk.dtype)?;
+            let Some((grid, eb, geo)) = super::chunk_plan(&st, chunk, params)? else {
+                return Ok(None);
+            };
+            let job = geo.job(data, chunk.dtype, grid, eb, params.coder);
+            Ok(Some((grid, eb, self.encode_dev(&job, x)?)))
+        })
     }
 
     fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {

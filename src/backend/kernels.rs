@@ -39,7 +39,18 @@ pub const BITPLANE: Module = Module {
     kernels: &["bitplane_transpose", "bitplane_untranspose"],
 };
 
-pub const MODULES: [Module; 3] = [QUANT, LORENZO, BITPLANE];
+pub const PACKED: Module = Module {
+    name: "packed.cu",
+    source: include_str!("../../kernels/packed.cu"),
+    kernels: &[
+        "packed_widths",
+        "packed_scan",
+        "packed_write",
+        "packed_read",
+    ],
+};
+
+pub const MODULES: [Module; 4] = [QUANT, LORENZO, BITPLANE, PACKED];
 
 /// The encode tile (`TX` x `TY` threads in `lorenzo.cu`).
 pub const TILE_X: usize = 32;

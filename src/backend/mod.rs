@@ -4,8 +4,9 @@
 //! prequantize + escape + Lorenzo residual (+ zigzag and bit-plane transposition for the lz4
 //! path) over every block, and the inverse on decode. [`cpu::Cpu`] runs the crate's own Rust
 //! code and is the reference; [`cuda::Cuda`] runs hand-written kernels (`kernels/*.cu`)
-//! compiled at run time by NVRTC and must produce the same bytes. The sequential range coder
-//! stays on the CPU in both.
+//! compiled at run time by NVRTC and must produce the same bytes. With the packed coder
+//! (`code::packed`) the GPU also codes and decodes the residuals, so a chunk crosses the bus
+//! once each way; the range coder and LZ4 are sequential and stay on the CPU.
 //!
 //! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
 //! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
@@ -73,6 +74,67 @@ pub trait Stages: Send + Sync {
     fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded>;
     /// The chunk's values as little-endian bytes (escaped positions hold placeholders).
     fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>>;
+
+    /// Statistics, grid and encode of a whole chunk; `None` when the grid is not the
+    /// kernels' (NRMSE / PSNR targets, or no usable bound).
+    fn encode_chunk(
+        &self,
+        data: &[u8],
+        chunk: &ChunkInfo,
+        params: &Params,
+    ) -> Result<Option<(Grid, f64, Encoded)>> {
+        let st = self.stats(data, chunk.dtype)?;
+        let Some((grid, eb, geo)) = chunk_plan(&st, chunk, params)? else {
+            return Ok(None);
+        };
+        let job = geo.job(data, chunk.dtype, grid, eb, params.coder);
+        Ok(Some((grid, eb, self.encode(&job)?)))
+    }
+}
+
+/// A chunk's block geometry.
+pub struct Geometry {
+    pub dims: [usize; 3],
+    pub ext: [usize; 3],
+    pub blocks: Vec<Block>,
+}
+
+impl Geometry {
+    pub fn job<'a>(
+        &'a self,
+        data: &'a [u8],
+        dtype: DType,
+        grid: Grid,
+        eb: f64,
+        coder: Coder,
+    ) -> EncodeJob<'a> {
+        EncodeJob {
+            data,
+            dtype,
+            dims: self.dims,
+            ext: self.ext,
+            blocks: &self.blocks,
+            grid,
+            eb,
+            coder,
+        }
+    }
+}
+
+/// The grid, bound and block geometry of a chunk with statistics `st`, or `None` where the
+/// kernels' grid does not apply ([`grid_for`]).
+pub fn chunk_plan(
+    st: &Stats,
+    chunk: &ChunkInfo,
+    params: &Params,
+) -> Result<Option<(Grid, f64, Geometry)>> {
+    let Some((grid, eb)) = grid_for(st, params) else {
+        return Ok(None);
+    };
+    let dims = field::grid_dims(&chunk.shape);
+    let ext = field::block_extents(dims);
+    let blocks = field::blocks(dims, ext)?;
+    Ok(Some((grid, eb, Geometry { dims, ext, blocks })))
 }
 
 /// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds with
@@ -158,27 +220,7 @@ pub fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Gr
     if stages.name() == cpu::NAME {
         return None;
     }
-    let run = || -> Result<Option<(Grid, f64, Encoded)>> {
-        let st = stages.stats(data, chunk.dtype)?;
-        let Some((grid, eb)) = grid_for(&st, params) else {
-            return Ok(None);
-        };
-        let dims = field::grid_dims(&chunk.shape);
-        let ext = field::block_extents(dims);
-        let blocks = field::blocks(dims, ext)?;
-        let job = EncodeJob {
-            data,
-            dtype: chunk.dtype,
-            dims,
-            ext,
-            blocks: &blocks,
-            grid,
-            eb,
-            coder: params.coder,
-        };
-        Ok(Some((grid, eb, stages.encode(&job)?)))
-    };
-    match run() {
+    match stages.encode_chunk(data, chunk, params) {
         Ok(r) => r,
         Err(e) => {
             log::warn!("resid: GPU encode failed ({e}); the CPU redoes the chunk");

@@ -1,0 +1,190 @@
+//! The GPU-native coder: zigzag codes in groups of 32, each group stored at the bit width of
+//! its largest code (the fixed-length design of cuSZp). Groups are independent and carry no
+//! coder state, so a GPU codes or decodes all of them at once (one warp a group, bit-planes by
+//! ballot) and the CPU runs the same simple loops. It gives up ratio against the range coder
+//! (no context modelling) for a coder that runs at memory speed on a GPU.
+//!
+//! Block payload for `n` codes in `G = ceil(n / 32)` groups:
+//! - `G` bytes, each group's width `w` (0..=32), then zero bytes up to a multiple of 4;
+//! - for each group in order, `w` little-endian u32 words: word `b` holds bit `b` of the
+//!   group's codes, bit `j` of the word for code `j` (codes past `n` are 0).
+//!
+//! Every payload is a multiple of 4 bytes long, so payloads laid end to end keep their words
+//! aligned (what the GPU decoder relies on).
+
+use super::zigzag;
+use crate::error::{ensure, Error, Result};
+
+/// Codes a group holds.
+pub const GROUP: usize = 32;
+
+/// The width bytes' length with its padding: `G` rounded up to a multiple of 4.
+pub fn widths_len(n: usize) -> usize {
+    n.div_ceil(GROUP).next_multiple_of(4)
+}
+
+/// The bit width of a group of codes (0 for all zeros).
+fn width(codes: &[u32; GROUP]) -> u32 {
+    32 - codes.iter().fold(0, |a, &c| a | c).leading_zeros()
+}
+
+/// Plane `b` of a group: bit `j` is bit `b` of code `j`.
+fn plane(codes: &[u32; GROUP], b: u32) -> u32 {
+    codes
+        .iter()
+        .enumerate()
+        .fold(0u32, |w, (j, &c)| w | (((c >> b) & 1) << j))
+}
+
+/// The payload of a block of residuals `r` (block order).
+pub fn encode(r: &[i32]) -> Vec<u8> {
+    let groups = r.len().div_ceil(GROUP);
+    let head = widths_len(r.len());
+    let mut out = vec![0u8; head];
+    out.reserve(groups * 8);
+    for (g, chunk) in r.chunks(GROUP).enumerate() {
+        let mut codes = [0u32; GROUP];
+        for (c, &v) in codes.iter_mut().zip(chunk) {
+            *c = zigzag::encode(v);
+        }
+        let w = width(&codes);
+        out[g] = w as u8;
+        for b in 0..w {
+            out.extend_from_slice(&plane(&codes, b).to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The payload's length for `r` without writing it (what the encoder's trials compare).
+pub fn encoded_len(r: &[i32]) -> usize {
+    let words: usize = r
+        .chunks(GROUP)
+        .map(|chunk| {
+            let or = chunk.iter().fold(0u32, |a, &v| a | zigzag::encode(v));
+            (32 - or.leading_zeros()) as usize
+        })
+        .sum();
+    widths_len(r.len()) + 4 * words
+}
+
+/// Checks a payload for a block of `n` codes: widths at most 32, zero padding, and the length
+/// the widths call for. Returns the total number of words.
+pub fn check(bytes: &[u8], n: usize) -> Result<usize> {
+    let groups = n.div_ceil(GROUP);
+    let head = widths_len(n);
+    ensure!(
+        bytes.len() >= head,
+        Error::Truncated {
+            what: "packed block"
+        }
+    );
+    let mut words = 0usize;
+    for &w in &bytes[..groups] {
+        ensure!(
+            w <= 32,
+            Error::Corrupt(format!("packed block declares a {w}-bit group"))
+        );
+        words += w as usize;
+    }
+    ensure!(
+        bytes[groups..head].iter().all(|&p| p == 0),
+        Error::Corrupt("packed block padding is not zero".into())
+    );
+    let expected = head + 4 * words;
+    ensure!(
+        bytes.len() == expected,
+        Error::Corrupt(format!(
+            "packed block is {} bytes, its widths need {expected}",
+            bytes.len()
+        ))
+    );
+    Ok(words)
+}
+
+/// Decodes a payload into `r` (length = block size).
+pub fn decode(bytes: &[u8], r: &mut [i32]) -> Result<()> {
+    check(bytes, r.len())?;
+    let head = widths_len(r.len());
+    let mut words = bytes[head..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")));
+    for (g, out) in r.chunks_mut(GROUP).enumerate() {
+        let mut codes = [0u32; GROUP];
+        for b in 0..bytes[g] as u32 {
+            let word = words.next().expect("length checked");
+            for (j, c) in codes.iter_mut().enumerate() {
+                *c |= ((word >> j) & 1) << b;
+            }
+        }
+        for (o, &c) in out.iter_mut().zip(&codes) {
+            *o = zigzag::decode(c);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_any_length() {
+        for n in [0usize, 1, 31, 32, 33, 100, 1000, 4097] {
+            let r: Vec<i32> = (0..n as i64)
+                .map(|i| ((i * 7919 % 2001) - 1000) as i32 * if i % 97 == 0 { 70_000 } else { 1 })
+                .collect();
+            let bytes = encode(&r);
+            assert_eq!(bytes.len(), encoded_len(&r));
+            assert_eq!(bytes.len() % 4, 0);
+            let mut back = vec![7; n];
+            decode(&bytes, &mut back).unwrap();
+            assert_eq!(back, r, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn extremes_take_32_bits() {
+        let r = [i32::MIN, i32::MAX, 0, -1];
+        let bytes = encode(&r);
+        assert_eq!(bytes[0], 32);
+        assert_eq!(bytes.len(), 4 + 32 * 4);
+        let mut back = [0; 4];
+        decode(&bytes, &mut back).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn layout_is_the_documented_one() {
+        // Codes 0, 1 (zigzag of -1), 2 (of 1), 3 (of -2): width 2; plane 0 = codes 1 and 3,
+        // plane 1 = codes 2 and 3.
+        let bytes = encode(&[0, -1, 1, -2]);
+        assert_eq!(bytes, [2, 0, 0, 0, 0b1010, 0, 0, 0, 0b1100, 0, 0, 0]);
+        // All zeros: widths only.
+        assert_eq!(encode(&[0; 40]), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn corrupt_payloads_are_refused() {
+        let r: Vec<i32> = (0..70).map(|i| i - 35).collect();
+        let good = encode(&r);
+        let mut out = vec![0; 70];
+        let mut wide = good.clone();
+        wide[1] = 33;
+        let e = decode(&wide, &mut out).unwrap_err().to_string();
+        assert!(e.contains("33-bit group"), "{e}");
+        let mut pad = good.clone();
+        pad[3] = 1;
+        let e = decode(&pad, &mut out).unwrap_err().to_string();
+        assert!(e.contains("padding"), "{e}");
+        let e = decode(&good[..good.len() - 4], &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("widths need"), "{e}");
+        let e = decode(&good[..2], &mut out).unwrap_err().to_string();
+        assert!(e.contains("packed block"), "{e}");
+        let mut longer = good.clone();
+        longer.extend([0; 4]);
+        assert!(decode(&longer, &mut out).is_err());
+    }
+}
