@@ -375,18 +375,17 @@ fn falls_back_without_device() {
 #[test]
 fn staged_transfers_round_trip() {
     let Some(g) = gpu() else { return };
-    let n = 2 * cuda::STAGE + cuda::STAGE / 3 + 123;
-    let data: Vec<u8> = (0..n as u64)
-        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-        .collect();
-    let up = g.upload_staged(&data).unwrap();
-    assert!(g.download(&up).unwrap() == data, "staged upload");
-    let plain = g.upload(&data).unwrap();
-    assert!(
-        g.download_staged(&plain).unwrap() == data,
-        "staged download"
-    );
-    assert!(g.download_staged(&up).unwrap() == data, "both staged");
+    for n in [3 * cuda::STAGE, 4 * cuda::STAGE + cuda::STAGE / 3 + 123] {
+        let data: Vec<u8> = (0..n as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let up = g.upload_staged(&data).unwrap();
+        assert!(g.download(&up).unwrap() == data, "staged upload of {n}");
+        let plain = g.upload(&data).unwrap();
+        let back = g.download_staged(&plain).unwrap();
+        assert!(back == data, "staged download of {n}");
+        assert!(g.download_staged(&up).unwrap() == data, "both staged, {n}");
+    }
 }
 
 /// A packed payload the host checks refuse never reaches the kernels: the GPU decoder gives the

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    sys::CUevent_flags, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
+    sys::CUevent_flags, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
     PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
@@ -215,7 +215,7 @@ impl Cuda {
     }
 
     /// A timing event recorded now on the stream.
-    pub fn mark(&self) -> Result<cudarc::driver::CudaEvent> {
+    pub fn mark(&self) -> Result<CudaEvent> {
         let ev = self
             .ctx
             .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
@@ -279,9 +279,14 @@ impl Cuda {
             let mut dst = unsafe { self.stream.alloc::<u8>(data.len()) }
                 .map_err(|e| device_error("alloc", e))?;
             let full = data.len() / STAGE * STAGE;
+            // cudarc's own tracking of the pinned buffers is off (one stream, `probe`): each
+            // transfer records an event, waited for before its buffer is written again.
+            let mut done: [Option<CudaEvent>; 2] = [None, None];
             for (k, piece) in data[..full].chunks_exact(STAGE).enumerate() {
+                if let Some(ev) = done[k % 2].take() {
+                    ev.synchronize().map_err(|e| device_error("staging", e))?;
+                }
                 let slot = &mut slots[k % 2];
-                // Waits for this slot's previous transfer.
                 let buf = slot
                     .as_mut_slice()
                     .map_err(|e| device_error("staging", e))?;
@@ -290,6 +295,7 @@ impl Cuda {
                 self.stream
                     .memcpy_htod(&*slot, &mut view)
                     .map_err(|e| device_error("upload", e))?;
+                done[k % 2] = Some(self.mark()?);
             }
             if full < data.len() {
                 let mut view = dst.slice_mut(full..);
@@ -297,6 +303,8 @@ impl Cuda {
                     .memcpy_htod(&data[full..], &mut view)
                     .map_err(|e| device_error("upload", e))?;
             }
+            // The buffers are free for the next transfer when this returns.
+            self.sync()?;
             Ok(dst)
         });
         staged.unwrap_or_else(|| self.upload(data))
@@ -311,24 +319,38 @@ impl Cuda {
         }
         let staged = self.with_staging(|slots| {
             let mut out = vec![0u8; n];
-            let pieces = n.div_ceil(STAGE);
-            let issue = |k: usize, slot: &mut PinnedHostSlice<u8>| {
-                let view = src.slice(k * STAGE..((k + 1) * STAGE).min(n));
+            let full = n / STAGE;
+            // A transfer fills a whole buffer, so only whole pieces are staged (events as in
+            // `upload_staged`); the tail goes straight to `out`.
+            let issue = |k: usize, slot: &mut PinnedHostSlice<u8>| -> Result<CudaEvent> {
+                let view = src.slice(k * STAGE..(k + 1) * STAGE);
                 self.stream
                     .memcpy_dtoh(&view, slot)
-                    .map_err(|e| device_error("download", e))
+                    .map_err(|e| device_error("download", e))?;
+                self.mark()
             };
-            issue(0, &mut slots[0])?;
-            for k in 0..pieces {
-                if k + 1 < pieces {
-                    issue(k + 1, &mut slots[(k + 1) % 2])?;
+            let mut done: [Option<CudaEvent>; 2] = [None, None];
+            if full > 0 {
+                done[0] = Some(issue(0, &mut slots[0])?);
+            }
+            for k in 0..full {
+                if k + 1 < full {
+                    done[(k + 1) % 2] = Some(issue(k + 1, &mut slots[(k + 1) % 2])?);
                 }
-                let len = ((k + 1) * STAGE).min(n) - k * STAGE;
-                // Waits for piece k.
+                if let Some(ev) = done[k % 2].take() {
+                    ev.synchronize().map_err(|e| device_error("staging", e))?;
+                }
                 let buf = slots[k % 2]
                     .as_slice()
                     .map_err(|e| device_error("staging", e))?;
-                par_copy(&mut out[k * STAGE..k * STAGE + len], &buf[..len]);
+                par_copy(&mut out[k * STAGE..(k + 1) * STAGE], buf);
+            }
+            if full * STAGE < n {
+                let view = src.slice(full * STAGE..);
+                self.stream
+                    .memcpy_dtoh(&view, &mut out[full * STAGE..])
+                    .map_err(|e| device_error("download", e))?;
+                self.sync()?;
             }
             Ok(out)
         });
