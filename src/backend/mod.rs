@@ -128,7 +128,7 @@ pub fn chunk_plan(
     chunk: &ChunkInfo,
     params: &Params,
 ) -> Result<Option<(Grid, f64, Geometry)>> {
-    let Some((grid, eb)) = grid_for(st, params) else {
+    let Some((grid, eb)) = grid_for(st, chunk.dtype, params) else {
         return Ok(None);
     };
     let dims = field::grid_dims(&chunk.shape);
@@ -140,7 +140,7 @@ pub fn chunk_plan(
 /// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds with
 /// no error feedback (m = 1, step 2 eb; `None` for NRMSE / PSNR targets, whose search stays on
 /// the CPU). Kept equal to `plan` by a test.
-pub fn grid_for(st: &Stats, params: &Params) -> Option<(Grid, f64)> {
+pub fn grid_for(st: &Stats, dtype: DType, params: &Params) -> Option<(Grid, f64)> {
     let range = st.range();
     let mid = if st.finite == 0 {
         0.0
@@ -156,7 +156,11 @@ pub fn grid_for(st: &Stats, params: &Params) -> Option<(Grid, f64)> {
     if !(eb >= 0.0) {
         return None;
     }
-    let step = if eb > 0.0 { 2.0 * eb } else { 1.0 };
+    let step = if eb > 0.0 {
+        2.0 * (eb - crate::quant::lbrc_margin(st, eb, dtype == DType::F32))
+    } else {
+        1.0
+    };
     Some((Grid { mid, step }, eb))
 }
 
@@ -289,17 +293,18 @@ mod tests {
                     assert!(x.iter().filter(|v| !v.is_finite()).count() * 5 > x.len() * 4);
                     continue;
                 };
-                let (g, eb) = grid_for(&crate::quant::stats(x), &p).unwrap();
+                let (g, eb) = grid_for(&crate::quant::stats(x), DType::F32, &p).unwrap();
                 assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
                 // The kernels cover the feedback-free grid (m = 1), the same step as plan's
-                // then. A feedback grid's step is 2 eb / m less a margin for the last f32
-                // rounding, at most a quarter of it.
+                // then: 2 eb less a margin for the last f32 rounding, at most 1/64 of eb. A
+                // feedback grid's step is 2 eb / m less a margin, at most a quarter of it.
                 assert_eq!(plan.eb.to_bits(), eb.to_bits());
                 let lbrc =
                     crate::quant::plan(x, &p.with_predictor(crate::PredictorChoice::Lorenzo));
                 assert_eq!(lbrc.unwrap().grid.step.to_bits(), g.step.to_bits());
                 if eb > 0.0 {
-                    let full = g.step / plan.m as f64;
+                    assert!(g.step <= 2.0 * eb && g.step >= (2.0 - 1.0 / 32.0) * eb);
+                    let full = 2.0 * eb / plan.m as f64;
                     assert!(plan.grid.step <= full && plan.grid.step >= 0.75 * full);
                 }
             }
