@@ -760,6 +760,26 @@ fn gpu_bench() {
         "packed: CPU and GPU payloads differ"
     );
     assert!(dec_c == dec_g, "packed: CPU and GPU decodes differ");
+    // The whole codec (header, directory, checksums, escapes) on one 512 MiB chunk, as the
+    // filter runs it: GPU (auto picks it for a packed chunk this large) and CPU.
+    let chunk = ChunkInfo::new(DType::F32, &dims).unwrap();
+    let pp = Params::rel(1e-4)
+        .with_coder(Coder::Packed)
+        .with_predictor(PredictorChoice::Lorenzo);
+    let mut pcpu = pp;
+    pcpu.backend = Backend::Cpu;
+    let mut whole = Vec::new();
+    let ms_comp_g = host(&mut || whole = resid::compress(&data, &chunk, &pp).unwrap());
+    let mut whole_c = Vec::new();
+    let ms_comp_c = host(&mut || whole_c = resid::compress(&data, &chunk, &pcpu).unwrap());
+    assert!(whole == whole_c, "packed: whole chunks differ");
+    let mut back_g = Vec::new();
+    let ms_decomp_g = host(&mut || back_g = resid::decompress(&whole).unwrap());
+    std::env::set_var(backend::ENV, "cpu");
+    let mut back_c = Vec::new();
+    let ms_decomp_c = host(&mut || back_c = resid::decompress(&whole).unwrap());
+    std::env::remove_var(backend::ENV);
+    assert!(back_g == back_c, "packed: whole decodes differ");
     // Correctness of what was timed: one-pass decode is within the bound.
     let back: Vec<f32> = field::from_bytes(&one);
     let esc_h = g.download(&esc).unwrap();
@@ -814,7 +834,11 @@ fn gpu_bench() {
          | upload from pageable memory | {ms_up:.1} | {gb_up:.1} |\n\
          | upload through the pinned staging buffers | {ms_ups:.1} | {gb_ups:.1} |\n\
          | download to pageable memory | {ms_dn:.1} | {gb_dn:.1} |\n\
-         | download through the pinned staging buffers | {ms_dns:.1} | {gb_dns:.1} |\n",
+         | download through the pinned staging buffers | {ms_dns:.1} | {gb_dns:.1} |\n\
+         | resid::compress, GPU (the filter's encode, one chunk) | {ms_comp_g:.1} | {:.1} |\n\
+         | resid::compress, CPU | {ms_comp_c:.1} | {:.1} |\n\
+         | resid::decompress, GPU | {ms_decomp_g:.1} | {:.1} |\n\
+         | resid::decompress, CPU | {ms_decomp_c:.1} | {:.1} |\n",
         (n * 4) >> 20,
         coded_bytes as f64 / 1048576.0,
         nf * 4.0 / coded_bytes as f64,
@@ -823,7 +847,11 @@ fn gpu_bench() {
         nf * 4.0 / ms_dec_host / 1e6,
         rayon::current_num_threads(),
         nf * 4.0 / ms_enc_cpu / 1e6,
-        nf * 4.0 / ms_dec_cpu / 1e6
+        nf * 4.0 / ms_dec_cpu / 1e6,
+        nf * 4.0 / ms_comp_g / 1e6,
+        nf * 4.0 / ms_comp_c / 1e6,
+        nf * 4.0 / ms_decomp_g / 1e6,
+        nf * 4.0 / ms_decomp_c / 1e6
     );
     md += &format!(
         "\nescaped values: {} in {} blocks; max |x - x'| of the others after the timed decode: {worst:.3e} (eb {eb:.3e})\n",

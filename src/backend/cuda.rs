@@ -130,6 +130,8 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
 
 /// Bytes in each of the two pinned staging buffers of [`Cuda::upload_staged`].
 pub const STAGE: usize = 16 << 20;
+/// Transfers from this size on go through the staging buffers.
+pub const STAGED_MIN: usize = 1 << 20;
 
 /// The GPU backend: one device, its stream and every kernel, loaded.
 pub struct Cuda {
@@ -270,38 +272,31 @@ impl Cuda {
 
     /// Uploads `data` through the pinned staging buffers: the host copies one piece (all
     /// threads) while the previous one crosses the bus. Pageable transfers run at a fraction
-    /// of the bus's speed (GPU.md). Falls back to [`Cuda::upload`].
+    /// of the bus's speed (GPU.md). Small transfers, and any when the buffers cannot be had,
+    /// go through [`Cuda::upload`].
     pub fn upload_staged(&self, data: &[u8]) -> Result<CudaSlice<u8>> {
-        if data.len() < 2 * STAGE {
+        if data.len() < STAGED_MIN {
             return self.upload(data);
         }
         let staged = self.with_staging(|slots| {
             let mut dst = unsafe { self.stream.alloc::<u8>(data.len()) }
                 .map_err(|e| device_error("alloc", e))?;
-            let full = data.len() / STAGE * STAGE;
-            // cudarc's own tracking of the pinned buffers is off (one stream, `probe`): each
-            // transfer records an event, waited for before its buffer is written again.
+            let bufs = pinned_bufs(slots)?;
+            // cudarc's own tracking of the pinned buffers is off (one stream, `probe`), and
+            // sub-slices of them are not tracked at all: each transfer records an event, waited
+            // for before its buffer is written again.
             let mut done: [Option<CudaEvent>; 2] = [None, None];
-            for (k, piece) in data[..full].chunks_exact(STAGE).enumerate() {
+            for (k, piece) in data.chunks(STAGE).enumerate() {
                 if let Some(ev) = done[k % 2].take() {
                     ev.synchronize().map_err(|e| device_error("staging", e))?;
                 }
-                let slot = &mut slots[k % 2];
-                let buf = slot
-                    .as_mut_slice()
-                    .map_err(|e| device_error("staging", e))?;
+                let buf = &mut bufs[k % 2][..piece.len()];
                 par_copy(buf, piece);
-                let mut view = dst.slice_mut(k * STAGE..(k + 1) * STAGE);
+                let mut view = dst.slice_mut(k * STAGE..k * STAGE + piece.len());
                 self.stream
-                    .memcpy_htod(&*slot, &mut view)
+                    .memcpy_htod(&*buf, &mut view)
                     .map_err(|e| device_error("upload", e))?;
                 done[k % 2] = Some(self.mark()?);
-            }
-            if full < data.len() {
-                let mut view = dst.slice_mut(full..);
-                self.stream
-                    .memcpy_htod(&data[full..], &mut view)
-                    .map_err(|e| device_error("upload", e))?;
             }
             // The buffers are free for the next transfer when this returns.
             self.sync()?;
@@ -311,46 +306,38 @@ impl Cuda {
     }
 
     /// Downloads `src` through the pinned staging buffers: one piece crosses the bus while the
-    /// host copies out the previous one. Falls back to [`Cuda::download`].
+    /// host copies out the previous one. Small transfers, and any when the buffers cannot be
+    /// had, go through [`Cuda::download`].
     pub fn download_staged(&self, src: &CudaSlice<u8>) -> Result<Vec<u8>> {
         let n = src.len();
-        if n < 2 * STAGE {
+        if n < STAGED_MIN {
             return self.download(src);
         }
         let staged = self.with_staging(|slots| {
             let mut out = vec![0u8; n];
-            let full = n / STAGE;
-            // A transfer fills a whole buffer, so only whole pieces are staged (events as in
-            // `upload_staged`); the tail goes straight to `out`.
-            let issue = |k: usize, slot: &mut PinnedHostSlice<u8>| -> Result<CudaEvent> {
-                let view = src.slice(k * STAGE..(k + 1) * STAGE);
+            let bufs = pinned_bufs(slots)?;
+            let pieces = n.div_ceil(STAGE);
+            let range = |k: usize| k * STAGE..((k + 1) * STAGE).min(n);
+            // Events as in `upload_staged`.
+            let issue = |k: usize, buf: &mut [u8]| -> Result<CudaEvent> {
+                let r = range(k);
+                let len = r.len();
                 self.stream
-                    .memcpy_dtoh(&view, slot)
+                    .memcpy_dtoh(&src.slice(r), &mut buf[..len])
                     .map_err(|e| device_error("download", e))?;
                 self.mark()
             };
-            let mut done: [Option<CudaEvent>; 2] = [None, None];
-            if full > 0 {
-                done[0] = Some(issue(0, &mut slots[0])?);
-            }
-            for k in 0..full {
-                if k + 1 < full {
-                    done[(k + 1) % 2] = Some(issue(k + 1, &mut slots[(k + 1) % 2])?);
+            let mut done: [Option<CudaEvent>; 2] = [Some(issue(0, bufs[0])?), None];
+            for k in 0..pieces {
+                if k + 1 < pieces {
+                    done[(k + 1) % 2] = Some(issue(k + 1, bufs[(k + 1) % 2])?);
                 }
                 if let Some(ev) = done[k % 2].take() {
                     ev.synchronize().map_err(|e| device_error("staging", e))?;
                 }
-                let buf = slots[k % 2]
-                    .as_slice()
-                    .map_err(|e| device_error("staging", e))?;
-                par_copy(&mut out[k * STAGE..(k + 1) * STAGE], buf);
-            }
-            if full * STAGE < n {
-                let view = src.slice(full * STAGE..);
-                self.stream
-                    .memcpy_dtoh(&view, &mut out[full * STAGE..])
-                    .map_err(|e| device_error("download", e))?;
-                self.sync()?;
+                let r = range(k);
+                let len = r.len();
+                par_copy(&mut out[r], &bufs[k % 2][..len]);
             }
             Ok(out)
         });
@@ -728,6 +715,16 @@ impl PackedLayout {
     }
 }
 
+/// The two staging buffers as plain slices (pinned memory all the same, which the driver
+/// transfers at full speed).
+fn pinned_bufs(slots: &mut [PinnedHostSlice<u8>; 2]) -> Result<[&mut [u8]; 2]> {
+    let [a, b] = slots;
+    Ok([
+        a.as_mut_slice().map_err(|e| device_error("staging", e))?,
+        b.as_mut_slice().map_err(|e| device_error("staging", e))?,
+    ])
+}
+
 /// `dst.copy_from_slice(src)` on every thread, 1 MiB a task.
 fn par_copy(dst: &mut [u8], src: &[u8]) {
     dst.par_chunks_mut(1 << 20)
@@ -846,8 +843,8 @@ impl Cuda {
             self.packed_write_dev(
                 &codes, &table_d, &layout, &goff_d, &widths, &first, &woff_d, &mut words,
             )?;
-            let widths_h = self.download(&widths)?;
-            let words_h = self.download(&words)?;
+            let widths_h = self.download_staged(&widths)?;
+            let words_h = self.download_staged(&words)?;
             (0..nb)
                 .into_par_iter()
                 .map(|i| {
@@ -938,7 +935,7 @@ impl Cuda {
                 all.extend_from_slice(p.1);
             }
             let layout = PackedLayout::of(job.blocks);
-            let payload_d = self.upload(if all.is_empty() { &[0u8][..] } else { &all })?;
+            let payload_d = self.upload_staged(if all.is_empty() { &[0u8][..] } else { &all })?;
             let pay_off_d = self.upload(&pay_off)?;
             let words_at_d = self.upload(&words_at)?;
             let goff_d = self.upload(&layout.group_off)?;
