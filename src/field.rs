@@ -10,6 +10,8 @@ pub trait Element: Copy + Send + Sync + PartialEq + 'static {
     const SIZE: usize;
     fn read_le(bytes: &[u8]) -> Self;
     fn write_le(self, out: &mut Vec<u8>);
+    /// Writes the value's little-endian bytes into `out` (`SIZE` bytes).
+    fn put_le(self, out: &mut [u8]);
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     /// True for values the quantizer never touches: NaN, infinities and subnormals
@@ -25,6 +27,9 @@ impl Element for f32 {
     }
     fn write_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn put_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
     }
     fn to_f64(self) -> f64 {
         self as f64
@@ -48,6 +53,9 @@ impl Element for f64 {
     fn write_le(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
+    fn put_le(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_le_bytes());
+    }
     fn to_f64(self) -> f64 {
         self
     }
@@ -65,6 +73,19 @@ impl Element for f64 {
 /// Decodes little-endian bytes into values; `bytes.len()` must be a multiple of the size.
 pub fn from_bytes<T: Element>(bytes: &[u8]) -> Vec<T> {
     bytes.chunks_exact(T::SIZE).map(T::read_le).collect()
+}
+
+/// Writes values as little-endian bytes into `out` (exactly their size), on all threads.
+pub fn write_bytes<T: Element>(values: &[T], out: &mut [u8]) {
+    use rayon::prelude::*;
+    assert_eq!(out.len(), values.len() * T::SIZE);
+    out.par_chunks_mut(T::SIZE << 16)
+        .zip(values.par_chunks(1 << 16))
+        .for_each(|(o, v)| {
+            for (dst, &x) in o.chunks_exact_mut(T::SIZE).zip(v) {
+                x.put_le(dst);
+            }
+        });
 }
 
 /// Encodes values as little-endian bytes.

@@ -169,11 +169,51 @@ impl Header {
 
 /// Appends a section: id, three reserved zero bytes, u64 length, crc32 of the payload, payload.
 pub fn write_section(out: &mut Vec<u8>, id: u8, payload: &[u8]) {
+    write_section_parts(out, id, &[(payload, crc32(payload))]);
+}
+
+/// A section whose payload is `parts` end to end, each given with its own CRC-32 (the block
+/// directory already holds the blocks'): the section's checksum is combined from them, not
+/// computed again over the whole payload.
+pub fn write_section_parts(out: &mut Vec<u8>, id: u8, parts: &[(&[u8], u32)]) {
+    let len: usize = parts.iter().map(|p| p.0.len()).sum();
+    let mut crc = crc32fast::Hasher::new();
+    for &(bytes, part_crc) in parts {
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            part_crc,
+            bytes.len() as u64,
+        ));
+    }
+    out.reserve(16 + len);
     out.push(id);
     out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    for &(bytes, _) in parts {
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// CRC-32 of `bytes`, on all threads for large inputs (pieces hashed apart and combined).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    use rayon::prelude::*;
+    const PIECE: usize = 1 << 20;
+    if bytes.len() < 4 * PIECE {
+        return crc32fast::hash(bytes);
+    }
+    let pieces: Vec<crc32fast::Hasher> = bytes
+        .par_chunks(PIECE)
+        .map(|p| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(p);
+            h
+        })
+        .collect();
+    let mut crc = crc32fast::Hasher::new();
+    for p in &pieces {
+        crc.combine(p);
+    }
+    crc.finalize()
 }
 
 /// Reads the next section, checks its checksum, and returns (id, payload).
@@ -188,7 +228,7 @@ pub fn read_section<'a>(r: &mut Reader<'a>) -> Result<(u8, &'a [u8])> {
     let len = usize::try_from(len).map_err(|_| Error::Truncated { what: "section" })?;
     let payload = r.take(len, "section")?;
     ensure!(
-        crc32fast::hash(payload) == crc,
+        crc32(payload) == crc,
         Error::ChecksumMismatch { what: "section" }
     );
     Ok((id, payload))

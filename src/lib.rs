@@ -47,6 +47,14 @@ pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
     pipeline::decompress(data, max_len)
 }
 
+/// Decompresses one chunk into `out`, which must be exactly the chunk's decoded size
+/// ([`inspect`] tells it; `Error::TooLarge` or `Error::SizeMismatch` otherwise, before
+/// anything is decoded). Saves
+/// the copy [`decompress`] makes when the caller owns the destination (the HDF5 filter).
+pub fn decompress_into(data: &[u8], out: &mut [u8]) -> Result<()> {
+    pipeline::decompress_into(data, out)
+}
+
 /// Reads a chunk's header without decoding it (element type, shape, bound, sizes).
 pub fn inspect(data: &[u8]) -> Result<ChunkSummary> {
     format::summary(data)

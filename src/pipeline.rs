@@ -464,18 +464,26 @@ fn encode_coded<T: Element>(
         })
         .flatten();
 
-    let mut blocks_payload = Vec::new();
-    blocks_payload.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    for c in &coded {
-        blocks_payload.push(c.id);
-        blocks_payload.push(code::BlockCoder::for_block(params.coder, c.id).id());
-        blocks_payload.extend_from_slice(&[coarse_step_of(c.id, plan), c.kernel]);
-        blocks_payload.extend_from_slice(&(c.bytes.len() as u32).to_le_bytes());
-        blocks_payload.extend_from_slice(&crc32fast::hash(&c.bytes).to_le_bytes());
+    // The directory, then the payloads; their checksums (on all threads) serve both the
+    // directory and the section's own.
+    let crcs: Vec<u32> = coded
+        .par_iter()
+        .map(|c| crc32fast::hash(&c.bytes))
+        .collect();
+    let mut directory = Vec::with_capacity(4 + 12 * coded.len());
+    directory.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    for (c, crc) in coded.iter().zip(&crcs) {
+        directory.push(c.id);
+        directory.push(code::BlockCoder::for_block(params.coder, c.id).id());
+        directory.extend_from_slice(&[coarse_step_of(c.id, plan), c.kernel]);
+        directory.extend_from_slice(&(c.bytes.len() as u32).to_le_bytes());
+        directory.extend_from_slice(&crc.to_le_bytes());
     }
-    for c in &coded {
-        blocks_payload.extend_from_slice(&c.bytes);
-    }
+    let dir_crc = crc32fast::hash(&directory);
+    let blocks_section: Vec<(&[u8], u32)> = std::iter::once((&directory[..], dir_crc))
+        .chain(coded.iter().zip(&crcs).map(|(c, &crc)| (&c.bytes[..], crc)))
+        .collect();
+    let blocks_len: usize = blocks_section.iter().map(|p| p.0.len()).sum();
 
     let mut esc_payload = Vec::new();
     esc_payload.extend_from_slice(&(escapes.len() as u64).to_le_bytes());
@@ -505,12 +513,20 @@ fn encode_coded<T: Element>(
         sections: 2 + weights.is_some() as u32 + enhance.is_some() as u32,
         ..base_header(chunk, params)
     };
-    let mut out = Vec::with_capacity(64 + blocks_payload.len() + esc_payload.len());
+    let mut out = Vec::with_capacity(
+        64 + 8 * chunk.shape.len()
+            + weights.as_ref().map_or(0, |w| 16 + w.len())
+            + 16
+            + blocks_len
+            + 16
+            + esc_payload.len()
+            + enhance.as_ref().map_or(0, |e| 16 + e.len()),
+    );
     header.write(&mut out);
     if let Some(w) = &weights {
         format::write_section(&mut out, section::WEIGHTS, w);
     }
-    format::write_section(&mut out, section::BLOCKS, &blocks_payload);
+    format::write_section_parts(&mut out, section::BLOCKS, &blocks_section);
     format::write_section(&mut out, section::ESCAPES, &esc_payload);
     if let Some(e) = &enhance {
         format::write_section(&mut out, section::ENHANCE, e);
@@ -973,10 +989,8 @@ fn train_nglr<T: Element>(
 }
 
 pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    let mut r = Reader::new(data);
-    let header = Header::read(&mut r)?;
-    let n = header.len();
-    let out_len = n * header.dtype.size();
+    let header = Header::read(&mut Reader::new(data))?;
+    let out_len = header.len() * header.dtype.size();
     ensure!(
         out_len <= max_len,
         Error::TooLarge {
@@ -991,7 +1005,69 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
             needed: out_len,
             limit: max_len,
         })?;
-    let out = match header.layout {
+    let mut out = Output::Owned(Vec::new(), out_len);
+    decode_chunk(data, &mut out)?;
+    match out {
+        Output::Owned(v, _) => Ok(v),
+        Output::Into(_) => unreachable!("made as Owned above"),
+    }
+}
+
+/// Where a decoded chunk goes: the caller's buffer, or one allocated only when the decoder
+/// writes its result, so that it is not held while the decoder's own buffers are.
+enum Output<'a> {
+    Into(&'a mut [u8]),
+    /// The buffer (empty until needed) and its length.
+    Owned(Vec<u8>, usize),
+}
+
+impl Output<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Output::Into(s) => s.len(),
+            Output::Owned(_, n) => *n,
+        }
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        match self {
+            Output::Into(s) => s,
+            Output::Owned(v, n) => {
+                if v.len() != *n {
+                    // Zeroed by the allocator (calloc): first touched by the decoder's writes.
+                    *v = vec![0u8; *n];
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Decodes a chunk into `out`, which must be exactly its decoded size (the GPU writes straight
+/// into it, and a caller such as the HDF5 filter saves a copy of the chunk).
+pub fn decompress_into(data: &[u8], out: &mut [u8]) -> Result<()> {
+    decode_chunk(data, &mut Output::Into(out))
+}
+
+fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
+    let mut r = Reader::new(data);
+    let header = Header::read(&mut r)?;
+    let out_len = header.len() * header.dtype.size();
+    ensure!(
+        out_len <= out.len(),
+        Error::TooLarge {
+            needed: out_len,
+            limit: out.len()
+        }
+    );
+    ensure!(
+        out_len == out.len(),
+        Error::SizeMismatch {
+            expected: out.len(),
+            actual: out_len
+        }
+    );
+    match header.layout {
         Layout::Stored => {
             ensure!(
                 header.sections == 1,
@@ -1002,21 +1078,21 @@ pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
                 id == section::STORED && payload.len() == out_len,
                 Error::Corrupt("stored section does not match the shape".into())
             );
-            payload.to_vec()
+            out.buf().copy_from_slice(payload);
         }
         Layout::Coded => match header.dtype {
-            DType::F32 => decode_coded::<f32>(&header, &mut r)?,
-            DType::F64 => decode_coded::<f64>(&header, &mut r)?,
+            DType::F32 => decode_coded::<f32>(&header, &mut r, out)?,
+            DType::F64 => decode_coded::<f64>(&header, &mut r, out)?,
         },
-    };
+    }
     ensure!(
         r.remaining() == 0,
         Error::Corrupt(format!("{} trailing bytes", r.remaining()))
     );
-    Ok(out)
+    Ok(())
 }
 
-fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
+fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<()> {
     ensure!(
         (2..=4).contains(&h.sections),
         Error::Corrupt(format!(
@@ -1075,19 +1151,18 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         Error::Corrupt(format!("expected the blocks section, found id {id}"))
     );
     let parts = split_blocks(payload, blocks.len())?;
-    let mut values = match gpu_decode(h, &parts, &blocks, dims, grid) {
+    let mut values = match gpu_decode(h, &parts, &blocks, dims, grid, out) {
         // With no enhancer to run, the escapes go straight into the GPU's bytes.
-        Some(mut bytes) if h.sections == 2 + learned.is_some() as u32 => {
+        true if h.sections == 2 + learned.is_some() as u32 => {
             let (id, esc_payload) = format::read_section(r)?;
             ensure!(
                 id == section::ESCAPES,
                 Error::Corrupt(format!("expected the escapes section, found id {id}"))
             );
-            apply_escapes_to_bytes::<T>(esc_payload, &mut bytes)?;
-            return Ok(bytes);
+            return apply_escapes_to_bytes::<T>(esc_payload, out.buf());
         }
-        Some(bytes) => field::from_bytes(&bytes),
-        None => {
+        true => field::from_bytes(out.buf()),
+        false => {
             let decoded: Vec<Result<Vec<T>>> = blocks
                 .par_iter()
                 .zip(&parts)
@@ -1117,7 +1192,8 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>) -> Result<Vec<u8>> {
         neurlz::apply(&model, &q, dims, grid, m as i64, &mut values);
     }
     apply_escapes(esc_payload, &mut values)?;
-    Ok(field::to_bytes(&values))
+    field::write_bytes(&values, out.buf());
+    Ok(())
 }
 
 /// Decodes the blocks on the GPU when every block is plain Lorenzo with feedback step 1 (what
@@ -1130,7 +1206,8 @@ fn gpu_decode(
     blocks: &[Block],
     dims: [usize; 3],
     grid: Grid,
-) -> Option<Vec<u8>> {
+    out: &mut Output<'_>,
+) -> bool {
     let coder = |p: &BlockPart<'_>| match p.coder {
         code::BlockCoder::Range => Some(Coder::Range),
         code::BlockCoder::Lz4 => Some(Coder::Lz4),
@@ -1142,7 +1219,7 @@ fn gpu_decode(
             .iter()
             .any(|p| p.predictor != Lorenzo.id() || p.coarse != 0 || coder(p).is_none())
     {
-        return None;
+        return false;
     }
     let list: Vec<(Coder, &[u8], u32)> = parts
         .iter()
@@ -1163,7 +1240,16 @@ fn gpu_decode(
     } else {
         crate::params::Backend::Cpu
     };
-    crate::backend::gpu_decode(&job, backend)
+    let Some(gpu) = crate::backend::gpu_for_decode(out.len(), backend) else {
+        return false;
+    };
+    match gpu.decode_into(&job, out.buf()) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("resid: GPU decode failed ({e}); the CPU redoes the chunk");
+            false
+        }
+    }
 }
 
 /// The coarse-level feedback step this encoder gives blocks of predictor `id`.

@@ -490,3 +490,56 @@ fn quality_targets_use_error_feedback() {
         );
     }
 }
+
+/// `decompress_into` gives `decompress`'s bytes for every layout (stored, coded with each
+/// coder, NeurLZ) and refuses a destination of the wrong size before decoding.
+#[test]
+fn decompress_into_matches_decompress() {
+    let shape = [12usize, 20, 24];
+    let x = smooth(&shape);
+    let mut x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    x32[7] = f32::NAN;
+    let data = to_bytes32(&x32);
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let mut cases = vec![
+        Params::rel(1e-3),
+        Params::abs(1e-2).with_predictor(PredictorChoice::Lorenzo),
+        Params::rel(1e-4).with_coder(Coder::Lz4),
+        Params::rel(1e-4)
+            .with_coder(Coder::Packed)
+            .with_predictor(PredictorChoice::Lorenzo),
+        Params::rel(1e-4).with_coder(Coder::Packed),
+    ];
+    let mut strict = Params::rel(1e-3);
+    strict.enhancer = resid::Enhancer::Strict;
+    strict.enhancer_force = true;
+    cases.push(strict);
+    let noise: Vec<u8> = (0..data.len() as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (input, p) in cases
+        .iter()
+        .map(|p| (&data, *p))
+        .chain([(&noise, Params::abs(1e-30))])
+    {
+        let c = resid::compress(input, &chunk, &p).unwrap();
+        if std::ptr::eq(input, &noise) {
+            let layout = resid::inspect(&c).unwrap().header.layout;
+            assert_eq!(layout, resid::format::Layout::Stored);
+        }
+        let whole = resid::decompress(&c).unwrap();
+        let mut into = vec![0xAAu8; whole.len()];
+        resid::decompress_into(&c, &mut into).unwrap();
+        assert!(into == whole, "{p:?}");
+        let mut short = vec![0u8; whole.len() - 4];
+        assert!(matches!(
+            resid::decompress_into(&c, &mut short),
+            Err(Error::TooLarge { .. })
+        ));
+        let mut long = vec![0u8; whole.len() + 4];
+        assert!(matches!(
+            resid::decompress_into(&c, &mut long),
+            Err(Error::SizeMismatch { .. })
+        ));
+    }
+}

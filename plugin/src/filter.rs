@@ -95,8 +95,32 @@ pub unsafe extern "C" fn filter(
         };
         // SAFETY: `*buf` holds at least `nbytes` valid bytes (HDF5's contract).
         let input = unsafe { std::slice::from_raw_parts(*buf as *const u8, nbytes) };
-        let out = run_codec(flags & H5Z_FLAG_REVERSE != 0, cd, input)?;
         let api = api()?;
+        if flags & H5Z_FLAG_REVERSE != 0 {
+            // Decode straight into the buffer HDF5 gets back: no copy of the chunk.
+            let (_, chunk) = parse_local_cd_values(cd)
+                .map_err(|e| format!("resid: bad filter parameters in the dataset ({e})"))?;
+            let expected = chunk.byte_len().map_err(|e| format!("resid: {e}"))?;
+            let new = api.alloc(expected.max(1));
+            if new.is_null() {
+                return Err(format!("resid: cannot allocate {expected} bytes"));
+            }
+            // SAFETY: `new` holds at least `expected` bytes, freshly allocated.
+            let dst = unsafe { std::slice::from_raw_parts_mut(new as *mut u8, expected) };
+            if let Err(e) = decode_into(&chunk, input, dst) {
+                // SAFETY: `new` came from HDF5's allocator above and is not handed out.
+                unsafe { api.free(new) };
+                return Err(e);
+            }
+            // SAFETY: `buf`/`buf_size` are HDF5's, checked non-null above.
+            unsafe {
+                api.free(*buf);
+                *buf = new;
+                *buf_size = expected;
+            }
+            return Ok(expected);
+        }
+        let out = run_codec(false, cd, input)?;
         // SAFETY: `buf`/`buf_size` are HDF5's, checked non-null above.
         unsafe { replace_buffer(api, buf, buf_size, &out)? };
         Ok(out.len())
@@ -109,20 +133,8 @@ pub fn run_codec(decode: bool, cd: &[c_uint], input: &[u8]) -> Result<Vec<u8>, S
         .map_err(|e| format!("resid: bad filter parameters in the dataset ({e})"))?;
     let expected = chunk.byte_len().map_err(|e| format!("resid: {e}"))?;
     if decode {
-        let out = resid::decompress_limited(input, expected).map_err(|e| {
-            format!(
-                "resid: cannot decode a chunk of {} bytes: {e} (error code {})",
-                input.len(),
-                e.code()
-            )
-        })?;
-        if out.len() != expected {
-            return Err(format!(
-                "resid: chunk decoded to {} bytes, the dataset's chunk shape {:?} needs {expected}",
-                out.len(),
-                chunk.shape
-            ));
-        }
+        let mut out = vec![0u8; expected];
+        decode_into(&chunk, input, &mut out)?;
         Ok(out)
     } else {
         if input.len() != expected {
@@ -144,6 +156,23 @@ pub fn run_codec(decode: bool, cd: &[c_uint], input: &[u8]) -> Result<Vec<u8>, S
         }
         Ok(out)
     }
+}
+
+/// Decodes `input` into `out`, the size of the dataset's chunk `chunk`; the error says which
+/// side is wrong.
+fn decode_into(chunk: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<(), String> {
+    resid::decompress_into(input, out).map_err(|e| match e {
+        resid::Error::SizeMismatch { actual, .. } => format!(
+            "resid: chunk decodes to {actual} bytes, the dataset's chunk shape {:?} needs {}",
+            chunk.shape,
+            out.len()
+        ),
+        e => format!(
+            "resid: cannot decode a chunk of {} bytes: {e} (error code {})",
+            input.len(),
+            e.code()
+        ),
+    })
 }
 
 /// `dst.copy_from_slice(src)`, on all threads for a large chunk: a decoded chunk of 128 MiB

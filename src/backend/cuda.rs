@@ -309,12 +309,34 @@ impl Cuda {
     /// host copies out the previous one. Small transfers, and any when the buffers cannot be
     /// had, go through [`Cuda::download`].
     pub fn download_staged(&self, src: &CudaSlice<u8>) -> Result<Vec<u8>> {
-        let n = src.len();
-        if n < STAGED_MIN {
+        if src.len() < STAGED_MIN {
             return self.download(src);
         }
+        let mut out = vec![0u8; src.len()];
+        self.download_staged_into(src, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Cuda::download_staged`] into `out` (exactly `src`'s length).
+    pub fn download_staged_into(&self, src: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
+        let n = src.len();
+        ensure!(
+            out.len() == n,
+            Error::SizeMismatch {
+                expected: out.len(),
+                actual: n
+            }
+        );
+        let plain = |out: &mut [u8]| -> Result<()> {
+            self.stream
+                .memcpy_dtoh(src, out)
+                .map_err(|e| device_error("download", e))?;
+            self.sync()
+        };
+        if n < STAGED_MIN {
+            return plain(out);
+        }
         let staged = self.with_staging(|slots| {
-            let mut out = vec![0u8; n];
             let bufs = pinned_bufs(slots)?;
             let pieces = n.div_ceil(STAGE);
             let range = |k: usize| k * STAGE..((k + 1) * STAGE).min(n);
@@ -339,9 +361,9 @@ impl Cuda {
                 let len = r.len();
                 par_copy(&mut out[r], &bufs[k % 2][..len]);
             }
-            Ok(out)
+            Ok(())
         });
-        staged.unwrap_or_else(|| self.download(src))
+        staged.unwrap_or_else(|| plain(out))
     }
 
     pub fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
@@ -910,7 +932,8 @@ impl Cuda {
         Ok(Encoded { coded, escapes })
     }
 
-    fn decode_inner(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
+    /// Decodes `job` to the values on the device (bytes of the chunk's type).
+    fn decode_dev(&self, job: &DecodeJob<'_>) -> Result<CudaSlice<u8>> {
         let nb = job.blocks.len();
         ensure!(job.parts.len() == nb, Error::Corrupt("block count".into()));
         super::verify(job.parts)?;
@@ -1008,9 +1031,7 @@ impl Cuda {
         self.lorenzo_decode_dev(
             &mut r_d, &table_d, job.dims, job.ext, nb, job.grid, job.dtype, &mut out, false,
         )?;
-        let mut v = self.download_staged(&out)?;
-        v.truncate(n * job.dtype.size());
-        Ok(v)
+        Ok(out)
     }
 }
 
@@ -1051,7 +1072,23 @@ impl Stages for Cuda {
     }
 
     fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
-        guard("decode", || self.decode_inner(job))
+        guard("decode", || {
+            let n: usize = job.blocks.iter().map(Block::len).sum();
+            let mut v = self.download_staged(&self.decode_dev(job)?)?;
+            v.truncate(n * job.dtype.size());
+            Ok(v)
+        })
+    }
+
+    /// Downloads straight into `out`.
+    fn decode_into(&self, job: &DecodeJob<'_>, out: &mut [u8]) -> Result<()> {
+        guard("decode", || {
+            let dev = self.decode_dev(job)?;
+            if out.is_empty() {
+                return Ok(()); // the device buffer holds a placeholder byte
+            }
+            self.download_staged_into(&dev, out)
+        })
     }
 }
 

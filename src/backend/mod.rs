@@ -20,7 +20,7 @@ pub mod kernels;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::error::{Error, Result};
+use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block};
 use crate::params::{Backend, ChunkInfo, Coder, DType, ErrorMode, Params};
 use crate::quant::{Grid, Stats};
@@ -74,6 +74,20 @@ pub trait Stages: Send + Sync {
     fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded>;
     /// The chunk's values as little-endian bytes (escaped positions hold placeholders).
     fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>>;
+
+    /// [`Stages::decode`] into `out`, which holds exactly the chunk's bytes.
+    fn decode_into(&self, job: &DecodeJob<'_>, out: &mut [u8]) -> Result<()> {
+        let v = self.decode(job)?;
+        ensure!(
+            v.len() == out.len(),
+            Error::SizeMismatch {
+                expected: out.len(),
+                actual: v.len()
+            }
+        );
+        out.copy_from_slice(&v);
+        Ok(())
+    }
 
     /// Statistics, grid and encode of a whole chunk; `None` when the grid is not the
     /// kernels' (NRMSE / PSNR targets, or no usable bound).
@@ -233,11 +247,9 @@ pub fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Gr
     }
 }
 
-/// The GPU's share of the pipeline's decoder: the values (before escapes) when the GPU backend
-/// is selected and ran, `None` when the CPU should decode (also after a device error, logged).
-/// Every block must be Lorenzo-coded.
-pub fn gpu_decode(job: &DecodeJob<'_>, backend: Backend) -> Option<Vec<u8>> {
-    let bytes = job.blocks.iter().map(Block::len).sum::<usize>() * job.dtype.size();
+/// The GPU backend when it is selected to decode a chunk of `bytes` decoded bytes under
+/// `backend` (`RESID_BACKEND` first); `None` when the CPU decodes.
+pub fn gpu_for_decode(bytes: usize, backend: Backend) -> Option<Arc<dyn Stages>> {
     let stages = select(
         &Params {
             backend,
@@ -245,16 +257,7 @@ pub fn gpu_decode(job: &DecodeJob<'_>, backend: Backend) -> Option<Vec<u8>> {
         },
         bytes,
     );
-    if stages.name() == cpu::NAME {
-        return None;
-    }
-    match stages.decode(job) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            log::warn!("resid: GPU decode failed ({e}); the CPU redoes the chunk");
-            None
-        }
-    }
+    (stages.name() != cpu::NAME).then_some(stages)
 }
 
 /// Checks every block's CRC-32, as the CPU decoder does.
