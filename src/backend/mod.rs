@@ -171,7 +171,8 @@ pub fn grid_for(st: &Stats, dtype: DType, params: &Params) -> Option<(Grid, f64)
         return None;
     }
     let step = if eb > 0.0 {
-        2.0 * (eb - crate::quant::lbrc_margin(st, eb, dtype == DType::F32))
+        let margin = crate::quant::lbrc_margin(st, eb, dtype == DType::F32);
+        crate::quant::aligned_step(2.0 * (eb - margin), mid, st)
     } else {
         1.0
     };
@@ -299,14 +300,16 @@ mod tests {
                 let (g, eb) = grid_for(&crate::quant::stats(x), DType::F32, &p).unwrap();
                 assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
                 // The kernels cover the feedback-free grid (m = 1), the same step as plan's
-                // then: 2 eb less a margin for the last f32 rounding, at most 1/64 of eb. A
+                // then: 2 eb less a margin for the last f32 rounding, at most 1/64 of eb, less
+                // at most 1/64 to put the minimum on the grid (`quant::aligned_step`). A
                 // feedback grid's step is 2 eb / m less a margin, at most a quarter of it.
                 assert_eq!(plan.eb.to_bits(), eb.to_bits());
                 let lbrc =
                     crate::quant::plan(x, &p.with_predictor(crate::PredictorChoice::Lorenzo));
                 assert_eq!(lbrc.unwrap().grid.step.to_bits(), g.step.to_bits());
                 if eb > 0.0 {
-                    assert!(g.step <= 2.0 * eb && g.step >= (2.0 - 1.0 / 32.0) * eb);
+                    let least = 2.0 * (1.0 - 1.0 / 64.0) * (1.0 - 1.0 / 64.0) * eb;
+                    assert!(g.step <= 2.0 * eb && g.step >= least);
                     let full = 2.0 * eb / plan.m as f64;
                     assert!(plan.grid.step <= full && plan.grid.step >= 0.75 * full);
                 }
