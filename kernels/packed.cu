@@ -16,18 +16,37 @@ __device__ __forceinline__ u32 warp_or(u32 v) {
     return v;
 }
 
-// grid (ceil(max groups / 8), blocks), 256 threads. widths[group_off[b] + g].
+// The group this warp codes: block blockIdx.y, group blockIdx.x * 8 + warp, for grids of
+// (ceil(max groups / 8), blocks) CTAs of 256 threads. False (for the whole warp) past the
+// block's last group.
+struct Group {
+    BlockDesc d;
+    u32 b, lane;
+    u64 n, g;
+};
+
+__device__ __forceinline__ bool group_at(const u64* table, Group* w) {
+    w->b = blockIdx.y;
+    w->d = load_block(table, w->b);
+    w->n = w->d.ez * w->d.ey * w->d.ex;
+    w->g = (u64)blockIdx.x * 8 + (threadIdx.x >> 5);
+    w->lane = threadIdx.x & 31u;
+    return w->g * 32 < w->n;
+}
+
+// This lane's code of the group (0 past the block's end).
+__device__ __forceinline__ u32 lane_code(const u32* codes, const Group& w) {
+    const u64 i = w.g * 32 + w.lane;
+    return i < w.n ? codes[w.d.offset + i] : 0u;
+}
+
+// widths[group_off[b] + g].
 extern "C" __global__ void packed_widths(const u32* codes, const u64* table, const u64* group_off,
                                          u8* widths) {
-    const u32 b = blockIdx.y;
-    const BlockDesc d = load_block(table, b);
-    const u64 n = d.ez * d.ey * d.ex;
-    const u64 g = (u64)blockIdx.x * 8 + (threadIdx.x >> 5);
-    const u32 lane = threadIdx.x & 31u;
-    if (g * 32 >= n) return;  // whole warp
-    const u64 i = g * 32 + lane;
-    const u32 o = warp_or(i < n ? codes[d.offset + i] : 0u);
-    if (lane == 0) widths[group_off[b] + g] = (u8)(32 - __clz(o));
+    Group w;
+    if (!group_at(table, &w)) return;
+    const u32 o = warp_or(lane_code(codes, w));
+    if (w.lane == 0) widths[group_off[w.b] + w.g] = (u8)(32 - __clz(o));
 }
 
 // grid (blocks), 1024 threads. Reads the block's widths at widths + width_off[b]; writes
@@ -64,47 +83,36 @@ extern "C" __global__ void packed_scan(const u8* widths, const u64* width_off, c
     if (threadIdx.x == 0) total[b] = carry;
 }
 
-// grid (ceil(max groups / 8), blocks), 256 threads. The block's words start at
-// words + word_off[b] (u32 units).
+// The block's words start at words + word_off[b] (u32 units).
 extern "C" __global__ void packed_write(const u32* codes, const u64* table, const u64* group_off,
                                         const u8* widths, const u32* first, const u64* word_off,
                                         u32* words) {
-    const u32 b = blockIdx.y;
-    const BlockDesc d = load_block(table, b);
-    const u64 n = d.ez * d.ey * d.ex;
-    const u64 g = (u64)blockIdx.x * 8 + (threadIdx.x >> 5);
-    const u32 lane = threadIdx.x & 31u;
-    if (g * 32 >= n) return;  // whole warp
-    const u64 i = g * 32 + lane;
-    const u32 c = i < n ? codes[d.offset + i] : 0u;
-    const u64 k = group_off[b] + g;
-    const u32 w = widths[k];
+    Group w;
+    if (!group_at(table, &w)) return;
+    const u32 c = lane_code(codes, w);
+    const u64 k = group_off[w.b] + w.g;
+    const u32 width = widths[k];
     u32 mine = 0;
-    for (u32 p = 0; p < w; p++) {
+    for (u32 p = 0; p < width; p++) {
         const u32 plane = __ballot_sync(0xffffffffu, (c >> p) & 1u);
-        if (lane == p) mine = plane;
+        if (w.lane == p) mine = plane;
     }
-    if (lane < w) words[word_off[b] + first[k] + lane] = mine;
+    if (w.lane < width) words[word_off[w.b] + first[k] + w.lane] = mine;
 }
 
-// grid (ceil(max groups / 8), blocks), 256 threads. The payloads lie end to end in `payload`
-// (u32-aligned: every payload is a multiple of 4 bytes); block b's starts at byte pay_off[b]
-// with its widths, its words after the padded widths (`words_at[b]`, bytes). Writes the
-// residuals (block-major, zigzag decoded).
+// The payloads lie end to end in `payload` (u32-aligned: every payload is a multiple of 4
+// bytes); block b's starts at byte pay_off[b] with its widths, its words after the padded
+// widths (`words_at[b]`, bytes). Writes the residuals (block-major, zigzag decoded).
 extern "C" __global__ void packed_read(const u8* payload, const u64* pay_off, const u64* words_at,
                                        const u64* table, const u64* group_off, const u32* first,
                                        int* r) {
-    const u32 b = blockIdx.y;
-    const BlockDesc d = load_block(table, b);
-    const u64 n = d.ez * d.ey * d.ex;
-    const u64 g = (u64)blockIdx.x * 8 + (threadIdx.x >> 5);
-    const u32 lane = threadIdx.x & 31u;
-    if (g * 32 >= n) return;  // whole warp
-    const u32 w = payload[pay_off[b] + g];
-    const u32* words = (const u32*)(payload + words_at[b]) + first[group_off[b] + g];
-    const u32 mine = lane < w ? words[lane] : 0u;
+    Group w;
+    if (!group_at(table, &w)) return;
+    const u32 width = payload[pay_off[w.b] + w.g];
+    const u32* words = (const u32*)(payload + words_at[w.b]) + first[group_off[w.b] + w.g];
+    const u32 mine = w.lane < width ? words[w.lane] : 0u;
     u32 c = 0;
-    for (u32 p = 0; p < w; p++) c |= ((__shfl_sync(0xffffffffu, mine, p) >> lane) & 1u) << p;
-    const u64 i = g * 32 + lane;
-    if (i < n) r[d.offset + i] = zigzag_decode(c);
+    for (u32 p = 0; p < width; p++) c |= ((__shfl_sync(0xffffffffu, mine, p) >> w.lane) & 1u) << p;
+    const u64 i = w.g * 32 + w.lane;
+    if (i < w.n) r[w.d.offset + i] = zigzag_decode(c);
 }

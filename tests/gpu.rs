@@ -137,11 +137,7 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
     for (i, (a, b)) in c.coded.iter().zip(&gg.coded).enumerate() {
         assert!(a == b, "block {i} of {shape:?} differs ({params:?})");
     }
-    let parts: Vec<(Coder, &[u8], u32)> = c
-        .coded
-        .iter()
-        .map(|b| (params.coder, &b[..], crc32fast::hash(b)))
-        .collect();
+    let parts = parts_of(params.coder, &c.coded);
     let djob = DecodeJob {
         parts: &parts,
         dtype,
@@ -154,6 +150,14 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
     let dg = g.decode(&djob).unwrap();
     assert!(dc == dg, "decoded values differ {shape:?} {params:?}");
     c.escapes.len()
+}
+
+/// Decode-job parts for payloads all coded with `coder`, with their checksums.
+fn parts_of(coder: Coder, coded: &[Vec<u8>]) -> Vec<(Coder, &[u8], u32)> {
+    coded
+        .iter()
+        .map(|b| (coder, &b[..], crc32fast::hash(b)))
+        .collect()
 }
 
 fn params_set() -> Vec<Params> {
@@ -424,10 +428,7 @@ fn corrupt_packed_payload_is_an_error_on_the_gpu() {
         } else {
             coded[0][pos] = val;
         }
-        let parts: Vec<(Coder, &[u8], u32)> = coded
-            .iter()
-            .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
-            .collect();
+        let parts = parts_of(Coder::Packed, &coded);
         let djob = DecodeJob {
             parts: &parts,
             dtype: DType::F32,
@@ -440,11 +441,7 @@ fn corrupt_packed_payload_is_an_error_on_the_gpu() {
         assert!(e.contains(what), "{e}");
         assert_eq!(Cpu.decode(&djob).unwrap_err().to_string(), e);
     }
-    let parts: Vec<(Coder, &[u8], u32)> = enc
-        .coded
-        .iter()
-        .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
-        .collect();
+    let parts = parts_of(Coder::Packed, &enc.coded);
     let djob = DecodeJob {
         parts: &parts,
         dtype: DType::F32,
@@ -736,11 +733,7 @@ fn gpu_bench() {
             .unwrap();
         },
     );
-    let parts: Vec<(Coder, &[u8], u32)> = enc_p
-        .coded
-        .iter()
-        .map(|b| (Coder::Packed, &b[..], crc32fast::hash(b)))
-        .collect();
+    let parts = parts_of(Coder::Packed, &enc_p.coded);
     let djob = DecodeJob {
         parts: &parts,
         dtype: DType::F32,

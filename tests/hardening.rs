@@ -499,6 +499,17 @@ fn write_fuzz_corpus() {
         );
     }
 
+    // The packed coder (ctl bit 1, a predictor byte of 128 or more) with auto and Lorenzo.
+    for (word, byte) in [(0u8, 132u8), (1, 133)] {
+        let mut s = vec![0x80 | 2 | 1 << 2, byte, 1, 7, 90 - 64, 2, 0];
+        s.extend_from_slice(&wmag[..8 * 27 * 4]);
+        write_seed(
+            &corpus.join("roundtrip"),
+            &format!("wmag_packed_predictor_{word}"),
+            &s,
+        );
+    }
+
     // cd_values: little-endian words.
     let le = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|v| v.to_le_bytes()).collect() };
     let cd = corpus.join("cd_values");

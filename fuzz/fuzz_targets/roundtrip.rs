@@ -4,7 +4,8 @@
 //! The input is carved (zstd's `fuzz_data_producer` style), one byte per choice so seed files
 //! are easy to write (tests/hardening.rs `write_fuzz_corpus`):
 //! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound,
-//! bit 7 a predictor byte follows: cd predictor word `b % 6`), rank byte (`1 + b % 4`), one
+//! bit 7 a predictor byte follows: cd predictor word `b % 6`, and with bit 1 set, `b >= 128`
+//! picks the packed coder instead of lz4), rank byte (`1 + b % 4`), one
 //! byte per dim (`1 + b % 64`), bound exponent and mantissa bytes (then 8 raw bytes when bit 6
 //! is set), then the values (style 0: raw element bytes; otherwise a random walk: scale byte,
 //! start byte, one signed step byte per value).
@@ -39,7 +40,7 @@ fn special(bits: u64, dtype: DType) -> bool {
 fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
     let ctl: u8 = u.arbitrary()?;
     let dtype = if ctl & 1 == 0 { DType::F32 } else { DType::F64 };
-    let coder = if ctl & 2 == 0 {
+    let mut coder = if ctl & 2 == 0 {
         Coder::Range
     } else {
         Coder::Lz4
@@ -57,7 +58,11 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
         Ok(if u.is_empty() { 0 } else { u.arbitrary()? })
     };
     let predictor = if ctl & 0x80 != 0 {
-        PredictorChoice::from_word((byte(u)? % 6) as u32).expect("words 0-5 are predictors")
+        let b = byte(u)?;
+        if coder == Coder::Lz4 && b >= 128 {
+            coder = Coder::Packed;
+        }
+        PredictorChoice::from_word((b % 6) as u32).expect("words 0-5 are predictors")
     } else {
         PredictorChoice::Auto
     };
