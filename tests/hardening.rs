@@ -572,3 +572,33 @@ fn bad_kernel_byte_is_refused() {
         assert!(e.to_string().contains(says), "{e}");
     }
 }
+
+/// Packed blocks (coder id 3) with a forged width, forged padding or a coder id past the last
+/// one: clean errors, checksums fixed so the decoder itself must notice.
+#[test]
+fn forged_packed_blocks_are_refused() {
+    let x = field([12, 20, 26], 7);
+    let info = ChunkInfo::new(DType::F32, &[12, 20, 26]).unwrap();
+    let p = Params::rel(1e-3)
+        .with_coder(resid::Coder::Packed)
+        .with_predictor(resid::PredictorChoice::Lorenzo);
+    let c = resid::compress(&f32_bytes(&x), &info, &p).unwrap();
+    let dir = 64 + 8 * 3 + 16 + 4;
+    assert_eq!(c[dir + 1], 3, "packed blocks carry coder id 3");
+    let count = u32::from_le_bytes(c[dir - 4..dir].try_into().unwrap()) as usize;
+    assert_eq!(count, 1, "one block: its payload follows the one entry");
+    let first_payload = dir + 12;
+    let groups = (12 * 20 * 26usize).div_ceil(32);
+    assert_ne!(groups % 4, 0, "a padding byte to forge");
+    for (at, forged, what) in [
+        (first_payload, 33u8, "33-bit group"),
+        (first_payload + groups.next_multiple_of(4) - 1, 1, "padding"),
+        (dir + 1, 4, "unknown coder id 4"),
+    ] {
+        let mut d = c.clone();
+        d[at] = forged;
+        fix_checksums(&mut d);
+        let e = resid::decompress(&d).unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+    }
+}
