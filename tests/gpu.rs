@@ -857,3 +857,13 @@ fn gpu_bench() {
     }
     assert!(worst <= eb);
 }
+
+/// The huge-page advice on a decode's output buffer changes none of its bytes (runs without a
+/// GPU too).
+#[test]
+fn huge_page_advice_keeps_contents() {
+    let mut v: Vec<u8> = (0..(9usize << 20) + 77).map(|i| (i % 251) as u8).collect();
+    cuda::advise_huge_pages(&mut v);
+    cuda::advise_huge_pages(&mut v[..100]);
+    assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
