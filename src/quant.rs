@@ -212,7 +212,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     } else {
         FEEDBACK_STEP
     };
-    let make = |eb: f64| plan_with(x, &st, mid, eb, m);
+    let make = |eb: f64| plan_with(x, || st, mid, eb, m);
     let Some(t) = target_nrmse else {
         return make(eb);
     };
@@ -235,24 +235,28 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
 /// The plan on the grid centred at `mid` for bound `eb` and feedback step `m`; `None` when so
 /// many values escape that storing the chunk as it is would be smaller.
 pub fn plan_on<T: Element>(x: &[T], mid: f64, eb: f64, m: i64) -> Option<Plan> {
-    plan_with(x, &stats(x), mid, eb, m)
+    plan_with(x, || stats(x), mid, eb, m)
 }
 
-/// [`plan_on`] with the chunk's statistics `st` at hand.
-fn plan_with<T: Element>(x: &[T], st: &Stats, mid: f64, eb: f64, m: i64) -> Option<Plan> {
+/// [`plan_on`], the chunk's statistics from `st` (asked for by the grid with no feedback only).
+fn plan_with<T: Element>(
+    x: &[T],
+    st: impl FnOnce() -> Stats,
+    mid: f64,
+    eb: f64,
+    m: i64,
+) -> Option<Plan> {
     // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
     // it is is smaller.
     let max_escapes = x.len() * T::SIZE / (T::SIZE + 1);
-    // A zero bound (constant chunk under a relative target) still needs a usable step:
-    // every value then sits exactly on index 0 or is escaped.
-    // The grid with no feedback keeps the ends of the range on the grid; the feedback grids
-    // were measured without (their sizes moved by under 1% both ways with it).
-    let step = if !(eb > 0.0) {
-        1.0
-    } else if m == 1 {
-        aligned_step(2.0 * (eb - lbrc_margin(st, eb, T::SIZE == 4)), mid, st)
-    } else {
+    // The feedback grids keep their own margin and no alignment: they were measured without
+    // it (their sizes moved by under 1% both ways with it).
+    let step = if m == 1 {
+        lbrc_step(&st(), mid, eb, T::SIZE == 4)
+    } else if eb > 0.0 {
         2.0 * (eb - rounding_margin(x, eb, m)) / m as f64
+    } else {
+        1.0
     };
     let grid = Grid { mid, step };
     Some(Plan {
@@ -261,6 +265,18 @@ fn plan_with<T: Element>(x: &[T], st: &Stats, mid: f64, eb: f64, m: i64) -> Opti
         m,
         quantized: quantize_bounded(x, grid, eb, m == 1, max_escapes)?,
     })
+}
+
+/// The step of the grid with no feedback (LBRC, and the GPU's: [`crate::backend::grid_for`]
+/// calls this too) for bound `eb` around `mid`: 2 eb less [`lbrc_margin`], then
+/// [`aligned_step`]. A zero bound (constant chunk under a relative target) still needs a
+/// usable step: every value then sits exactly on index 0 or is escaped.
+pub fn lbrc_step(st: &Stats, mid: f64, eb: f64, single: bool) -> f64 {
+    if eb > 0.0 {
+        aligned_step(2.0 * (eb - lbrc_margin(st, eb, single)), mid, st)
+    } else {
+        1.0
+    }
 }
 
 /// `step` shrunk so that the chunk's minimum lies a whole number of steps from the grid's

@@ -98,9 +98,7 @@ pub unsafe extern "C" fn filter(
         let api = api()?;
         if flags & H5Z_FLAG_REVERSE != 0 {
             // Decode straight into the buffer HDF5 gets back: no copy of the chunk.
-            let (_, chunk) = parse_local_cd_values(cd)
-                .map_err(|e| format!("resid: bad filter parameters in the dataset ({e})"))?;
-            let expected = chunk.byte_len().map_err(|e| format!("resid: {e}"))?;
+            let (_, chunk, expected) = dataset_chunk(cd)?;
             let new = api.alloc(expected.max(1));
             if new.is_null() {
                 return Err(format!("resid: cannot allocate {expected} bytes"));
@@ -129,9 +127,7 @@ pub unsafe extern "C" fn filter(
 
 /// The codec step of the filter, with no FFI: `decode` picks the direction.
 pub fn run_codec(decode: bool, cd: &[c_uint], input: &[u8]) -> Result<Vec<u8>, String> {
-    let (params, chunk) = parse_local_cd_values(cd)
-        .map_err(|e| format!("resid: bad filter parameters in the dataset ({e})"))?;
-    let expected = chunk.byte_len().map_err(|e| format!("resid: {e}"))?;
+    let (params, chunk, expected) = dataset_chunk(cd)?;
     if decode {
         let mut out = vec![0u8; expected];
         decode_into(&chunk, input, &mut out)?;
@@ -158,6 +154,15 @@ pub fn run_codec(decode: bool, cd: &[c_uint], input: &[u8]) -> Result<Vec<u8>, S
     }
 }
 
+/// The dataset's parameters and chunk from the filter's `cd_values`, and the chunk's size in
+/// bytes.
+fn dataset_chunk(cd: &[c_uint]) -> Result<(Params, ChunkInfo, usize), String> {
+    let (params, chunk) = parse_local_cd_values(cd)
+        .map_err(|e| format!("resid: bad filter parameters in the dataset ({e})"))?;
+    let expected = chunk.byte_len().map_err(|e| format!("resid: {e}"))?;
+    Ok((params, chunk, expected))
+}
+
 /// Decodes `input` into `out`, the size of the dataset's chunk `chunk`; the error says which
 /// side is wrong.
 fn decode_into(chunk: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<(), String> {
@@ -175,9 +180,10 @@ fn decode_into(chunk: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<(), St
     })
 }
 
-/// `dst.copy_from_slice(src)`, on all threads for a large chunk: a decoded chunk of 128 MiB
-/// takes tens of milliseconds to copy (and fault in) on one thread, as long as the GPU takes
-/// to decode it.
+/// `dst.copy_from_slice(src)`, on all threads for a large chunk: an encoded chunk is as large
+/// as the raw one when it is stored, and 128 MiB take tens of milliseconds to copy (and fault
+/// in) on one thread, as long as the GPU takes to encode them. (Decoded chunks are written
+/// straight into HDF5's buffer.)
 fn copy_out(dst: &mut [u8], src: &[u8]) {
     use rayon::prelude::*;
     if src.len() < 8 << 20 {

@@ -170,12 +170,7 @@ pub fn grid_for(st: &Stats, dtype: DType, params: &Params) -> Option<(Grid, f64)
     if !(eb >= 0.0) {
         return None;
     }
-    let step = if eb > 0.0 {
-        let margin = crate::quant::lbrc_margin(st, eb, dtype == DType::F32);
-        crate::quant::aligned_step(2.0 * (eb - margin), mid, st)
-    } else {
-        1.0
-    };
+    let step = crate::quant::lbrc_step(st, mid, eb, dtype == DType::F32);
     Some((Grid { mid, step }, eb))
 }
 
