@@ -28,7 +28,7 @@ use crate::predict::lorenzo;
 use crate::quant::{Grid, Stats};
 
 /// Runs `f`, turning a panic (cudarc's answer to a missing library) into an error.
-fn guard<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+pub(crate) fn guard<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
@@ -128,6 +128,24 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
     })
 }
 
+/// A raw kernel argument for [`Cuda::launch`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    /// A device address (0 = null).
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+/// Threads per block of [`Cuda::launch`] (the learned stages' kernels assume it).
+pub(crate) const THREADS: u32 = 256;
+
+/// Blocks of [`THREADS`] covering `n` items.
+pub(crate) fn blocks_for(n: usize) -> usize {
+    n.div_ceil(THREADS as usize)
+}
+
 /// Bytes in each of the two pinned staging buffers of [`Cuda::upload_staged`].
 pub const STAGE: usize = 16 << 20;
 /// Transfers from this size on go through the staging buffers.
@@ -214,6 +232,46 @@ impl Cuda {
 
     fn f(&self, name: &str) -> &CudaFunction {
         &self.funcs[name]
+    }
+
+    /// The device address of `s` (for kernels that take many buffers, or offsets into one;
+    /// cudarc's tracking is off, the stream orders every use).
+    pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        use cudarc::driver::DevicePtr;
+        s.device_ptr(&self.stream).0
+    }
+
+    /// Launches kernel `name` on a grid of [`THREADS`]-thread blocks with raw arguments.
+    ///
+    /// # Safety
+    /// Every [`Arg::Ptr`] is null (where the kernel allows it) or the address of a live device
+    /// buffer holding everything the kernel reads or writes through it, until the stream has
+    /// run the kernel (a download or [`Cuda::sync`] after the last launch).
+    pub(crate) unsafe fn launch(
+        &self,
+        name: &str,
+        grid: (usize, usize, usize),
+        args: &[Arg],
+    ) -> Result<()> {
+        ensure!(
+            grid.0 <= u32::MAX as usize && grid.1 <= 65535 && grid.2 <= 65535,
+            Error::Unsupported(format!("cuda: {name}: grid {grid:?} too large"))
+        );
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let mut b = self.stream.launch_builder(self.f(name));
+        for a in args {
+            match a {
+                Arg::Ptr(v) => b.arg(v),
+                Arg::I32(v) => b.arg(v),
+                Arg::I64(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        let dims = (grid.0 as u32, grid.1 as u32, grid.2 as u32);
+        unsafe { b.launch(cfg(dims, (THREADS, 1, 1))) }.map_err(|e| device_error(name, e))?;
+        Ok(())
     }
 
     /// A timing event recorded now on the stream.

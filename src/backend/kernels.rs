@@ -50,7 +50,40 @@ pub const PACKED: Module = Module {
     ],
 };
 
-pub const MODULES: [Module; 4] = [QUANT, LORENZO, BITPLANE, PACKED];
+pub const NEURLZ: Module = Module {
+    name: "neurlz.cu",
+    source: include_str!("../../kernels/neurlz.cu"),
+    kernels: &[
+        "nz_inputs",
+        "nz_conv3",
+        "nz_deconv2",
+        "nz_conv1",
+        "nz_correct",
+    ],
+};
+
+pub const CONV_TRAIN: Module = Module {
+    name: "conv_train.cu",
+    source: include_str!("../../kernels/conv_train.cu"),
+    kernels: &[
+        "tr_gather",
+        "tr_sum",
+        "tr_conv3",
+        "tr_deconv2",
+        "tr_conv1",
+        "tr_loss",
+        "tr_conv3_bx",
+        "tr_deconv2_bx",
+        "tr_conv1_bx",
+        "tr_conv3_bw",
+        "tr_deconv2_bw",
+        "tr_conv1_bw",
+        "tr_reduce",
+        "tr_adam",
+    ],
+};
+
+pub const MODULES: [Module; 6] = [QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN];
 
 /// The encode tile (`TX` x `TY` threads in `lorenzo.cu`).
 pub const TILE_X: usize = 32;

@@ -16,6 +16,10 @@
 pub mod cpu;
 #[allow(unsafe_code)]
 pub mod cuda;
+#[allow(unsafe_code)]
+pub mod cuda_conv;
+#[allow(unsafe_code)]
+pub mod cuda_train;
 pub mod kernels;
 
 use std::sync::{Arc, OnceLock};
@@ -218,6 +222,22 @@ pub fn select(params: &Params, bytes: usize) -> Arc<dyn Stages> {
     match gpu {
         Some(g) => g,
         None => Arc::new(cpu::Cpu),
+    }
+}
+
+/// Under `auto`, the learned stages (NeurLZ training and inference) use the GPU for chunks of
+/// at least this many values: the CPU's fixed-point inference runs at about 14 MB/s and its
+/// training takes seconds, so the GPU gains on any chunk the enhancer is used for.
+pub const LEARNED_AUTO_MIN_VALUES: usize = 1 << 16;
+
+/// The device for a learned stage over `values` values under `backend` (`RESID_BACKEND`
+/// first), or `None` when the CPU runs it.
+pub fn learned_gpu(backend: Backend, values: usize) -> Option<Arc<cuda::Cuda>> {
+    match requested(backend) {
+        Backend::Cpu => None,
+        Backend::Cuda => device(),
+        Backend::Auto if values >= LEARNED_AUTO_MIN_VALUES => device(),
+        Backend::Auto => None,
     }
 }
 

@@ -305,7 +305,15 @@ pub fn apply<T: Element>(
     m: i64,
     values: &mut [T],
 ) {
-    let corr = corrections(model.inputs, &model.net, &model.norm, q, dims, m);
+    let corr = crate::backend::cuda_conv::corrections(
+        crate::params::Backend::Auto,
+        model.inputs,
+        &model.net,
+        &model.norm,
+        q,
+        dims,
+        m,
+    );
     let mut out = model.outliers.iter().peekable();
     for (i, v) in values.iter_mut().enumerate() {
         if out.peek() == Some(&&i) {

@@ -2,11 +2,12 @@
 //! decoder's fixed-point inference to find the corrections and the outliers, and keeps the
 //! enhancer only when it pays (`docs/NEURLZ.md`, "When the enhancer is kept").
 
+use crate::backend::{cuda_conv, cuda_train};
 use crate::enhance::neurlz::{self, Inputs, Model, Norm, Regulation, FULL_SCALE};
 use crate::field::Element;
 use crate::format::SECTION_HEADER;
 use crate::nn::conv::{Arch, QNet, MAX_CHANNELS};
-use crate::nn::conv_train::{self, TrainConfig, TrainSet};
+use crate::nn::conv_train::{TrainConfig, TrainSet};
 use crate::params::{Enhancer, Params};
 use crate::quant::{dequantize, Grid};
 
@@ -73,7 +74,7 @@ pub fn encode<T: Element>(
     for &fields in candidates {
         let inputs = choose_inputs(c, params, fields, steps);
         let mut model = train_model(c, params, fields, inputs, steps);
-        let corr = neurlz::corrections(model.inputs, &model.net, &model.norm, c.q, c.dims, c.m);
+        let corr = corrections(params, &model, c);
         for scale in SCALES {
             model.scale = scale;
             let mut outcome = evaluate(c, &mut model, &corr);
@@ -143,7 +144,7 @@ fn choose_inputs<T: Element>(
     let probe = (steps / 4).max(1);
     let sse = |inputs: Inputs| {
         let mut model = train_model(c, params, fields, inputs, probe);
-        let corr = neurlz::corrections(inputs, &model.net, &model.norm, c.q, c.dims, c.m);
+        let corr = corrections(params, &model, c);
         evaluate(c, &mut model, &corr).sse_enhanced
     };
     if sse(Inputs::Slice) < sse(Inputs::Volume) {
@@ -236,7 +237,7 @@ fn train_model<T: Element>(
         steps,
         ..TrainConfig::default()
     };
-    let net: QNet = conv_train::train(arch, &set, &cfg).quantize();
+    let net: QNet = cuda_train::train(params.backend, arch, &set, &cfg).quantize();
     Model {
         inputs,
         regulation: if params.enhancer.is_strict() {
@@ -250,6 +251,19 @@ fn train_model<T: Element>(
         net,
         outliers: Vec::new(),
     }
+}
+
+/// The decoder's corrections for `model` (on the GPU when `params.backend` selects it).
+fn corrections<T>(params: &Params, model: &Model, c: &Chunk<'_, T>) -> Vec<i32> {
+    cuda_conv::corrections(
+        params.backend,
+        model.inputs,
+        &model.net,
+        &model.norm,
+        c.q,
+        c.dims,
+        c.m,
+    )
 }
 
 /// With the decoder's corrections `corr`, lists the outliers at the model's scale and

@@ -76,7 +76,8 @@ impl Rng {
     }
 }
 
-fn offsets(arch: &Arch) -> Vec<(usize, usize)> {
+/// Where each layer's weights and biases start in [`FNet::params`].
+pub fn offsets(arch: &Arch) -> Vec<(usize, usize)> {
     let mut off = 0;
     arch.layers()
         .iter()
@@ -146,42 +147,48 @@ impl FNet {
     }
 }
 
+/// Adam's constants (beta1, beta2, epsilon), shared with the GPU trainer.
+pub const ADAM: (f32, f32, f32) = (0.9, 0.999, 1e-8);
+
+/// The patch side actually used on `set`: `(ph, pw)`.
+pub fn patch_size(set: &TrainSet<'_>, cfg: &TrainConfig) -> (usize, usize) {
+    (cfg.patch.min(set.h), cfg.patch.min(set.w))
+}
+
+/// Every step's patches, `(slice, y0, x0)`, `cfg.batch` per step: the one random sequence both
+/// trainers (CPU here, GPU in `backend::cuda_train`) follow.
+pub fn schedule(set: &TrainSet<'_>, cfg: &TrainConfig) -> Vec<(usize, usize, usize)> {
+    let (ph, pw) = patch_size(set, cfg);
+    let mut rng = Rng(cfg.seed ^ 0xA5A5_A5A5);
+    (0..cfg.steps * cfg.batch)
+        .map(|_| {
+            (
+                rng.below(set.slices),
+                rng.below(set.h - ph + 1),
+                rng.below(set.w - pw + 1),
+            )
+        })
+        .collect()
+}
+
+/// The learning rate of step `step`: cosine decay from `cfg.lr` to 0.
+pub fn lr_at(cfg: &TrainConfig, step: usize) -> f32 {
+    cfg.lr * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps.max(1) as f32).cos())
+}
+
 /// Trains a network of shape `arch` on `set`.
 pub fn train(arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
     let mut net = FNet::new(arch, cfg.seed);
-    let offs = offsets(&arch);
     let np = net.params.len();
     let (mut m1, mut m2) = (vec![0f32; np], vec![0f32; np]);
-    let (ph, pw) = (cfg.patch.min(set.h), cfg.patch.min(set.w));
-    let mut rng = Rng(cfg.seed ^ 0xA5A5_A5A5);
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    for step in 0..cfg.steps {
-        let picks: Vec<(usize, usize, usize)> = (0..cfg.batch)
-            .map(|_| {
-                (
-                    rng.below(set.slices),
-                    rng.below(set.h - ph + 1),
-                    rng.below(set.w - pw + 1),
-                )
-            })
-            .collect();
-        let grads: Vec<(Vec<f32>, f32)> = picks
-            .par_iter()
-            .map(|&(s, y0, x0)| patch_grad(&net, &offs, set, s, y0, x0, ph, pw))
-            .collect();
-        let total: f32 = grads.iter().map(|g| g.1).sum();
+    let (b1, b2, eps) = ADAM;
+    let picks = schedule(set, cfg);
+    for (step, batch) in picks.chunks(cfg.batch.max(1)).enumerate() {
+        let (g, total) = batch_grad(&net, set, batch, patch_size(set, cfg));
         if total <= 0.0 {
             continue;
         }
-        let mut g = vec![0f32; np];
-        for (gp, _) in &grads {
-            for (a, b) in g.iter_mut().zip(gp) {
-                *a += b;
-            }
-        }
-        let lr = cfg.lr
-            * 0.5
-            * (1.0 + (std::f32::consts::PI * step as f32 / cfg.steps.max(1) as f32).cos());
+        let lr = lr_at(cfg, step);
         let t = (step + 1) as i32;
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for i in 0..np {
@@ -192,6 +199,29 @@ pub fn train(arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
         }
     }
     net
+}
+
+/// The gradient of the squared error summed over the patches `picks` of side `(ph, pw)`, and
+/// the number of points that counted.
+pub fn batch_grad(
+    net: &FNet,
+    set: &TrainSet<'_>,
+    picks: &[(usize, usize, usize)],
+    (ph, pw): (usize, usize),
+) -> (Vec<f32>, f32) {
+    let offs = offsets(&net.arch);
+    let grads: Vec<(Vec<f32>, f32)> = picks
+        .par_iter()
+        .map(|&(s, y0, x0)| patch_grad(net, &offs, set, s, y0, x0, ph, pw))
+        .collect();
+    let total: f32 = grads.iter().map(|g| g.1).sum();
+    let mut g = vec![0f32; net.params.len()];
+    for (gp, _) in &grads {
+        for (a, b) in g.iter_mut().zip(gp) {
+            *a += b;
+        }
+    }
+    (g, total)
 }
 
 /// Gradient (summed, not averaged) of the squared error over one patch, and the number of

@@ -1,0 +1,328 @@
+// resid: NeurLZ training on the GPU (src/nn/conv_train.rs): one optimizer step over a batch
+// of B patches is gather, forward (six layers), the loss gradient, backward (input gradients
+// and weight gradients per layer), a fixed-order reduction and the Adam update. Floats: the
+// trained weights may differ from the CPU's in the last bits, which is allowed (only the
+// stored, quantized weights matter to the decoder; DESIGN.md invariant 2). Every sum runs in
+// a fixed order (no atomics), so one device always trains the same weights.
+//
+// Tensors are channel-major over the batch: channel c of patch b is the plane at
+// (c * B + b) * H * W, so the skip connection's concatenation [layer 3, layer 0] is two
+// adjacent buffers.
+#include "common.cuh"
+
+typedef long long i64;
+
+// conv_train.rs MARGIN: points this close to a patch edge that is not a slice edge do not
+// count in the loss.
+#define TR_MARGIN 4
+
+// The batch's patches from the training set (`[slice][k][H][W]` inputs, `[slice][o][H][W]`
+// targets and mask), `picks` = (slice, y0, x0) per patch. Grid (ceil(ph pw / 256), max(k, o), B).
+extern "C" __global__ void tr_gather(const float* input, const float* target, const float* mask,
+                                     int k, int o, int H, int W, const int* picks, int B, int ph,
+                                     int pw, float* x, float* t, float* m) {
+    const i64 n = (i64)ph * pw;
+    const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const int c = blockIdx.y, b = blockIdx.z;
+    const int s = picks[3 * b], y0 = picks[3 * b + 1], x0 = picks[3 * b + 2];
+    const int y = (int)(j / pw), xx = (int)(j % pw);
+    const i64 at = (i64)(y0 + y) * W + x0 + xx;
+    const i64 dst = ((i64)c * B + b) * n + j;
+    if (c < k) x[dst] = input[((i64)s * k + c) * H * W + at];
+    if (c < o) {
+        const bool top = y0 > 0, left = x0 > 0, bottom = y0 + ph < H, right = x0 + pw < W;
+        const bool edge = (top && y < TR_MARGIN) || (bottom && y + TR_MARGIN >= ph) ||
+                          (left && xx < TR_MARGIN) || (right && xx + TR_MARGIN >= pw);
+        t[dst] = target[((i64)s * o + c) * H * W + at];
+        m[dst] = edge ? 0.0f : mask[((i64)s * o + c) * H * W + at];
+    }
+}
+
+// Block-wide sum of 256 threads' values (fixed order).
+__device__ __forceinline__ float tr_block_sum(float v, float* sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int d = 128; d > 0; d >>= 1) {
+        if ((int)threadIdx.x < d) sh[threadIdx.x] += sh[threadIdx.x + d];
+        __syncthreads();
+    }
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+// out[0] = sum of v[0 .. n) (one block of 256 threads).
+extern "C" __global__ void tr_sum(const float* v, long long n, float* out) {
+    __shared__ float sh[256];
+    float acc = 0.0f;
+    for (i64 i = threadIdx.x; i < n; i += 256) acc += v[i];
+    acc = tr_block_sum(acc, sh);
+    if (threadIdx.x == 0) out[0] = acc;
+}
+
+// 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU.
+// Grid (ceil(ho wo / 256), cout, B).
+extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
+                                    const float* wt, const float* bias, int cout, int relu,
+                                    float* out) {
+    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (i64)ho * wo) return;
+    const int o = blockIdx.y, b = blockIdx.z;
+    const int oy = (int)(p / wo), ox = (int)(p % wo);
+    float acc = bias[o];
+    for (int i = 0; i < cin; i++) {
+        const float* src = x + ((i64)i * B + b) * h * w;
+        const float* wk = wt + (o * cin + i) * 9;
+        for (int ky = 0; ky < 3; ky++) {
+            const int yy = oy * stride + ky - 1;
+            if (yy < 0 || yy >= h) continue;
+            for (int kx = 0; kx < 3; kx++) {
+                const int xi = ox * stride + kx - 1;
+                if (xi < 0 || xi >= w) continue;
+                acc += wk[ky * 3 + kx] * src[(i64)yy * w + xi];
+            }
+        }
+    }
+    out[((i64)o * B + b) * ho * wo + p] = relu ? fmaxf(acc, 0.0f) : acc;
+}
+
+// 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
+// Grid (ceil(h w / 256), cout, B).
+extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, int w2, int h, int w,
+                                      const float* wt, const float* bias, int cout, int relu,
+                                      float* out) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (i64)h * w) return;
+    const int o = blockIdx.y, b = blockIdx.z;
+    const int y = (int)(p / w), xx = (int)(p % w);
+    const int tap = 2 * (y % 2) + xx % 2;
+    const i64 at = (i64)(y / 2) * w2 + xx / 2;
+    float acc = bias[o];
+    for (int i = 0; i < cin; i++) acc += wt[(o * cin + i) * 4 + tap] * x[((i64)i * B + b) * h2 * w2 + at];
+    out[((i64)o * B + b) * h * w + p] = relu ? fmaxf(acc, 0.0f) : acc;
+}
+
+// 1x1 convolution plus bias, optional ReLU, over planes of n points. Grid (ceil(n / 256), cout, B).
+extern "C" __global__ void tr_conv1(const float* x, int cin, int B, long long n, const float* wt,
+                                    const float* bias, int cout, int relu, float* out) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    const int o = blockIdx.y, b = blockIdx.z;
+    float acc = bias[o];
+    for (int i = 0; i < cin; i++) acc += wt[o * cin + i] * x[((i64)i * B + b) * n + p];
+    out[((i64)o * B + b) * n + p] = relu ? fmaxf(acc, 0.0f) : acc;
+}
+
+// Gradient of the squared error of softsign(z) against the target, masked.
+extern "C" __global__ void tr_loss(const float* z, const float* t, const float* m, long long n,
+                                   float* dz) {
+    const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const float d = 1.0f + fabsf(z[j]);
+    const float y = z[j] / d;
+    dz[j] = 2.0f * (y - t[j]) * m[j] / (d * d);
+}
+
+// The input gradient, plus `add` when given, zeroed where `post` (the input's post-ReLU
+// activation) is not positive when given (null pointers: not given).
+__device__ __forceinline__ float tr_finish_dx(float acc, i64 idx, const float* add, const float* post) {
+    if (add) acc += add[idx];
+    if (post && !(post[idx] > 0.0f)) acc = 0.0f;
+    return acc;
+}
+
+// Input gradient of a 3x3 convolution (input h x w, stride 1 or 2). Grid (ceil(h w / 256), cin, B).
+extern "C" __global__ void tr_conv3_bx(const float* dout, int cout, int B, int h, int w, int stride,
+                                       const float* wt, int cin, const float* add,
+                                       const float* post, float* dx) {
+    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (i64)h * w) return;
+    const int i = blockIdx.y, b = blockIdx.z;
+    const int y = (int)(p / w), xx = (int)(p % w);
+    float acc = 0.0f;
+    for (int ky = 0; ky < 3; ky++) {
+        const int ty = y + 1 - ky;
+        if (ty < 0 || ty % stride) continue;
+        const int oy = ty / stride;
+        if (oy >= ho) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            const int tx = xx + 1 - kx;
+            if (tx < 0 || tx % stride) continue;
+            const int ox = tx / stride;
+            if (ox >= wo) continue;
+            const i64 at = (i64)oy * wo + ox;
+            for (int o = 0; o < cout; o++)
+                acc += wt[(o * cin + i) * 9 + ky * 3 + kx] * dout[((i64)o * B + b) * ho * wo + at];
+        }
+    }
+    const i64 idx = ((i64)i * B + b) * h * w + p;
+    dx[idx] = tr_finish_dx(acc, idx, add, post);
+}
+
+// Input gradient of the 2x2 transposed convolution (input h2 x w2, output h x w).
+// Grid (ceil(h2 w2 / 256), cin, B).
+extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int h, int w,
+                                         const float* wt, int cin, int h2, int w2,
+                                         const float* post, float* dx) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= (i64)h2 * w2) return;
+    const int i = blockIdx.y, b = blockIdx.z;
+    const int y2 = (int)(p / w2), x2 = (int)(p % w2);
+    float acc = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
+        if (y >= h || xx >= w) continue;
+        for (int o = 0; o < cout; o++)
+            acc += wt[(o * cin + i) * 4 + k] * dout[((i64)o * B + b) * h * w + (i64)y * w + xx];
+    }
+    const i64 idx = ((i64)i * B + b) * h2 * w2 + p;
+    dx[idx] = tr_finish_dx(acc, idx, 0, post);
+}
+
+// Input gradient of a 1x1 convolution. Grid (ceil(n / 256), cin, B).
+extern "C" __global__ void tr_conv1_bx(const float* dout, int cout, int B, long long n,
+                                       const float* wt, int cin, const float* post, float* dx) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    const int i = blockIdx.y, b = blockIdx.z;
+    float acc = 0.0f;
+    for (int o = 0; o < cout; o++) acc += wt[o * cin + i] * dout[((i64)o * B + b) * n + p];
+    const i64 idx = ((i64)i * B + b) * n + p;
+    dx[idx] = tr_finish_dx(acc, idx, 0, post);
+}
+
+// The points [lo, hi) of chunk blockIdx.y of CH chunks of P points.
+__device__ __forceinline__ void tr_chunk(i64 P, i64* lo, i64* hi) {
+    const i64 len = (P + gridDim.y - 1) / gridDim.y;
+    *lo = (i64)blockIdx.y * len;
+    *hi = *lo + len < P ? *lo + len : P;
+}
+
+// Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
+// output points: block (pair, chunk) writes the partial sums of the 9 taps of pair
+// (o, i) = (pair / cin, pair % cin), and for i = 0 the bias of o, to
+// partial[chunk * np + parameter index]. Grid (cout * cin, CH), 256 threads.
+extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
+                                       const float* dout, int cout, int wbase, int bbase, int np,
+                                       float* partial) {
+    __shared__ float sh[256];
+    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
+    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
+    const i64 plane = (i64)ho * wo;
+    i64 lo, hi;
+    tr_chunk(plane * B, &lo, &hi);
+    float s[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    float sb = 0.0f;
+    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
+        const int b = (int)(p / plane);
+        const i64 r = p % plane;
+        const float d = dout[((i64)o * B + b) * plane + r];
+        sb += d;
+        const int oy = (int)(r / wo), ox = (int)(r % wo);
+        const float* src = x + ((i64)i * B + b) * h * w;
+#pragma unroll
+        for (int k = 0; k < 9; k++) {
+            const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
+            if (yy >= 0 && yy < h && xi >= 0 && xi < w) s[k] += d * src[(i64)yy * w + xi];
+        }
+    }
+    float* dst = partial + (i64)blockIdx.y * np;
+#pragma unroll
+    for (int k = 0; k < 9; k++) {
+        const float v = tr_block_sum(s[k], sh);
+        if (threadIdx.x == 0) dst[wbase + (o * cin + i) * 9 + k] = v;
+    }
+    if (i == 0) {
+        const float v = tr_block_sum(sb, sh);
+        if (threadIdx.x == 0) dst[bbase + o] = v;
+    }
+}
+
+// As tr_conv3_bw for the 2x2 transposed convolution (points: the h x w outputs).
+extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2, int w2, int h, int w,
+                                         const float* dout, int cout, int wbase, int bbase, int np,
+                                         float* partial) {
+    __shared__ float sh[256];
+    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
+    const i64 plane = (i64)h * w;
+    i64 lo, hi;
+    tr_chunk(plane * B, &lo, &hi);
+    float s[4] = {0, 0, 0, 0};
+    float sb = 0.0f;
+    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
+        const int b = (int)(p / plane);
+        const i64 r = p % plane;
+        const float d = dout[((i64)o * B + b) * plane + r];
+        sb += d;
+        const int y = (int)(r / w), xx = (int)(r % w);
+        const float v = x[((i64)i * B + b) * h2 * w2 + (i64)(y / 2) * w2 + xx / 2];
+        const float dv = d * v;
+        const int tap = 2 * (y % 2) + xx % 2;
+        s[0] += tap == 0 ? dv : 0.0f;
+        s[1] += tap == 1 ? dv : 0.0f;
+        s[2] += tap == 2 ? dv : 0.0f;
+        s[3] += tap == 3 ? dv : 0.0f;
+    }
+    float* dst = partial + (i64)blockIdx.y * np;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float v = tr_block_sum(s[k], sh);
+        if (threadIdx.x == 0) dst[wbase + (o * cin + i) * 4 + k] = v;
+    }
+    if (i == 0) {
+        const float v = tr_block_sum(sb, sh);
+        if (threadIdx.x == 0) dst[bbase + o] = v;
+    }
+}
+
+// As tr_conv3_bw for a 1x1 convolution over planes of n points.
+extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, long long n,
+                                       const float* dout, int cout, int wbase, int bbase, int np,
+                                       float* partial) {
+    __shared__ float sh[256];
+    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
+    i64 lo, hi;
+    tr_chunk(n * B, &lo, &hi);
+    float s = 0.0f, sb = 0.0f;
+    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
+        const int b = (int)(p / n);
+        const i64 r = p % n;
+        const float d = dout[((i64)o * B + b) * n + r];
+        sb += d;
+        s += d * x[((i64)i * B + b) * n + r];
+    }
+    float* dst = partial + (i64)blockIdx.y * np;
+    const float v = tr_block_sum(s, sh);
+    if (threadIdx.x == 0) dst[wbase + o * cin + i] = v;
+    if (i == 0) {
+        const float vb = tr_block_sum(sb, sh);
+        if (threadIdx.x == 0) dst[bbase + o] = vb;
+    }
+}
+
+// g[j] = sum over the CH chunks of partial[c * np + j], in chunk order.
+extern "C" __global__ void tr_reduce(const float* partial, int CH, int np, float* g) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= np) return;
+    float acc = 0.0f;
+    for (int c = 0; c < CH; c++) acc += partial[(i64)c * np + j];
+    g[j] = acc;
+}
+
+// Adam on the gradient summed over the batch, divided by the number of points that counted
+// (`total`); no step when none did (as conv_train.rs `train`).
+extern "C" __global__ void tr_adam(float* params, const float* g, float* m1, float* m2, int np,
+                                   const float* total, float lr, float b1, float b2, float c1,
+                                   float c2, float eps) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= np) return;
+    const float tot = total[0];
+    if (!(tot > 0.0f)) return;
+    const float gi = g[j] / tot;
+    m1[j] = b1 * m1[j] + (1.0f - b1) * gi;
+    m2[j] = b2 * m2[j] + (1.0f - b2) * gi * gi;
+    params[j] -= lr * (m1[j] / c1) / (sqrtf(m2[j] / c2) + eps);
+}

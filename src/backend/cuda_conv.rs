@@ -1,0 +1,235 @@
+//! NeurLZ inference on the GPU (`kernels/neurlz.cu`): the corrections
+//! [`crate::enhance::neurlz::corrections`] computes, bit for bit, for the encoder and the
+//! decoder alike. The chunk's grid indices go up once; the slices are run in batches that fit
+//! [`BATCH_BYTES`] of activations; the corrections come back once.
+
+use super::cuda::{blocks_for, guard, Arg, Cuda};
+use crate::enhance::neurlz::{self, Inputs, Norm};
+use crate::error::{ensure, Error, Result};
+use crate::nn::conv::{Kind, QNet};
+use crate::params::Backend;
+
+/// Device memory the activations of one batch of slices may take.
+pub const BATCH_BYTES: usize = 1 << 30;
+
+/// [`neurlz::corrections`] on the backend selected for `backend` (`super::learned_gpu`); the
+/// CPU computes them when no GPU is selected or the GPU fails (logged). Same values either way.
+pub fn corrections(
+    backend: Backend,
+    inputs: Inputs,
+    net: &QNet,
+    norm: &[Norm],
+    q: &[i32],
+    dims: [usize; 3],
+    m: i64,
+) -> Vec<i32> {
+    if let Some(g) = super::learned_gpu(backend, q.len()) {
+        match g.neurlz_corrections(inputs, net, norm, q, dims, m) {
+            Ok(c) => return c,
+            Err(e) => log::warn!("resid: GPU NeurLZ inference failed ({e}); the CPU runs it"),
+        }
+    }
+    neurlz::corrections(inputs, net, norm, q, dims, m)
+}
+
+/// A stored network's layers as the kernels read them: per layer, `i32` weights
+/// `[cout][cin][taps]`, then per output channel mult, shift and bias; and each layer's start.
+pub fn layer_params(net: &QNet) -> (Vec<i32>, Vec<usize>) {
+    let mut flat = Vec::new();
+    let mut starts = Vec::with_capacity(net.layers.len());
+    for l in &net.layers {
+        starts.push(flat.len());
+        flat.extend(l.w.iter().map(|&v| v as i32));
+        flat.extend(l.mult.iter().map(|&v| v as i32));
+        flat.extend(l.shift.iter().map(|&v| v as i32));
+        flat.extend_from_slice(&l.bias);
+    }
+    (flat, starts)
+}
+
+impl Cuda {
+    /// The regulated correction of every point of the chunk `q` (3D view `dims`), as
+    /// `neurlz::corrections` computes it.
+    pub fn neurlz_corrections(
+        &self,
+        inputs: Inputs,
+        net: &QNet,
+        norm: &[Norm],
+        q: &[i32],
+        dims: [usize; 3],
+        m: i64,
+    ) -> Result<Vec<i32>> {
+        // SAFETY: `corrections_inner` launches only over the buffers it allocates, sized for
+        // the batch, and downloads (synchronizes) before they are dropped.
+        guard("neurlz", || unsafe {
+            self.corrections_inner(inputs, net, norm, q, dims, m)
+        })
+    }
+
+    /// # Safety
+    /// Raw launches: see [`Cuda::launch`].
+    unsafe fn corrections_inner(
+        &self,
+        inputs: Inputs,
+        net: &QNet,
+        norm: &[Norm],
+        q: &[i32],
+        dims: [usize; 3],
+        m: i64,
+    ) -> Result<Vec<i32>> {
+        let fields = norm.len();
+        let (h, w) = (dims[1], dims[2]);
+        let hw = h * w;
+        let k = inputs.planes();
+        let arch = net.arch;
+        let c = arch.width;
+        ensure!(
+            fields >= 1
+                && dims[0] % fields == 0
+                && q.len() == dims[0] * hw
+                && arch.cin == k * fields
+                && arch.cout == fields
+                && net.layers.len() == 6
+                && m >= 1,
+            Error::Unsupported("cuda: NeurLZ shapes do not agree".into())
+        );
+        ensure!(
+            hw < i32::MAX as usize && h < i32::MAX as usize / 2,
+            Error::Unsupported("cuda: NeurLZ slice too large".into())
+        );
+        let per_field = dims[0] / fields;
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let hw2 = h2 * w2;
+        // Activations of one sample: inputs, [layer 3, layer 0], layers 1 and 2, layer 4, out.
+        let per = (arch.cin + 2 * c + c + fields) * hw + 4 * c * hw2;
+        let batch = (BATCH_BYTES / 4 / per).clamp(1, per_field.min(65535));
+        let qd = self.upload(q)?;
+        let (flat, starts) = layer_params(net);
+        let pd = self.upload(&flat)?;
+        let nd: Vec<i64> = norm
+            .iter()
+            .flat_map(|n| [n.center as i64, n.half as i64])
+            .collect();
+        let normd = self.upload(&nd)?;
+        let xd = self.zeros::<i32>(batch * arch.cin * hw)?;
+        let catd = self.zeros::<i32>(batch * 2 * c * hw)?;
+        let a1d = self.zeros::<i32>(batch * 2 * c * hw2)?;
+        let a2d = self.zeros::<i32>(batch * 2 * c * hw2)?;
+        let a4d = self.zeros::<i32>(batch * c * hw)?;
+        let zd = self.zeros::<i32>(batch * fields * hw)?;
+        let corrd = self.zeros::<i32>(q.len())?;
+        let (qp, normp, xp, catp) = (
+            self.ptr(&qd),
+            self.ptr(&normd),
+            self.ptr(&xd),
+            self.ptr(&catd),
+        );
+        let (a1p, a2p, a4p, zp) = (
+            self.ptr(&a1d),
+            self.ptr(&a2d),
+            self.ptr(&a4d),
+            self.ptr(&zd),
+        );
+        let lp = |n: usize| Arg::Ptr(self.ptr(&pd) + 4 * starts[n] as u64);
+        let layers = arch.layers();
+        let relu = |n: usize| Arg::I32(layers[n].relu as i32);
+        let (hi, wi, h2i, w2i) = (h as i32, w as i32, h2 as i32, w2 as i32);
+        let mut s0 = 0;
+        while s0 < per_field {
+            let sb = batch.min(per_field - s0);
+            let si = Arg::I32(sb as i32);
+            // Layer 0 writes the second half of `cat`.
+            let a0p = catp + 4 * (c * sb * hw) as u64;
+            self.launch(
+                "nz_inputs",
+                (blocks_for(hw), fields, sb),
+                &[
+                    Arg::Ptr(qp),
+                    Arg::I32(k as i32),
+                    Arg::I32(fields as i32),
+                    Arg::I32(per_field as i32),
+                    Arg::I32(s0 as i32),
+                    si,
+                    Arg::I32(hi),
+                    Arg::I32(wi),
+                    Arg::Ptr(normp),
+                    Arg::I64(m),
+                    Arg::Ptr(xp),
+                ],
+            )?;
+            let conv3 = |n: usize, x: u64, h: i32, w: i32, out: u64| -> Result<()> {
+                let l = layers[n];
+                let Kind::Conv3 { stride } = l.kind else {
+                    unreachable!("layer {n} is a 3x3 convolution")
+                };
+                let (ho, wo) = ((h as usize).div_ceil(stride), (w as usize).div_ceil(stride));
+                self.launch(
+                    "nz_conv3",
+                    (blocks_for(ho * wo), l.cout, sb),
+                    &[
+                        Arg::Ptr(x),
+                        Arg::I32(l.cin as i32),
+                        si,
+                        Arg::I32(h),
+                        Arg::I32(w),
+                        Arg::I32(stride as i32),
+                        lp(n),
+                        Arg::I32(l.cout as i32),
+                        relu(n),
+                        Arg::Ptr(out),
+                    ],
+                )
+            };
+            conv3(0, xp, hi, wi, a0p)?;
+            conv3(1, a0p, hi, wi, a1p)?;
+            conv3(2, a1p, h2i, w2i, a2p)?;
+            self.launch(
+                "nz_deconv2",
+                (blocks_for(hw), layers[3].cout, sb),
+                &[
+                    Arg::Ptr(a2p),
+                    Arg::I32(layers[3].cin as i32),
+                    si,
+                    Arg::I32(h2i),
+                    Arg::I32(w2i),
+                    Arg::I32(hi),
+                    Arg::I32(wi),
+                    lp(3),
+                    Arg::I32(layers[3].cout as i32),
+                    relu(3),
+                    Arg::Ptr(catp),
+                ],
+            )?;
+            conv3(4, catp, hi, wi, a4p)?;
+            self.launch(
+                "nz_conv1",
+                (blocks_for(hw), fields, sb),
+                &[
+                    Arg::Ptr(a4p),
+                    Arg::I32(layers[5].cin as i32),
+                    si,
+                    Arg::I64(hw as i64),
+                    lp(5),
+                    Arg::I32(fields as i32),
+                    relu(5),
+                    Arg::Ptr(zp),
+                ],
+            )?;
+            self.launch(
+                "nz_correct",
+                (blocks_for(hw), fields, sb),
+                &[
+                    Arg::Ptr(zp),
+                    Arg::I32(per_field as i32),
+                    Arg::I32(s0 as i32),
+                    si,
+                    Arg::I64(hw as i64),
+                    Arg::Ptr(self.ptr(&corrd)),
+                ],
+            )?;
+            s0 += sb;
+        }
+        // The download synchronizes: every buffer above is still alive.
+        self.download(&corrd)
+    }
+}

@@ -1,0 +1,457 @@
+//! NeurLZ training on the GPU (`kernels/conv_train.cu`), encode only: the algorithm of
+//! [`conv_train::train`] (same initial weights, the same patches in the same order, the same
+//! loss, Adam and learning-rate schedule) with every step on the device. The training set goes
+//! up once, the weights come back once. Float results may differ from the CPU's in the last
+//! bits (contraction, summation order); only the quantized weights the encoder stores matter.
+
+use cudarc::driver::CudaSlice;
+
+use super::cuda::{blocks_for, guard, Arg, Cuda};
+use crate::error::{ensure, Error, Result};
+use crate::nn::conv::{Arch, LayerShape};
+use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet, ADAM};
+use crate::params::Backend;
+
+/// [`conv_train::train`] on the backend selected for `backend` (`super::learned_gpu`); the
+/// CPU trains when no GPU is selected or the GPU fails (logged).
+pub fn train(backend: Backend, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
+    let values = set.slices * set.h * set.w * set.o;
+    if let Some(g) = super::learned_gpu(backend, values) {
+        match g.train_conv(arch, set, cfg) {
+            Ok(net) => return net,
+            Err(e) => log::warn!("resid: GPU NeurLZ training failed ({e}); the CPU trains"),
+        }
+    }
+    conv_train::train(arch, set, cfg)
+}
+
+/// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
+const CHUNKS: usize = 64;
+
+/// Device buffers for steps of `batch` patches of `ph x pw`.
+struct Trainer<'a> {
+    g: &'a Cuda,
+    layers: [LayerShape; 6],
+    offs: Vec<(usize, usize)>,
+    np: usize,
+    k: usize,
+    o: usize,
+    c: usize,
+    batch: usize,
+    ph: usize,
+    pw: usize,
+    set: [CudaSlice<f32>; 3],
+    dims: (usize, usize),
+    bufs: Vec<CudaSlice<f32>>,
+}
+
+/// Indices into `Trainer::bufs`.
+const X: usize = 0;
+const T: usize = 1;
+const M: usize = 2;
+const CAT: usize = 3;
+const A1: usize = 4;
+const A2: usize = 5;
+const A4: usize = 6;
+const Z: usize = 7;
+const DZ: usize = 8;
+const D4: usize = 9;
+const DCAT: usize = 10;
+const D2: usize = 11;
+const D1: usize = 12;
+const D0: usize = 13;
+const PARTIAL: usize = 14;
+const GRAD: usize = 15;
+const TOTAL: usize = 16;
+
+impl<'a> Trainer<'a> {
+    fn new(
+        g: &'a Cuda,
+        arch: Arch,
+        set: &TrainSet<'_>,
+        batch: usize,
+        ph: usize,
+        pw: usize,
+    ) -> Result<Self> {
+        ensure!(
+            set.k == arch.cin && set.o == arch.cout && ph <= set.h && pw <= set.w && batch >= 1,
+            Error::Unsupported("cuda: NeurLZ training shapes do not agree".into())
+        );
+        let n = set.slices * set.h * set.w;
+        ensure!(
+            set.input.len() == set.k * n
+                && set.target.len() == set.o * n
+                && set.mask.len() == set.o * n,
+            Error::Unsupported("cuda: NeurLZ training set sizes".into())
+        );
+        let (k, o, c) = (arch.cin, arch.cout, arch.width);
+        let p = batch * ph * pw;
+        let p2 = batch * ph.div_ceil(2) * pw.div_ceil(2);
+        let np = arch.params();
+        let sizes = [
+            k * p,
+            o * p,
+            o * p,
+            2 * c * p,
+            2 * c * p2,
+            2 * c * p2,
+            c * p,
+            o * p,
+            o * p,
+            c * p,
+            2 * c * p,
+            2 * c * p2,
+            2 * c * p2,
+            c * p,
+            CHUNKS * np,
+            np,
+            1,
+        ];
+        let bufs = sizes
+            .iter()
+            .map(|&s| g.zeros::<f32>(s))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Trainer {
+            g,
+            layers: arch.layers(),
+            offs: conv_train::offsets(&arch),
+            np,
+            k,
+            o,
+            c,
+            batch,
+            ph,
+            pw,
+            set: [
+                g.upload(set.input)?,
+                g.upload(set.target)?,
+                g.upload(set.mask)?,
+            ],
+            dims: (set.h, set.w),
+            bufs,
+        })
+    }
+
+    fn p(&self, i: usize) -> u64 {
+        self.g.ptr(&self.bufs[i])
+    }
+
+    /// The summed gradient of the batch at `picks` (device, 3 `i32` a patch) for the weights
+    /// at `params` (device) into `bufs[GRAD]`, the points that counted into `bufs[TOTAL]`.
+    ///
+    /// # Safety
+    /// `picks` holds `3 batch` `i32` and `params` the network's weights, on the device.
+    unsafe fn grad(&self, picks: u64, params: u64) -> Result<()> {
+        let g = self.g;
+        let (k, o, c, b) = (self.k, self.o, self.c, self.batch);
+        let (h, w) = (self.ph, self.pw);
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let (n, n2) = (h * w, h2 * w2);
+        let p = b * n;
+        let i = |v: usize| Arg::I32(v as i32);
+        let wt = |l: usize| Arg::Ptr(params + 4 * self.offs[l].0 as u64);
+        let bias = |l: usize| Arg::Ptr(params + 4 * self.offs[l].1 as u64);
+        let cat = self.p(CAT);
+        let a0 = cat + 4 * (c * p) as u64;
+        let (a1, a2, a4) = (self.p(A1), self.p(A2), self.p(A4));
+        let set = |j: usize| Arg::Ptr(g.ptr(&self.set[j]));
+        g.launch(
+            "tr_gather",
+            (blocks_for(n), k.max(o), b),
+            &[
+                set(0),
+                set(1),
+                set(2),
+                i(k),
+                i(o),
+                i(self.dims.0),
+                i(self.dims.1),
+                Arg::Ptr(picks),
+                i(b),
+                i(h),
+                i(w),
+                Arg::Ptr(self.p(X)),
+                Arg::Ptr(self.p(T)),
+                Arg::Ptr(self.p(M)),
+            ],
+        )?;
+        g.launch(
+            "tr_sum",
+            (1, 1, 1),
+            &[
+                Arg::Ptr(self.p(M)),
+                Arg::I64((o * p) as i64),
+                Arg::Ptr(self.p(TOTAL)),
+            ],
+        )?;
+        // Forward.
+        let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
+            let s = &self.layers[l];
+            let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
+            g.launch(
+                "tr_conv3",
+                (blocks_for(ho * wo), s.cout, b),
+                &[
+                    Arg::Ptr(x),
+                    i(s.cin),
+                    i(b),
+                    i(hh),
+                    i(ww),
+                    i(stride),
+                    wt(l),
+                    bias(l),
+                    i(s.cout),
+                    i(s.relu as usize),
+                    Arg::Ptr(out),
+                ],
+            )
+        };
+        conv3(0, self.p(X), h, w, 1, a0)?;
+        conv3(1, a0, h, w, 2, a1)?;
+        conv3(2, a1, h2, w2, 1, a2)?;
+        g.launch(
+            "tr_deconv2",
+            (blocks_for(n), c, b),
+            &[
+                Arg::Ptr(a2),
+                i(2 * c),
+                i(b),
+                i(h2),
+                i(w2),
+                i(h),
+                i(w),
+                wt(3),
+                bias(3),
+                i(c),
+                i(1),
+                Arg::Ptr(cat),
+            ],
+        )?;
+        conv3(4, cat, h, w, 1, a4)?;
+        g.launch(
+            "tr_conv1",
+            (blocks_for(n), o, b),
+            &[
+                Arg::Ptr(a4),
+                i(c),
+                i(b),
+                Arg::I64(n as i64),
+                wt(5),
+                bias(5),
+                i(o),
+                i(0),
+                Arg::Ptr(self.p(Z)),
+            ],
+        )?;
+        g.launch(
+            "tr_loss",
+            (blocks_for(o * p), 1, 1),
+            &[
+                Arg::Ptr(self.p(Z)),
+                Arg::Ptr(self.p(T)),
+                Arg::Ptr(self.p(M)),
+                Arg::I64((o * p) as i64),
+                Arg::Ptr(self.p(DZ)),
+            ],
+        )?;
+        // Backward: weight gradients (partial sums) and input gradients, layer 5 to 0.
+        let partial = Arg::Ptr(self.p(PARTIAL));
+        let base = |l: usize| [i(self.offs[l].0), i(self.offs[l].1), i(self.np), partial];
+        let conv3_bw = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, dout: u64| {
+            let s = &self.layers[l];
+            let mut args = vec![
+                Arg::Ptr(x),
+                i(s.cin),
+                i(b),
+                i(hh),
+                i(ww),
+                i(stride),
+                Arg::Ptr(dout),
+                i(s.cout),
+            ];
+            args.extend(base(l));
+            g.launch("tr_conv3_bw", (s.cout * s.cin, CHUNKS, 1), &args)
+        };
+        #[allow(clippy::too_many_arguments)]
+        let conv3_bx = |l: usize,
+                        dout: u64,
+                        hh: usize,
+                        ww: usize,
+                        stride: usize,
+                        add: u64,
+                        post: u64,
+                        dx: u64| {
+            let s = &self.layers[l];
+            g.launch(
+                "tr_conv3_bx",
+                (blocks_for(hh * ww), s.cin, b),
+                &[
+                    Arg::Ptr(dout),
+                    i(s.cout),
+                    i(b),
+                    i(hh),
+                    i(ww),
+                    i(stride),
+                    wt(l),
+                    i(s.cin),
+                    Arg::Ptr(add),
+                    Arg::Ptr(post),
+                    Arg::Ptr(dx),
+                ],
+            )
+        };
+        let (dz, d4, dcat) = (self.p(DZ), self.p(D4), self.p(DCAT));
+        let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
+        let mut args = vec![
+            Arg::Ptr(a4),
+            i(c),
+            i(b),
+            Arg::I64(n as i64),
+            Arg::Ptr(dz),
+            i(o),
+        ];
+        args.extend(base(5));
+        g.launch("tr_conv1_bw", (o * c, CHUNKS, 1), &args)?;
+        g.launch(
+            "tr_conv1_bx",
+            (blocks_for(n), c, b),
+            &[
+                Arg::Ptr(dz),
+                i(o),
+                i(b),
+                Arg::I64(n as i64),
+                wt(5),
+                i(c),
+                Arg::Ptr(a4),
+                Arg::Ptr(d4),
+            ],
+        )?;
+        conv3_bw(4, cat, h, w, 1, d4)?;
+        // [d3, d0 skip], each masked by its activation ([layer 3, layer 0] = cat).
+        conv3_bx(4, d4, h, w, 1, 0, cat, dcat)?;
+        let mut args = vec![
+            Arg::Ptr(a2),
+            i(2 * c),
+            i(b),
+            i(h2),
+            i(w2),
+            i(h),
+            i(w),
+            Arg::Ptr(dcat),
+            i(c),
+        ];
+        args.extend(base(3));
+        g.launch("tr_deconv2_bw", (c * 2 * c, CHUNKS, 1), &args)?;
+        g.launch(
+            "tr_deconv2_bx",
+            (blocks_for(n2), 2 * c, b),
+            &[
+                Arg::Ptr(dcat),
+                i(c),
+                i(b),
+                i(h),
+                i(w),
+                wt(3),
+                i(2 * c),
+                i(h2),
+                i(w2),
+                Arg::Ptr(a2),
+                Arg::Ptr(d2),
+            ],
+        )?;
+        conv3_bw(2, a1, h2, w2, 1, d2)?;
+        conv3_bx(2, d2, h2, w2, 1, 0, a1, d1)?;
+        conv3_bw(1, a0, h, w, 2, d1)?;
+        let skip = dcat + 4 * (c * p) as u64;
+        conv3_bx(1, d1, h, w, 2, skip, a0, d0)?;
+        conv3_bw(0, self.p(X), h, w, 1, d0)?;
+        g.launch(
+            "tr_reduce",
+            (blocks_for(self.np), 1, 1),
+            &[partial, i(CHUNKS), i(self.np), Arg::Ptr(self.p(GRAD))],
+        )
+    }
+}
+
+/// Patches as the kernels read them: `(slice, y0, x0)` as three `i32`.
+fn picks_i32(picks: &[(usize, usize, usize)]) -> Vec<i32> {
+    picks
+        .iter()
+        .flat_map(|&(s, y, x)| [s as i32, y as i32, x as i32])
+        .collect()
+}
+
+impl Cuda {
+    /// [`conv_train::train`] on the GPU.
+    pub fn train_conv(&self, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> Result<FNet> {
+        guard("neurlz training", || {
+            ensure!(
+                set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
+                Error::Unsupported("cuda: NeurLZ training set too large".into())
+            );
+            let (ph, pw) = conv_train::patch_size(set, cfg);
+            let batch = cfg.batch.max(1);
+            let tr = Trainer::new(self, arch, set, batch, ph, pw)?;
+            let mut net = FNet::new(arch, cfg.seed);
+            let np = net.params.len();
+            let params = self.upload(&net.params)?;
+            let m1 = self.zeros::<f32>(np)?;
+            let m2 = self.zeros::<f32>(np)?;
+            let picks = self.upload(&picks_i32(&conv_train::schedule(set, cfg)))?;
+            let (pp, picks_p) = (self.ptr(&params), self.ptr(&picks));
+            let (b1, b2, eps) = ADAM;
+            for step in 0..cfg.steps {
+                let t = (step + 1) as i32;
+                // SAFETY: `picks` holds `steps x batch` patches, `params`, `m1`, `m2` and the
+                // trainer's buffers live until the download below.
+                unsafe {
+                    tr.grad(picks_p + (12 * batch * step) as u64, pp)?;
+                    self.launch(
+                        "tr_adam",
+                        (blocks_for(np), 1, 1),
+                        &[
+                            Arg::Ptr(pp),
+                            Arg::Ptr(tr.p(GRAD)),
+                            Arg::Ptr(self.ptr(&m1)),
+                            Arg::Ptr(self.ptr(&m2)),
+                            Arg::I32(np as i32),
+                            Arg::Ptr(tr.p(TOTAL)),
+                            Arg::F32(conv_train::lr_at(cfg, step)),
+                            Arg::F32(b1),
+                            Arg::F32(b2),
+                            Arg::F32(1.0 - b1.powi(t)),
+                            Arg::F32(1.0 - b2.powi(t)),
+                            Arg::F32(eps),
+                        ],
+                    )?;
+                }
+            }
+            net.params = self.download(&params)?;
+            ensure!(
+                net.params.iter().all(|v| v.is_finite()),
+                Error::Unsupported("cuda: NeurLZ training diverged".into())
+            );
+            Ok(net)
+        })
+    }
+
+    /// [`conv_train::batch_grad`] on the GPU (for the tests that compare the two).
+    pub fn conv_batch_grad(
+        &self,
+        net: &FNet,
+        set: &TrainSet<'_>,
+        picks: &[(usize, usize, usize)],
+        (ph, pw): (usize, usize),
+    ) -> Result<(Vec<f32>, f32)> {
+        guard("neurlz gradient", || {
+            let tr = Trainer::new(self, net.arch, set, picks.len(), ph, pw)?;
+            let params = self.upload(&net.params)?;
+            let pd = self.upload(&picks_i32(picks))?;
+            // SAFETY: `pd` holds the batch's patches; every buffer lives until the downloads.
+            unsafe { tr.grad(self.ptr(&pd), self.ptr(&params))? };
+            let g = self.download(&tr.bufs[GRAD])?;
+            let total = self.download(&tr.bufs[TOTAL])?[0];
+            Ok((g, total))
+        })
+    }
+}

@@ -1,0 +1,420 @@
+//! NeurLZ on the GPU (issue #6): the fixed-point inference gives the CPU's corrections bit for
+//! bit, the training kernels give the CPU's gradients (to float rounding), and a chunk whose
+//! network was trained on the GPU decodes on the CPU to the same values, within the bound.
+//! Every test passes with a message when no usable GPU is present; `scripts/gpu-check` runs
+//! them on the GPU machine, and `gpu_neurlz_bench` (ignored) measures throughput there.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use resid::backend::{self, cuda};
+use resid::enhance::neurlz::{self, Inputs, Norm};
+use resid::nn::conv::{Arch, QLayer, QNet};
+use resid::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
+use resid::{Backend, ChunkInfo, DType, Enhancer, Params};
+
+fn gpu() -> Option<Arc<cuda::Cuda>> {
+    let g = backend::device();
+    if g.is_none() {
+        eprintln!("no usable GPU: NeurLZ GPU comparison skipped");
+    }
+    g
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// A stored network with weights, scales and biases at and near their extremes.
+fn random_net(arch: Arch, rng: &mut Rng) -> QNet {
+    let layers = arch
+        .layers()
+        .iter()
+        .map(|&shape| QLayer {
+            shape,
+            w: (0..shape.weights())
+                .map(|_| match rng.below(4) {
+                    0 => 127,
+                    1 => -127,
+                    _ => rng.below(255) as i32 as i8,
+                })
+                .collect(),
+            mult: (0..shape.cout)
+                .map(|_| 1 + rng.below(65535) as u16)
+                .collect(),
+            shift: (0..shape.cout).map(|_| 10 + rng.below(20) as u8).collect(),
+            bias: (0..shape.cout)
+                .map(|_| rng.below(1 << 24) as i32 - (1 << 23))
+                .collect(),
+        })
+        .collect();
+    QNet { arch, layers }
+}
+
+#[test]
+fn neurlz_inference_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(0x5151_7777_1234_abcd);
+    let mut compared = 0;
+    // (slices, h, w, fields, inputs, width, index spread): odd and even sizes, one-point
+    // slices, cross-field chunks, both input kinds, the widest network.
+    for (d0, h, w, fields, inputs, width, spread) in [
+        (4, 33, 47, 1, Inputs::Slice, 6, 1000i64),
+        (6, 64, 64, 1, Inputs::Volume, 6, 1 << 20),
+        (1, 1, 1, 1, Inputs::Slice, 4, 10),
+        (3, 1, 9, 1, Inputs::Volume, 4, 100),
+        (6, 17, 16, 3, Inputs::Volume, 6, 1 << 27),
+        (8, 20, 31, 4, Inputs::Slice, 16, 1 << 27),
+        (2, 130, 257, 2, Inputs::Slice, 6, 50_000),
+    ] {
+        let dims = [d0, h, w];
+        let n = d0 * h * w;
+        let q: Vec<i32> = (0..n)
+            .map(|i| {
+                let smooth = ((i % w) as f64 * 0.3).sin() * spread as f64 * 0.5;
+                (smooth as i64 + rng.below(spread as u64 / 8 + 1) as i64 - spread / 16) as i32
+            })
+            .collect();
+        let norm: Vec<Norm> = (0..fields)
+            .map(|_| Norm {
+                center: rng.below(spread as u64) as i32 - (spread / 2) as i32,
+                half: 1 + rng.below(spread as u64) as u32,
+            })
+            .collect();
+        let arch = Arch {
+            cin: inputs.planes() * fields,
+            width,
+            cout: fields,
+        };
+        let net = random_net(arch, &mut rng);
+        for m in [1i64, 3] {
+            let cpu = neurlz::corrections(inputs, &net, &norm, &q, dims, m);
+            let gpu = g
+                .neurlz_corrections(inputs, &net, &norm, &q, dims, m)
+                .unwrap();
+            assert!(
+                cpu == gpu,
+                "corrections differ: {dims:?} {fields} {inputs:?} m={m}"
+            );
+            assert!(cpu.iter().any(|&c| c != 0));
+            compared += n;
+        }
+    }
+    eprintln!("NeurLZ inference: CPU == GPU on {compared} corrections");
+}
+
+/// A training set of `slices` slices of `h x w` with `k` inputs and `o` targets per slice.
+fn train_set(
+    slices: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    o: usize,
+    rng: &mut Rng,
+) -> [Vec<f32>; 3] {
+    let n = slices * h * w;
+    let input: Vec<f32> = (0..k * n)
+        .map(|i| ((i % w) as f32 * 0.2).sin() + 0.3 * rng.unit())
+        .collect();
+    let target: Vec<f32> = (0..o * n).map(|_| 0.6 * rng.unit()).collect();
+    let mask: Vec<f32> = (0..o * n)
+        .map(|_| if rng.below(10) == 0 { 0.0 } else { 1.0 })
+        .collect();
+    [input, target, mask]
+}
+
+#[test]
+fn neurlz_gradients_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = Rng(0x0bad_cafe_f00d_1234);
+    for (slices, h, w, k, o, width, patch, batch) in [
+        (3, 80, 70, 2, 1, 6, 48, 8),
+        (2, 7, 5, 4, 2, 4, 48, 3),
+        (5, 33, 40, 6, 3, 6, 17, 5),
+    ] {
+        let [input, target, mask] = train_set(slices, h, w, k, o, &mut rng);
+        let set = TrainSet {
+            k,
+            o,
+            h,
+            w,
+            slices,
+            input: &input,
+            target: &target,
+            mask: &mask,
+        };
+        let arch = Arch {
+            cin: k,
+            width,
+            cout: o,
+        };
+        let mut net = FNet::new(arch, 7);
+        // Larger weights so every path carries signal.
+        net.params.iter_mut().for_each(|v| *v *= 1.5);
+        let cfg = TrainConfig {
+            steps: 1,
+            batch,
+            patch,
+            ..TrainConfig::default()
+        };
+        let ps = conv_train::patch_size(&set, &cfg);
+        let picks = conv_train::schedule(&set, &cfg);
+        let (gc, tc) = conv_train::batch_grad(&net, &set, &picks, ps);
+        let (gg, tg) = g.conv_batch_grad(&net, &set, &picks, ps).unwrap();
+        assert_eq!(tc, tg, "points counted");
+        let scale = gc.iter().fold(0f32, |a, &b| a.max(b.abs()));
+        assert!(scale > 0.0);
+        for (i, (a, b)) in gc.iter().zip(&gg).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale + 1e-3 * a.abs(),
+                "param {i}: CPU {a} GPU {b} (largest {scale}) {slices}x{h}x{w} k={k} o={o}"
+            );
+        }
+        eprintln!(
+            "NeurLZ gradients: CPU == GPU to float rounding on {} parameters ({h}x{w}, batch {batch})",
+            gc.len()
+        );
+    }
+}
+
+fn field(n0: usize, n1: usize, n2: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n0 * n1 * n2);
+    for z in 0..n0 {
+        for y in 0..n1 {
+            for x in 0..n2 {
+                let (z, y, x) = (z as f64, y as f64, x as f64);
+                let s = (x * 0.11).sin() * (y * 0.07).cos() * 3.0
+                    + (0.05 * (x + y) + 0.3 * z).sin()
+                    + 0.3 * ((x * 0.9).sin() * (y * 0.8).sin());
+                v.push(s as f32);
+            }
+        }
+    }
+    v
+}
+
+/// A chunk trained and enhanced on the GPU: the CPU decodes it to the same bytes as the GPU,
+/// every value within the bound's limit, and the trained network lowers the error as the
+/// CPU-trained one does.
+#[test]
+fn gpu_trained_chunk_decodes_the_same_on_the_cpu() {
+    let Some(_g) = gpu() else { return };
+    let shape = [8, 96, 96];
+    let x = field(8, 96, 96);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    for e in [Enhancer::Strict, Enhancer::Relaxed] {
+        let base = Params::rel(1e-2)
+            .with_enhancer(e)
+            .with_enhancer_budget(4)
+            .with_enhancer_force(true);
+        let on = |backend| Params { backend, ..base };
+        let t = Instant::now();
+        let cg = resid::compress(&data, &chunk, &on(Backend::Cuda)).unwrap();
+        let tg = t.elapsed();
+        let t = Instant::now();
+        let cc = resid::compress(&data, &chunk, &on(Backend::Cpu)).unwrap();
+        let tc = t.elapsed();
+        // Decoded under auto (the GPU for this size) and on the CPU.
+        let dg = resid::decompress(&cg).unwrap();
+        std::env::set_var(backend::ENV, "cpu");
+        let dc = resid::decompress(&cg).unwrap();
+        let dcc = resid::decompress(&cc).unwrap();
+        std::env::remove_var(backend::ENV);
+        assert!(dg == dc, "{e:?}: GPU and CPU decode differ");
+        let eb = resid::inspect(&cg).unwrap().header.eb;
+        let limit = if e == Enhancer::Strict { eb } else { 2.0 * eb };
+        let err = |d: &[u8]| {
+            d.chunks_exact(4)
+                .zip(&x)
+                .map(|(b, &v)| {
+                    let y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    (y as f64 - v as f64).abs()
+                })
+                .fold((0f64, 0f64), |(mx, s), e| (mx.max(e), s + e * e))
+        };
+        let (max_g, sse_g) = err(&dc);
+        let (_, sse_c) = err(&dcc);
+        assert!(max_g <= limit, "{e:?}: max error {max_g} over {limit}");
+        // GPU and CPU training differ in float rounding only: their networks should gain
+        // about equally (within 25% of the squared error).
+        assert!(
+            sse_g <= 1.25 * sse_c,
+            "{e:?}: GPU-trained SSE {sse_g} vs CPU-trained {sse_c}"
+        );
+        eprintln!(
+            "NeurLZ {e:?} chunk: GPU-trained ({:.2} s, {} B) decodes the same on CPU and GPU; SSE {sse_g:.4e} vs CPU-trained {sse_c:.4e} ({:.2} s, {} B)",
+            tg.as_secs_f64(),
+            cg.len(),
+            tc.as_secs_f64(),
+            cc.len()
+        );
+    }
+}
+
+fn mbs(bytes: usize, s: f64) -> f64 {
+    bytes as f64 / s / 1e6
+}
+
+/// NeurLZ throughput on the GPU machine: inference (host to host) against the CPU, the
+/// encoder's default training schedule, and the paper's scale (100 epochs over a 512^3 field).
+#[test]
+#[ignore]
+fn gpu_neurlz_bench() {
+    let Some(g) = gpu() else { return };
+    let side: usize = std::env::var("RESID_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let mut out = String::new();
+    let mut rng = Rng(99);
+    let dims = [side, side, side];
+    let n = side * side * side;
+    let q: Vec<i32> = (0..n)
+        .map(|i| {
+            let (z, y, x) = (i / (side * side), (i / side) % side, i % side);
+            ((x as f64 * 0.05).sin() * 3000.0 + (y as f64 * 0.03).cos() * 2000.0 + z as f64) as i32
+        })
+        .collect();
+    let norm = [Norm {
+        center: 0,
+        half: 6000,
+    }];
+    let arch = Arch {
+        cin: 2,
+        width: 6,
+        cout: 1,
+    };
+    // A trained-looking network: small random float weights, quantized as the encoder does.
+    let fnet = FNet::new(arch, 5);
+    let net = fnet.quantize();
+    let t = Instant::now();
+    let corr = g
+        .neurlz_corrections(Inputs::Slice, &net, &norm, &q, dims, 1)
+        .unwrap();
+    let t_gpu = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    g.neurlz_corrections(Inputs::Slice, &net, &norm, &q, dims, 1)
+        .unwrap();
+    let t_gpu2 = t.elapsed().as_secs_f64();
+    // The CPU on 16 slices of the same field.
+    let sub = 16.min(side);
+    let t = Instant::now();
+    let cpu = neurlz::corrections(
+        Inputs::Slice,
+        &net,
+        &norm,
+        &q[..sub * side * side],
+        [sub, side, side],
+        1,
+    );
+    let t_cpu = t.elapsed().as_secs_f64();
+    assert!(
+        cpu[..] == corr[..sub * side * side],
+        "bench corrections differ"
+    );
+    out += &format!(
+        "| NeurLZ inference {side}^3 (width 6), host to host, GPU | {:.3} s (first call {:.3} s) | {:.0} MB/s |\n",
+        t_gpu2,
+        t_gpu,
+        mbs(n * 4, t_gpu2)
+    );
+    out += &format!(
+        "| NeurLZ inference, CPU ({} threads), {sub} slices | {:.3} s | {:.1} MB/s |\n",
+        rayon::current_num_threads(),
+        t_cpu,
+        mbs(sub * side * side * 4, t_cpu)
+    );
+    drop(q);
+
+    // Training: the encoder's default schedule on 16 slices, GPU and CPU.
+    let slices = 16.min(side);
+    let [input, target, mask] = train_set(slices, side, side, 2, 1, &mut rng);
+    let set = TrainSet {
+        k: 2,
+        o: 1,
+        h: side,
+        w: side,
+        slices,
+        input: &input,
+        target: &target,
+        mask: &mask,
+    };
+    let cfg = TrainConfig {
+        steps: 320,
+        ..TrainConfig::default()
+    };
+    g.train_conv(arch, &set, &TrainConfig { steps: 2, ..cfg })
+        .unwrap();
+    let t = Instant::now();
+    g.train_conv(arch, &set, &cfg).unwrap();
+    let tg = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    conv_train::train(arch, &set, &cfg);
+    let tc = t.elapsed().as_secs_f64();
+    out += &format!(
+        "| NeurLZ training, encoder default (320 steps x 8 patches of 48^2), GPU | {tg:.3} s | CPU {tc:.2} s |\n"
+    );
+    drop((input, target, mask));
+
+    // The paper's scale: 100 epochs over the whole field, in batches of 64^2 patches.
+    let [input, target, mask] = train_set(side, side, side, 2, 1, &mut rng);
+    let set = TrainSet {
+        k: 2,
+        o: 1,
+        h: side,
+        w: side,
+        slices: side,
+        input: &input,
+        target: &target,
+        mask: &mask,
+    };
+    for batch in [64usize, 256] {
+        let probe = TrainConfig {
+            steps: 50,
+            batch,
+            patch: 64,
+            ..TrainConfig::default()
+        };
+        let t = Instant::now();
+        g.train_conv(arch, &set, &probe).unwrap();
+        let per_step = t.elapsed().as_secs_f64() / probe.steps as f64;
+        let steps = (100 * n).div_ceil(batch * 64 * 64);
+        let projected = per_step * steps as f64;
+        let line = if projected <= 90.0 {
+            let t = Instant::now();
+            let full = TrainConfig { steps, ..probe };
+            g.train_conv(arch, &set, &full).unwrap();
+            format!(
+                "| NeurLZ training, 100 epochs over {side}^3 ({steps} steps x {batch} patches of 64^2), GPU | {:.2} s measured | {:.2} ms/step |\n",
+                t.elapsed().as_secs_f64(),
+                per_step * 1e3
+            )
+        } else {
+            format!(
+                "| NeurLZ training, 100 epochs over {side}^3 ({steps} steps x {batch} patches of 64^2), GPU | {projected:.1} s projected from 50 steps | {:.2} ms/step |\n",
+                per_step * 1e3
+            )
+        };
+        out += &line;
+    }
+    eprintln!("{out}");
+    if let Ok(p) = std::env::var("RESID_BENCH_OUT") {
+        let mut s = std::fs::read_to_string(&p).unwrap_or_default();
+        s += "\n| NeurLZ on the GPU | time | rate |\n|---|---|---|\n";
+        s += &out;
+        std::fs::write(p, s).unwrap();
+    }
+}
