@@ -61,58 +61,96 @@ extern "C" __global__ void tr_sum(const float* v, long long n, float* out) {
     if (threadIdx.x == 0) out[0] = acc;
 }
 
-// 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU.
-// Grid (ceil(ho wo / 256), cout, B).
+// Output (input) channels one thread computes: each value read serves G channels (6: the
+// default network is 6 and 12 wide).
+#define G 6
+
+// 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU, output channels
+// G blockIdx.y .. + G. Grid (ceil(ho wo / 256), ceil(cout / G), B).
 extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)ho * wo) return;
-    const int o = blockIdx.y, b = blockIdx.z;
+    const int o0 = blockIdx.y * G, b = blockIdx.z;
     const int oy = (int)(p / wo), ox = (int)(p % wo);
-    float acc = bias[o];
+    int oc[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        oc[j] = o0 + j < cout ? o0 + j : cout - 1;
+        acc[j] = bias[oc[j]];
+    }
     for (int i = 0; i < cin; i++) {
         const float* src = x + ((i64)i * B + b) * h * w;
-        const float* wk = wt + (o * cin + i) * 9;
         for (int ky = 0; ky < 3; ky++) {
             const int yy = oy * stride + ky - 1;
             if (yy < 0 || yy >= h) continue;
             for (int kx = 0; kx < 3; kx++) {
                 const int xi = ox * stride + kx - 1;
                 if (xi < 0 || xi >= w) continue;
-                acc += wk[ky * 3 + kx] * src[(i64)yy * w + xi];
+                const float v = src[(i64)yy * w + xi];
+#pragma unroll
+                for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 9 + ky * 3 + kx] * v;
             }
         }
     }
-    out[((i64)o * B + b) * ho * wo + p] = relu ? fmaxf(acc, 0.0f) : acc;
+#pragma unroll
+    for (int j = 0; j < G; j++)
+        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * ho * wo + p] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
 }
 
 // 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
-// Grid (ceil(h w / 256), cout, B).
+// Grid (ceil(h w / 256), ceil(cout / G), B).
 extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, int w2, int h, int w,
                                       const float* wt, const float* bias, int cout, int relu,
                                       float* out) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)h * w) return;
-    const int o = blockIdx.y, b = blockIdx.z;
+    const int o0 = blockIdx.y * G, b = blockIdx.z;
     const int y = (int)(p / w), xx = (int)(p % w);
     const int tap = 2 * (y % 2) + xx % 2;
     const i64 at = (i64)(y / 2) * w2 + xx / 2;
-    float acc = bias[o];
-    for (int i = 0; i < cin; i++) acc += wt[(o * cin + i) * 4 + tap] * x[((i64)i * B + b) * h2 * w2 + at];
-    out[((i64)o * B + b) * h * w + p] = relu ? fmaxf(acc, 0.0f) : acc;
+    int oc[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        oc[j] = o0 + j < cout ? o0 + j : cout - 1;
+        acc[j] = bias[oc[j]];
+    }
+    for (int i = 0; i < cin; i++) {
+        const float v = x[((i64)i * B + b) * h2 * w2 + at];
+#pragma unroll
+        for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 4 + tap] * v;
+    }
+#pragma unroll
+    for (int j = 0; j < G; j++)
+        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * h * w + p] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
 }
 
-// 1x1 convolution plus bias, optional ReLU, over planes of n points. Grid (ceil(n / 256), cout, B).
+// 1x1 convolution plus bias, optional ReLU, over planes of n points.
+// Grid (ceil(n / 256), ceil(cout / G), B).
 extern "C" __global__ void tr_conv1(const float* x, int cin, int B, long long n, const float* wt,
                                     const float* bias, int cout, int relu, float* out) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n) return;
-    const int o = blockIdx.y, b = blockIdx.z;
-    float acc = bias[o];
-    for (int i = 0; i < cin; i++) acc += wt[o * cin + i] * x[((i64)i * B + b) * n + p];
-    out[((i64)o * B + b) * n + p] = relu ? fmaxf(acc, 0.0f) : acc;
+    const int o0 = blockIdx.y * G, b = blockIdx.z;
+    int oc[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        oc[j] = o0 + j < cout ? o0 + j : cout - 1;
+        acc[j] = bias[oc[j]];
+    }
+    for (int i = 0; i < cin; i++) {
+        const float v = x[((i64)i * B + b) * n + p];
+#pragma unroll
+        for (int j = 0; j < G; j++) acc[j] += wt[oc[j] * cin + i] * v;
+    }
+#pragma unroll
+    for (int j = 0; j < G; j++)
+        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * n + p] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
 }
 
 // Gradient of the squared error of softsign(z) against the target, masked.
@@ -133,16 +171,23 @@ __device__ __forceinline__ float tr_finish_dx(float acc, i64 idx, const float* a
     return acc;
 }
 
-// Input gradient of a 3x3 convolution (input h x w, stride 1 or 2). Grid (ceil(h w / 256), cin, B).
+// Input gradient of a 3x3 convolution (input h x w, stride 1 or 2), input channels
+// G blockIdx.y .. + G. Grid (ceil(h w / 256), ceil(cin / G), B).
 extern "C" __global__ void tr_conv3_bx(const float* dout, int cout, int B, int h, int w, int stride,
                                        const float* wt, int cin, const float* add,
                                        const float* post, float* dx) {
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)h * w) return;
-    const int i = blockIdx.y, b = blockIdx.z;
+    const int i0 = blockIdx.y * G, b = blockIdx.z;
     const int y = (int)(p / w), xx = (int)(p % w);
-    float acc = 0.0f;
+    int ic[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
+        acc[j] = 0.0f;
+    }
     for (int ky = 0; ky < 3; ky++) {
         const int ty = y + 1 - ky;
         if (ty < 0 || ty % stride) continue;
@@ -154,153 +199,221 @@ extern "C" __global__ void tr_conv3_bx(const float* dout, int cout, int B, int h
             const int ox = tx / stride;
             if (ox >= wo) continue;
             const i64 at = (i64)oy * wo + ox;
-            for (int o = 0; o < cout; o++)
-                acc += wt[(o * cin + i) * 9 + ky * 3 + kx] * dout[((i64)o * B + b) * ho * wo + at];
+            for (int o = 0; o < cout; o++) {
+                const float d = dout[((i64)o * B + b) * ho * wo + at];
+#pragma unroll
+                for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 9 + ky * 3 + kx] * d;
+            }
         }
     }
-    const i64 idx = ((i64)i * B + b) * h * w + p;
-    dx[idx] = tr_finish_dx(acc, idx, add, post);
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        if (i0 + j >= cin) continue;
+        const i64 idx = ((i64)(i0 + j) * B + b) * h * w + p;
+        dx[idx] = tr_finish_dx(acc[j], idx, add, post);
+    }
 }
 
 // Input gradient of the 2x2 transposed convolution (input h2 x w2, output h x w).
-// Grid (ceil(h2 w2 / 256), cin, B).
+// Grid (ceil(h2 w2 / 256), ceil(cin / G), B).
 extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int h, int w,
                                          const float* wt, int cin, int h2, int w2,
                                          const float* post, float* dx) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)h2 * w2) return;
-    const int i = blockIdx.y, b = blockIdx.z;
+    const int i0 = blockIdx.y * G, b = blockIdx.z;
     const int y2 = (int)(p / w2), x2 = (int)(p % w2);
-    float acc = 0.0f;
+    int ic[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
+        acc[j] = 0.0f;
+    }
     for (int k = 0; k < 4; k++) {
         const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
         if (y >= h || xx >= w) continue;
-        for (int o = 0; o < cout; o++)
-            acc += wt[(o * cin + i) * 4 + k] * dout[((i64)o * B + b) * h * w + (i64)y * w + xx];
+        for (int o = 0; o < cout; o++) {
+            const float d = dout[((i64)o * B + b) * h * w + (i64)y * w + xx];
+#pragma unroll
+            for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 4 + k] * d;
+        }
     }
-    const i64 idx = ((i64)i * B + b) * h2 * w2 + p;
-    dx[idx] = tr_finish_dx(acc, idx, 0, post);
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        if (i0 + j >= cin) continue;
+        const i64 idx = ((i64)(i0 + j) * B + b) * h2 * w2 + p;
+        dx[idx] = tr_finish_dx(acc[j], idx, 0, post);
+    }
 }
 
-// Input gradient of a 1x1 convolution. Grid (ceil(n / 256), cin, B).
+// Input gradient of a 1x1 convolution. Grid (ceil(n / 256), ceil(cin / G), B).
 extern "C" __global__ void tr_conv1_bx(const float* dout, int cout, int B, long long n,
                                        const float* wt, int cin, const float* post, float* dx) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n) return;
-    const int i = blockIdx.y, b = blockIdx.z;
-    float acc = 0.0f;
-    for (int o = 0; o < cout; o++) acc += wt[o * cin + i] * dout[((i64)o * B + b) * n + p];
-    const i64 idx = ((i64)i * B + b) * n + p;
-    dx[idx] = tr_finish_dx(acc, idx, 0, post);
+    const int i0 = blockIdx.y * G, b = blockIdx.z;
+    int ic[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
+        acc[j] = 0.0f;
+    }
+    for (int o = 0; o < cout; o++) {
+        const float d = dout[((i64)o * B + b) * n + p];
+#pragma unroll
+        for (int j = 0; j < G; j++) acc[j] += wt[o * cin + ic[j]] * d;
+    }
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        if (i0 + j >= cin) continue;
+        const i64 idx = ((i64)(i0 + j) * B + b) * n + p;
+        dx[idx] = tr_finish_dx(acc[j], idx, 0, post);
+    }
 }
 
-// The points [lo, hi) of chunk blockIdx.y of CH chunks of P points.
+// The points [lo, hi) of chunk blockIdx.y of CH = gridDim.y chunks of P points.
 __device__ __forceinline__ void tr_chunk(i64 P, i64* lo, i64* hi) {
     const i64 len = (P + gridDim.y - 1) / gridDim.y;
     *lo = (i64)blockIdx.y * len;
     *hi = *lo + len < P ? *lo + len : P;
 }
 
+// Sums each of the block's N values per thread over its 256 threads (butterfly within each
+// warp, then the 8 warps in order: a fixed order) and returns the sums in sh[0 .. N) (sh holds
+// 8 N floats).
+template <int N>
+__device__ __forceinline__ void tr_block_sums(const float* v, float* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        float a = v[j];
+#pragma unroll
+        for (int d = 16; d > 0; d >>= 1) a += __shfl_xor_sync(0xffffffffu, a, d);
+        if (lane == 0) sh[warp * N + j] = a;
+    }
+    __syncthreads();
+    float a = 0.0f;
+    if ((int)threadIdx.x < N)
+        for (int k = 0; k < 8; k++) a += sh[k * N + threadIdx.x];
+    __syncthreads();
+    if ((int)threadIdx.x < N) sh[threadIdx.x] = a;
+    __syncthreads();
+}
+
+// Writes a block's gradient sums: taps `taps` of output channels o0 .. o0 + G (those below
+// cout) and input channel i, and for i = 0 their biases, into partial[chunk * np + index].
+__device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, int cout, int cin, int i,
+                                         int wbase, int bbase, int np, float* partial) {
+    float* dst = partial + (i64)blockIdx.y * np;
+    const int t = threadIdx.x;
+    if (t < G * taps) {
+        const int j = t / taps, k = t % taps;
+        if (o0 + j < cout) dst[wbase + ((o0 + j) * cin + i) * taps + k] = sums[t];
+    } else if (t < G * taps + G && i == 0) {
+        const int j = t - G * taps;
+        if (o0 + j < cout) dst[bbase + o0 + j] = sums[t];
+    }
+}
+
 // Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
-// output points: block (pair, chunk) writes the partial sums of the 9 taps of pair
-// (o, i) = (pair / cin, pair % cin), and for i = 0 the bias of o, to
-// partial[chunk * np + parameter index]. Grid (cout * cin, CH), 256 threads.
+// output points: block (x, chunk), x = input channel i + cin * output group, writes the
+// partial sums of output channels G group .. + G against input channel i (and, for i = 0,
+// their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
 extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
                                        const float* dout, int cout, int wbase, int bbase, int np,
                                        float* partial) {
-    __shared__ float sh[256];
+    __shared__ float sh[8 * (G * 9 + G)];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
+    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
     const i64 plane = (i64)ho * wo;
     i64 lo, hi;
     tr_chunk(plane * B, &lo, &hi);
-    float s[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-    float sb = 0.0f;
+    float s[G * 9 + G];
+#pragma unroll
+    for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
     for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
         const int b = (int)(p / plane);
         const i64 r = p % plane;
-        const float d = dout[((i64)o * B + b) * plane + r];
-        sb += d;
+        float d[G];
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            d[j] = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * plane + r] : 0.0f;
+            s[G * 9 + j] += d[j];
+        }
         const int oy = (int)(r / wo), ox = (int)(r % wo);
         const float* src = x + ((i64)i * B + b) * h * w;
 #pragma unroll
         for (int k = 0; k < 9; k++) {
             const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
-            if (yy >= 0 && yy < h && xi >= 0 && xi < w) s[k] += d * src[(i64)yy * w + xi];
+            const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
         }
     }
-    float* dst = partial + (i64)blockIdx.y * np;
-#pragma unroll
-    for (int k = 0; k < 9; k++) {
-        const float v = tr_block_sum(s[k], sh);
-        if (threadIdx.x == 0) dst[wbase + (o * cin + i) * 9 + k] = v;
-    }
-    if (i == 0) {
-        const float v = tr_block_sum(sb, sh);
-        if (threadIdx.x == 0) dst[bbase + o] = v;
-    }
+    tr_block_sums<G * 9 + G>(s, sh);
+    tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
-// As tr_conv3_bw for the 2x2 transposed convolution (points: the h x w outputs).
+// As tr_conv3_bw for the 2x2 transposed convolution (points: the h2 x w2 inputs, each with
+// its 2 x 2 outputs).
 extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2, int w2, int h, int w,
                                          const float* dout, int cout, int wbase, int bbase, int np,
                                          float* partial) {
-    __shared__ float sh[256];
-    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
-    const i64 plane = (i64)h * w;
+    __shared__ float sh[8 * (G * 4 + G)];
+    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
+    const i64 plane2 = (i64)h2 * w2, plane = (i64)h * w;
     i64 lo, hi;
-    tr_chunk(plane * B, &lo, &hi);
-    float s[4] = {0, 0, 0, 0};
-    float sb = 0.0f;
-    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
-        const int b = (int)(p / plane);
-        const i64 r = p % plane;
-        const float d = dout[((i64)o * B + b) * plane + r];
-        sb += d;
-        const int y = (int)(r / w), xx = (int)(r % w);
-        const float v = x[((i64)i * B + b) * h2 * w2 + (i64)(y / 2) * w2 + xx / 2];
-        const float dv = d * v;
-        const int tap = 2 * (y % 2) + xx % 2;
-        s[0] += tap == 0 ? dv : 0.0f;
-        s[1] += tap == 1 ? dv : 0.0f;
-        s[2] += tap == 2 ? dv : 0.0f;
-        s[3] += tap == 3 ? dv : 0.0f;
-    }
-    float* dst = partial + (i64)blockIdx.y * np;
+    tr_chunk(plane2 * B, &lo, &hi);
+    float s[G * 4 + G];
 #pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const float v = tr_block_sum(s[k], sh);
-        if (threadIdx.x == 0) dst[wbase + (o * cin + i) * 4 + k] = v;
+    for (int j = 0; j < G * 4 + G; j++) s[j] = 0.0f;
+    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
+        const int b = (int)(p / plane2);
+        const i64 r = p % plane2;
+        const int y2 = (int)(r / w2), x2 = (int)(r % w2);
+        const float v = x[((i64)i * B + b) * plane2 + r];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
+            if (y >= h || xx >= w) continue;
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                const float d = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * plane + (i64)y * w + xx] : 0.0f;
+                s[j * 4 + k] += d * v;
+                s[G * 4 + j] += d;
+            }
+        }
     }
-    if (i == 0) {
-        const float v = tr_block_sum(sb, sh);
-        if (threadIdx.x == 0) dst[bbase + o] = v;
-    }
+    tr_block_sums<G * 4 + G>(s, sh);
+    tr_store(sh, 4, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
 // As tr_conv3_bw for a 1x1 convolution over planes of n points.
 extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, long long n,
                                        const float* dout, int cout, int wbase, int bbase, int np,
                                        float* partial) {
-    __shared__ float sh[256];
-    const int o = blockIdx.x / cin, i = blockIdx.x % cin;
+    __shared__ float sh[8 * (G + G)];
+    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
     i64 lo, hi;
     tr_chunk(n * B, &lo, &hi);
-    float s = 0.0f, sb = 0.0f;
+    float s[G + G];
+#pragma unroll
+    for (int j = 0; j < G + G; j++) s[j] = 0.0f;
     for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
         const int b = (int)(p / n);
         const i64 r = p % n;
-        const float d = dout[((i64)o * B + b) * n + r];
-        sb += d;
-        s += d * x[((i64)i * B + b) * n + r];
+        const float v = x[((i64)i * B + b) * n + r];
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const float d = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * n + r] : 0.0f;
+            s[j] += d * v;
+            s[G + j] += d;
+        }
     }
-    float* dst = partial + (i64)blockIdx.y * np;
-    const float v = tr_block_sum(s, sh);
-    if (threadIdx.x == 0) dst[wbase + o * cin + i] = v;
-    if (i == 0) {
-        const float vb = tr_block_sum(sb, sh);
-        if (threadIdx.x == 0) dst[bbase + o] = vb;
-    }
+    tr_block_sums<G + G>(s, sh);
+    tr_store(sh, 1, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
 // g[j] = sum over the CH chunks of partial[c * np + j], in chunk order.

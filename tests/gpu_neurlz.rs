@@ -381,6 +381,15 @@ fn gpu_neurlz_bench() {
         target: &target,
         mask: &mask,
     };
+    let prof = g.conv_profile(arch, &set, 256, 64).unwrap();
+    let total: f32 = prof.iter().map(|p| p.1).sum();
+    out += &format!(
+        "| one training step, 256 patches of 64^2, by kernel | {total:.2} ms | {} |\n",
+        prof.iter()
+            .map(|(n, ms)| format!("{n} {ms:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for batch in [64usize, 256] {
         let probe = TrainConfig {
             steps: 50,
@@ -393,7 +402,7 @@ fn gpu_neurlz_bench() {
         let per_step = t.elapsed().as_secs_f64() / probe.steps as f64;
         let steps = (100 * n).div_ceil(batch * 64 * 64);
         let projected = per_step * steps as f64;
-        let line = if projected <= 90.0 {
+        let line = if projected <= 60.0 {
             let t = Instant::now();
             let full = TrainConfig { steps, ..probe };
             g.train_conv(arch, &set, &full).unwrap();

@@ -90,13 +90,13 @@ pub struct Compiled {
     pub log: String,
 }
 
-/// Compiles `m` with [`kernels::OPTIONS`] for `arch` (`"sm_90"`) to a CUBIN.
+/// Compiles `m` with [`kernels::options`] for `arch` (`"sm_90"`) to a CUBIN.
 pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
     guard("nvrtc", || {
         let src = CString::new(kernels::source(m)).expect("no NUL in kernel sources");
         let name = CString::new(m.name).expect("no NUL in names");
         let prog = nvrtc::create_program(&src, Some(&name)).map_err(|e| device_error(m.name, e))?;
-        let mut opts: Vec<String> = kernels::OPTIONS.iter().map(|s| s.to_string()).collect();
+        let mut opts = kernels::options(m);
         opts.push(format!("--gpu-architecture={arch}"));
         let compiled = unsafe { nvrtc::compile_program(prog, &opts) };
         let log = unsafe { nvrtc::get_program_log(prog) }

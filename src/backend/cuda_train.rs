@@ -4,7 +4,9 @@
 //! up once, the weights come back once. Float results may differ from the CPU's in the last
 //! bits (contraction, summation order); only the quantized weights the encoder stores matter.
 
-use cudarc::driver::CudaSlice;
+use std::cell::RefCell;
+
+use cudarc::driver::{CudaEvent, CudaSlice};
 
 use super::cuda::{blocks_for, guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
@@ -25,6 +27,14 @@ pub fn train(backend: Backend, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig
     conv_train::train(arch, set, cfg)
 }
 
+/// Channels one thread computes (`G` in `conv_train.cu`).
+const G: usize = 6;
+
+/// Channel groups of `G` covering `c` channels.
+fn groups(c: usize) -> usize {
+    c.div_ceil(G)
+}
+
 /// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
 const CHUNKS: usize = 64;
 
@@ -43,6 +53,8 @@ struct Trainer<'a> {
     set: [CudaSlice<f32>; 3],
     dims: (usize, usize),
     bufs: Vec<CudaSlice<f32>>,
+    /// When set, an event after every launch (for [`Cuda::conv_profile`]).
+    marks: RefCell<Option<Vec<(&'static str, CudaEvent)>>>,
 }
 
 /// Indices into `Trainer::bufs`.
@@ -129,7 +141,25 @@ impl<'a> Trainer<'a> {
             ],
             dims: (set.h, set.w),
             bufs,
+            marks: RefCell::new(None),
         })
+    }
+
+    /// [`Cuda::launch`], timed when profiling.
+    ///
+    /// # Safety
+    /// As [`Cuda::launch`].
+    unsafe fn launch(
+        &self,
+        name: &'static str,
+        grid: (usize, usize, usize),
+        args: &[Arg],
+    ) -> Result<()> {
+        self.g.launch(name, grid, args)?;
+        if let Some(m) = self.marks.borrow_mut().as_mut() {
+            m.push((name, self.g.mark()?));
+        }
+        Ok(())
     }
 
     fn p(&self, i: usize) -> u64 {
@@ -155,7 +185,7 @@ impl<'a> Trainer<'a> {
         let a0 = cat + 4 * (c * p) as u64;
         let (a1, a2, a4) = (self.p(A1), self.p(A2), self.p(A4));
         let set = |j: usize| Arg::Ptr(g.ptr(&self.set[j]));
-        g.launch(
+        self.launch(
             "tr_gather",
             (blocks_for(n), k.max(o), b),
             &[
@@ -175,7 +205,7 @@ impl<'a> Trainer<'a> {
                 Arg::Ptr(self.p(M)),
             ],
         )?;
-        g.launch(
+        self.launch(
             "tr_sum",
             (1, 1, 1),
             &[
@@ -188,9 +218,9 @@ impl<'a> Trainer<'a> {
         let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
             let s = &self.layers[l];
             let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
-            g.launch(
+            self.launch(
                 "tr_conv3",
-                (blocks_for(ho * wo), s.cout, b),
+                (blocks_for(ho * wo), groups(s.cout), b),
                 &[
                     Arg::Ptr(x),
                     i(s.cin),
@@ -209,9 +239,9 @@ impl<'a> Trainer<'a> {
         conv3(0, self.p(X), h, w, 1, a0)?;
         conv3(1, a0, h, w, 2, a1)?;
         conv3(2, a1, h2, w2, 1, a2)?;
-        g.launch(
+        self.launch(
             "tr_deconv2",
-            (blocks_for(n), c, b),
+            (blocks_for(n), groups(c), b),
             &[
                 Arg::Ptr(a2),
                 i(2 * c),
@@ -228,9 +258,9 @@ impl<'a> Trainer<'a> {
             ],
         )?;
         conv3(4, cat, h, w, 1, a4)?;
-        g.launch(
+        self.launch(
             "tr_conv1",
-            (blocks_for(n), o, b),
+            (blocks_for(n), groups(o), b),
             &[
                 Arg::Ptr(a4),
                 i(c),
@@ -243,7 +273,7 @@ impl<'a> Trainer<'a> {
                 Arg::Ptr(self.p(Z)),
             ],
         )?;
-        g.launch(
+        self.launch(
             "tr_loss",
             (blocks_for(o * p), 1, 1),
             &[
@@ -270,7 +300,7 @@ impl<'a> Trainer<'a> {
                 i(s.cout),
             ];
             args.extend(base(l));
-            g.launch("tr_conv3_bw", (s.cout * s.cin, CHUNKS, 1), &args)
+            self.launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
         };
         #[allow(clippy::too_many_arguments)]
         let conv3_bx = |l: usize,
@@ -282,9 +312,9 @@ impl<'a> Trainer<'a> {
                         post: u64,
                         dx: u64| {
             let s = &self.layers[l];
-            g.launch(
+            self.launch(
                 "tr_conv3_bx",
-                (blocks_for(hh * ww), s.cin, b),
+                (blocks_for(hh * ww), groups(s.cin), b),
                 &[
                     Arg::Ptr(dout),
                     i(s.cout),
@@ -311,10 +341,10 @@ impl<'a> Trainer<'a> {
             i(o),
         ];
         args.extend(base(5));
-        g.launch("tr_conv1_bw", (o * c, CHUNKS, 1), &args)?;
-        g.launch(
+        self.launch("tr_conv1_bw", (c * groups(o), CHUNKS, 1), &args)?;
+        self.launch(
             "tr_conv1_bx",
-            (blocks_for(n), c, b),
+            (blocks_for(n), groups(c), b),
             &[
                 Arg::Ptr(dz),
                 i(o),
@@ -341,10 +371,10 @@ impl<'a> Trainer<'a> {
             i(c),
         ];
         args.extend(base(3));
-        g.launch("tr_deconv2_bw", (c * 2 * c, CHUNKS, 1), &args)?;
-        g.launch(
+        self.launch("tr_deconv2_bw", (2 * c * groups(c), CHUNKS, 1), &args)?;
+        self.launch(
             "tr_deconv2_bx",
-            (blocks_for(n2), 2 * c, b),
+            (blocks_for(n2), groups(2 * c), b),
             &[
                 Arg::Ptr(dcat),
                 i(c),
@@ -365,7 +395,7 @@ impl<'a> Trainer<'a> {
         let skip = dcat + 4 * (c * p) as u64;
         conv3_bx(1, d1, h, w, 2, skip, a0, d0)?;
         conv3_bw(0, self.p(X), h, w, 1, d0)?;
-        g.launch(
+        self.launch(
             "tr_reduce",
             (blocks_for(self.np), 1, 1),
             &[partial, i(CHUNKS), i(self.np), Arg::Ptr(self.p(GRAD))],
@@ -432,6 +462,48 @@ impl Cuda {
                 Error::Unsupported("cuda: NeurLZ training diverged".into())
             );
             Ok(net)
+        })
+    }
+
+    /// Milliseconds each kernel of one gradient step takes (summed by kernel), for a batch of
+    /// `batch` patches of `patch x patch` of `set` (the benchmark's breakdown).
+    pub fn conv_profile(
+        &self,
+        arch: Arch,
+        set: &TrainSet<'_>,
+        batch: usize,
+        patch: usize,
+    ) -> Result<Vec<(&'static str, f32)>> {
+        guard("neurlz profile", || {
+            let cfg = TrainConfig {
+                steps: 1,
+                batch,
+                patch,
+                ..TrainConfig::default()
+            };
+            let (ph, pw) = conv_train::patch_size(set, &cfg);
+            let tr = Trainer::new(self, arch, set, batch, ph, pw)?;
+            let net = FNet::new(arch, cfg.seed);
+            let params = self.upload(&net.params)?;
+            let picks = self.upload(&picks_i32(&conv_train::schedule(set, &cfg)))?;
+            // SAFETY: `picks` holds one step's patches; every buffer lives until the sync.
+            unsafe { tr.grad(self.ptr(&picks), self.ptr(&params))? };
+            *tr.marks.borrow_mut() = Some(vec![("start", self.mark()?)]);
+            unsafe { tr.grad(self.ptr(&picks), self.ptr(&params))? };
+            self.sync()?;
+            let marks = tr.marks.borrow_mut().take().unwrap_or_default();
+            let mut out: Vec<(&'static str, f32)> = Vec::new();
+            for w in marks.windows(2) {
+                let ms = w[0]
+                    .1
+                    .elapsed_ms(&w[1].1)
+                    .map_err(|e| super::device_error("event", e))?;
+                match out.iter_mut().find(|(n, _)| *n == w[1].0) {
+                    Some(e) => e.1 += ms,
+                    None => out.push((w[1].0, ms)),
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -10,12 +10,16 @@ pub struct Module {
     pub name: &'static str,
     pub source: &'static str,
     pub kernels: &'static [&'static str],
+    /// Compiled with exact IEEE arithmetic ([`OPTIONS`]); false only for float training,
+    /// whose results may differ from the CPU's (FMA contraction allowed, twice the speed).
+    pub exact: bool,
 }
 
 pub const QUANT: Module = Module {
     name: "quant.cu",
     source: include_str!("../../kernels/quant.cu"),
     kernels: &["stats_f32", "stats_f64"],
+    exact: true,
 };
 
 pub const LORENZO: Module = Module {
@@ -31,12 +35,14 @@ pub const LORENZO: Module = Module {
         "lorenzo_scan_z_f32",
         "lorenzo_scan_z_f64",
     ],
+    exact: true,
 };
 
 pub const BITPLANE: Module = Module {
     name: "bitplane.cu",
     source: include_str!("../../kernels/bitplane.cu"),
     kernels: &["bitplane_transpose", "bitplane_untranspose"],
+    exact: true,
 };
 
 pub const PACKED: Module = Module {
@@ -48,6 +54,7 @@ pub const PACKED: Module = Module {
         "packed_write",
         "packed_read",
     ],
+    exact: true,
 };
 
 pub const NEURLZ: Module = Module {
@@ -60,6 +67,7 @@ pub const NEURLZ: Module = Module {
         "nz_conv1",
         "nz_correct",
     ],
+    exact: true,
 };
 
 pub const CONV_TRAIN: Module = Module {
@@ -81,6 +89,7 @@ pub const CONV_TRAIN: Module = Module {
         "tr_reduce",
         "tr_adam",
     ],
+    exact: false,
 };
 
 pub const MODULES: [Module; 6] = [QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN];
@@ -103,6 +112,17 @@ pub const OPTIONS: &[&str] = &[
     "--prec-sqrt=true",
     "--extra-device-vectorization",
 ];
+
+/// The options `m` is compiled with (before the architecture).
+pub fn options(m: &Module) -> Vec<String> {
+    OPTIONS
+        .iter()
+        .map(|&o| match o {
+            "--fmad=false" if !m.exact => "--fmad=true".to_string(),
+            o => o.to_string(),
+        })
+        .collect()
+}
 
 /// The full text NVRTC compiles for `m`: `common.cuh` in place of its include line.
 pub fn source(m: &Module) -> String {
