@@ -75,60 +75,99 @@ extern "C" __global__ void nz_inputs(const int* q, int k, int fields, int per_fi
     }
 }
 
-// 3x3 convolution, zero padding 1, stride 1 or 2, over `cin` channels of S planes h x w.
-// Grid (ceil(ho wo / 256), cout, S).
+// Output channels one thread computes (each value read serves NZG of them).
+#define NZG 6
+
+// Every product below is an activation (|a| <= 2^23) times an i8 weight, and every sum has at
+// most 9 x 64 of them, so below 2^40: a double holds each partial sum exactly, in any order
+// (conv.rs accumulates the same way), and double arithmetic is far faster here than i64.
+struct Acc {
+    double v[NZG];
+    int oc[NZG];
+};
+
+__device__ __forceinline__ void nz_acc_init(Acc* a, int o0, int cout) {
+#pragma unroll
+    for (int j = 0; j < NZG; j++) {
+        a->v[j] = 0.0;
+        a->oc[j] = o0 + j < cout ? o0 + j : cout - 1;
+    }
+}
+
+__device__ __forceinline__ void nz_acc_store(const Acc* a, const QLayer& l, int o0, int cout, int relu,
+                                             int* out, i64 plane_stride, i64 at) {
+#pragma unroll
+    for (int j = 0; j < NZG; j++) {
+        const int o = o0 + j;
+        if (o < cout) out[(i64)o * plane_stride + at] = nz_finish((i64)a->v[j], l.mult[o], l.shift[o], l.bias[o], relu);
+    }
+}
+
+// 3x3 convolution, zero padding 1, stride 1 or 2, over `cin` channels of S planes h x w,
+// output channels NZG blockIdx.y .. + NZG. Grid (ceil(ho wo / 256), ceil(cout / NZG), S).
 extern "C" __global__ void nz_conv3(const int* x, int cin, int S, int h, int w, int stride,
                                     const int* params, int cout, int relu, int* out) {
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)ho * wo) return;
-    const int o = blockIdx.y, s = blockIdx.z;
+    const int o0 = blockIdx.y * NZG, s = blockIdx.z;
     const QLayer l = nz_layer(params, cin, cout, 9);
     const int oy = (int)(p / wo), ox = (int)(p % wo);
-    i64 acc = 0;
+    Acc a;
+    nz_acc_init(&a, o0, cout);
     for (int i = 0; i < cin; i++) {
         const int* src = x + ((i64)i * S + s) * h * w;
-        const int* wk = l.w + (o * cin + i) * 9;
         for (int ky = 0; ky < 3; ky++) {
             const int yy = oy * stride + ky - 1;
             if (yy < 0 || yy >= h) continue;
             for (int kx = 0; kx < 3; kx++) {
                 const int xi = ox * stride + kx - 1;
                 if (xi < 0 || xi >= w) continue;
-                acc += (i64)wk[ky * 3 + kx] * (i64)src[(i64)yy * w + xi];
+                const double v = (double)src[(i64)yy * w + xi];
+#pragma unroll
+                for (int j = 0; j < NZG; j++) a.v[j] += (double)l.w[(a.oc[j] * cin + i) * 9 + ky * 3 + kx] * v;
             }
         }
     }
-    out[((i64)o * S + s) * ho * wo + p] = nz_finish(acc, l.mult[o], l.shift[o], l.bias[o], relu);
+    nz_acc_store(&a, l, o0, cout, relu, out, (i64)S * ho * wo, (i64)s * ho * wo + p);
 }
 
 // 2x2 transposed convolution, stride 2, from h2 x w2 to h x w (cropped): output (y, x) is
-// tap (y % 2, x % 2) of input (y / 2, x / 2). Grid (ceil(h w / 256), cout, S).
+// tap (y % 2, x % 2) of input (y / 2, x / 2). Grid (ceil(h w / 256), ceil(cout / NZG), S).
 extern "C" __global__ void nz_deconv2(const int* x, int cin, int S, int h2, int w2, int h, int w,
                                       const int* params, int cout, int relu, int* out) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= (i64)h * w) return;
-    const int o = blockIdx.y, s = blockIdx.z;
+    const int o0 = blockIdx.y * NZG, s = blockIdx.z;
     const QLayer l = nz_layer(params, cin, cout, 4);
     const int y = (int)(p / w), xx = (int)(p % w);
     const int tap = 2 * (y % 2) + xx % 2;
     const i64 at = (i64)(y / 2) * w2 + xx / 2;
-    i64 acc = 0;
-    for (int i = 0; i < cin; i++)
-        acc += (i64)l.w[(o * cin + i) * 4 + tap] * (i64)x[((i64)i * S + s) * h2 * w2 + at];
-    out[((i64)o * S + s) * h * w + p] = nz_finish(acc, l.mult[o], l.shift[o], l.bias[o], relu);
+    Acc a;
+    nz_acc_init(&a, o0, cout);
+    for (int i = 0; i < cin; i++) {
+        const double v = (double)x[((i64)i * S + s) * h2 * w2 + at];
+#pragma unroll
+        for (int j = 0; j < NZG; j++) a.v[j] += (double)l.w[(a.oc[j] * cin + i) * 4 + tap] * v;
+    }
+    nz_acc_store(&a, l, o0, cout, relu, out, (i64)S * h * w, (i64)s * h * w + p);
 }
 
-// 1x1 convolution over planes of n points. Grid (ceil(n / 256), cout, S).
+// 1x1 convolution over planes of n points. Grid (ceil(n / 256), ceil(cout / NZG), S).
 extern "C" __global__ void nz_conv1(const int* x, int cin, int S, long long n, const int* params,
                                     int cout, int relu, int* out) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n) return;
-    const int o = blockIdx.y, s = blockIdx.z;
+    const int o0 = blockIdx.y * NZG, s = blockIdx.z;
     const QLayer l = nz_layer(params, cin, cout, 1);
-    i64 acc = 0;
-    for (int i = 0; i < cin; i++) acc += (i64)l.w[o * cin + i] * (i64)x[((i64)i * S + s) * n + p];
-    out[((i64)o * S + s) * n + p] = nz_finish(acc, l.mult[o], l.shift[o], l.bias[o], relu);
+    Acc a;
+    nz_acc_init(&a, o0, cout);
+    for (int i = 0; i < cin; i++) {
+        const double v = (double)x[((i64)i * S + s) * n + p];
+#pragma unroll
+        for (int j = 0; j < NZG; j++) a.v[j] += (double)l.w[a.oc[j] * cin + i] * v;
+    }
+    nz_acc_store(&a, l, o0, cout, relu, out, (i64)S * n, (i64)s * n + p);
 }
 
 // The regulated correction conv.rs `softsign` of output channel f, sample s, written where

@@ -9,6 +9,9 @@ use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Kind, QNet};
 use crate::params::Backend;
 
+/// Output channels one thread computes (`NZG` in `neurlz.cu`).
+const NZG: usize = 6;
+
 /// Device memory the activations of one batch of slices may take.
 pub const BATCH_BYTES: usize = 1 << 30;
 
@@ -165,7 +168,7 @@ impl Cuda {
                 let (ho, wo) = ((h as usize).div_ceil(stride), (w as usize).div_ceil(stride));
                 self.launch(
                     "nz_conv3",
-                    (blocks_for(ho * wo), l.cout, sb),
+                    (blocks_for(ho * wo), l.cout.div_ceil(NZG), sb),
                     &[
                         Arg::Ptr(x),
                         Arg::I32(l.cin as i32),
@@ -185,7 +188,7 @@ impl Cuda {
             conv3(2, a1p, h2i, w2i, a2p)?;
             self.launch(
                 "nz_deconv2",
-                (blocks_for(hw), layers[3].cout, sb),
+                (blocks_for(hw), layers[3].cout.div_ceil(NZG), sb),
                 &[
                     Arg::Ptr(a2p),
                     Arg::I32(layers[3].cin as i32),
@@ -203,7 +206,7 @@ impl Cuda {
             conv3(4, catp, hi, wi, a4p)?;
             self.launch(
                 "nz_conv1",
-                (blocks_for(hw), fields, sb),
+                (blocks_for(hw), fields.div_ceil(NZG), sb),
                 &[
                     Arg::Ptr(a4p),
                     Arg::I32(layers[5].cin as i32),
