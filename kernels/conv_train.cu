@@ -52,29 +52,60 @@ __device__ __forceinline__ float tr_block_sum(float v, float* sh) {
     return r;
 }
 
-// out[0] = sum of v[0 .. n) (one block of 256 threads).
-extern "C" __global__ void tr_sum(const float* v, long long n, float* out) {
+// Stage one of a sum of v[0 .. n): block k of gridDim.x writes the sum of its chunk to
+// part[k]; tr_sum_final adds the parts in order (a fixed order: the same total every run).
+extern "C" __global__ void tr_sum(const float* v, long long n, float* part) {
     __shared__ float sh[256];
+    const i64 len = (n + gridDim.x - 1) / gridDim.x;
+    const i64 lo = (i64)blockIdx.x * len, hi = lo + len < n ? lo + len : n;
     float acc = 0.0f;
-    for (i64 i = threadIdx.x; i < n; i += 256) acc += v[i];
+    for (i64 i = lo + threadIdx.x; i < hi; i += 256) acc += v[i];
     acc = tr_block_sum(acc, sh);
-    if (threadIdx.x == 0) out[0] = acc;
+    if (threadIdx.x == 0) part[blockIdx.x] = acc;
+}
+
+extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    float acc = 0.0f;
+    for (int k = 0; k < parts; k++) acc += part[k];
+    out[0] = acc;
 }
 
 // Output (input) channels one thread computes: each value read serves G channels (6: the
 // default network is 6 and 12 wide).
 #define G 6
 
+// Output tiles of the 3x3 kernels: TW x TH points, one a thread (256 threads).
+#define TW 32
+#define TH 8
+// Largest input tile (stride 2 with halo).
+#define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
+
+// Loads the (th x tw) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
+__device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, int th,
+                                             int tw, float* tile) {
+    for (int t = threadIdx.x; t < th * tw; t += 256) {
+        const int r = t / tw, c = t - r * tw;
+        const int yy = y0 + r, xx = x0 + c;
+        tile[t] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[(i64)yy * w + xx] : 0.0f;
+    }
+}
+
 // 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU, output channels
-// G blockIdx.y .. + G. Grid (ceil(ho wo / 256), ceil(cout / G), B).
+// G blockIdx.y .. + G; block blockIdx.x is one TW x TH output tile, its input window (with
+// the halo) staged in shared memory one input channel at a time.
+// Grid (ceil(wo / TW) ceil(ho / TH), ceil(cout / G), B).
 extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
+    __shared__ float tile[TILE_MAX];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (i64)ho * wo) return;
+    const int tiles_x = (wo + TW - 1) / TW;
+    const int tx = blockIdx.x % tiles_x, ty = blockIdx.x / tiles_x;
+    const int lx = threadIdx.x % TW, ly = threadIdx.x / TW;
+    const int ox = tx * TW + lx, oy = ty * TH + ly;
+    const int tw = (TW - 1) * stride + 3, th = (TH - 1) * stride + 3;
     const int o0 = blockIdx.y * G, b = blockIdx.z;
-    const int oy = (int)(p / wo), ox = (int)(p % wo);
     int oc[G];
     float acc[G];
 #pragma unroll
@@ -83,22 +114,23 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
         acc[j] = bias[oc[j]];
     }
     for (int i = 0; i < cin; i++) {
-        const float* src = x + ((i64)i * B + b) * h * w;
-        for (int ky = 0; ky < 3; ky++) {
-            const int yy = oy * stride + ky - 1;
-            if (yy < 0 || yy >= h) continue;
-            for (int kx = 0; kx < 3; kx++) {
-                const int xi = ox * stride + kx - 1;
-                if (xi < 0 || xi >= w) continue;
-                const float v = src[(i64)yy * w + xi];
+        tr_load_tile(x + ((i64)i * B + b) * h * w, h, w, ty * TH * stride - 1, tx * TW * stride - 1,
+                     th, tw, tile);
+        __syncthreads();
+        const float* t0 = tile + ly * stride * tw + lx * stride;
 #pragma unroll
-                for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 9 + ky * 3 + kx] * v;
-            }
+        for (int k = 0; k < 9; k++) {
+            const float v = t0[(k / 3) * tw + k % 3];
+#pragma unroll
+            for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 9 + k] * v;
         }
+        __syncthreads();
     }
+    if (ox >= wo || oy >= ho) return;
+    const i64 at = (i64)oy * wo + ox;
 #pragma unroll
     for (int j = 0; j < G; j++)
-        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * ho * wo + p] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
+        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * ho * wo + at] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
 }
 
 // 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
@@ -169,6 +201,47 @@ __device__ __forceinline__ float tr_finish_dx(float acc, i64 idx, const float* a
     if (add) acc += add[idx];
     if (post && !(post[idx] > 0.0f)) acc = 0.0f;
     return acc;
+}
+
+// Input gradient of a 3x3 convolution with stride 1 (a 3x3 convolution of the output
+// gradient with the flipped taps), input channels G blockIdx.y .. + G, tiled as tr_conv3.
+// Grid (ceil(w / TW) ceil(h / TH), ceil(cin / G), B).
+extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int h, int w,
+                                        const float* wt, int cin, const float* add,
+                                        const float* post, float* dx) {
+    __shared__ float tile[(TH + 2) * (TW + 2)];
+    const int tiles_x = (w + TW - 1) / TW;
+    const int tx = blockIdx.x % tiles_x, ty = blockIdx.x / tiles_x;
+    const int lx = threadIdx.x % TW, ly = threadIdx.x / TW;
+    const int x0 = tx * TW + lx, y0 = ty * TH + ly;
+    const int i0 = blockIdx.y * G, b = blockIdx.z;
+    int ic[G];
+    float acc[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
+        acc[j] = 0.0f;
+    }
+    for (int o = 0; o < cout; o++) {
+        tr_load_tile(dout + ((i64)o * B + b) * h * w, h, w, ty * TH - 1, tx * TW - 1, TH + 2,
+                     TW + 2, tile);
+        __syncthreads();
+        // Tap (ky, kx) reads output point (y + 1 - ky, x + 1 - kx): tile (ly + 2 - ky, lx + 2 - kx).
+#pragma unroll
+        for (int k = 0; k < 9; k++) {
+            const float d = tile[(ly + 2 - k / 3) * (TW + 2) + lx + 2 - k % 3];
+#pragma unroll
+            for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 9 + k] * d;
+        }
+        __syncthreads();
+    }
+    if (x0 >= w || y0 >= h) return;
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+        if (i0 + j >= cin) continue;
+        const i64 idx = ((i64)(i0 + j) * B + b) * h * w + (i64)y0 * w + x0;
+        dx[idx] = tr_finish_dx(acc[j], idx, add, post);
+    }
 }
 
 // Input gradient of a 3x3 convolution (input h x w, stride 1 or 2), input channels
@@ -273,11 +346,12 @@ extern "C" __global__ void tr_conv1_bx(const float* dout, int cout, int B, long 
     }
 }
 
-// The points [lo, hi) of chunk blockIdx.y of CH = gridDim.y chunks of P points.
-__device__ __forceinline__ void tr_chunk(i64 P, i64* lo, i64* hi) {
-    const i64 len = (P + gridDim.y - 1) / gridDim.y;
-    *lo = (i64)blockIdx.y * len;
-    *hi = *lo + len < P ? *lo + len : P;
+// The rows [lo, hi) of chunk blockIdx.y of CH = gridDim.y chunks of R rows. The weight
+// gradient kernels give each warp a row at a time (lanes along it): no division per point.
+__device__ __forceinline__ void tr_rows(int R, int* lo, int* hi) {
+    const int len = (R + gridDim.y - 1) / gridDim.y;
+    *lo = blockIdx.y * len;
+    *hi = *lo + len < R ? *lo + len : R;
 }
 
 // Sums each of the block's N values per thread over its 256 threads (butterfly within each
@@ -318,7 +392,7 @@ __device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, in
 }
 
 // Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
-// output points: block (x, chunk), x = input channel i + cin * output group, writes the
+// output rows: block (x, chunk), x = input channel i + cin * output group, writes the
 // partial sums of output channels G group .. + G against input channel i (and, for i = 0,
 // their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
 extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
@@ -327,62 +401,67 @@ extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, in
     __shared__ float sh[8 * (G * 9 + G)];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
     const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    const i64 plane = (i64)ho * wo;
-    i64 lo, hi;
-    tr_chunk(plane * B, &lo, &hi);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo, hi;
+    tr_rows(B * ho, &lo, &hi);
     float s[G * 9 + G];
 #pragma unroll
     for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
-    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
-        const int b = (int)(p / plane);
-        const i64 r = p % plane;
-        float d[G];
-#pragma unroll
-        for (int j = 0; j < G; j++) {
-            d[j] = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * plane + r] : 0.0f;
-            s[G * 9 + j] += d[j];
-        }
-        const int oy = (int)(r / wo), ox = (int)(r % wo);
+    for (int r = lo + warp; r < hi; r += 8) {
+        const int b = r / ho, oy = r - b * ho;
         const float* src = x + ((i64)i * B + b) * h * w;
+        const float* drow = dout + ((i64)o0 * B + b) * ho * wo + (i64)oy * wo;
+        const i64 dstep = (i64)B * ho * wo;
+        for (int ox = lane; ox < wo; ox += 32) {
+            float d[G];
 #pragma unroll
-        for (int k = 0; k < 9; k++) {
-            const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
-            const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
+            for (int j = 0; j < G; j++) {
+                d[j] = o0 + j < cout ? drow[j * dstep + ox] : 0.0f;
+                s[G * 9 + j] += d[j];
+            }
 #pragma unroll
-            for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
+            for (int k = 0; k < 9; k++) {
+                const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
+                const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
+            }
         }
     }
     tr_block_sums<G * 9 + G>(s, sh);
     tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
-// As tr_conv3_bw for the 2x2 transposed convolution (points: the h2 x w2 inputs, each with
-// its 2 x 2 outputs).
+// As tr_conv3_bw for the 2x2 transposed convolution (rows: the h2 x w2 inputs', each point
+// with its 2 x 2 outputs).
 extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2, int w2, int h, int w,
                                          const float* dout, int cout, int wbase, int bbase, int np,
                                          float* partial) {
     __shared__ float sh[8 * (G * 4 + G)];
     const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    const i64 plane2 = (i64)h2 * w2, plane = (i64)h * w;
-    i64 lo, hi;
-    tr_chunk(plane2 * B, &lo, &hi);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo, hi;
+    tr_rows(B * h2, &lo, &hi);
     float s[G * 4 + G];
 #pragma unroll
     for (int j = 0; j < G * 4 + G; j++) s[j] = 0.0f;
-    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
-        const int b = (int)(p / plane2);
-        const i64 r = p % plane2;
-        const int y2 = (int)(r / w2), x2 = (int)(r % w2);
-        const float v = x[((i64)i * B + b) * plane2 + r];
+    for (int r = lo + warp; r < hi; r += 8) {
+        const int b = r / h2, y2 = r - b * h2;
+        const float* src = x + ((i64)i * B + b) * h2 * w2 + (i64)y2 * w2;
+        const float* dplane = dout + ((i64)o0 * B + b) * h * w;
+        const i64 dstep = (i64)B * h * w;
+        for (int x2 = lane; x2 < w2; x2 += 32) {
+            const float v = src[x2];
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
-            if (y >= h || xx >= w) continue;
+            for (int k = 0; k < 4; k++) {
+                const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
+                if (y >= h || xx >= w) continue;
 #pragma unroll
-            for (int j = 0; j < G; j++) {
-                const float d = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * plane + (i64)y * w + xx] : 0.0f;
-                s[j * 4 + k] += d * v;
-                s[G * 4 + j] += d;
+                for (int j = 0; j < G; j++) {
+                    const float d = o0 + j < cout ? dplane[j * dstep + (i64)y * w + xx] : 0.0f;
+                    s[j * 4 + k] += d * v;
+                    s[G * 4 + j] += d;
+                }
             }
         }
     }
@@ -390,26 +469,32 @@ extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2,
     tr_store(sh, 4, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
-// As tr_conv3_bw for a 1x1 convolution over planes of n points.
-extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, long long n,
+// As tr_conv3_bw for a 1x1 convolution over planes of h x w points.
+extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, int h, int w,
                                        const float* dout, int cout, int wbase, int bbase, int np,
                                        float* partial) {
     __shared__ float sh[8 * (G + G)];
     const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    i64 lo, hi;
-    tr_chunk(n * B, &lo, &hi);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo, hi;
+    tr_rows(B * h, &lo, &hi);
     float s[G + G];
 #pragma unroll
     for (int j = 0; j < G + G; j++) s[j] = 0.0f;
-    for (i64 p = lo + threadIdx.x; p < hi; p += 256) {
-        const int b = (int)(p / n);
-        const i64 r = p % n;
-        const float v = x[((i64)i * B + b) * n + r];
+    for (int r = lo + warp; r < hi; r += 8) {
+        const int b = r / h, y = r - b * h;
+        const i64 at = (i64)y * w;
+        const float* src = x + ((i64)i * B + b) * h * w + at;
+        const float* drow = dout + ((i64)o0 * B + b) * h * w + at;
+        const i64 dstep = (i64)B * h * w;
+        for (int xx = lane; xx < w; xx += 32) {
+            const float v = src[xx];
 #pragma unroll
-        for (int j = 0; j < G; j++) {
-            const float d = o0 + j < cout ? dout[((i64)(o0 + j) * B + b) * n + r] : 0.0f;
-            s[j] += d * v;
-            s[G + j] += d;
+            for (int j = 0; j < G; j++) {
+                const float d = o0 + j < cout ? drow[j * dstep + xx] : 0.0f;
+                s[j] += d * v;
+                s[G + j] += d;
+            }
         }
     }
     tr_block_sums<G + G>(s, sh);

@@ -10,7 +10,7 @@ use cudarc::driver::{CudaEvent, CudaSlice};
 
 use super::cuda::{blocks_for, guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
-use crate::nn::conv::{Arch, LayerShape};
+use crate::nn::conv::{Arch, LayerShape, MAX_INPUTS};
 use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet, ADAM};
 use crate::params::Backend;
 
@@ -75,6 +75,18 @@ const D0: usize = 13;
 const PARTIAL: usize = 14;
 const GRAD: usize = 15;
 const TOTAL: usize = 16;
+const SUM_PARTS: usize = 17;
+
+/// Blocks of the first stage of the counted points' sum.
+const PARTS: usize = 64;
+
+/// The output tile of the tiled 3x3 kernels (`TW` x `TH` in `conv_train.cu`).
+const TILE: (usize, usize) = (32, 8);
+
+/// Tiles covering an `h x w` plane.
+fn tiles(h: usize, w: usize) -> usize {
+    w.div_ceil(TILE.0) * h.div_ceil(TILE.1)
+}
 
 impl<'a> Trainer<'a> {
     fn new(
@@ -86,7 +98,12 @@ impl<'a> Trainer<'a> {
         pw: usize,
     ) -> Result<Self> {
         ensure!(
-            set.k == arch.cin && set.o == arch.cout && ph <= set.h && pw <= set.w && batch >= 1,
+            set.k == arch.cin
+                && set.o == arch.cout
+                && ph <= set.h
+                && pw <= set.w
+                && batch >= 1
+                && batch * ph * pw < (i32::MAX as usize) / (4 * MAX_INPUTS),
             Error::Unsupported("cuda: NeurLZ training shapes do not agree".into())
         );
         let n = set.slices * set.h * set.w;
@@ -118,6 +135,7 @@ impl<'a> Trainer<'a> {
             CHUNKS * np,
             np,
             1,
+            PARTS,
         ];
         let bufs = sizes
             .iter()
@@ -207,10 +225,19 @@ impl<'a> Trainer<'a> {
         )?;
         self.launch(
             "tr_sum",
-            (1, 1, 1),
+            (PARTS, 1, 1),
             &[
                 Arg::Ptr(self.p(M)),
                 Arg::I64((o * p) as i64),
+                Arg::Ptr(self.p(SUM_PARTS)),
+            ],
+        )?;
+        self.launch(
+            "tr_sum_final",
+            (1, 1, 1),
+            &[
+                Arg::Ptr(self.p(SUM_PARTS)),
+                i(PARTS),
                 Arg::Ptr(self.p(TOTAL)),
             ],
         )?;
@@ -220,7 +247,7 @@ impl<'a> Trainer<'a> {
             let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
             self.launch(
                 "tr_conv3",
-                (blocks_for(ho * wo), groups(s.cout), b),
+                (tiles(ho, wo), groups(s.cout), b),
                 &[
                     Arg::Ptr(x),
                     i(s.cin),
@@ -312,6 +339,24 @@ impl<'a> Trainer<'a> {
                         post: u64,
                         dx: u64| {
             let s = &self.layers[l];
+            if stride == 1 {
+                return self.launch(
+                    "tr_conv3_bx1",
+                    (tiles(hh, ww), groups(s.cin), b),
+                    &[
+                        Arg::Ptr(dout),
+                        i(s.cout),
+                        i(b),
+                        i(hh),
+                        i(ww),
+                        wt(l),
+                        i(s.cin),
+                        Arg::Ptr(add),
+                        Arg::Ptr(post),
+                        Arg::Ptr(dx),
+                    ],
+                );
+            }
             self.launch(
                 "tr_conv3_bx",
                 (blocks_for(hh * ww), groups(s.cin), b),
@@ -332,14 +377,7 @@ impl<'a> Trainer<'a> {
         };
         let (dz, d4, dcat) = (self.p(DZ), self.p(D4), self.p(DCAT));
         let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
-        let mut args = vec![
-            Arg::Ptr(a4),
-            i(c),
-            i(b),
-            Arg::I64(n as i64),
-            Arg::Ptr(dz),
-            i(o),
-        ];
+        let mut args = vec![Arg::Ptr(a4), i(c), i(b), i(h), i(w), Arg::Ptr(dz), i(o)];
         args.extend(base(5));
         self.launch("tr_conv1_bw", (c * groups(o), CHUNKS, 1), &args)?;
         self.launch(

@@ -76,10 +76,12 @@ pub const CONV_TRAIN: Module = Module {
     kernels: &[
         "tr_gather",
         "tr_sum",
+        "tr_sum_final",
         "tr_conv3",
         "tr_deconv2",
         "tr_conv1",
         "tr_loss",
+        "tr_conv3_bx1",
         "tr_conv3_bx",
         "tr_deconv2_bx",
         "tr_conv1_bx",
