@@ -75,10 +75,12 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 // default network is 6 and 12 wide).
 #define G 6
 
-// Output tiles of the 3x3 kernels: TW x TH points, one a thread (256 threads).
+// Output tiles of the 3x3 kernels: TW x TH points, PTS a thread (rows ly, ly + 8, ...), so
+// each weight read serves PTS points and each staged value several taps.
 #define TW 32
-#define TH 8
-// Largest input tile (stride 2 with halo).
+#define TH 32
+#define PTS 4
+// Largest input window (stride 2 with halo).
 #define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
 
 // Loads the (th x tw) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
@@ -91,46 +93,76 @@ __device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int
     }
 }
 
+// Where this thread's tile lies: tile index `tile` of a plane ho x wo, the thread's column
+// and first row in it.
+struct TilePos {
+    int tx, ty, lx, ly;
+};
+
+__device__ __forceinline__ TilePos tr_tile_pos(int tile, int wo) {
+    const int tiles_x = (wo + TW - 1) / TW;
+    TilePos t;
+    t.tx = tile % tiles_x;
+    t.ty = tile / tiles_x;
+    t.lx = threadIdx.x % TW;
+    t.ly = threadIdx.x / TW;
+    return t;
+}
+
 // 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU, output channels
 // G blockIdx.y .. + G; block blockIdx.x is one TW x TH output tile, its input window (with
-// the halo) staged in shared memory one input channel at a time.
+// the halo) and the taps staged in shared memory one input channel at a time.
 // Grid (ceil(wo / TW) ceil(ho / TH), ceil(cout / G), B).
 extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
     __shared__ float tile[TILE_MAX];
+    __shared__ float wsh[G * 9];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const int tiles_x = (wo + TW - 1) / TW;
-    const int tx = blockIdx.x % tiles_x, ty = blockIdx.x / tiles_x;
-    const int lx = threadIdx.x % TW, ly = threadIdx.x / TW;
-    const int ox = tx * TW + lx, oy = ty * TH + ly;
+    const TilePos tp = tr_tile_pos(blockIdx.x, wo);
     const int tw = (TW - 1) * stride + 3, th = (TH - 1) * stride + 3;
     const int o0 = blockIdx.y * G, b = blockIdx.z;
-    int oc[G];
-    float acc[G];
+    float acc[PTS][G];
 #pragma unroll
     for (int j = 0; j < G; j++) {
-        oc[j] = o0 + j < cout ? o0 + j : cout - 1;
-        acc[j] = bias[oc[j]];
+        const float bj = bias[o0 + j < cout ? o0 + j : cout - 1];
+#pragma unroll
+        for (int m = 0; m < PTS; m++) acc[m][j] = bj;
     }
     for (int i = 0; i < cin; i++) {
-        tr_load_tile(x + ((i64)i * B + b) * h * w, h, w, ty * TH * stride - 1, tx * TW * stride - 1,
-                     th, tw, tile);
+        tr_load_tile(x + ((i64)i * B + b) * h * w, h, w, tp.ty * TH * stride - 1,
+                     tp.tx * TW * stride - 1, th, tw, tile);
+        if (threadIdx.x < G * 9) {
+            const int j = threadIdx.x / 9, o = o0 + j < cout ? o0 + j : cout - 1;
+            wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];
+        }
         __syncthreads();
-        const float* t0 = tile + ly * stride * tw + lx * stride;
 #pragma unroll
         for (int k = 0; k < 9; k++) {
-            const float v = t0[(k / 3) * tw + k % 3];
+            float wk[G];
 #pragma unroll
-            for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 9 + k] * v;
+            for (int j = 0; j < G; j++) wk[j] = wsh[j * 9 + k];
+#pragma unroll
+            for (int m = 0; m < PTS; m++) {
+                const float v = tile[((tp.ly + 8 * m) * stride + k / 3) * tw + tp.lx * stride + k % 3];
+#pragma unroll
+                for (int j = 0; j < G; j++) acc[m][j] += wk[j] * v;
+            }
         }
         __syncthreads();
     }
-    if (ox >= wo || oy >= ho) return;
-    const i64 at = (i64)oy * wo + ox;
+    const int ox = tp.tx * TW + tp.lx;
+    if (ox >= wo) return;
 #pragma unroll
-    for (int j = 0; j < G; j++)
-        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * ho * wo + at] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
+    for (int m = 0; m < PTS; m++) {
+        const int oy = tp.ty * TH + tp.ly + 8 * m;
+        if (oy >= ho) continue;
+        const i64 at = (i64)oy * wo + ox;
+#pragma unroll
+        for (int j = 0; j < G; j++)
+            if (o0 + j < cout)
+                out[((i64)(o0 + j) * B + b) * ho * wo + at] = relu ? fmaxf(acc[m][j], 0.0f) : acc[m][j];
+    }
 }
 
 // 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
@@ -210,37 +242,49 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
                                         const float* wt, int cin, const float* add,
                                         const float* post, float* dx) {
     __shared__ float tile[(TH + 2) * (TW + 2)];
-    const int tiles_x = (w + TW - 1) / TW;
-    const int tx = blockIdx.x % tiles_x, ty = blockIdx.x / tiles_x;
-    const int lx = threadIdx.x % TW, ly = threadIdx.x / TW;
-    const int x0 = tx * TW + lx, y0 = ty * TH + ly;
+    __shared__ float wsh[G * 9];
+    const TilePos tp = tr_tile_pos(blockIdx.x, w);
     const int i0 = blockIdx.y * G, b = blockIdx.z;
-    int ic[G];
-    float acc[G];
+    float acc[PTS][G];
 #pragma unroll
-    for (int j = 0; j < G; j++) {
-        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
-        acc[j] = 0.0f;
-    }
+    for (int m = 0; m < PTS; m++)
+#pragma unroll
+        for (int j = 0; j < G; j++) acc[m][j] = 0.0f;
     for (int o = 0; o < cout; o++) {
-        tr_load_tile(dout + ((i64)o * B + b) * h * w, h, w, ty * TH - 1, tx * TW - 1, TH + 2,
+        tr_load_tile(dout + ((i64)o * B + b) * h * w, h, w, tp.ty * TH - 1, tp.tx * TW - 1, TH + 2,
                      TW + 2, tile);
+        if (threadIdx.x < G * 9) {
+            const int j = threadIdx.x / 9, i = i0 + j < cin ? i0 + j : cin - 1;
+            wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];
+        }
         __syncthreads();
         // Tap (ky, kx) reads output point (y + 1 - ky, x + 1 - kx): tile (ly + 2 - ky, lx + 2 - kx).
 #pragma unroll
         for (int k = 0; k < 9; k++) {
-            const float d = tile[(ly + 2 - k / 3) * (TW + 2) + lx + 2 - k % 3];
+            float wk[G];
 #pragma unroll
-            for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 9 + k] * d;
+            for (int j = 0; j < G; j++) wk[j] = wsh[j * 9 + k];
+#pragma unroll
+            for (int m = 0; m < PTS; m++) {
+                const float d = tile[(tp.ly + 8 * m + 2 - k / 3) * (TW + 2) + tp.lx + 2 - k % 3];
+#pragma unroll
+                for (int j = 0; j < G; j++) acc[m][j] += wk[j] * d;
+            }
         }
         __syncthreads();
     }
-    if (x0 >= w || y0 >= h) return;
+    const int x0 = tp.tx * TW + tp.lx;
+    if (x0 >= w) return;
 #pragma unroll
-    for (int j = 0; j < G; j++) {
-        if (i0 + j >= cin) continue;
-        const i64 idx = ((i64)(i0 + j) * B + b) * h * w + (i64)y0 * w + x0;
-        dx[idx] = tr_finish_dx(acc[j], idx, add, post);
+    for (int m = 0; m < PTS; m++) {
+        const int y0 = tp.ty * TH + tp.ly + 8 * m;
+        if (y0 >= h) continue;
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            if (i0 + j >= cin) continue;
+            const i64 idx = ((i64)(i0 + j) * B + b) * h * w + (i64)y0 * w + x0;
+            dx[idx] = tr_finish_dx(acc[m][j], idx, add, post);
+        }
     }
 }
 
@@ -392,41 +436,52 @@ __device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, in
 }
 
 // Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
-// output rows: block (x, chunk), x = input channel i + cin * output group, writes the
-// partial sums of output channels G group .. + G against input channel i (and, for i = 0,
-// their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
+// batch's output tiles (TW x TH, as tr_conv3): block (x, chunk), x = input channel i + cin *
+// output group, stages each tile's input window of channel i in shared memory and writes
+// the partial sums of output channels G group .. + G against input channel i (and, for
+// i = 0, their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
 extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
                                        const float* dout, int cout, int wbase, int bbase, int np,
                                        float* partial) {
+    __shared__ float tile[TILE_MAX];
     __shared__ float sh[8 * (G * 9 + G)];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
+    const int tw = (TW - 1) * stride + 3, th = (TH - 1) * stride + 3;
     const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int per_plane = ((wo + TW - 1) / TW) * ((ho + TH - 1) / TH);
     int lo, hi;
-    tr_rows(B * ho, &lo, &hi);
+    tr_rows(B * per_plane, &lo, &hi);
     float s[G * 9 + G];
 #pragma unroll
     for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
-    for (int r = lo + warp; r < hi; r += 8) {
-        const int b = r / ho, oy = r - b * ho;
-        const float* src = x + ((i64)i * B + b) * h * w;
-        const float* drow = dout + ((i64)o0 * B + b) * ho * wo + (i64)oy * wo;
-        const i64 dstep = (i64)B * ho * wo;
-        for (int ox = lane; ox < wo; ox += 32) {
+    const i64 dstep = (i64)B * ho * wo;
+    for (int t = lo; t < hi; t++) {
+        const int b = t / per_plane;
+        const TilePos tp = tr_tile_pos(t - b * per_plane, wo);
+        tr_load_tile(x + ((i64)i * B + b) * h * w, h, w, tp.ty * TH * stride - 1,
+                     tp.tx * TW * stride - 1, th, tw, tile);
+        __syncthreads();
+        const int ox = tp.tx * TW + tp.lx;
+#pragma unroll
+        for (int m = 0; m < PTS; m++) {
+            const int oy = tp.ty * TH + tp.ly + 8 * m;
+            if (ox >= wo || oy >= ho) continue;
+            const float* dp = dout + ((i64)o0 * B + b) * ho * wo + (i64)oy * wo + ox;
             float d[G];
 #pragma unroll
             for (int j = 0; j < G; j++) {
-                d[j] = o0 + j < cout ? drow[j * dstep + ox] : 0.0f;
+                d[j] = o0 + j < cout ? dp[j * dstep] : 0.0f;
                 s[G * 9 + j] += d[j];
             }
+            const float* t0 = tile + (tp.ly + 8 * m) * stride * tw + tp.lx * stride;
 #pragma unroll
             for (int k = 0; k < 9; k++) {
-                const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
-                const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
+                const float v = t0[(k / 3) * tw + k % 3];
 #pragma unroll
                 for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
             }
         }
+        __syncthreads();
     }
     tr_block_sums<G * 9 + G>(s, sh);
     tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);

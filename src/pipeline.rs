@@ -984,7 +984,12 @@ fn train_nglr<T: Element>(
     let cfg = train::Config::default();
     Some(match fit {
         Fit::Linear => nglr::Nglr::linear(train::fit_linear(&f, &t, &cfg)?),
-        Fit::Network => nglr::Nglr::new(train::fit(&f, &t, &cfg)?),
+        Fit::Network => nglr::Nglr::new(crate::backend::cuda_nglr::fit(
+            params.backend,
+            &f,
+            &t,
+            &cfg,
+        )?),
     })
 }
 

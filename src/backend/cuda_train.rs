@@ -81,7 +81,7 @@ const SUM_PARTS: usize = 17;
 const PARTS: usize = 64;
 
 /// The output tile of the tiled 3x3 kernels (`TW` x `TH` in `conv_train.cu`).
-const TILE: (usize, usize) = (32, 8);
+const TILE: (usize, usize) = (32, 32);
 
 /// Tiles covering an `h x w` plane.
 fn tiles(h: usize, w: usize) -> usize {

@@ -94,7 +94,16 @@ pub const CONV_TRAIN: Module = Module {
     exact: false,
 };
 
-pub const MODULES: [Module; 6] = [QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN];
+pub const NGLR_TRAIN: Module = Module {
+    name: "nglr_train.cu",
+    source: include_str!("../../kernels/nglr_train.cu"),
+    kernels: &["nglr_adam"],
+    exact: false,
+};
+
+pub const MODULES: [Module; 7] = [
+    QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN, NGLR_TRAIN,
+];
 
 /// The encode tile (`TX` x `TY` threads in `lorenzo.cu`).
 pub const TILE_X: usize = 32;

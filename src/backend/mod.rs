@@ -19,6 +19,8 @@ pub mod cuda;
 #[allow(unsafe_code)]
 pub mod cuda_conv;
 #[allow(unsafe_code)]
+pub mod cuda_nglr;
+#[allow(unsafe_code)]
 pub mod cuda_train;
 pub mod kernels;
 

@@ -191,109 +191,81 @@ fn sample_target(net: &Net, t: i64) -> f64 {
     (t as f64 / 2f64.powi(net.out_shift as i32)).clamp(-64.0, 64.0)
 }
 
-/// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
-pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
-    let (mut net, xs, ts) = normalized(f, t, h)?;
-    // The direct path starts from the closed-form fit on the same samples.
-    let skeleton = Net {
-        hidden: 1,
-        w1: vec![0; INPUTS],
-        b1: vec![0],
-        w2: vec![0],
-        ..net.clone()
-    };
-    let lin = linear(skeleton, &xs, &ts, cfg);
-    let n = xs.len();
-    let xs: Vec<[f32; INPUTS]> = xs.iter().map(|x| x.map(|v| v as f32)).collect();
-    let ts: Vec<f32> = ts.iter().map(|&v| v as f32).collect();
-    let unit = 1.0 / (1u32 << FRAC) as f32;
+/// The Adam phase of [`fit`], everything it reads: the samples as the network sees them, the
+/// starting parameters (`w1` (hidden x INPUTS), `b1`, `w2`, `v`, `b2`), every epoch's order of
+/// the samples, and the loss scale. [`adam`] runs it on the CPU; the GPU trainer
+/// (`backend::cuda_nglr`) runs the same steps.
+pub struct AdamProblem {
+    pub xs: Vec<[f32; INPUTS]>,
+    pub ts: Vec<f32>,
+    pub params: Vec<f32>,
+    pub hidden: usize,
+    /// `epochs x n` sample indices: epoch `e` visits `orders[e n ..][..n]` in batches.
+    pub orders: Vec<u32>,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Loss scale `c` of `ln(1 + |r| / c)`.
+    pub c: f32,
+    /// Where the hidden units' ReLU is clipped.
+    pub hmax: f32,
+    pub lr: f32,
+}
 
-    // Parameters: w1 (h x INPUTS), b1 (h), w2 (h), v (INPUTS), b2.
-    let (o_b1, o_w2, o_v, o_b2) = (
-        h * INPUTS,
-        h * INPUTS + h,
-        h * INPUTS + 2 * h,
-        h * INPUTS + 2 * h + INPUTS,
-    );
-    let np = o_b2 + 1;
-    let mut p = vec![0f32; np];
-    let mut rng = Rng(cfg.seed | 1);
-    let s1 = 1.0 / (INPUTS as f32).sqrt();
-    for w in &mut p[..o_b1] {
-        *w = rng.sym() * s1;
-    }
-    for b in &mut p[o_b1..o_w2] {
-        *b = 0.5 + 0.5 * rng.sym();
-    }
-    for w in &mut p[o_w2..o_v] {
-        *w = rng.sym() * 0.05;
-    }
-    let c = cfg.floor.max(1.0 / 2f32.powi(net.out_shift as i32));
-    for i in 0..INPUTS {
-        p[o_v + i] = lin.v[i] as f32 / 2f32.powi(lin.e2 as i32);
-    }
-    p[o_b2] = lin.b2 as f32 / 2f32.powi((lin.e2 as u32 + FRAC) as i32);
+/// Adam's constants (beta1, beta2, epsilon).
+pub const ADAM: (f32, f32, f32) = (0.9, 0.999, 1e-8);
 
-    // Adam.
-    let (b1m, b2m, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut mom = vec![0f32; np];
-    let mut vel = vec![0f32; np];
-    let mut g = vec![0f32; np];
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    let mut step = 0i32;
-    let hmax = HMAX as f32 * unit;
-    let mut a = vec![0f32; h];
-    let mut hid = vec![0f32; h];
-    for _ in 0..cfg.epochs {
-        for k in (1..n).rev() {
-            order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
-        }
-        for batch in order.chunks(cfg.batch.max(1)) {
-            g.iter_mut().for_each(|v| *v = 0.0);
-            for &s in batch {
-                let x = &xs[s as usize];
+impl AdamProblem {
+    /// Offsets of `b1`, `w2`, `v` and `b2` in the parameters.
+    pub fn offsets(&self) -> (usize, usize, usize, usize) {
+        let h = self.hidden;
+        (
+            h * INPUTS,
+            h * INPUTS + h,
+            h * INPUTS + 2 * h,
+            h * INPUTS + 2 * h + INPUTS,
+        )
+    }
+
+    /// The mean loss `ln(1 + |r| / c)` of `params` over the samples (for tests and logs).
+    pub fn loss(&self, p: &[f32]) -> f64 {
+        let (o_b1, o_w2, o_v, o_b2) = self.offsets();
+        let n = self.xs.len().max(1);
+        let total: f64 = self
+            .xs
+            .iter()
+            .zip(&self.ts)
+            .map(|(x, &t)| {
                 let mut y = p[o_b2];
-                for j in 0..h {
+                for j in 0..self.hidden {
                     let row = &p[j * INPUTS..(j + 1) * INPUTS];
-                    a[j] = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
-                    hid[j] = a[j].clamp(0.0, hmax);
-                    y += p[o_w2 + j] * hid[j];
+                    let a = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
+                    y += p[o_w2 + j] * a.clamp(0.0, self.hmax);
                 }
                 for i in 0..INPUTS {
                     y += p[o_v + i] * x[i];
                 }
-                // d/dy of ln(1 + |y - t| / c): the coded size of a residual grows with its log.
-                let r = y - ts[s as usize];
-                let d = r.signum() / (c + r.abs());
-                g[o_b2] += d;
-                for i in 0..INPUTS {
-                    g[o_v + i] += d * x[i];
-                }
-                for j in 0..h {
-                    g[o_w2 + j] += d * hid[j];
-                    if a[j] > 0.0 && a[j] < hmax {
-                        let da = d * p[o_w2 + j];
-                        g[o_b1 + j] += da;
-                        for i in 0..INPUTS {
-                            g[j * INPUTS + i] += da * x[i];
-                        }
-                    }
-                }
-            }
-            step += 1;
-            let inv = 1.0 / batch.len() as f32;
-            let c1 = 1.0 - b1m.powi(step);
-            let c2 = 1.0 - b2m.powi(step);
-            for k in 0..np {
-                let gk = g[k] * inv;
-                mom[k] = b1m * mom[k] + (1.0 - b1m) * gk;
-                vel[k] = b2m * vel[k] + (1.0 - b2m) * gk * gk;
-                p[k] -= cfg.lr * (mom[k] / c1) / ((vel[k] / c2).sqrt() + eps);
-            }
-        }
+                (1.0 + ((y - t).abs() / self.c) as f64).ln()
+            })
+            .sum();
+        total / n as f64
     }
+}
 
+/// Fits a network predicting `t` (grid steps) from features `f`; `None` without samples.
+pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
+    fit_with(f, t, cfg, adam)
+}
+
+/// [`fit`] with its Adam phase run by `run` (which returns the trained parameters).
+pub fn fit_with(
+    f: &[[i64; INPUTS]],
+    t: &[i64],
+    cfg: &Config,
+    run: impl FnOnce(&AdamProblem) -> Vec<f32>,
+) -> Option<Net> {
+    let (mut net, problem) = adam_problem(f, t, cfg)?;
+    let p = run(&problem);
+    let (o_b1, o_w2, o_v, o_b2) = problem.offsets();
     // Quantize: per-layer power-of-two scales, biases in the accumulators' units.
     let maxabs = |s: &[f32]| s.iter().fold(0f32, |m, v| m.max(v.abs()));
     net.e1 = exponent(maxabs(&p[..o_b1]), maxabs(&p[o_b1..o_w2]), B1_MAX as f64);
@@ -320,6 +292,129 @@ pub fn fit(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
     .clamp(i32::MIN as i64 + 1, i32::MAX as i64) as i32;
     debug_assert!(net.validate().is_ok());
     Some(net)
+}
+
+/// The network's normalization and the Adam phase of [`fit`] on samples `f`, `t`.
+pub fn adam_problem(f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<(Net, AdamProblem)> {
+    let h = cfg.hidden.clamp(1, super::infer::MAX_HIDDEN);
+    let (net, xs, ts) = normalized(f, t, h)?;
+    // The direct path starts from the closed-form fit on the same samples.
+    let skeleton = Net {
+        hidden: 1,
+        w1: vec![0; INPUTS],
+        b1: vec![0],
+        w2: vec![0],
+        ..net.clone()
+    };
+    let lin = linear(skeleton, &xs, &ts, cfg);
+    let n = xs.len();
+    let xs: Vec<[f32; INPUTS]> = xs.iter().map(|x| x.map(|v| v as f32)).collect();
+    let ts: Vec<f32> = ts.iter().map(|&v| v as f32).collect();
+    let unit = 1.0 / (1u32 << FRAC) as f32;
+
+    let mut problem = AdamProblem {
+        xs,
+        ts,
+        params: Vec::new(),
+        hidden: h,
+        orders: Vec::with_capacity(cfg.epochs * n),
+        epochs: cfg.epochs,
+        batch: cfg.batch.max(1),
+        c: cfg.floor.max(1.0 / 2f32.powi(net.out_shift as i32)),
+        hmax: HMAX as f32 * unit,
+        lr: cfg.lr,
+    };
+    let (o_b1, o_w2, o_v, o_b2) = problem.offsets();
+    let mut p = vec![0f32; o_b2 + 1];
+    let mut rng = Rng(cfg.seed | 1);
+    let s1 = 1.0 / (INPUTS as f32).sqrt();
+    for w in &mut p[..o_b1] {
+        *w = rng.sym() * s1;
+    }
+    for b in &mut p[o_b1..o_w2] {
+        *b = 0.5 + 0.5 * rng.sym();
+    }
+    for w in &mut p[o_w2..o_v] {
+        *w = rng.sym() * 0.05;
+    }
+    for i in 0..INPUTS {
+        p[o_v + i] = lin.v[i] as f32 / 2f32.powi(lin.e2 as i32);
+    }
+    p[o_b2] = lin.b2 as f32 / 2f32.powi((lin.e2 as u32 + FRAC) as i32);
+    problem.params = p;
+    // Each epoch shuffles the previous epoch's order.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for _ in 0..cfg.epochs {
+        for k in (1..n).rev() {
+            order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+        }
+        problem.orders.extend_from_slice(&order);
+    }
+    Some((net, problem))
+}
+
+/// Runs the Adam phase on the CPU: returns the trained parameters.
+pub fn adam(pr: &AdamProblem) -> Vec<f32> {
+    let h = pr.hidden;
+    let (o_b1, o_w2, o_v, o_b2) = pr.offsets();
+    let mut p = pr.params.clone();
+    let np = p.len();
+    let n = pr.xs.len();
+    let (b1m, b2m, eps) = ADAM;
+    let mut mom = vec![0f32; np];
+    let mut vel = vec![0f32; np];
+    let mut g = vec![0f32; np];
+    let mut step = 0i32;
+    let hmax = pr.hmax;
+    let c = pr.c;
+    let mut a = vec![0f32; h];
+    let mut hid = vec![0f32; h];
+    for e in 0..pr.epochs {
+        for batch in pr.orders[e * n..(e + 1) * n].chunks(pr.batch) {
+            g.iter_mut().for_each(|v| *v = 0.0);
+            for &s in batch {
+                let x = &pr.xs[s as usize];
+                let mut y = p[o_b2];
+                for j in 0..h {
+                    let row = &p[j * INPUTS..(j + 1) * INPUTS];
+                    a[j] = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
+                    hid[j] = a[j].clamp(0.0, hmax);
+                    y += p[o_w2 + j] * hid[j];
+                }
+                for i in 0..INPUTS {
+                    y += p[o_v + i] * x[i];
+                }
+                // d/dy of ln(1 + |y - t| / c): the coded size of a residual grows with its log.
+                let r = y - pr.ts[s as usize];
+                let d = r.signum() / (c + r.abs());
+                g[o_b2] += d;
+                for i in 0..INPUTS {
+                    g[o_v + i] += d * x[i];
+                }
+                for j in 0..h {
+                    g[o_w2 + j] += d * hid[j];
+                    if a[j] > 0.0 && a[j] < hmax {
+                        let da = d * p[o_w2 + j];
+                        g[o_b1 + j] += da;
+                        for i in 0..INPUTS {
+                            g[j * INPUTS + i] += da * x[i];
+                        }
+                    }
+                }
+            }
+            step += 1;
+            let inv = 1.0 / batch.len() as f32;
+            let c1 = 1.0 - b1m.powi(step);
+            let c2 = 1.0 - b2m.powi(step);
+            for k in 0..np {
+                let gk = g[k] * inv;
+                mom[k] = b1m * mom[k] + (1.0 - b1m) * gk;
+                vel[k] = b2m * vel[k] + (1.0 - b2m) * gk * gk;
+                p[k] -= pr.lr * (mom[k] / c1) / ((vel[k] / c2).sqrt() + eps);
+            }
+        }
+    }
+    p
 }
 
 /// Samples per partial sum of the normal equations in [`irls`].

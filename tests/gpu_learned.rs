@@ -1,8 +1,10 @@
-//! NeurLZ on the GPU (issue #6): the fixed-point inference gives the CPU's corrections bit for
-//! bit, the training kernels give the CPU's gradients (to float rounding), and a chunk whose
-//! network was trained on the GPU decodes on the CPU to the same values, within the bound.
-//! Every test passes with a message when no usable GPU is present; `scripts/gpu-check` runs
-//! them on the GPU machine, and `gpu_neurlz_bench` (ignored) measures throughput there.
+//! The learned stages on the GPU (issue #6). NeurLZ: the fixed-point inference gives the
+//! CPU's corrections bit for bit, the training kernels give the CPU's gradients (to float
+//! rounding), and a chunk whose network was trained on the GPU decodes on the CPU to the same
+//! values, within the bound. NGLR: the GPU's Adam phase reaches the CPU's loss, and a chunk
+//! fitted on the GPU decodes on the CPU within the bound. Every test passes with a message
+//! when no usable GPU is present; `scripts/gpu-check` runs them on the GPU machine, and
+//! `gpu_learned_bench` (ignored) measures throughput there.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +13,10 @@ use resid::backend::{self, cuda};
 use resid::enhance::neurlz::{self, Inputs, Norm};
 use resid::nn::conv::{Arch, QLayer, QNet};
 use resid::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
-use resid::{Backend, ChunkInfo, DType, Enhancer, Params};
+use resid::nn::infer::INPUTS;
+use resid::nn::train;
+use resid::predict::nglr;
+use resid::{Backend, ChunkInfo, DType, Enhancer, Params, PredictorChoice};
 
 fn gpu() -> Option<Arc<cuda::Cuda>> {
     let g = backend::device();
@@ -264,6 +269,95 @@ fn gpu_trained_chunk_decodes_the_same_on_the_cpu() {
     }
 }
 
+/// NGLR training samples from a smooth field on a grid of `ext` (no escapes).
+fn nglr_samples(ext: [usize; 3]) -> (Vec<[i64; INPUTS]>, Vec<i64>) {
+    let x = field(ext[0], ext[1], ext[2]);
+    let q: Vec<i32> = x.iter().map(|v| (v * 500.0).round() as i32).collect();
+    let esc = vec![false; q.len()];
+    let (mut f, mut t) = (Vec::new(), Vec::new());
+    nglr::training_pairs(&q, &q, &esc, ext, &mut f, &mut t);
+    (f, t)
+}
+
+#[test]
+fn nglr_adam_reaches_the_cpu_loss() {
+    let Some(g) = gpu() else { return };
+    for (ext, hidden, batch, epochs) in [([12, 40, 40], 4, 128, 8), ([6, 20, 30], 32, 37, 3)] {
+        let (f, t) = nglr_samples(ext);
+        let cfg = train::Config {
+            hidden,
+            batch,
+            epochs,
+            ..train::Config::default()
+        };
+        let (_, p) = train::adam_problem(&f, &t, &cfg).unwrap();
+        let cpu = train::adam(&p);
+        let gpu = g.nglr_adam(&p).unwrap();
+        let (l0, lc, lg) = (p.loss(&p.params), p.loss(&cpu), p.loss(&gpu));
+        assert!(lc < l0, "the CPU fit lowers the loss ({l0} -> {lc})");
+        assert!(
+            (lg - lc).abs() <= 0.01 * lc,
+            "GPU loss {lg} vs CPU {lc} (start {l0}), {} samples, hidden {hidden}",
+            f.len()
+        );
+        eprintln!(
+            "NGLR fit: GPU loss {lg:.5} vs CPU {lc:.5} (start {l0:.5}), {} samples, hidden {hidden}, batch {batch}",
+            f.len()
+        );
+    }
+}
+
+/// A chunk whose NGLR network was fitted on the GPU decodes on the CPU within the bound, in
+/// about the CPU-fitted chunk's size.
+#[test]
+fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
+    let Some(_g) = gpu() else { return };
+    let shape = [24, 80, 80];
+    let x = field(24, 80, 80);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let base = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
+    let cg = resid::compress(
+        &data,
+        &chunk,
+        &Params {
+            backend: Backend::Cuda,
+            ..base
+        },
+    )
+    .unwrap();
+    let cc = resid::compress(
+        &data,
+        &chunk,
+        &Params {
+            backend: Backend::Cpu,
+            ..base
+        },
+    )
+    .unwrap();
+    std::env::set_var(backend::ENV, "cpu");
+    let d = resid::decompress(&cg).unwrap();
+    std::env::remove_var(backend::ENV);
+    let eb = resid::inspect(&cg).unwrap().header.eb;
+    let max = d
+        .chunks_exact(4)
+        .zip(&x)
+        .map(|(b, &v)| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 - v as f64).abs())
+        .fold(0f64, f64::max);
+    assert!(max <= eb, "max error {max} over {eb}");
+    assert!(
+        (cg.len() as f64) <= 1.02 * cc.len() as f64,
+        "GPU-fitted {} B vs CPU-fitted {} B",
+        cg.len(),
+        cc.len()
+    );
+    eprintln!(
+        "NGLR chunk: GPU-fitted {} B, CPU-fitted {} B, decodes within the bound on the CPU",
+        cg.len(),
+        cc.len()
+    );
+}
+
 fn mbs(bytes: usize, s: f64) -> f64 {
     bytes as f64 / s / 1e6
 }
@@ -272,7 +366,7 @@ fn mbs(bytes: usize, s: f64) -> f64 {
 /// encoder's default training schedule, and the paper's scale (100 epochs over a 512^3 field).
 #[test]
 #[ignore]
-fn gpu_neurlz_bench() {
+fn gpu_learned_bench() {
     let Some(g) = gpu() else { return };
     let side: usize = std::env::var("RESID_BENCH_N")
         .ok()
@@ -369,6 +463,23 @@ fn gpu_neurlz_bench() {
     );
     drop((input, target, mask));
 
+    // NGLR's fit at the default budget (32 Ki samples) and the largest (255 Ki).
+    for ext in [[34, 34, 34], [66, 66, 66]] {
+        let (f, t) = nglr_samples(ext);
+        let (_, p) = train::adam_problem(&f, &t, &train::Config::default()).unwrap();
+        g.nglr_adam(&p).unwrap();
+        let t0 = Instant::now();
+        g.nglr_adam(&p).unwrap();
+        let tg = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        train::adam(&p);
+        let tc = t0.elapsed().as_secs_f64();
+        out += &format!(
+            "| NGLR fit (Adam, 8 epochs), {} samples, GPU | {tg:.3} s | CPU {tc:.3} s |\n",
+            f.len()
+        );
+    }
+
     // The paper's scale: 100 epochs over the whole field, in batches of 64^2 patches.
     let [input, target, mask] = train_set(side, side, side, 2, 1, &mut rng);
     let set = TrainSet {
@@ -428,7 +539,7 @@ fn gpu_neurlz_bench() {
     eprintln!("{out}");
     if let Ok(p) = std::env::var("RESID_BENCH_OUT") {
         let mut s = std::fs::read_to_string(&p).unwrap_or_default();
-        s += "\n| NeurLZ on the GPU | time | rate |\n|---|---|---|\n";
+        s += "\n| learned stages on the GPU | time | rate |\n|---|---|---|\n";
         s += &out;
         std::fs::write(p, s).unwrap();
     }
