@@ -435,92 +435,45 @@ __device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, in
     }
 }
 
-// Weight gradients as a product: dW[o][i][k] = sum over points p of dout[o][p] x[i][p + k].
-// BT x BT output tiles; BW_CH input channels staged at once; each thread owns one column
-// (i, k) (or the bias column) for G output channels and a share ("part") of the tile's points.
-#define BT 16
-#define BW_CH 8
-#define BW_WIN ((2 * (BT - 1) + 3) * (2 * (BT - 1) + 3))
-
 // Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
-// batch's BT x BT output tiles: block (x, chunk), x = input group + ceil(cin / BW_CH) *
-// output group, stages each tile's output gradients (G channels) and input windows (BW_CH
-// channels) in shared memory, and writes the partial sums of its columns, and for input
-// group 0 the biases, to partial[chunk * np + parameter]. Sums run in a fixed order.
-// Grid (ceil(cin / BW_CH) ceil(cout / G), CH), 256 threads.
+// output rows: block (x, chunk), x = input channel i + cin * output group, writes the
+// partial sums of output channels G group .. + G against input channel i (and, for i = 0,
+// their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
 extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
                                        const float* dout, int cout, int wbase, int bbase, int np,
                                        float* partial) {
-    __shared__ float xt[BW_CH * BW_WIN];
-    __shared__ float dsh[G][BT * BT];
+    __shared__ float sh[8 * (G * 9 + G)];
     const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const int tw = (BT - 1) * stride + 3, win = tw * tw;
-    const int igroups = (cin + BW_CH - 1) / BW_CH;
-    const int i0 = (blockIdx.x % igroups) * BW_CH, o0 = (blockIdx.x / igroups) * G;
-    const int nci = cin - i0 < BW_CH ? cin - i0 : BW_CH;
-    // Columns: (ii, k) for the nci staged channels, then the bias (input group 0 only).
-    const int cols = nci * 9 + (i0 == 0 ? 1 : 0);
-    const int parts = 256 / cols > 0 ? 256 / cols : 1;
-    const int t = threadIdx.x;
-    const int col = t % cols, part = t / cols;
-    const bool active = part < parts;
-    const int ii = col / 9, k = col % 9;
-    const bool bias_col = col == nci * 9;
-    const int tiles_x = (wo + BT - 1) / BT;
-    const int per_plane = tiles_x * ((ho + BT - 1) / BT);
+    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int lo, hi;
-    tr_rows(B * per_plane, &lo, &hi);
-    float acc[G];
+    tr_rows(B * ho, &lo, &hi);
+    float s[G * 9 + G];
 #pragma unroll
-    for (int j = 0; j < G; j++) acc[j] = 0.0f;
-    for (int tile = lo; tile < hi; tile++) {
-        const int b = tile / per_plane, r = tile - b * per_plane;
-        const int tx = r % tiles_x, ty = r / tiles_x;
-        for (int q = t; q < G * BT * BT; q += 256) {
-            const int j = q / (BT * BT), pp = q % (BT * BT);
-            const int oy = ty * BT + pp / BT, ox = tx * BT + pp % BT;
-            dsh[j][pp] = (o0 + j < cout && oy < ho && ox < wo)
-                             ? dout[((i64)(o0 + j) * B + b) * ho * wo + (i64)oy * wo + ox]
-                             : 0.0f;
-        }
-        for (int c = 0; c < nci; c++)
-            tr_load_tile(x + ((i64)(i0 + c) * B + b) * h * w, h, w, ty * BT * stride - 1,
-                         tx * BT * stride - 1, tw, tw, xt + c * win);
-        __syncthreads();
-        if (active) {
-            if (bias_col) {
-                for (int pp = part; pp < BT * BT; pp += parts)
+    for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
+    for (int r = lo + warp; r < hi; r += 8) {
+        const int b = r / ho, oy = r - b * ho;
+        const float* src = x + ((i64)i * B + b) * h * w;
+        const float* drow = dout + ((i64)o0 * B + b) * ho * wo + (i64)oy * wo;
+        const i64 dstep = (i64)B * ho * wo;
+        for (int ox = lane; ox < wo; ox += 32) {
+            float d[G];
 #pragma unroll
-                    for (int j = 0; j < G; j++) acc[j] += dsh[j][pp];
-            } else {
-                const float* src = xt + ii * win + (k / 3) * tw + k % 3;
-                for (int pp = part; pp < BT * BT; pp += parts) {
-                    const float v = src[(pp / BT) * stride * tw + (pp % BT) * stride];
+            for (int j = 0; j < G; j++) {
+                d[j] = o0 + j < cout ? drow[j * dstep + ox] : 0.0f;
+                s[G * 9 + j] += d[j];
+            }
 #pragma unroll
-                    for (int j = 0; j < G; j++) acc[j] += dsh[j][pp] * v;
-                }
+            for (int k = 0; k < 9; k++) {
+                const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
+                const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
             }
         }
-        __syncthreads();
     }
-    // The parts' sums, added in part order, reusing the window buffer.
-    float* red = xt;
-    if (active)
-#pragma unroll
-        for (int j = 0; j < G; j++) red[(part * cols + col) * G + j] = acc[j];
-    __syncthreads();
-    if (t >= cols) return;
-    float* dst = partial + (i64)blockIdx.y * np;
-#pragma unroll
-    for (int j = 0; j < G; j++) {
-        float a = 0.0f;
-        for (int q = 0; q < parts; q++) a += red[(q * cols + t) * G + j];
-        if (o0 + j >= cout) continue;
-        if (t == nci * 9)
-            dst[bbase + o0 + j] = a;
-        else
-            dst[wbase + ((o0 + j) * cin + i0 + t / 9) * 9 + t % 9] = a;
-    }
+    tr_block_sums<G * 9 + G>(s, sh);
+    tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
 // As tr_conv3_bw for the 2x2 transposed convolution (rows: the h2 x w2 inputs', each point

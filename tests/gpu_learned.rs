@@ -501,7 +501,7 @@ fn gpu_learned_bench() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for batch in [64usize, 256] {
+    for batch in [256usize] {
         // Two runs of different lengths: their difference is the steps' time alone (the
         // training set's upload, 2 GiB here, is in both).
         let timed = |steps: usize| {

@@ -35,9 +35,6 @@ fn groups(c: usize) -> usize {
     c.div_ceil(G)
 }
 
-/// Input channels the 3x3 weight-gradient kernel stages at once (`BW_CH` in `conv_train.cu`).
-const BW_CH: usize = 8;
-
 /// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
 const CHUNKS: usize = 64;
 
@@ -330,11 +327,7 @@ impl<'a> Trainer<'a> {
                 i(s.cout),
             ];
             args.extend(base(l));
-            self.launch(
-                "tr_conv3_bw",
-                (s.cin.div_ceil(BW_CH) * groups(s.cout), CHUNKS, 1),
-                &args,
-            )
+            self.launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
         };
         #[allow(clippy::too_many_arguments)]
         let conv3_bx = |l: usize,
