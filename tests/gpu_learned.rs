@@ -358,6 +358,30 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     );
 }
 
+/// Without a usable GPU, asking for the CUDA backend trains and enhances on the CPU: the same
+/// chunk as the CPU backend writes, byte for byte (DESIGN.md invariant 5).
+#[test]
+fn learned_stages_fall_back_to_the_cpu() {
+    if backend::device().is_some() {
+        eprintln!("a GPU is present: the fallback is checked on machines without one");
+        return;
+    }
+    let shape = [8, 64, 64];
+    let x = field(8, 64, 64);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    for base in [
+        Params::rel(1e-2)
+            .with_enhancer(Enhancer::Relaxed)
+            .with_enhancer_budget(1)
+            .with_enhancer_force(true),
+        Params::rel(1e-4).with_predictor(PredictorChoice::Nglr),
+    ] {
+        let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
+        assert!(on(Backend::Cuda) == on(Backend::Cpu), "{base:?}");
+    }
+}
+
 fn mbs(bytes: usize, s: f64) -> f64 {
     bytes as f64 / s / 1e6
 }
@@ -501,7 +525,8 @@ fn gpu_learned_bench() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for batch in [256usize] {
+    {
+        let batch = 256usize;
         // Two runs of different lengths: their difference is the steps' time alone (the
         // training set's upload, 2 GiB here, is in both).
         let timed = |steps: usize| {
