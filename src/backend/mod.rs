@@ -8,6 +8,10 @@
 //! (`code::packed`) the GPU also codes and decodes the residuals, so a chunk crosses the bus
 //! once each way; the range coder and LZ4 are sequential and stay on the CPU.
 //!
+//! The learned stages have their own GPU paths, chosen by [`learned_gpu`]: NeurLZ's
+//! fixed-point inference ([`cuda_conv`], decode side, the CPU's corrections bit for bit), its
+//! training and NGLR's fit ([`cuda_train`], [`cuda_nglr`], encode only, floats).
+//!
 //! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
 //! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
 //! least [`AUTO_MIN_BYTES`]; `cuda` uses it for any chunk. When no device is usable (no driver,
