@@ -41,8 +41,22 @@ fn nvrtc_compiles_every_kernel() {
             eprintln!("NVRTC {v:?} lacks sm_{arch}: skipped");
             continue;
         }
-        for m in kernels::MODULES {
-            let c = cuda::compile(&m, &format!("sm_{arch}")).unwrap_or_else(|e| panic!("{e}"));
+        // The probe compiles the modules in parallel: the same images as one at a time.
+        let t = Instant::now();
+        let parallel = cuda::compile_all(&format!("sm_{arch}"));
+        eprintln!(
+            "all modules for sm_{arch} on all threads: {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        for (m, par) in kernels::MODULES.iter().zip(parallel) {
+            let c = cuda::compile(m, &format!("sm_{arch}")).unwrap_or_else(|e| panic!("{e}"));
+            let par = par.unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                par.cubin == c.cubin,
+                "{} sm_{arch}: parallel build differs",
+                m.name
+            );
             assert!(
                 c.log.is_empty(),
                 "{} sm_{arch} warnings:\n{}",
@@ -52,6 +66,7 @@ fn nvrtc_compiles_every_kernel() {
             assert!(c.cubin.len() > 100, "{} sm_{arch}: empty cubin", m.name);
             eprintln!("{} sm_{arch}: {} bytes, clean", m.name, c.cubin.len());
         }
+        eprintln!("the same one at a time: {:.2} s", t.elapsed().as_secs_f64());
     }
 }
 

@@ -128,6 +128,15 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
     })
 }
 
+/// Compiles every module of [`kernels::MODULES`] for `arch`, on all threads (NVRTC programs
+/// are independent; the largest module then sets the time a process's first GPU use takes).
+pub fn compile_all(arch: &str) -> Vec<Result<Compiled>> {
+    kernels::MODULES
+        .par_iter()
+        .map(|m| compile(m, arch))
+        .collect()
+}
+
 /// A raw kernel argument for [`Cuda::launch`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg {
@@ -197,8 +206,11 @@ impl Cuda {
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let mut funcs = HashMap::new();
-            for m in kernels::MODULES {
-                let c = compile(&m, &format!("sm_{arch}"))?;
+            for (m, c) in kernels::MODULES
+                .iter()
+                .zip(compile_all(&format!("sm_{arch}")))
+            {
+                let c = c?;
                 if !c.log.is_empty() {
                     log::debug!("resid: NVRTC {}: {}", m.name, c.log);
                 }
