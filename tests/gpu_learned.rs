@@ -113,6 +113,18 @@ fn neurlz_inference_matches_cpu() {
                 cpu == gpu,
                 "corrections differ: {dims:?} {fields} {inputs:?} m={m}"
             );
+            // Batches of one and of two slices (a ragged last batch for odd counts), as
+            // large chunks run.
+            let two = 2 * 4 * (h * w) * (arch.cin + 5 * width + fields);
+            for batch_bytes in [1, two] {
+                let small = g
+                    .neurlz_corrections_in(inputs, &net, &norm, &q, dims, m, batch_bytes)
+                    .unwrap();
+                assert!(
+                    cpu == small,
+                    "batched corrections differ: {dims:?} {batch_bytes}"
+                );
+            }
             assert!(cpu.iter().any(|&c| c != 0));
             compared += n;
         }

@@ -62,15 +62,32 @@ impl Cuda {
         dims: [usize; 3],
         m: i64,
     ) -> Result<Vec<i32>> {
+        self.neurlz_corrections_in(inputs, net, norm, q, dims, m, BATCH_BYTES)
+    }
+
+    /// [`Cuda::neurlz_corrections`] with batches of slices whose activations fit
+    /// `batch_bytes` (at least one slice a batch; tests use small values to run many).
+    #[allow(clippy::too_many_arguments)]
+    pub fn neurlz_corrections_in(
+        &self,
+        inputs: Inputs,
+        net: &QNet,
+        norm: &[Norm],
+        q: &[i32],
+        dims: [usize; 3],
+        m: i64,
+        batch_bytes: usize,
+    ) -> Result<Vec<i32>> {
         // SAFETY: `corrections_inner` launches only over the buffers it allocates, sized for
         // the batch, and downloads (synchronizes) before they are dropped.
         guard("neurlz", || unsafe {
-            self.corrections_inner(inputs, net, norm, q, dims, m)
+            self.corrections_inner(inputs, net, norm, q, dims, m, batch_bytes)
         })
     }
 
     /// # Safety
     /// Raw launches: see [`Cuda::launch`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn corrections_inner(
         &self,
         inputs: Inputs,
@@ -79,6 +96,7 @@ impl Cuda {
         q: &[i32],
         dims: [usize; 3],
         m: i64,
+        batch_bytes: usize,
     ) -> Result<Vec<i32>> {
         let fields = norm.len();
         let (h, w) = (dims[1], dims[2]);
@@ -105,7 +123,7 @@ impl Cuda {
         let hw2 = h2 * w2;
         // Activations of one sample: inputs, [layer 3, layer 0], layers 1 and 2, layer 4, out.
         let per = (arch.cin + 2 * c + c + fields) * hw + 4 * c * hw2;
-        let batch = (BATCH_BYTES / 4 / per).clamp(1, per_field.min(65535));
+        let batch = (batch_bytes / 4 / per).clamp(1, per_field.min(65535));
         let qd = self.upload(q)?;
         let (flat, starts) = layer_params(net);
         let pd = self.upload(&flat)?;
