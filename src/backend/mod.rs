@@ -239,10 +239,15 @@ pub const LEARNED_AUTO_MIN_VALUES: usize = 1 << 16;
 /// The device for a learned stage over `values` values under `backend` (`RESID_BACKEND`
 /// first), or `None` when the CPU runs it.
 pub fn learned_gpu(backend: Backend, values: usize) -> Option<Arc<cuda::Cuda>> {
+    learned_gpu_from(backend, values, LEARNED_AUTO_MIN_VALUES)
+}
+
+/// [`learned_gpu`] with the threshold `auto` applies.
+pub fn learned_gpu_from(backend: Backend, work: usize, auto_min: usize) -> Option<Arc<cuda::Cuda>> {
     match requested(backend) {
         Backend::Cpu => None,
         Backend::Cuda => device(),
-        Backend::Auto if values >= LEARNED_AUTO_MIN_VALUES => device(),
+        Backend::Auto if work >= auto_min => device(),
         Backend::Auto => None,
     }
 }
