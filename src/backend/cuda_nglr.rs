@@ -7,7 +7,8 @@
 use super::cuda::{guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
 use crate::nn::infer::{Net, INPUTS, MAX_HIDDEN};
-use crate::nn::train::{self, AdamProblem, Config, ADAM};
+use crate::nn::train::{self, AdamProblem, Config};
+use crate::nn::ADAM;
 use crate::params::Backend;
 
 /// Largest batch the kernel takes (`NG_MAXB` in `nglr_train.cu`).
@@ -20,10 +21,10 @@ pub const MAX_BATCH: usize = 128;
 pub const AUTO_MIN_VISITS: usize = 1 << 20;
 
 /// [`train::fit`] with its Adam phase on the backend selected for `backend`
-/// (`super::learned_gpu_from`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
+/// (`super::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
 /// selected or the GPU fails (logged).
 pub fn fit(backend: Backend, f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let gpu = super::learned_gpu_from(backend, f.len() * cfg.epochs, AUTO_MIN_VISITS);
+    let gpu = super::gpu_for_work(backend, f.len() * cfg.epochs, AUTO_MIN_VISITS);
     train::fit_with(f, t, cfg, |p| {
         if let Some(g) = gpu {
             match g.nglr_adam(p) {

@@ -11,7 +11,8 @@ use cudarc::driver::{CudaEvent, CudaSlice};
 use super::cuda::{blocks_for, guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Arch, LayerShape, MAX_INPUTS};
-use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet, ADAM};
+use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
+use crate::nn::ADAM;
 use crate::params::Backend;
 
 /// [`conv_train::train`] on the backend selected for `backend` (`super::learned_gpu`); the
@@ -97,6 +98,10 @@ impl<'a> Trainer<'a> {
         ph: usize,
         pw: usize,
     ) -> Result<Self> {
+        ensure!(
+            set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
+            Error::Unsupported("cuda: NeurLZ training set too large".into())
+        );
         ensure!(
             set.k == arch.cin
                 && set.o == arch.cout
@@ -453,10 +458,6 @@ impl Cuda {
     /// [`conv_train::train`] on the GPU.
     pub fn train_conv(&self, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> Result<FNet> {
         guard("neurlz training", || {
-            ensure!(
-                set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
-                Error::Unsupported("cuda: NeurLZ training set too large".into())
-            );
             let (ph, pw) = conv_train::patch_size(set, cfg);
             let batch = cfg.batch.max(1);
             let tr = Trainer::new(self, arch, set, batch, ph, pw)?;

@@ -218,14 +218,7 @@ pub fn device() -> Option<Arc<cuda::Cuda>> {
 
 /// The backend that runs a chunk of `bytes` bytes under `params`.
 pub fn select(params: &Params, bytes: usize) -> Arc<dyn Stages> {
-    let want = requested(params.backend);
-    let gpu = match want {
-        Backend::Cpu => None,
-        Backend::Cuda => device(),
-        Backend::Auto if bytes >= AUTO_MIN_BYTES => device(),
-        Backend::Auto => None,
-    };
-    match gpu {
+    match gpu_for_work(params.backend, bytes, AUTO_MIN_BYTES) {
         Some(g) => g,
         None => Arc::new(cpu::Cpu),
     }
@@ -239,11 +232,13 @@ pub const LEARNED_AUTO_MIN_VALUES: usize = 1 << 16;
 /// The device for a learned stage over `values` values under `backend` (`RESID_BACKEND`
 /// first), or `None` when the CPU runs it.
 pub fn learned_gpu(backend: Backend, values: usize) -> Option<Arc<cuda::Cuda>> {
-    learned_gpu_from(backend, values, LEARNED_AUTO_MIN_VALUES)
+    gpu_for_work(backend, values, LEARNED_AUTO_MIN_VALUES)
 }
 
-/// [`learned_gpu`] with the threshold `auto` applies.
-pub fn learned_gpu_from(backend: Backend, work: usize, auto_min: usize) -> Option<Arc<cuda::Cuda>> {
+/// The device for `work` under `backend` (`RESID_BACKEND` first): always for `cuda`, from
+/// `auto_min` on for `auto`, never for `cpu`; `None` also when no device is usable. The one
+/// selection rule of every stage, each with its own `auto` threshold.
+pub fn gpu_for_work(backend: Backend, work: usize, auto_min: usize) -> Option<Arc<cuda::Cuda>> {
     match requested(backend) {
         Backend::Cpu => None,
         Backend::Cuda => device(),

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::conv::{out_size, pad, quantize_channel, Arch, Kind, LayerShape, QLayer, QNet, ONE};
 use super::wide::{axpy, dot};
+use super::ADAM;
 
 /// What the network learns from: `slices` samples of `k` input planes and `o` target planes.
 pub struct TrainSet<'a> {
@@ -147,9 +148,6 @@ impl FNet {
     }
 }
 
-/// Adam's constants (beta1, beta2, epsilon), shared with the GPU trainer.
-pub const ADAM: (f32, f32, f32) = (0.9, 0.999, 1e-8);
-
 /// The patch side actually used on `set`: `(ph, pw)`.
 pub fn patch_size(set: &TrainSet<'_>, cfg: &TrainConfig) -> (usize, usize) {
     (cfg.patch.min(set.h), cfg.patch.min(set.w))
@@ -183,8 +181,9 @@ pub fn train(arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
     let (mut m1, mut m2) = (vec![0f32; np], vec![0f32; np]);
     let (b1, b2, eps) = ADAM;
     let picks = schedule(set, cfg);
+    let patch = patch_size(set, cfg);
     for (step, batch) in picks.chunks(cfg.batch.max(1)).enumerate() {
-        let (g, total) = batch_grad(&net, set, batch, patch_size(set, cfg));
+        let (g, total) = batch_grad(&net, set, batch, patch);
         if total <= 0.0 {
             continue;
         }

@@ -14,3 +14,7 @@ pub mod weights;
 mod wide;
 
 pub use infer::Net;
+
+/// Adam's constants (beta1, beta2, epsilon), the same for both trainers (`train`,
+/// `conv_train`) and their GPU versions.
+pub const ADAM: (f32, f32, f32) = (0.9, 0.999, 1e-8);

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use super::infer::{rshift, Net, B1_MAX, FRAC, HMAX, INPUTS, MAX_EXP, MAX_IN_SHIFT, MAX_OUT_SHIFT};
 use super::linear::Linear;
 use super::wide;
+use super::ADAM;
 
 /// Training effort.
 #[derive(Debug, Clone, Copy)]
@@ -211,9 +212,6 @@ pub struct AdamProblem {
     pub lr: f32,
 }
 
-/// Adam's constants (beta1, beta2, epsilon).
-pub const ADAM: (f32, f32, f32) = (0.9, 0.999, 1e-8);
-
 impl AdamProblem {
     /// Offsets of `b1`, `w2`, `v` and `b2` in the parameters.
     pub fn offsets(&self) -> (usize, usize, usize, usize) {
@@ -226,28 +224,37 @@ impl AdamProblem {
         )
     }
 
+    /// The network's output for input `x` under parameters `p`; leaves each hidden unit's
+    /// pre-activation in `a` and activation in `hid` (`hidden` long) for the backward pass.
+    #[inline]
+    fn forward(&self, p: &[f32], x: &[f32; INPUTS], a: &mut [f32], hid: &mut [f32]) -> f32 {
+        let (o_b1, o_w2, o_v, o_b2) = self.offsets();
+        let mut y = p[o_b2];
+        for j in 0..self.hidden {
+            let row = &p[j * INPUTS..(j + 1) * INPUTS];
+            a[j] = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
+            hid[j] = a[j].clamp(0.0, self.hmax);
+            y += p[o_w2 + j] * hid[j];
+        }
+        for i in 0..INPUTS {
+            y += p[o_v + i] * x[i];
+        }
+        y
+    }
+
     /// The mean loss `ln(1 + |r| / c)` of `params` over the samples (for tests and logs).
     pub fn loss(&self, p: &[f32]) -> f64 {
-        let (o_b1, o_w2, o_v, o_b2) = self.offsets();
-        let n = self.xs.len().max(1);
+        let (mut a, mut hid) = (vec![0f32; self.hidden], vec![0f32; self.hidden]);
         let total: f64 = self
             .xs
             .iter()
             .zip(&self.ts)
             .map(|(x, &t)| {
-                let mut y = p[o_b2];
-                for j in 0..self.hidden {
-                    let row = &p[j * INPUTS..(j + 1) * INPUTS];
-                    let a = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
-                    y += p[o_w2 + j] * a.clamp(0.0, self.hmax);
-                }
-                for i in 0..INPUTS {
-                    y += p[o_v + i] * x[i];
-                }
+                let y = self.forward(p, x, &mut a, &mut hid);
                 (1.0 + ((y - t).abs() / self.c) as f64).ln()
             })
             .sum();
-        total / n as f64
+        total / self.xs.len().max(1) as f64
     }
 }
 
@@ -374,16 +381,7 @@ pub fn adam(pr: &AdamProblem) -> Vec<f32> {
             g.iter_mut().for_each(|v| *v = 0.0);
             for &s in batch {
                 let x = &pr.xs[s as usize];
-                let mut y = p[o_b2];
-                for j in 0..h {
-                    let row = &p[j * INPUTS..(j + 1) * INPUTS];
-                    a[j] = p[o_b1 + j] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
-                    hid[j] = a[j].clamp(0.0, hmax);
-                    y += p[o_w2 + j] * hid[j];
-                }
-                for i in 0..INPUTS {
-                    y += p[o_v + i] * x[i];
-                }
+                let y = pr.forward(&p, x, &mut a, &mut hid);
                 // d/dy of ln(1 + |y - t| / c): the coded size of a residual grows with its log.
                 let r = y - pr.ts[s as usize];
                 let d = r.signum() / (c + r.abs());
