@@ -3,7 +3,8 @@
 //!
 //! - `nvrtc_compiles_every_kernel`: needs only libnvrtc (the `nvidia-cuda-nvrtc` wheel in CI;
 //!   `RESID_REQUIRE_NVRTC=1` makes its absence a failure): every module compiles for sm_80 and
-//!   sm_90 with no error and no warning.
+//!   sm_90 with no error and no warning. `nvrtc_kernel_cache_gives_the_compiled_images`: the
+//!   kernel cache returns NVRTC's images.
 //! - real fields: `RESID_DATA` (default `../shared/data`, then `gpu-run/data`), skipped when absent.
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.
 
@@ -68,6 +69,91 @@ fn nvrtc_compiles_every_kernel() {
         }
         eprintln!("the same one at a time: {:.2} s", t.elapsed().as_secs_f64());
     }
+}
+
+/// A fresh scratch directory for a kernel cache.
+fn scratch_cache(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("resid-cache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Needs only libnvrtc: through the kernel cache every module gets exactly NVRTC's image,
+/// compiled on a miss and read back on a hit; an entry for another NVRTC is not used.
+#[test]
+fn nvrtc_kernel_cache_gives_the_compiled_images() {
+    if !cuda::nvrtc_present() {
+        eprintln!("libnvrtc not found: kernel cache check skipped");
+        return;
+    }
+    let v = cuda::nvrtc_version().unwrap();
+    let dir = scratch_cache("nvrtc");
+    let (mut t_cold, mut t_warm) = (0.0, 0.0);
+    let other = (v.0, v.1 + 1);
+    for m in &kernels::MODULES {
+        let direct = cuda::compile(m, "sm_80").unwrap_or_else(|e| panic!("{e}"));
+        let t = Instant::now();
+        let (cold, hit) = cuda::compile_cached(m, "sm_80", v, Some(&dir)).unwrap();
+        t_cold += t.elapsed().as_secs_f64();
+        assert!(!hit && cold.cubin == direct.cubin, "{}: cold", m.name);
+        let t = Instant::now();
+        let (warm, hit) = cuda::compile_cached(m, "sm_80", v, Some(&dir)).unwrap();
+        t_warm += t.elapsed().as_secs_f64();
+        assert!(hit && warm.cubin == direct.cubin, "{}: warm", m.name);
+        let (_, hit) = cuda::compile_cached(m, "sm_80", other, Some(&dir)).unwrap();
+        assert!(!hit, "{}: another NVRTC's entry", m.name);
+        assert!(!cuda::compile_cached(m, "sm_80", v, None).unwrap().1);
+    }
+    eprintln!(
+        "kernel cache, every module for sm_80 one at a time: compiled and stored {t_cold:.2} s, \
+         read back {:.1} ms",
+        t_warm * 1e3
+    );
+    let n = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(
+        n,
+        2 * kernels::MODULES.len(),
+        "one entry per module and NVRTC"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With a kernel cache, a second process's device opens from the cached images, and its
+/// kernels give the CPU's bytes; an entry the driver refuses is compiled afresh and replaced.
+#[test]
+fn kernel_cache_serves_the_probe() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = scratch_cache("probe");
+    let all = kernels::MODULES.len();
+    let cold = cuda::Cuda::probe_with(Some(&dir)).unwrap();
+    let warm = cuda::Cuda::probe_with(Some(&dir)).unwrap();
+    let (c, w) = (cold.startup(), warm.startup());
+    assert_eq!((c.cached, w.cached), (0, all));
+    eprintln!(
+        "kernel cache: device ready in {:.3} s with an empty cache, {:.3} s from the cache",
+        c.time.as_secs_f64(),
+        w.time.as_secs_f64()
+    );
+    // A well-formed entry holding an image the driver cannot load.
+    let sm = &cold.arch();
+    let v = cuda::nvrtc_version().unwrap();
+    let key = cuda::cache_key(&kernels::LORENZO, sm, v);
+    resid::backend::kernel_cache::store(&dir, &key, b"not a cubin");
+    let mended = cuda::Cuda::probe_with(Some(&dir)).unwrap();
+    assert_eq!(mended.startup().cached, all - 1);
+    let fixed = resid::backend::kernel_cache::load(&dir, &key).unwrap();
+    assert_eq!(fixed, cuda::compile(&kernels::LORENZO, sm).unwrap().cubin);
+    let shape = [40usize, 50, 60];
+    let x: Vec<f32> = synth(shape, true, 5).iter().map(|&v| v as f32).collect();
+    for g in [&warm, &mended] {
+        for p in params_set() {
+            compare(g, &bytes32(&x), DType::F32, &shape, &p);
+        }
+    }
+    eprintln!("kernel cache: cached kernels give the CPU's bytes (CPU == GPU)");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn bytes32(x: &[f32]) -> Vec<u8> {

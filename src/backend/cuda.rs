@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{
     sys::CUevent_flags, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig,
@@ -18,6 +20,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 use rayon::prelude::*;
 
+use super::kernel_cache;
 use super::kernels::{self, Module};
 use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
 use crate::code::{self, packed};
@@ -137,6 +140,37 @@ pub fn compile_all(arch: &str) -> Vec<Result<Compiled>> {
         .collect()
 }
 
+/// The kernel cache's key for `m` compiled for `arch` by NVRTC `nvrtc`.
+pub fn cache_key(m: &Module, arch: &str, nvrtc: (i32, i32)) -> kernel_cache::Key {
+    kernel_cache::Key {
+        module: m.name.to_string(),
+        source: kernels::source(m),
+        options: kernels::options(m),
+        arch: arch.to_string(),
+        nvrtc,
+    }
+}
+
+/// `m`'s image for `arch`: from the kernel cache in `cache` when an entry for exactly this
+/// source, options, target and NVRTC is there (`true`), else compiled and stored (`false`).
+pub fn compile_cached(
+    m: &Module,
+    arch: &str,
+    nvrtc: (i32, i32),
+    cache: Option<&Path>,
+) -> Result<(Compiled, bool)> {
+    let key = cache_key(m, arch, nvrtc);
+    if let Some(cubin) = cache.and_then(|d| kernel_cache::load(d, &key)) {
+        let log = String::new();
+        return Ok((Compiled { cubin, log }, true));
+    }
+    let c = compile(m, arch)?;
+    if let Some(d) = cache {
+        kernel_cache::store(d, &key, &c.cubin);
+    }
+    Ok((c, false))
+}
+
 /// A raw kernel argument for [`Cuda::launch`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg {
@@ -160,6 +194,14 @@ pub const STAGE: usize = 16 << 20;
 /// Transfers from this size on go through the staging buffers.
 pub const STAGED_MIN: usize = 1 << 20;
 
+/// What opening the device cost: the probe's wall time and how many of the
+/// [`kernels::MODULES`] came from the kernel cache instead of NVRTC.
+#[derive(Debug, Clone, Copy)]
+pub struct Startup {
+    pub time: Duration,
+    pub cached: usize,
+}
+
 /// The GPU backend: one device, its stream and every kernel, loaded.
 pub struct Cuda {
     ctx: Arc<CudaContext>,
@@ -168,6 +210,7 @@ pub struct Cuda {
     device: String,
     arch: i32,
     nvrtc: (i32, i32),
+    startup: Startup,
     /// Two page-locked buffers, allocated on first use and kept (32 MiB of pinned memory),
     /// through which large transfers go: `None` inside when they could not be allocated.
     staging: Mutex<Option<Option<[PinnedHostSlice<u8>; 2]>>>,
@@ -180,8 +223,15 @@ impl std::fmt::Debug for Cuda {
 }
 
 impl Cuda {
-    /// Opens device 0 and compiles and loads every kernel; an error says what is missing.
+    /// Opens device 0 and loads every kernel, compiled or taken from the kernel cache
+    /// ([`kernel_cache::dir`]); an error says what is missing.
     pub fn probe() -> Result<Cuda> {
+        Cuda::probe_with(kernel_cache::dir().as_deref())
+    }
+
+    /// [`Cuda::probe`] with the kernel cache in `cache` (`None`: compile everything).
+    pub fn probe_with(cache: Option<&Path>) -> Result<Cuda> {
+        let start = Instant::now();
         if !cfg!(target_endian = "little") {
             return Err(Error::Unsupported("cuda: big-endian host".into()));
         }
@@ -205,18 +255,37 @@ impl Cuda {
             // One stream: cudarc's cross-stream event tracking is not needed.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
+            let sm = format!("sm_{arch}");
+            let images: Vec<_> = kernels::MODULES
+                .par_iter()
+                .map(|m| compile_cached(m, &sm, nvrtc, cache))
+                .collect();
             let mut funcs = HashMap::new();
-            for (m, c) in kernels::MODULES
-                .iter()
-                .zip(compile_all(&format!("sm_{arch}")))
-            {
-                let c = c?;
+            let mut cached = 0;
+            for (m, image) in kernels::MODULES.iter().zip(images) {
+                let (c, hit) = image?;
                 if !c.log.is_empty() {
                     log::debug!("resid: NVRTC {}: {}", m.name, c.log);
                 }
-                let module = ctx
-                    .load_module(Ptx::from_binary(c.cubin))
-                    .map_err(|e| device_error(m.name, e))?;
+                let module = match ctx.load_module(Ptx::from_binary(c.cubin)) {
+                    Ok(module) => module,
+                    // A cached image the driver refuses (an entry written by a damaged
+                    // NVRTC install, say): compile afresh and replace it.
+                    Err(e) if hit => {
+                        log::debug!(
+                            "resid: kernel cache: {} refused ({e:?}); recompiling",
+                            m.name
+                        );
+                        let c = compile(m, &sm)?;
+                        if let Some(d) = cache {
+                            kernel_cache::store(d, &cache_key(m, &sm, nvrtc), &c.cubin);
+                        }
+                        ctx.load_module(Ptx::from_binary(c.cubin))
+                            .map_err(|e| device_error(m.name, e))?
+                    }
+                    Err(e) => return Err(device_error(m.name, e)),
+                };
+                cached += usize::from(hit);
                 for &k in m.kernels {
                     let f = module.load_function(k).map_err(|e| device_error(k, e))?;
                     funcs.insert(k, f);
@@ -230,9 +299,23 @@ impl Cuda {
                 device,
                 arch,
                 nvrtc,
+                startup: Startup {
+                    time: start.elapsed(),
+                    cached,
+                },
                 staging: Mutex::new(None),
             })
         })
+    }
+
+    /// How long [`Cuda::probe`] took and how many modules came from the kernel cache.
+    pub fn startup(&self) -> Startup {
+        self.startup
+    }
+
+    /// The architecture the kernels were compiled for (`sm_90`).
+    pub fn arch(&self) -> String {
+        format!("sm_{}", self.arch)
     }
 
     pub fn describe(&self) -> String {

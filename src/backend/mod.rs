@@ -16,6 +16,7 @@
 //! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
 //! least [`AUTO_MIN_BYTES`]; `cuda` uses it for any chunk. When no device is usable (no driver,
 //! no NVRTC, no GPU, a failing kernel), the CPU does the work and `log` says why, once.
+//! Compiled kernels are kept on disk between processes ([`kernel_cache`]).
 
 pub mod cpu;
 #[allow(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod cuda_conv;
 pub mod cuda_nglr;
 #[allow(unsafe_code)]
 pub mod cuda_train;
+pub mod kernel_cache;
 pub mod kernels;
 
 use std::sync::{Arc, OnceLock};
@@ -205,7 +207,14 @@ pub fn device() -> Option<Arc<cuda::Cuda>> {
     DEVICE
         .get_or_init(|| match cuda::Cuda::probe() {
             Ok(c) => {
-                log::info!("resid: GPU backend on {}", c.describe());
+                let s = c.startup();
+                log::info!(
+                    "resid: GPU backend on {} (ready in {:.2} s, {} of {} kernel modules cached)",
+                    c.describe(),
+                    s.time.as_secs_f64(),
+                    s.cached,
+                    kernels::MODULES.len()
+                );
                 Some(Arc::new(c))
             }
             Err(e) => {
