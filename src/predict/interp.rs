@@ -107,7 +107,7 @@ const KERNEL_SAMPLES: usize = 2048;
 
 /// The kernel for a block of fine indices `q` (encode only), each level's weight chosen by
 /// the estimated cost of its two-sided cubics: the finest level (`s = 1`), which predicts
-/// most points, and the next (`s = 2`) for the coarse ones. See [`fit_level`].
+/// most points, and the next (`s = 2`) for the coarse ones. See `fit_level`.
 pub fn fit_kernel(q: &[i32], ext: [usize; 3], m: i64, coarse: u8) -> Kernel {
     let mc = if coarse != 0 { coarse as i64 } else { m };
     Kernel {

@@ -4,7 +4,7 @@
 //! function of 16 features of the already reconstructed neighbourhood: either a tiny network
 //! ([`crate::nn::Net`], WEIGHTS kind 1) over the features each normalized by a per-chunk power
 //! of two, or a linear bias over the raw features ([`crate::nn::linear::Linear`], kind 2,
-//! evaluated a row at a time by [`scan_linear`]). The model is fitted on the chunk at
+//! evaluated a row at a time by `scan_linear`). The model is fitted on the chunk at
 //! compression time (`nn::train`, encode only) and stored in the chunk's WEIGHTS section; all
 //! blocks of the chunk share it. Because evaluation is integer arithmetic on the stored
 //! weights, encoder and decoder compute the same bias on any machine. The feature set is part
@@ -142,7 +142,7 @@ fn inner_x<const AZ: bool, const AY: bool, const AX: bool>(
     }
 }
 
-/// How many points of a block with extents `ext` are inner (have features; see [`scan`]).
+/// How many points of a block with extents `ext` are inner (have features; see `scan`).
 pub fn inner_count(ext: [usize; 3]) -> usize {
     (0..3)
         .map(|k| match (k, ext[k]) {
