@@ -5,9 +5,9 @@
 //! carries its own element type, shape and bound, so it decodes with no outside information.
 //! The byte layout is specified in `docs/FORMAT.md`.
 
-// Unsafe code is denied everywhere except the CUDA modules `backend::{cuda, cuda_conv,
-// cuda_train, cuda_nglr}` (driver and NVRTC calls, kernel launches over raw device
-// addresses) and `nn::simd` (SSE2 intrinsics for NGLR inference), which allow it at module
+// Unsafe code is denied everywhere except the CUDA modules `backend::{cuda, cuda_context,
+// cuda_conv, cuda_train, cuda_nglr}` (driver and NVRTC calls, the caller's current context,
+// kernel launches over raw device addresses) and `nn::simd` (SSE2 intrinsics for NGLR inference), which allow it at module
 // level.
 #![deny(unsafe_code)]
 // Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.

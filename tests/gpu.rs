@@ -475,6 +475,52 @@ fn falls_back_without_device() {
     }
 }
 
+/// resid's GPU work leaves the calling thread's current CUDA context as the host application
+/// had it: none stays none, and an application's own context is current again afterwards,
+/// through the backend and through `resid::compress`.
+#[test]
+fn leaves_the_callers_cuda_context_as_it_was() {
+    use cudarc::driver::{result, CudaContext};
+    let Some(g) = gpu() else { return };
+    let shape = [64usize, 64, 64];
+    let x: Vec<f32> = synth(shape, false, 9).iter().map(|&v| v as f32).collect();
+    let data = Arc::new(bytes32(&x));
+    let mut p = Params::rel(1e-4).with_predictor(PredictorChoice::Lorenzo);
+    p.backend = Backend::Cuda;
+    // Statistics, encode and decode on the device, then a whole chunk through the pipeline.
+    let work = move |g: &cuda::Cuda, data: &[u8]| {
+        compare(g, data, DType::F32, &shape, &p);
+        let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+        let c = resid::compress(data, &chunk, &p).unwrap();
+        assert_eq!(resid::decompress(&c).unwrap().len(), data.len());
+    };
+    let (g1, d1) = (g.clone(), data.clone());
+    std::thread::spawn(move || {
+        work(&g1, &d1);
+        assert_eq!(
+            result::ctx::get_current().unwrap(),
+            None,
+            "a context was left current"
+        );
+    })
+    .join()
+    .unwrap();
+    let (g2, d2) = (g.clone(), data.clone());
+    std::thread::spawn(move || {
+        let own = CudaContext::new_non_primary(0, 0).unwrap();
+        own.bind_to_thread().unwrap();
+        work(&g2, &d2);
+        let now = result::ctx::get_current().unwrap();
+        assert!(
+            now == Some(own.cu_ctx()),
+            "the application's context is no longer current"
+        );
+    })
+    .join()
+    .unwrap();
+    eprintln!("CPU == GPU: the caller's CUDA context is current again after resid's GPU work");
+}
+
 /// Transfers through the pinned staging buffers give the bytes back exactly, with a size that
 /// is not a multiple of the buffers'.
 #[test]

@@ -20,6 +20,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 use rayon::prelude::*;
 
+use super::cuda_context::{self, pick_device, Caller, DEVICE_ENV};
 use super::kernel_cache;
 use super::kernels::{self, Module};
 use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
@@ -30,8 +31,10 @@ use crate::params::{ChunkInfo, Coder, DType, Params};
 use crate::predict::lorenzo;
 use crate::quant::{Grid, Stats};
 
-/// Runs `f`, turning a panic (cudarc's answer to a missing library) into an error.
+/// Runs `f`, turning a panic (cudarc's answer to a missing library) into an error, and
+/// leaves the calling thread's current CUDA context as it was ([`Caller`]).
 pub(crate) fn guard<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let _caller = Caller::save();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
@@ -47,7 +50,7 @@ pub(crate) fn guard<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
 
 /// Whether libcuda can be opened.
 pub fn driver_present() -> bool {
-    catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
+    cuda_context::driver_present()
 }
 
 /// Whether libnvrtc can be opened.
@@ -242,9 +245,13 @@ impl Cuda {
             return Err(Error::Unsupported("cuda: libnvrtc not found".into()));
         }
         guard("probe", || {
+            let caller = Caller::save();
             let count = CudaContext::device_count().map_err(|e| device_error("devices", e))?;
             ensure!(count > 0, Error::Unsupported("cuda: no device".into()));
-            let ctx = CudaContext::new(0).map_err(|e| device_error("context", e))?;
+            let count = count as usize;
+            let setting = std::env::var(DEVICE_ENV).ok();
+            let ordinal = pick_device(setting.as_deref(), caller.ordinal(count), count)?;
+            let ctx = CudaContext::new(ordinal).map_err(|e| device_error("context", e))?;
             let (ma, mi) = ctx
                 .compute_capability()
                 .map_err(|e| device_error("compute capability", e))?;
@@ -320,8 +327,12 @@ impl Cuda {
 
     pub fn describe(&self) -> String {
         format!(
-            "{} (kernels for sm_{}, NVRTC {}.{})",
-            self.device, self.arch, self.nvrtc.0, self.nvrtc.1
+            "{} (device {}, kernels for sm_{}, NVRTC {}.{})",
+            self.device,
+            self.ctx.ordinal(),
+            self.arch,
+            self.nvrtc.0,
+            self.nvrtc.1
         )
     }
 

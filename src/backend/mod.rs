@@ -22,6 +22,8 @@ pub mod cpu;
 #[allow(unsafe_code)]
 pub mod cuda;
 #[allow(unsafe_code)]
+pub mod cuda_context;
+#[allow(unsafe_code)]
 pub mod cuda_conv;
 #[allow(unsafe_code)]
 pub mod cuda_nglr;
