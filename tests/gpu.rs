@@ -521,6 +521,51 @@ fn leaves_the_callers_cuda_context_as_it_was() {
     eprintln!("CPU == GPU: the caller's CUDA context is current again after resid's GPU work");
 }
 
+/// A process forked after the parent opened the GPU leaves the parent's CUDA state alone
+/// (CUDA does not survive `fork`): a chunk that asks for CUDA is coded on the CPU, to the
+/// CPU's bytes, with the child's own worker threads.
+#[test]
+fn a_forked_child_leaves_the_gpu_to_its_parent() {
+    let Some(_g) = gpu() else { return };
+    let shape = [64usize, 64, 64];
+    let x: Vec<f32> = synth(shape, false, 11).iter().map(|&v| v as f32).collect();
+    let data = bytes32(&x);
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let mut p = Params::rel(1e-4).with_predictor(PredictorChoice::Lorenzo);
+    p.backend = Backend::Cpu;
+    let cpu = resid::compress(&data, &chunk, &p).unwrap();
+    p.backend = Backend::Cuda;
+    assert!(resid::compress(&data, &chunk, &p).unwrap() == cpu);
+    // SAFETY: the child runs only resid's work and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            backend::device().is_none()
+                && resid::compress(&data, &chunk, &p).ok().as_ref() == Some(&cpu)
+        });
+        // SAFETY: ends the child without the parent's exit handlers (or CUDA's).
+        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    let start = Instant::now();
+    // SAFETY: waits for our own child.
+    while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+        if start.elapsed().as_secs() > 120 {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
+    // The parent's device still works.
+    assert!(resid::compress(&data, &chunk, &p).unwrap() == cpu);
+    eprintln!("CPU == GPU: a forked child coded on the CPU, the parent's GPU still works");
+}
+
 /// Transfers through the pinned staging buffers give the bytes back exactly, with a size that
 /// is not a multiple of the buffers'.
 #[test]

@@ -280,3 +280,34 @@ def test_concurrent_reads_threads_and_processes(tmp_path):
     outs = [pr.communicate(timeout=300) for pr in procs]
     assert all(pr.returncode == 0 for pr in procs), [o[1][-500:] for o in outs]
     assert len({o[0].strip() for o in outs}) == 1, outs
+
+
+def test_forked_workers_read_and_write(tmp_path):
+    """multiprocessing's fork start method (Linux's default before Python 3.14, and PyTorch's
+    DataLoader): workers forked after the parent used the filter read and write through it.
+    rayon's pool comes across fork without its threads; before resid::pool the workers hung."""
+    p = run_py(tmp_path, f"""
+        import multiprocessing as mp
+        x = np.cumsum(np.random.default_rng(2).normal(size=(32, 96, 128)), axis=2).astype("<f4")
+        with h5py.File("p.h5", "w") as f:
+            f.create_dataset("a", data=x, chunks=(32, 96, 128),
+                             compression={FILTER_ID}, compression_opts={tuple(words("rel", 1e-4, 0))!r})
+        def read(i):
+            with h5py.File("p.h5", "r") as f:
+                return f["a"][...].tobytes()
+        def write(i):
+            with h5py.File(f"w{{i}}.h5", "w") as f:
+                f.create_dataset("a", data=x * (i + 1), chunks=(32, 96, 128),
+                                 compression={FILTER_ID}, compression_opts={tuple(words("rel", 1e-4, 0))!r})
+            with h5py.File(f"w{{i}}.h5", "r") as f:
+                return float(np.abs(f["a"][...] - x * (i + 1)).max())
+        ref = read(0)  # the parent's worker threads start here
+        with mp.get_context("fork").Pool(2) as pool:
+            reads = pool.map_async(read, range(4)).get(timeout=120)
+            errs = pool.map_async(write, range(2)).get(timeout=120)
+        bound = 1e-4 * float(x.max() - x.min())
+        print(json.dumps({{"same": all(r == ref for r in reads), "errs": errs, "bound": bound}}))
+    """)
+    r = p.result
+    assert r["same"], r
+    assert all(e <= r["bound"] * (i + 1) for i, e in enumerate(r["errs"])), r

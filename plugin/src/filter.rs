@@ -187,11 +187,16 @@ fn decode_into(chunk: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<(), St
 fn copy_out(dst: &mut [u8], src: &[u8]) {
     use rayon::prelude::*;
     if src.len() < 8 << 20 {
-        dst.copy_from_slice(src);
-    } else {
+        return dst.copy_from_slice(src);
+    }
+    let parallel = || {
         dst.par_chunks_mut(1 << 20)
             .zip(src.par_chunks(1 << 20))
-            .for_each(|(d, s)| d.copy_from_slice(s));
+            .for_each(|(d, s)| d.copy_from_slice(s))
+    };
+    // Only a forked child that cannot start a thread is refused: copy on this one.
+    if resid::pool::run(parallel).is_err() {
+        dst.copy_from_slice(src);
     }
 }
 

@@ -204,24 +204,46 @@ pub fn requested(requested: Backend) -> Backend {
 
 /// The process's CUDA device, probed once (driver and NVRTC present, a device, every kernel
 /// compiled and loaded). `None`, with one log message, when any of that fails.
+///
+/// A process forked after its parent probed gets `None`: CUDA does not survive `fork`, and the
+/// parent's context, stream and buffers are not the child's (`pool` gives the child threads).
 pub fn device() -> Option<Arc<cuda::Cuda>> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// The process that probed (0: none yet) and the one that said it cannot use the GPU.
+    static PROBED_BY: AtomicU32 = AtomicU32::new(0);
+    static TOLD: AtomicU32 = AtomicU32::new(0);
     static DEVICE: OnceLock<Option<Arc<cuda::Cuda>>> = OnceLock::new();
+    let pid = std::process::id();
+    let by = PROBED_BY.load(Ordering::Acquire);
+    if by != 0 && by != pid {
+        if TOLD.swap(pid, Ordering::AcqRel) != pid {
+            log::info!(
+                "resid: process {pid} was forked from {by}, which opened the GPU; \
+                 the CPU backend does the work here"
+            );
+        }
+        return None;
+    }
     DEVICE
-        .get_or_init(|| match cuda::Cuda::probe() {
-            Ok(c) => {
-                let s = c.startup();
-                log::info!(
-                    "resid: GPU backend on {} (ready in {:.2} s, {} of {} kernel modules cached)",
-                    c.describe(),
-                    s.time.as_secs_f64(),
-                    s.cached,
-                    kernels::MODULES.len()
-                );
-                Some(Arc::new(c))
-            }
-            Err(e) => {
-                log::info!("resid: no usable GPU ({e}); the CPU backend does the work");
-                None
+        .get_or_init(|| {
+            PROBED_BY.store(pid, Ordering::Release);
+            match cuda::Cuda::probe() {
+                Ok(c) => {
+                    let s = c.startup();
+                    log::info!(
+                        "resid: GPU backend on {} (ready in {:.2} s, {} of {} kernel modules \
+                         cached)",
+                        c.describe(),
+                        s.time.as_secs_f64(),
+                        s.cached,
+                        kernels::MODULES.len()
+                    );
+                    Some(Arc::new(c))
+                }
+                Err(e) => {
+                    log::info!("resid: no usable GPU ({e}); the CPU backend does the work");
+                    None
+                }
             }
         })
         .clone()
