@@ -562,3 +562,35 @@ def test_c_program_many_runs_exit_cleanly(tmp_path):
     for i in range(10):
         p = run([str(exe), str(tmp_path / f"many_{i}.h5"), "0.5"])
         assert p.returncode == 0, f"run {i}: rc {p.returncode} {p.stdout} {p.stderr}"
+
+
+@pytest.mark.parametrize("level", ["", "info", "off"])
+def test_codec_messages_reach_stderr(tmp_path, level):
+    """The plugin sends the codec's log messages to stderr: warnings by default, more with
+    RESID_LOG=info (which backend runs and why), none with off; each said once a process."""
+    script = tmp_path / "log.py"
+    script.write_text(PREAMBLE + textwrap.dedent(f"""
+        x = np.sin(np.linspace(0, 50, 32 * 64 * 64)).reshape(32, 64, 64).astype("<f4")
+        with h5py.File("log.h5", "w") as f:
+            for k in range(3):  # CUDA backend, Lorenzo: the GPU is asked for every chunk
+                f.create_dataset(f"d{{k}}", data=x, chunks=(16, 64, 64), compression={FILTER_ID},
+                                 compression_opts={tuple(words("rel", 1e-4, 0, 1, 0, 2))!r})
+        with h5py.File("log.h5", "r") as f:
+            print(json.dumps({{"max_err": float(np.abs(f["d2"][...] - x).max())}}))
+    """))
+    e = env()
+    e.update(RESID_BACKEND="bogus", RESID_LOG=level)
+    p = subprocess.run([sys.executable, str(script)], env=e, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.strip().splitlines()[-1])["max_err"] <= 1e-4 * 2.0
+    bad = '[WARN] resid: RESID_BACKEND="bogus" is not cpu, cuda or auto: using cd_values'
+    lines = p.stderr.splitlines()
+    backend = [l for l in lines if "no usable GPU" in l or "GPU backend on" in l]
+    if level == "off":
+        assert not any("resid:" in l for l in lines), p.stderr
+    else:
+        assert lines.count(bad) == 1, p.stderr
+        assert len(backend) == (1 if level == "info" else 0), p.stderr
+        if level == "info":
+            assert backend[0].startswith("[INFO] resid: "), backend

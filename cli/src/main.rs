@@ -334,6 +334,14 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    // The codec's messages, as the plugin shows them: warnings, or RESID_LOG=info|debug|off.
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::new().filter("RESID_LOG"))
+        .format(|buf, r| {
+            std::io::Write::write_fmt(buf, format_args!("[{}] {}\n", r.level(), r.args()))
+        })
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compress(a) => raw::compress(&a),

@@ -481,3 +481,43 @@ fn nglr_from_the_command_line_shows_its_weights() {
         "{out}"
     );
 }
+
+/// The codec's messages reach stderr as the plugin shows them: a bad `RESID_BACKEND` is a
+/// warning (once), `RESID_LOG=info` says which backend ran, `RESID_LOG=off` silences both.
+#[test]
+fn codec_messages_follow_resid_log() {
+    let d = tmpdir("log");
+    let input = d.join("t_8x9x10.f32");
+    write_f32(&input, &field([8, 9, 10]));
+    let run = |level: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_resid"))
+            .args(["compress", input.to_str().unwrap(), "--shape", "8x9x10"])
+            .args([
+                "--abs",
+                "0.01",
+                "--predictor",
+                "lorenzo",
+                "--backend",
+                "cuda",
+            ])
+            .arg("--force")
+            .env("RESID_BACKEND", "bogus")
+            .env("RESID_LOG", level)
+            .output()
+            .expect("run resid");
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        err
+    };
+    let warn = "[WARN] resid: RESID_BACKEND=\"bogus\" is not cpu, cuda or auto: using cd_values";
+    let err = run("");
+    assert_eq!(err.matches(warn).count(), 1, "{err}");
+    assert!(!err.contains("[INFO]"), "{err}");
+    let err = run("info");
+    assert!(err.contains(warn), "{err}");
+    assert!(
+        err.contains("[INFO] resid: no usable GPU") || err.contains("[INFO] resid: GPU backend on"),
+        "{err}"
+    );
+    assert_eq!(run("off"), "");
+}

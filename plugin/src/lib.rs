@@ -75,7 +75,27 @@ pub extern "C" fn H5PLget_plugin_type() -> c_int {
 #[no_mangle]
 pub extern "C" fn H5PLget_plugin_info() -> *const c_void {
     pin_in_memory();
+    init_logging();
     &H5Z_RESID as *const H5ZClass2 as *const c_void
+}
+
+/// The environment variable that sets which of the codec's messages reach stderr.
+pub const LOG_ENV: &str = "RESID_LOG";
+
+/// Sends the codec's `log` messages to stderr, as `[LEVEL] resid: ...`: warnings (a GPU that
+/// failed mid-run, a bad `RESID_BACKEND`) by default; `RESID_LOG=info` adds which backend runs
+/// and why (no GPU, kernels cached), `debug` more, `off` none. A host whose own logger is
+/// set keeps it.
+fn init_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        use std::io::Write;
+        let _ = env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Warn)
+            .parse_env(env_logger::Env::new().filter(LOG_ENV))
+            .format(|buf, r| writeln!(buf, "[{}] {}", r.level(), r.args()))
+            .try_init();
+    });
 }
 
 /// Keeps this library loaded until the process ends.

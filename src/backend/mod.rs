@@ -196,7 +196,10 @@ pub fn requested(requested: Backend) -> Backend {
         Some("auto") => Backend::Auto,
         Some("") | None => requested,
         Some(other) => {
-            log::warn!("{ENV}={other:?} is not cpu, cuda or auto: using {requested:?}");
+            static TOLD: std::sync::Once = std::sync::Once::new();
+            TOLD.call_once(|| {
+                log::warn!("resid: {ENV}={other:?} is not cpu, cuda or auto: using cd_values");
+            });
             requested
         }
     }
