@@ -1251,7 +1251,7 @@ fn gpu_decode(
     match gpu.decode_into(&job, out.buf()) {
         Ok(()) => true,
         Err(e) => {
-            log::warn!("resid: GPU decode failed ({e}); the CPU redoes the chunk");
+            crate::backend::gpu_failed("decode", &e, "the CPU redoes the chunk");
             false
         }
     }

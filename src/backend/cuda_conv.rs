@@ -29,7 +29,7 @@ pub fn corrections(
     if let Some(g) = super::learned_gpu(backend, q.len()) {
         match g.neurlz_corrections(inputs, net, norm, q, dims, m) {
             Ok(c) => return c,
-            Err(e) => log::warn!("resid: GPU NeurLZ inference failed ({e}); the CPU runs it"),
+            Err(e) => _ = super::gpu_failed("NeurLZ inference", &e, "the CPU runs it"),
         }
     }
     neurlz::corrections(inputs, net, norm, q, dims, m)

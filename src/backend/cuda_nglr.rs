@@ -29,7 +29,7 @@ pub fn fit(backend: Backend, f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Op
         if let Some(g) = gpu {
             match g.nglr_adam(p) {
                 Ok(params) => return params,
-                Err(e) => log::warn!("resid: GPU NGLR training failed ({e}); the CPU trains"),
+                Err(e) => _ = super::gpu_failed("NGLR training", &e, "the CPU trains"),
             }
         }
         train::adam(p)

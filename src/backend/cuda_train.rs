@@ -22,7 +22,7 @@ pub fn train(backend: Backend, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig
     if let Some(g) = super::learned_gpu(backend, values) {
         match g.train_conv(arch, set, cfg) {
             Ok(net) => return net,
-            Err(e) => log::warn!("resid: GPU NeurLZ training failed ({e}); the CPU trains"),
+            Err(e) => _ = super::gpu_failed("NeurLZ training", &e, "the CPU trains"),
         }
     }
     conv_train::train(arch, set, cfg)

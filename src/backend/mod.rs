@@ -299,7 +299,7 @@ pub fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Gr
     match stages.encode_chunk(data, chunk, params) {
         Ok(r) => r,
         Err(e) => {
-            log::warn!("resid: GPU encode failed ({e}); the CPU redoes the chunk");
+            gpu_failed("encode", &e, "the CPU redoes the chunk");
             None
         }
     }
@@ -330,6 +330,24 @@ pub(crate) fn verify(parts: &[(Coder, &[u8], u32)]) -> Result<()> {
     })
 }
 
+/// Reports a GPU stage that failed, the CPU taking over (`then` says how): a warning the first
+/// time in a process, later ones at debug level, since a full device or a broken driver fails
+/// every chunk alike. Returns whether it warned.
+pub(crate) fn gpu_failed(what: &str, e: &Error, then: &str) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let first = !WARNED.swap(true, Ordering::Relaxed);
+    if first {
+        log::warn!(
+            "resid: GPU {what} failed ({e}); {then} (later GPU failures of this process are \
+             logged at debug level)"
+        );
+    } else {
+        log::debug!("resid: GPU {what} failed ({e}); {then}");
+    }
+    first
+}
+
 pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Unsupported(format!("cuda: {what}: {e:?}"))
 }
@@ -337,6 +355,13 @@ pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_gpu_failure_warns() {
+        let e = Error::Unsupported("cuda: test".into());
+        assert!(gpu_failed("test", &e, "the CPU does it"));
+        assert!(!gpu_failed("test", &e, "the CPU does it"));
+    }
 
     #[test]
     fn grid_matches_plan() {
