@@ -482,8 +482,9 @@ fn nglr_from_the_command_line_shows_its_weights() {
     );
 }
 
-/// The codec's messages reach stderr as the plugin shows them: a bad `RESID_BACKEND` is a
-/// warning (once), `RESID_LOG=info` says which backend ran, `RESID_LOG=off` silences both.
+/// The codec's messages reach stderr as the plugin shows them: a bad `RESID_BACKEND` and CUDA
+/// asked for without a GPU are warnings (once), `RESID_LOG=info` says which backend ran,
+/// `RESID_LOG=off` silences them.
 #[test]
 fn codec_messages_follow_resid_log() {
     let d = tmpdir("log");
@@ -510,14 +511,19 @@ fn codec_messages_follow_resid_log() {
         err
     };
     let warn = "[WARN] resid: RESID_BACKEND=\"bogus\" is not cpu, cuda or auto: using cd_values";
+    let refused = "[WARN] resid: the CUDA backend was asked for, but no GPU is usable";
     let err = run("");
     assert_eq!(err.matches(warn).count(), 1, "{err}");
-    assert!(!err.contains("[INFO]"), "{err}");
-    let err = run("info");
-    assert!(err.contains(warn), "{err}");
+    assert!(err.matches(refused).count() <= 1, "{err}");
     assert!(
-        err.contains("[INFO] resid: no usable GPU") || err.contains("[INFO] resid: GPU backend on"),
+        err.lines().all(|l| l.starts_with("[WARN] resid: ")),
         "{err}"
     );
+    let err = run("info");
+    assert!(err.contains(warn), "{err}");
+    let up = err.contains("[INFO] resid: GPU backend on");
+    let down = err.contains("[INFO] resid: no usable GPU");
+    assert!(up != down, "{err}");
+    assert_eq!(err.contains(refused), down, "{err}");
     assert_eq!(run("off"), "");
 }

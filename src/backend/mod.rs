@@ -207,25 +207,28 @@ pub fn requested(requested: Backend) -> Backend {
 
 /// The process's CUDA device, probed once (driver and NVRTC present, a device, every kernel
 /// compiled and loaded). `None`, with one log message, when any of that fails.
-///
-/// A process forked after its parent probed gets `None`: CUDA does not survive `fork`, and the
-/// parent's context, stream and buffers are not the child's (`pool` gives the child threads).
 pub fn device() -> Option<Arc<cuda::Cuda>> {
+    device_or_why().ok()
+}
+
+/// [`device`], or why there is none.
+///
+/// A process forked after its parent probed has none: CUDA does not survive `fork`, and the
+/// parent's context, stream and buffers are not the child's (`pool` gives the child threads).
+pub fn device_or_why() -> std::result::Result<Arc<cuda::Cuda>, String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     /// The process that probed (0: none yet) and the one that said it cannot use the GPU.
     static PROBED_BY: AtomicU32 = AtomicU32::new(0);
     static TOLD: AtomicU32 = AtomicU32::new(0);
-    static DEVICE: OnceLock<Option<Arc<cuda::Cuda>>> = OnceLock::new();
+    static DEVICE: OnceLock<std::result::Result<Arc<cuda::Cuda>, String>> = OnceLock::new();
     let pid = std::process::id();
     let by = PROBED_BY.load(Ordering::Acquire);
     if by != 0 && by != pid {
+        let why = format!("process {pid} was forked from {by}, which had opened the GPU");
         if TOLD.swap(pid, Ordering::AcqRel) != pid {
-            log::info!(
-                "resid: process {pid} was forked from {by}, which opened the GPU; \
-                 the CPU backend does the work here"
-            );
+            log::info!("resid: {why}; the CPU backend does the work here");
         }
-        return None;
+        return Err(why);
     }
     DEVICE
         .get_or_init(|| {
@@ -241,11 +244,11 @@ pub fn device() -> Option<Arc<cuda::Cuda>> {
                         s.cached,
                         kernels::MODULES.len()
                     );
-                    Some(Arc::new(c))
+                    Ok(Arc::new(c))
                 }
                 Err(e) => {
                     log::info!("resid: no usable GPU ({e}); the CPU backend does the work");
-                    None
+                    Err(e.to_string())
                 }
             }
         })
@@ -277,7 +280,18 @@ pub fn learned_gpu(backend: Backend, values: usize) -> Option<Arc<cuda::Cuda>> {
 pub fn gpu_for_work(backend: Backend, work: usize, auto_min: usize) -> Option<Arc<cuda::Cuda>> {
     match requested(backend) {
         Backend::Cpu => None,
-        Backend::Cuda => device(),
+        Backend::Cuda => device_or_why()
+            .map_err(|why| {
+                // Asked for by name: say so where it cannot be had (auto only logs at info).
+                static TOLD: std::sync::Once = std::sync::Once::new();
+                TOLD.call_once(|| {
+                    log::warn!(
+                        "resid: the CUDA backend was asked for, but no GPU is usable ({why}); \
+                         the CPU does the work"
+                    )
+                });
+            })
+            .ok(),
         Backend::Auto if work >= auto_min => device(),
         Backend::Auto => None,
     }
