@@ -521,6 +521,41 @@ fn leaves_the_callers_cuda_context_as_it_was() {
     eprintln!("CPU == GPU: the caller's CUDA context is current again after resid's GPU work");
 }
 
+/// Several threads coding at once on the one device (its stream and staging buffers are
+/// shared) each get the CPU's bytes: statistics, encode and decode on the device (`compare`),
+/// and whole chunks through `resid::compress`.
+#[test]
+fn concurrent_threads_share_the_device() {
+    let Some(g) = gpu() else { return };
+    let shape = [96usize, 128, 160]; // 7.5 MiB: transfers go through the staging buffers
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (g, chunk) = (&g, &chunk);
+            s.spawn(move || {
+                let x: Vec<f32> = synth(shape, t == 3, 20 + t)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let data = bytes32(&x);
+                let coder = [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Packed][t as usize];
+                let mut p = Params::rel(1e-4)
+                    .with_predictor(PredictorChoice::Lorenzo)
+                    .with_coder(coder);
+                p.backend = Backend::Cpu;
+                let cpu = resid::compress(&data, chunk, &p).unwrap();
+                p.backend = Backend::Cuda;
+                for round in 0..3 {
+                    compare(g, &data, DType::F32, &shape, &p);
+                    let gpu = resid::compress(&data, chunk, &p).unwrap();
+                    assert!(gpu == cpu, "thread {t} round {round}: the chunks differ");
+                }
+            });
+        }
+    });
+    eprintln!("CPU == GPU: 4 threads x 3 rounds at once on one device");
+}
+
 /// A process forked after the parent opened the GPU leaves the parent's CUDA state alone
 /// (CUDA does not survive `fork`): a chunk that asks for CUDA is coded on the CPU, to the
 /// CPU's bytes, with the child's own worker threads.
