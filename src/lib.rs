@@ -7,8 +7,8 @@
 
 // Unsafe code is denied everywhere except the CUDA modules `backend::{cuda, cuda_context,
 // cuda_conv, cuda_train, cuda_nglr}` (driver and NVRTC calls, the caller's current context,
-// kernel launches over raw device addresses) and `nn::simd` (SSE2 intrinsics for NGLR inference), which allow it at module
-// level.
+// kernel launches over raw device addresses) and `nn::simd` (SSE2 intrinsics for NGLR
+// inference), which allow it at module level.
 #![deny(unsafe_code)]
 // Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -27,6 +27,10 @@ pub mod predict;
 pub mod quant;
 
 pub use error::{Error, Result};
+
+/// The environment variable that sets which of the codec's `log` messages the plugin and the
+/// `resid` command print on stderr (`off`, `error`, `warn` (their default), `info`, `debug`).
+pub const LOG_ENV: &str = "RESID_LOG";
 pub use format::ChunkSummary;
 pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
 

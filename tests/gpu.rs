@@ -42,9 +42,10 @@ fn nvrtc_compiles_every_kernel() {
             eprintln!("NVRTC {v:?} lacks sm_{arch}: skipped");
             continue;
         }
-        // The probe compiles the modules in parallel: the same images as one at a time.
+        // The probe compiles the modules in parallel (here with no cache): the same images
+        // as one at a time.
         let t = Instant::now();
-        let parallel = cuda::compile_all(&format!("sm_{arch}"));
+        let parallel = cuda::compile_all(&format!("sm_{arch}"), v, None);
         eprintln!(
             "all modules for sm_{arch} on all threads: {:.2} s",
             t.elapsed().as_secs_f64()
@@ -52,7 +53,8 @@ fn nvrtc_compiles_every_kernel() {
         let t = Instant::now();
         for (m, par) in kernels::MODULES.iter().zip(parallel) {
             let c = cuda::compile(m, &format!("sm_{arch}")).unwrap_or_else(|e| panic!("{e}"));
-            let par = par.unwrap_or_else(|e| panic!("{e}"));
+            let (par, hit) = par.unwrap_or_else(|e| panic!("{e}"));
+            assert!(!hit, "{}: no cache, no hit", m.name);
             assert!(
                 par.cubin == c.cubin,
                 "{} sm_{arch}: parallel build differs",

@@ -337,9 +337,10 @@ fn main() -> ExitCode {
     // The codec's messages, as the plugin shows them: warnings, or RESID_LOG=info|debug|off.
     env_logger::Builder::new()
         .filter_level(log::LevelFilter::Warn)
-        .parse_env(env_logger::Env::new().filter("RESID_LOG"))
+        .parse_env(env_logger::Env::new().filter(resid::LOG_ENV))
         .format(|buf, r| {
-            std::io::Write::write_fmt(buf, format_args!("[{}] {}\n", r.level(), r.args()))
+            use std::io::Write;
+            writeln!(buf, "[{}] {}", r.level(), r.args())
         })
         .init();
     let cli = Cli::parse();

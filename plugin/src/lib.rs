@@ -79,9 +79,6 @@ pub extern "C" fn H5PLget_plugin_info() -> *const c_void {
     &H5Z_RESID as *const H5ZClass2 as *const c_void
 }
 
-/// The environment variable that sets which of the codec's messages reach stderr.
-pub const LOG_ENV: &str = "RESID_LOG";
-
 /// Sends the codec's `log` messages to stderr, as `[LEVEL] resid: ...`: warnings (a GPU that
 /// failed mid-run, a bad `RESID_BACKEND`) by default; `RESID_LOG=info` adds which backend runs
 /// and why (no GPU, kernels cached), `debug` more, `off` none. A host whose own logger is
@@ -92,7 +89,7 @@ fn init_logging() {
         use std::io::Write;
         let _ = env_logger::Builder::new()
             .filter_level(log::LevelFilter::Warn)
-            .parse_env(env_logger::Env::new().filter(LOG_ENV))
+            .parse_env(env_logger::Env::new().filter(resid::LOG_ENV))
             .format(|buf, r| writeln!(buf, "[{}] {}", r.level(), r.args()))
             .try_init();
     });

@@ -20,7 +20,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys, Ptx};
 use rayon::prelude::*;
 
-use super::cuda_context::{self, pick_device, Caller, DEVICE_ENV};
+use super::cuda_context::{self, current_ordinal, pick_device, Caller, DEVICE_ENV};
 use super::kernel_cache;
 use super::kernels::{self, Module};
 use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
@@ -134,12 +134,17 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
     })
 }
 
-/// Compiles every module of [`kernels::MODULES`] for `arch`, on all threads (NVRTC programs
-/// are independent; the largest module then sets the time a process's first GPU use takes).
-pub fn compile_all(arch: &str) -> Vec<Result<Compiled>> {
+/// Every module of [`kernels::MODULES`] for `arch`, as [`compile_cached`] gives them, on all
+/// threads (NVRTC programs are independent; the largest module then sets the time a
+/// process's first GPU use takes when the cache is empty). What [`Cuda::probe`] loads.
+pub fn compile_all(
+    arch: &str,
+    nvrtc: (i32, i32),
+    cache: Option<&Path>,
+) -> Vec<Result<(Compiled, bool)>> {
     kernels::MODULES
         .par_iter()
-        .map(|m| compile(m, arch))
+        .map(|m| compile_cached(m, arch, nvrtc, cache))
         .collect()
 }
 
@@ -155,23 +160,38 @@ pub fn cache_key(m: &Module, arch: &str, nvrtc: (i32, i32)) -> kernel_cache::Key
 }
 
 /// `m`'s image for `arch`: from the kernel cache in `cache` when an entry for exactly this
-/// source, options, target and NVRTC is there (`true`), else compiled and stored (`false`).
+/// source, options, target and NVRTC is there (`true`), else [`compile_stored`] (`false`).
 pub fn compile_cached(
     m: &Module,
     arch: &str,
     nvrtc: (i32, i32),
     cache: Option<&Path>,
 ) -> Result<(Compiled, bool)> {
-    let key = cache_key(m, arch, nvrtc);
-    if let Some(cubin) = cache.and_then(|d| kernel_cache::load(d, &key)) {
-        let log = String::new();
-        return Ok((Compiled { cubin, log }, true));
+    let hit = cache.and_then(|d| kernel_cache::load(d, &cache_key(m, arch, nvrtc)));
+    match hit {
+        Some(cubin) => Ok((
+            Compiled {
+                cubin,
+                log: String::new(),
+            },
+            true,
+        )),
+        None => Ok((compile_stored(m, arch, nvrtc, cache)?, false)),
     }
+}
+
+/// [`compile`], the image then stored in the kernel cache in `cache` (replacing any entry).
+pub fn compile_stored(
+    m: &Module,
+    arch: &str,
+    nvrtc: (i32, i32),
+    cache: Option<&Path>,
+) -> Result<Compiled> {
     let c = compile(m, arch)?;
     if let Some(d) = cache {
-        kernel_cache::store(d, &key, &c.cubin);
+        kernel_cache::store(d, &cache_key(m, arch, nvrtc), &c.cubin);
     }
-    Ok((c, false))
+    Ok(c)
 }
 
 /// A raw kernel argument for [`Cuda::launch`].
@@ -245,12 +265,12 @@ impl Cuda {
             return Err(Error::Unsupported("cuda: libnvrtc not found".into()));
         }
         guard("probe", || {
-            let caller = Caller::save();
             let count = CudaContext::device_count().map_err(|e| device_error("devices", e))?;
             ensure!(count > 0, Error::Unsupported("cuda: no device".into()));
             let count = count as usize;
             let setting = std::env::var(DEVICE_ENV).ok();
-            let ordinal = pick_device(setting.as_deref(), caller.ordinal(count), count)?;
+            // Nothing has made resid's context current yet: the current one is the caller's.
+            let ordinal = pick_device(setting.as_deref(), current_ordinal(count), count)?;
             let ctx = CudaContext::new(ordinal).map_err(|e| device_error("context", e))?;
             let (ma, mi) = ctx
                 .compute_capability()
@@ -263,10 +283,7 @@ impl Cuda {
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.default_stream();
             let sm = format!("sm_{arch}");
-            let images: Vec<_> = kernels::MODULES
-                .par_iter()
-                .map(|m| compile_cached(m, &sm, nvrtc, cache))
-                .collect();
+            let images = compile_all(&sm, nvrtc, cache);
             let mut funcs = HashMap::new();
             let mut cached = 0;
             for (m, image) in kernels::MODULES.iter().zip(images) {
@@ -283,10 +300,7 @@ impl Cuda {
                             "resid: kernel cache: {} refused ({e:?}); recompiling",
                             m.name
                         );
-                        let c = compile(m, &sm)?;
-                        if let Some(d) = cache {
-                            kernel_cache::store(d, &cache_key(m, &sm, nvrtc), &c.cubin);
-                        }
+                        let c = compile_stored(m, &sm, nvrtc, cache)?;
                         ctx.load_module(Ptx::from_binary(c.cubin))
                             .map_err(|e| device_error(m.name, e))?
                     }

@@ -52,19 +52,15 @@ impl Key {
         .into_bytes()
     }
 
-    /// The entry's file name: module, target and a hash of the key, so that the entries of
-    /// several resid versions or NVRTC releases sit side by side.
-    fn file_name(&self) -> String {
+    /// The entry's file name: module, target and a hash of the key's `bytes`, so that the
+    /// entries of several resid versions or NVRTC releases sit side by side.
+    fn file_name(&self, bytes: &[u8]) -> String {
         let stem = self.module.trim_end_matches(".cu");
         let name: String = stem
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        format!(
-            "{name}-{}-{:08x}.cubin",
-            self.arch,
-            crc32fast::hash(&self.bytes())
-        )
+        format!("{name}-{}-{:08x}.cubin", self.arch, crc32fast::hash(bytes))
     }
 }
 
@@ -92,9 +88,10 @@ fn dir_from(
 
 /// The CUBIN stored for `key` in `dir`, when an intact entry with exactly this key is there.
 pub fn load(dir: &Path, key: &Key) -> Option<Vec<u8>> {
-    let path = dir.join(key.file_name());
+    let k = key.bytes();
+    let path = dir.join(key.file_name(&k));
     let file = std::fs::read(&path).ok()?;
-    let image = parse(&file, &key.bytes());
+    let image = parse(&file, &k);
     if image.is_none() {
         log::debug!(
             "resid: kernel cache: {} is stale or damaged",
@@ -149,10 +146,10 @@ fn try_store(dir: &Path, key: &Key, image: &[u8]) -> std::io::Result<()> {
     entry.extend_from_slice(&u64::from(crc32fast::hash(image)).to_le_bytes());
     entry.extend_from_slice(&(image.len() as u64).to_le_bytes());
     entry.extend_from_slice(image);
-    let path = dir.join(key.file_name());
+    let name = key.file_name(&k);
+    let path = dir.join(&name);
     let tmp = dir.join(format!(
-        ".{}.{}.{:?}.tmp",
-        key.file_name(),
+        ".{name}.{}.{:?}.tmp",
         std::process::id(),
         std::thread::current().id()
     ));
@@ -218,8 +215,8 @@ mod tests {
         for k in &changed {
             assert_eq!(load(&d, k), None, "{k:?}");
             // Even under the same file name (a hash collision), the stored key decides.
-            let path = d.join(k.file_name());
-            std::fs::copy(d.join(key().file_name()), &path).unwrap();
+            let path = d.join(k.file_name(&k.bytes()));
+            std::fs::copy(d.join(key().file_name(&key().bytes())), &path).unwrap();
             assert_eq!(load(&d, k), None, "{k:?} in a colliding file");
             std::fs::remove_file(path).unwrap();
         }
@@ -236,7 +233,7 @@ mod tests {
         let d = scratch("damaged");
         let image = vec![0xabu8; 3000];
         store(&d, &key(), &image);
-        let path = d.join(key().file_name());
+        let path = d.join(key().file_name(&key().bytes()));
         let good = std::fs::read(&path).unwrap();
         let mut cases: Vec<Vec<u8>> = (0..good.len())
             .step_by(97)
