@@ -84,12 +84,18 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 #define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
 
 // Loads the (th x tw) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
+// Thread t takes elements t, t + 256, ...: its row and column advance by fixed steps (one
+// division a call instead of one an element).
 __device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, int th,
                                              int tw, float* tile) {
+    const int dr = 256 / tw, dc = 256 - dr * tw;
+    int r = (int)threadIdx.x / tw, c = (int)threadIdx.x - r * tw;
     for (int t = threadIdx.x; t < th * tw; t += 256) {
-        const int r = t / tw, c = t - r * tw;
         const int yy = y0 + r, xx = x0 + c;
         tile[t] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[(i64)yy * w + xx] : 0.0f;
+        r += dr;
+        c += dc;
+        if (c >= tw) c -= tw, r++;
     }
 }
 
@@ -288,47 +294,94 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
     }
 }
 
-// Input gradient of a 3x3 convolution (input h x w, stride 1 or 2), input channels
-// G blockIdx.y .. + G. Grid (ceil(h w / 256), ceil(cin / G), B).
-extern "C" __global__ void tr_conv3_bx(const float* dout, int cout, int B, int h, int w, int stride,
-                                       const float* wt, int cin, const float* add,
-                                       const float* post, float* dx) {
-    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (i64)h * w) return;
+// Output channels whose taps tr_conv3_bx2 stages in shared memory at a time.
+#define BX2_OUT 32
+
+// Input gradient of a 3x3 convolution with stride 2 (input h x w, output ho x wo), input
+// channels G blockIdx.y .. + G. At stride 2 the input point (2a + py, 2c + px) takes tap row
+// 1 from output row a when py = 0, and tap rows 0 and 2 from output rows a + 1 and a when
+// py = 1 (columns alike): the 2 x 2 input points over output point (a, c) need the output
+// gradients at (a .. a + 1, c .. c + 1) only, nine taps in all. A thread takes two such
+// squares, output rows a = 2q and 2q + 1 (three output rows), so each gradient value it
+// loads serves up to nine taps. Grid (ceil(ceil(ho / 2) wo / 256), ceil(cin / G), B).
+extern "C" __global__ void tr_conv3_bx2(const float* dout, int cout, int B, int h, int w,
+                                        const float* wt, int cin, const float* add,
+                                        const float* post, float* dx) {
+    __shared__ float wsh[BX2_OUT * 9 * G];
+    const int ho = (h + 1) / 2, wo = (w + 1) / 2;
     const int i0 = blockIdx.y * G, b = blockIdx.z;
-    const int y = (int)(p / w), xx = (int)(p % w);
-    int ic[G];
-    float acc[G];
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool active = idx < (i64)((ho + 1) / 2) * wo;
+    const int q = active ? (int)(idx / wo) : 0, c = active ? (int)(idx % wo) : 0;
+    const int a0 = 2 * q;
+    // acc[m][py][px][j]: input point (2 (a0 + m) + py, 2 c + px), channel i0 + j.
+    float acc[2][2][2][G];
 #pragma unroll
-    for (int j = 0; j < G; j++) {
-        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
-        acc[j] = 0.0f;
-    }
-    for (int ky = 0; ky < 3; ky++) {
-        const int ty = y + 1 - ky;
-        if (ty < 0 || ty % stride) continue;
-        const int oy = ty / stride;
-        if (oy >= ho) continue;
-        for (int kx = 0; kx < 3; kx++) {
-            const int tx = xx + 1 - kx;
-            if (tx < 0 || tx % stride) continue;
-            const int ox = tx / stride;
-            if (ox >= wo) continue;
-            const i64 at = (i64)oy * wo + ox;
-            for (int o = 0; o < cout; o++) {
-                const float d = dout[((i64)o * B + b) * ho * wo + at];
+    for (int m = 0; m < 2; m++)
 #pragma unroll
-                for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 9 + ky * 3 + kx] * d;
+        for (int p = 0; p < 4; p++)
+#pragma unroll
+            for (int j = 0; j < G; j++) acc[m][p / 2][p % 2][j] = 0.0f;
+    // Which of the three output rows and two columns lie inside the plane.
+    const bool r1 = a0 + 1 < ho, r2 = a0 + 2 < ho, c1 = c + 1 < wo;
+    for (int oc = 0; oc < cout; oc += BX2_OUT) {
+        const int on = cout - oc < BX2_OUT ? cout - oc : BX2_OUT;
+        __syncthreads();
+        // wsh[(o * 9 + k) * G + j]: tap k of output channel oc + o, input channel i0 + j.
+        for (int t = threadIdx.x; t < on * 9 * G; t += blockDim.x) {
+            const int o = t / (9 * G), k = (t / G) % 9, j = t % G;
+            const int ic = i0 + j < cin ? i0 + j : cin - 1;
+            wsh[t] = wt[((oc + o) * cin + ic) * 9 + k];
+        }
+        __syncthreads();
+        if (!active) continue;
+        const float* dp = dout + ((i64)oc * B + b) * ho * wo + (i64)a0 * wo + c;
+        const i64 ostep = (i64)B * ho * wo;
+        for (int o = 0; o < on; o++, dp += ostep) {
+            // p[r][e]: output gradient at (a0 + r, c + e), zero outside the plane.
+            float p[3][2];
+            p[0][0] = dp[0];
+            p[0][1] = c1 ? dp[1] : 0.0f;
+            p[1][0] = r1 ? dp[wo] : 0.0f;
+            p[1][1] = r1 && c1 ? dp[wo + 1] : 0.0f;
+            p[2][0] = r2 ? dp[2 * wo] : 0.0f;
+            p[2][1] = r2 && c1 ? dp[2 * wo + 1] : 0.0f;
+            const float* wk = wsh + o * 9 * G;
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                const float w00 = wk[0 * G + j], w01 = wk[1 * G + j], w02 = wk[2 * G + j];
+                const float w10 = wk[3 * G + j], w11 = wk[4 * G + j], w12 = wk[5 * G + j];
+                const float w20 = wk[6 * G + j], w21 = wk[7 * G + j], w22 = wk[8 * G + j];
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    const float d00 = p[m][0], d01 = p[m][1], d10 = p[m + 1][0], d11 = p[m + 1][1];
+                    acc[m][0][0][j] += w11 * d00;
+                    acc[m][0][1][j] += w10 * d01;
+                    acc[m][0][1][j] += w12 * d00;
+                    acc[m][1][0][j] += w01 * d10;
+                    acc[m][1][0][j] += w21 * d00;
+                    acc[m][1][1][j] += w00 * d11;
+                    acc[m][1][1][j] += w02 * d10;
+                    acc[m][1][1][j] += w20 * d01;
+                    acc[m][1][1][j] += w22 * d00;
+                }
             }
         }
     }
+    if (!active) return;
 #pragma unroll
-    for (int j = 0; j < G; j++) {
-        if (i0 + j >= cin) continue;
-        const i64 idx = ((i64)(i0 + j) * B + b) * h * w + p;
-        dx[idx] = tr_finish_dx(acc[j], idx, add, post);
-    }
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            const int y = 2 * (a0 + m) + p / 2, xx = 2 * c + p % 2;
+            if (y >= h || xx >= w) continue;
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                if (i0 + j >= cin) continue;
+                const i64 at = ((i64)(i0 + j) * B + b) * h * w + (i64)y * w + xx;
+                dx[at] = tr_finish_dx(acc[m][p / 2][p % 2][j], at, add, post);
+            }
+        }
 }
 
 // Input gradient of the 2x2 transposed convolution (input h2 x w2, output h x w).
@@ -435,43 +488,117 @@ __device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, in
     }
 }
 
-// Weight and bias gradients of a 3x3 convolution, split over CH = gridDim.y chunks of the
-// output rows: block (x, chunk), x = input channel i + cin * output group, writes the
-// partial sums of output channels G group .. + G against input channel i (and, for i = 0,
-// their biases). Grid (cin * ceil(cout / G), CH), 256 threads.
-extern "C" __global__ void tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
-                                       const float* dout, int cout, int wbase, int bbase, int np,
-                                       float* partial) {
-    __shared__ float sh[8 * (G * 9 + G)];
-    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
-    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int lo, hi;
-    tr_rows(B * ho, &lo, &hi);
-    float s[G * 9 + G];
+// Input row yy's three taps for an output column (`src` points at its leftmost tap's column
+// in row 0; `cv`: which of the three columns lie inside the plane), zero outside the plane.
+__device__ __forceinline__ void tr_row3(const float* src, int h, int w, int yy, const bool* cv, float* v) {
+    const bool ok = yy >= 0 && yy < h;
+    const float* row = src + (i64)yy * w;
 #pragma unroll
-    for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
-    for (int r = lo + warp; r < hi; r += 8) {
-        const int b = r / ho, oy = r - b * ho;
-        const float* src = x + ((i64)i * B + b) * h * w;
-        const float* drow = dout + ((i64)o0 * B + b) * ho * wo + (i64)oy * wo;
-        const i64 dstep = (i64)B * ho * wo;
-        for (int ox = lane; ox < wo; ox += 32) {
-            float d[G];
+    for (int kx = 0; kx < 3; kx++) v[kx] = ok && cv[kx] ? row[kx] : 0.0f;
+}
+
+// One output point's terms of tr_conv3_bw: its G output gradients d against its 3x3 input
+// window (rows v0, v1, v2).
+__device__ __forceinline__ void tr_bw_point(const float* d, const float* v0, const float* v1,
+                                            const float* v2, float* s) {
 #pragma unroll
-            for (int j = 0; j < G; j++) {
-                d[j] = o0 + j < cout ? drow[j * dstep + ox] : 0.0f;
-                s[G * 9 + j] += d[j];
+    for (int j = 0; j < G; j++) {
+        s[G * 9 + j] += d[j];
+#pragma unroll
+        for (int kx = 0; kx < 3; kx++) {
+            s[j * 9 + kx] += d[j] * v0[kx];
+            s[j * 9 + 3 + kx] += d[j] * v1[kx];
+            s[j * 9 + 6 + kx] += d[j] * v2[kx];
+        }
+    }
+}
+
+// tr_conv3_bw's sums over output rows [lo, hi) of the batch (rows of all patches in turn) at
+// stride S, into s (G x 9 weight sums, then G bias sums). A lane walks down its column two
+// output rows at a time, keeping the input rows they share in registers: each step loads 2 S
+// input rows of three values for two points (nine a point without the window).
+template <int S>
+__device__ __forceinline__ void tr_conv3_bw_rows(const float* x, int i, int B, int h, int w,
+                                                 const float* dout, int o0, int cout, int lo,
+                                                 int hi, float* s) {
+    const int ho = (h + S - 1) / S, wo = (w + S - 1) / S;
+    for (int ox = threadIdx.x & 31; ox < wo; ox += 32) {
+        const int xi = ox * S - 1;
+        bool cv[3];
+#pragma unroll
+        for (int kx = 0; kx < 3; kx++) cv[kx] = xi + kx >= 0 && xi + kx < w;
+        for (int r = lo; r < hi;) {
+            // The rows of one patch.
+            const int b = r / ho, oy = r - b * ho;
+            const int end = (b + 1) * ho < hi ? (b + 1) * ho : hi;
+            const float* src = x + ((i64)i * B + b) * h * w + xi;
+            // Output channels past cout read the last one's gradient; their sums are not stored.
+            const float* dp[G];
+#pragma unroll
+            for (int j = 0; j < G; j++)
+                dp[j] = dout + ((i64)(o0 + j < cout ? o0 + j : cout - 1) * B + b) * ho * wo +
+                        (i64)oy * wo + ox;
+            // v[0 .. 2]: input rows y .. y + 2, output row r's window.
+            int y = oy * S - 1;
+            float v[S + 3][3];
+            tr_row3(src, h, w, y, cv, v[0]);
+            tr_row3(src, h, w, y + 1, cv, v[1]);
+            tr_row3(src, h, w, y + 2, cv, v[2]);
+            for (; r + 1 < end; r += 2) {
+#pragma unroll
+                for (int k = 3; k < S + 3; k++) tr_row3(src, h, w, y + k, cv, v[k]);
+                float d0[G], d1[G];
+#pragma unroll
+                for (int j = 0; j < G; j++) {
+                    d0[j] = dp[j][0];
+                    d1[j] = dp[j][wo];
+                    dp[j] += 2 * wo;
+                }
+                tr_bw_point(d0, v[0], v[1], v[2], s);
+                tr_bw_point(d1, v[S], v[S + 1], v[S + 2], s);
+                y += 2 * S;
+#pragma unroll
+                for (int kx = 0; kx < 3; kx++) {
+                    if (S == 1) v[0][kx] = v[2][kx], v[1][kx] = v[3][kx];
+                    else v[0][kx] = v[4][kx];
+                }
+                if (S == 2) tr_row3(src, h, w, y + 1, cv, v[1]);
+                tr_row3(src, h, w, y + 2, cv, v[2]);
             }
+            if (r < end) {
+                float d0[G];
 #pragma unroll
-            for (int k = 0; k < 9; k++) {
-                const int yy = oy * stride + k / 3 - 1, xi = ox * stride + k % 3 - 1;
-                const float v = (yy >= 0 && yy < h && xi >= 0 && xi < w) ? src[(i64)yy * w + xi] : 0.0f;
-#pragma unroll
-                for (int j = 0; j < G; j++) s[j * 9 + k] += d[j] * v;
+                for (int j = 0; j < G; j++) d0[j] = dp[j][0];
+                tr_bw_point(d0, v[0], v[1], v[2], s);
+                r++;
             }
         }
     }
+}
+
+// Weight and bias gradients of a 3x3 convolution (stride 1 or 2), split over CH = gridDim.y
+// chunks of the output rows: block (x, chunk), x = input channel i + cin * output group,
+// writes the partial sums of output channels G group .. + G against input channel i (and,
+// for i = 0, their biases). Each warp takes an eighth of the chunk's rows, in order, its
+// lanes along a row. Grid (cin * ceil(cout / G), CH), 256 threads.
+extern "C" __global__ void __launch_bounds__(256, 2) tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
+                                       const float* dout, int cout, int wbase, int bbase, int np,
+                                       float* partial) {
+    __shared__ float sh[8 * (G * 9 + G)];
+    const int ho = (h + stride - 1) / stride;
+    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
+    const int warp = threadIdx.x >> 5;
+    int lo, hi;
+    tr_rows(B * ho, &lo, &hi);
+    const int per = (hi - lo + 7) / 8;
+    const int wlo = lo + warp * per, whi = wlo + per < hi ? wlo + per : hi;
+    float s[G * 9 + G];
+#pragma unroll
+    for (int j = 0; j < G * 9 + G; j++) s[j] = 0.0f;
+    if (stride == 1)
+        tr_conv3_bw_rows<1>(x, i, B, h, w, dout, o0, cout, wlo, whi, s);
+    else
+        tr_conv3_bw_rows<2>(x, i, B, h, w, dout, o0, cout, wlo, whi, s);
     tr_block_sums<G * 9 + G>(s, sh);
     tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }

@@ -362,16 +362,17 @@ impl<'a> Trainer<'a> {
                     ],
                 );
             }
+            debug_assert_eq!(stride, 2);
+            let (ho, wo) = (hh.div_ceil(2), ww.div_ceil(2));
             self.launch(
-                "tr_conv3_bx",
-                (blocks_for(hh * ww), groups(s.cin), b),
+                "tr_conv3_bx2",
+                (blocks_for(ho.div_ceil(2) * wo), groups(s.cin), b),
                 &[
                     Arg::Ptr(dout),
                     i(s.cout),
                     i(b),
                     i(hh),
                     i(ww),
-                    i(stride),
                     wt(l),
                     i(s.cin),
                     Arg::Ptr(add),
