@@ -603,40 +603,73 @@ extern "C" __global__ void __launch_bounds__(256, 2) tr_conv3_bw(const float* x,
     tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
-// As tr_conv3_bw for the 2x2 transposed convolution (rows: the h2 x w2 inputs', each point
-// with its 2 x 2 outputs).
-extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2, int w2, int h, int w,
-                                         const float* dout, int cout, int wbase, int bbase, int np,
-                                         float* partial) {
-    __shared__ float sh[8 * (G * 4 + G)];
-    const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int lo, hi;
-    tr_rows(B * h2, &lo, &hi);
-    float s[G * 4 + G];
-#pragma unroll
-    for (int j = 0; j < G * 4 + G; j++) s[j] = 0.0f;
-    for (int r = lo + warp; r < hi; r += 8) {
+// tr_deconv2_bw's sums over input rows [lo, hi) of the batch (lanes along the rows) for input
+// channels i and i + 1 (xb: channel i + 1's planes, null when i + 1 = cin) into s: G x 4 tap
+// sums for each channel, then, with Bias, G bias sums (the 2 x 2 outputs of every input).
+template <bool Bias>
+__device__ __forceinline__ void tr_deconv2_bw_rows(const float* xa, const float* xb, int B, int h2,
+                                                   int w2, int h, int w, const float* dout, int o0,
+                                                   int cout, int lo, int hi, float* s) {
+    for (int r = lo + (threadIdx.x >> 5); r < hi; r += 8) {
         const int b = r / h2, y2 = r - b * h2;
-        const float* src = x + ((i64)i * B + b) * h2 * w2 + (i64)y2 * w2;
-        const float* dplane = dout + ((i64)o0 * B + b) * h * w;
-        const i64 dstep = (i64)B * h * w;
-        for (int x2 = lane; x2 < w2; x2 += 32) {
-            const float v = src[x2];
+        const i64 at = ((i64)b * h2 + y2) * w2;
+        // Output channels past cout read the last one's gradient; their sums are not stored.
+        const float* dp[G];
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
-                if (y >= h || xx >= w) continue;
+        for (int j = 0; j < G; j++)
+            dp[j] = dout + ((i64)(o0 + j < cout ? o0 + j : cout - 1) * B + b) * h * w + (i64)2 * y2 * w;
+        const bool row1 = 2 * y2 + 1 < h;
+        for (int x2 = threadIdx.x & 31; x2 < w2; x2 += 32) {
+            const float va = xa[at + x2], vb = xb ? xb[at + x2] : 0.0f;
+            const bool col1 = 2 * x2 + 1 < w;
 #pragma unroll
-                for (int j = 0; j < G; j++) {
-                    const float d = o0 + j < cout ? dplane[j * dstep + (i64)y * w + xx] : 0.0f;
-                    s[j * 4 + k] += d * v;
-                    s[G * 4 + j] += d;
-                }
+            for (int j = 0; j < G; j++) {
+                const float* d = dp[j] + 2 * x2;
+                const float d00 = d[0], d01 = col1 ? d[1] : 0.0f;
+                const float d10 = row1 ? d[w] : 0.0f, d11 = row1 && col1 ? d[w + 1] : 0.0f;
+                s[j * 4 + 0] += d00 * va;
+                s[j * 4 + 1] += d01 * va;
+                s[j * 4 + 2] += d10 * va;
+                s[j * 4 + 3] += d11 * va;
+                s[G * 4 + j * 4 + 0] += d00 * vb;
+                s[G * 4 + j * 4 + 1] += d01 * vb;
+                s[G * 4 + j * 4 + 2] += d10 * vb;
+                s[G * 4 + j * 4 + 3] += d11 * vb;
+                if (Bias) s[2 * G * 4 + j] += (d00 + d01) + (d10 + d11);
             }
         }
     }
-    tr_block_sums<G * 4 + G>(s, sh);
+}
+
+// As tr_conv3_bw for the 2x2 transposed convolution (input h2 x w2, output h x w), two input
+// channels a block: block x = input channel pair p + ceil(cin / 2) * output group covers input
+// channels 2p and 2p + 1 (each gradient value loaded serves both). Grid (ceil(cin / 2)
+// ceil(cout / G), CH), 256 threads.
+extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2, int w2, int h, int w,
+                                         const float* dout, int cout, int wbase, int bbase, int np,
+                                         float* partial) {
+    __shared__ float sh[8 * (2 * G * 4 + G)];
+    const int pairs = (cin + 1) / 2;
+    const int i = 2 * (blockIdx.x % pairs), o0 = (blockIdx.x / pairs) * G;
+    int lo, hi;
+    tr_rows(B * h2, &lo, &hi);
+    float s[2 * G * 4 + G];
+#pragma unroll
+    for (int j = 0; j < 2 * G * 4 + G; j++) s[j] = 0.0f;
+    const i64 plane = (i64)B * h2 * w2;
+    const float* xa = x + i * plane;
+    const float* xb = i + 1 < cin ? xa + plane : 0;
+    if (i == 0)
+        tr_deconv2_bw_rows<true>(xa, xb, B, h2, w2, h, w, dout, o0, cout, lo, hi, s);
+    else
+        tr_deconv2_bw_rows<false>(xa, xb, B, h2, w2, h, w, dout, o0, cout, lo, hi, s);
+    tr_block_sums<2 * G * 4 + G>(s, sh);
+    // sh: channel i's taps, channel i + 1's, the biases. tr_store wants a channel's taps
+    // followed by the biases: i + 1 first, then the biases moved behind i's taps.
+    if (i + 1 < cin) tr_store(sh + G * 4, 4, o0, cout, cin, i + 1, wbase, bbase, np, partial);
+    __syncthreads();
+    if ((int)threadIdx.x < G) sh[G * 4 + threadIdx.x] = sh[2 * G * 4 + threadIdx.x];
+    __syncthreads();
     tr_store(sh, 4, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 

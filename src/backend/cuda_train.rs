@@ -415,7 +415,8 @@ impl<'a> Trainer<'a> {
             i(c),
         ];
         args.extend(base(3));
-        self.launch("tr_deconv2_bw", (2 * c * groups(c), CHUNKS, 1), &args)?;
+        // Two input channels a block.
+        self.launch("tr_deconv2_bw", (c * groups(c), CHUNKS, 1), &args)?;
         self.launch(
             "tr_deconv2_bx",
             (blocks_for(n2), groups(2 * c), b),

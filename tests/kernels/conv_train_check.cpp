@@ -246,7 +246,7 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
     for (int chunks : chunk_counts(s)) {
         if (!want("tr_deconv2_bw")) break;
         std::vector<float> partial((size_t)chunks * np, 0.0f), g(np, NAN);
-        emu::launch(dim3(cin * groups(cout), chunks), dim3(256), [&] {
+        emu::launch(dim3((cin + 1) / 2 * groups(cout), chunks), dim3(256), [&] {
             tr_deconv2_bw(x.data(), cin, B, h2, w2, h, w, dout.data(), cout, wbase, bbase, np,
                           partial.data());
         });
