@@ -83,19 +83,14 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 // Largest input window (stride 2 with halo).
 #define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
 
-// Loads the (th x tw) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
-// Thread t takes elements t, t + 256, ...: its row and column advance by fixed steps (one
-// division a call instead of one an element).
-__device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, int th,
-                                             int tw, float* tile) {
-    const int dr = 256 / tw, dc = 256 - dr * tw;
-    int r = (int)threadIdx.x / tw, c = (int)threadIdx.x - r * tw;
-    for (int t = threadIdx.x; t < th * tw; t += 256) {
+// Loads the (TH_ x TW_) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside
+// (window sizes fixed at compile time: the row and column of an element cost a multiply).
+template <int TH_, int TW_>
+__device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, float* tile) {
+    for (int t = threadIdx.x; t < TH_ * TW_; t += 256) {
+        const int r = t / TW_, c = t - r * TW_;
         const int yy = y0 + r, xx = x0 + c;
         tile[t] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[(i64)yy * w + xx] : 0.0f;
-        r += dr;
-        c += dc;
-        if (c >= tw) c -= tw, r++;
     }
 }
 
@@ -115,18 +110,16 @@ __device__ __forceinline__ TilePos tr_tile_pos(int tile, int wo) {
     return t;
 }
 
-// 3x3 convolution (zero padding 1, stride 1 or 2) plus bias, optional ReLU, output channels
+// 3x3 convolution at stride S, zero padding 1, plus bias, optional ReLU, output channels
 // G blockIdx.y .. + G; block blockIdx.x is one TW x TH output tile, its input window (with
 // the halo) and the taps staged in shared memory one input channel at a time.
-// Grid (ceil(wo / TW) ceil(ho / TH), ceil(cout / G), B).
-extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
-                                    const float* wt, const float* bias, int cout, int relu,
-                                    float* out) {
-    __shared__ float tile[TILE_MAX];
-    __shared__ float wsh[G * 9];
-    const int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride;
+template <int S>
+__device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, int h, int w,
+                                              const float* wt, const float* bias, int cout,
+                                              int relu, float* out, float* tile, float* wsh) {
+    constexpr int tw = (TW - 1) * S + 3, th = (TH - 1) * S + 3;
+    const int ho = (h + S - 1) / S, wo = (w + S - 1) / S;
     const TilePos tp = tr_tile_pos(blockIdx.x, wo);
-    const int tw = (TW - 1) * stride + 3, th = (TH - 1) * stride + 3;
     const int o0 = blockIdx.y * G, b = blockIdx.z;
     float acc[PTS][G];
 #pragma unroll
@@ -136,8 +129,8 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
         for (int m = 0; m < PTS; m++) acc[m][j] = bj;
     }
     for (int i = 0; i < cin; i++) {
-        tr_load_tile(x + ((i64)i * B + b) * h * w, h, w, tp.ty * TH * stride - 1,
-                     tp.tx * TW * stride - 1, th, tw, tile);
+        tr_load_tile<th, tw>(x + ((i64)i * B + b) * h * w, h, w, tp.ty * TH * S - 1, tp.tx * TW * S - 1,
+                             tile);
         if (threadIdx.x < G * 9) {
             const int j = threadIdx.x / 9, o = o0 + j < cout ? o0 + j : cout - 1;
             wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];
@@ -150,7 +143,7 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
             for (int j = 0; j < G; j++) wk[j] = wsh[j * 9 + k];
 #pragma unroll
             for (int m = 0; m < PTS; m++) {
-                const float v = tile[((tp.ly + 8 * m) * stride + k / 3) * tw + tp.lx * stride + k % 3];
+                const float v = tile[((tp.ly + 8 * m) * S + k / 3) * tw + tp.lx * S + k % 3];
 #pragma unroll
                 for (int j = 0; j < G; j++) acc[m][j] += wk[j] * v;
             }
@@ -169,6 +162,19 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
             if (o0 + j < cout)
                 out[((i64)(o0 + j) * B + b) * ho * wo + at] = relu ? fmaxf(acc[m][j], 0.0f) : acc[m][j];
     }
+}
+
+// 3x3 convolution, stride 1 or 2 (tr_conv3_tile). Grid (ceil(wo / TW) ceil(ho / TH),
+// ceil(cout / G), B).
+extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
+                                    const float* wt, const float* bias, int cout, int relu,
+                                    float* out) {
+    __shared__ float tile[TILE_MAX];
+    __shared__ float wsh[G * 9];
+    if (stride == 1)
+        tr_conv3_tile<1>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
+    else
+        tr_conv3_tile<2>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
 }
 
 // 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
@@ -257,8 +263,8 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
 #pragma unroll
         for (int j = 0; j < G; j++) acc[m][j] = 0.0f;
     for (int o = 0; o < cout; o++) {
-        tr_load_tile(dout + ((i64)o * B + b) * h * w, h, w, tp.ty * TH - 1, tp.tx * TW - 1, TH + 2,
-                     TW + 2, tile);
+        tr_load_tile<TH + 2, TW + 2>(dout + ((i64)o * B + b) * h * w, h, w, tp.ty * TH - 1,
+                                     tp.tx * TW - 1, tile);
         if (threadIdx.x < G * 9) {
             const int j = threadIdx.x / 9, i = i0 + j < cin ? i0 + j : cin - 1;
             wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];

@@ -68,6 +68,11 @@ fn nvrtc_compiles_every_kernel() {
             );
             assert!(c.cubin.len() > 100, "{} sm_{arch}: empty cubin", m.name);
             eprintln!("{} sm_{arch}: {} bytes, clean", m.name, c.cubin.len());
+            // scripts/kernel-sass reads the images from here.
+            if let Some(dir) = std::env::var_os("RESID_CUBIN_DIR") {
+                let f = PathBuf::from(dir).join(format!("{}.sm_{arch}.cubin", m.name));
+                std::fs::write(&f, &c.cubin).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            }
         }
         eprintln!("the same one at a time: {:.2} s", t.elapsed().as_secs_f64());
     }
