@@ -83,14 +83,18 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 // Largest input window (stride 2 with halo).
 #define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
 
-// Loads the (TH_ x TW_) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside
-// (window sizes fixed at compile time: the row and column of an element cost a multiply).
+// Loads the (TH_ x TW_) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
+// A thread keeps one column (its bounds test once) and steps down it 256 / TW_ rows at a time.
 template <int TH_, int TW_>
 __device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, float* tile) {
-    for (int t = threadIdx.x; t < TH_ * TW_; t += 256) {
-        const int r = t / TW_, c = t - r * TW_;
-        const int yy = y0 + r, xx = x0 + c;
-        tile[t] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[(i64)yy * w + xx] : 0.0f;
+    constexpr int rows = 256 / TW_;
+    const int c = threadIdx.x % TW_, r0 = threadIdx.x / TW_;
+    if (r0 >= rows) return;
+    const int xx = x0 + c;
+    const bool inside = xx >= 0 && xx < w;
+    for (int r = r0; r < TH_; r += rows) {
+        const int yy = y0 + r;
+        tile[r * TW_ + c] = inside && yy >= 0 && yy < h ? src[(i64)yy * w + xx] : 0.0f;
     }
 }
 
