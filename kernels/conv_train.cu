@@ -181,32 +181,65 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
         tr_conv3_tile<2>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
 }
 
-// 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU.
-// Grid (ceil(h w / 256), ceil(cout / G), B).
+// Channels whose taps the 2x2 transposed convolution's kernels stage in shared memory at a time.
+#define DC_CH 32
+
+// 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU,
+// output channels G blockIdx.y .. + G. A thread takes one input point and writes its 2 x 2
+// outputs: each input value loaded serves 4 G taps, read from shared memory alike by the
+// whole block. Grid (ceil(h2 w2 / 256), ceil(cout / G), B).
 extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, int w2, int h, int w,
                                       const float* wt, const float* bias, int cout, int relu,
                                       float* out) {
+    __shared__ float4 wsh[DC_CH * G];
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (i64)h * w) return;
+    const bool active = p < (i64)h2 * w2;
     const int o0 = blockIdx.y * G, b = blockIdx.z;
-    const int y = (int)(p / w), xx = (int)(p % w);
-    const int tap = 2 * (y % 2) + xx % 2;
-    const i64 at = (i64)(y / 2) * w2 + xx / 2;
-    int oc[G];
-    float acc[G];
+    const int y2 = active ? (int)(p / w2) : 0, x2 = active ? (int)(p % w2) : 0;
+    // acc[j][k]: output (2 y2 + k / 2, 2 x2 + k % 2) of channel o0 + j.
+    float acc[G][4];
 #pragma unroll
     for (int j = 0; j < G; j++) {
-        oc[j] = o0 + j < cout ? o0 + j : cout - 1;
-        acc[j] = bias[oc[j]];
-    }
-    for (int i = 0; i < cin; i++) {
-        const float v = x[((i64)i * B + b) * h2 * w2 + at];
+        const float bj = bias[o0 + j < cout ? o0 + j : cout - 1];
 #pragma unroll
-        for (int j = 0; j < G; j++) acc[j] += wt[(oc[j] * cin + i) * 4 + tap] * v;
+        for (int k = 0; k < 4; k++) acc[j][k] = bj;
     }
+    const float* src = x + (i64)b * h2 * w2 + p;
+    const i64 istep = (i64)B * h2 * w2;
+    for (int ic = 0; ic < cin; ic += DC_CH) {
+        const int in = cin - ic < DC_CH ? cin - ic : DC_CH;
+        __syncthreads();
+        // wsh[i * G + j]: the four taps of output channel o0 + j from input channel ic + i.
+        for (int t = threadIdx.x; t < in * G; t += blockDim.x) {
+            const int i = t / G, j = t % G, o = o0 + j < cout ? o0 + j : cout - 1;
+            const float* q = wt + (o * cin + ic + i) * 4;
+            wsh[t] = make_float4(q[0], q[1], q[2], q[3]);
+        }
+        __syncthreads();
+        if (!active) continue;
+        for (int i = 0; i < in; i++) {
+            const float v = src[(ic + i) * istep];
 #pragma unroll
-    for (int j = 0; j < G; j++)
-        if (o0 + j < cout) out[((i64)(o0 + j) * B + b) * h * w + p] = relu ? fmaxf(acc[j], 0.0f) : acc[j];
+            for (int j = 0; j < G; j++) {
+                const float4 q = wsh[i * G + j];
+                acc[j][0] += q.x * v;
+                acc[j][1] += q.y * v;
+                acc[j][2] += q.z * v;
+                acc[j][3] += q.w * v;
+            }
+        }
+    }
+    if (!active) return;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
+        if (y >= h || xx >= w) continue;
+#pragma unroll
+        for (int j = 0; j < G; j++)
+            if (o0 + j < cout)
+                out[((i64)(o0 + j) * B + b) * h * w + (i64)y * w + xx] =
+                    relu ? fmaxf(acc[j][k], 0.0f) : acc[j][k];
+    }
 }
 
 // 1x1 convolution plus bias, optional ReLU, over planes of n points.
@@ -394,31 +427,50 @@ extern "C" __global__ void tr_conv3_bx2(const float* dout, int cout, int B, int 
         }
 }
 
-// Input gradient of the 2x2 transposed convolution (input h2 x w2, output h x w).
-// Grid (ceil(h2 w2 / 256), ceil(cin / G), B).
+// Input gradient of the 2x2 transposed convolution (input h2 x w2, output h x w), input
+// channels G blockIdx.y .. + G: a thread's input point gathers its 2 x 2 outputs' gradients,
+// the taps read from shared memory alike by the whole block. Grid (ceil(h2 w2 / 256),
+// ceil(cin / G), B).
 extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int h, int w,
                                          const float* wt, int cin, int h2, int w2,
                                          const float* post, float* dx) {
+    __shared__ float4 wsh[DC_CH * G];
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (i64)h2 * w2) return;
+    const bool active = p < (i64)h2 * w2;
     const int i0 = blockIdx.y * G, b = blockIdx.z;
-    const int y2 = (int)(p / w2), x2 = (int)(p % w2);
-    int ic[G];
+    const int y2 = active ? (int)(p / w2) : 0, x2 = active ? (int)(p % w2) : 0;
+    const bool row1 = 2 * y2 + 1 < h, col1 = 2 * x2 + 1 < w;
     float acc[G];
 #pragma unroll
-    for (int j = 0; j < G; j++) {
-        ic[j] = i0 + j < cin ? i0 + j : cin - 1;
-        acc[j] = 0.0f;
-    }
-    for (int k = 0; k < 4; k++) {
-        const int y = 2 * y2 + k / 2, xx = 2 * x2 + k % 2;
-        if (y >= h || xx >= w) continue;
-        for (int o = 0; o < cout; o++) {
-            const float d = dout[((i64)o * B + b) * h * w + (i64)y * w + xx];
+    for (int j = 0; j < G; j++) acc[j] = 0.0f;
+    const float* d = dout + (i64)b * h * w + (i64)2 * y2 * w + 2 * x2;
+    const i64 ostep = (i64)B * h * w;
+    for (int oc = 0; oc < cout; oc += DC_CH) {
+        const int on = cout - oc < DC_CH ? cout - oc : DC_CH;
+        __syncthreads();
+        // wsh[o * G + j]: the four taps of output channel oc + o from input channel i0 + j.
+        for (int t = threadIdx.x; t < on * G; t += blockDim.x) {
+            const int o = t / G, j = t % G, i = i0 + j < cin ? i0 + j : cin - 1;
+            const float* q = wt + ((oc + o) * cin + i) * 4;
+            wsh[t] = make_float4(q[0], q[1], q[2], q[3]);
+        }
+        __syncthreads();
+        if (!active) continue;
+        for (int o = 0; o < on; o++) {
+            const float* dd = d + (oc + o) * ostep;
+            const float d0 = dd[0], d1 = col1 ? dd[1] : 0.0f;
+            const float d2 = row1 ? dd[w] : 0.0f, d3 = row1 && col1 ? dd[w + 1] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < G; j++) acc[j] += wt[(o * cin + ic[j]) * 4 + k] * d;
+            for (int j = 0; j < G; j++) {
+                const float4 q = wsh[o * G + j];
+                acc[j] += q.x * d0;
+                acc[j] += q.y * d1;
+                acc[j] += q.z * d2;
+                acc[j] += q.w * d3;
+            }
         }
     }
+    if (!active) return;
 #pragma unroll
     for (int j = 0; j < G; j++) {
         if (i0 + j >= cin) continue;

@@ -273,7 +273,7 @@ impl<'a> Trainer<'a> {
         conv3(2, a1, h2, w2, 1, a2)?;
         self.launch(
             "tr_deconv2",
-            (blocks_for(n), groups(c), b),
+            (blocks_for(n2), groups(c), b),
             &[
                 Arg::Ptr(a2),
                 i(2 * c),

@@ -212,7 +212,7 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
     for (size_t j = 0; j < fwd.v.size(); j++) fwd.v[j] = act(fwd.v[j], true);
     if (want("tr_deconv2")) {
         std::vector<float> out(cout * B * n, NAN);
-        emu::launch(dim3(blocks_for((long long)n), groups(cout), B), dim3(256), [&] {
+        emu::launch(dim3(blocks_for((long long)n2), groups(cout), B), dim3(256), [&] {
             tr_deconv2(x.data(), cin, B, h2, w2, h, w, wt.data(), bias.data(), cout, 1, out.data());
         });
         check(label("tr_deconv2 relu", s, cin, cout, 2), out, fwd);
