@@ -184,6 +184,20 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
 // Channels whose taps the 2x2 transposed convolution's kernels stage in shared memory at a time.
 #define DC_CH 32
 
+// Stages the 2x2 transposed convolution's taps for the block: wsh[r * G + j] holds the four
+// taps between channel g0 + j of the block's group (clamped below gn) and channel r0 + r of
+// the range it loops over, r < n; the group is the output channels (forward) or the input
+// channels (input gradient).
+__device__ __forceinline__ void tr_stage_deconv2_taps(const float* wt, int cin, int g0, int gn, int r0,
+                                                      int n, bool group_out, float4* wsh) {
+    for (int t = threadIdx.x; t < n * G; t += blockDim.x) {
+        const int r = t / G, j = t % G, g = g0 + j < gn ? g0 + j : gn - 1;
+        const int o = group_out ? g : r0 + r, i = group_out ? r0 + r : g;
+        const float* q = wt + (o * cin + i) * 4;
+        wsh[t] = make_float4(q[0], q[1], q[2], q[3]);
+    }
+}
+
 // 2x2 transposed convolution, stride 2, h2 x w2 -> h x w (cropped), plus bias, optional ReLU,
 // output channels G blockIdx.y .. + G. A thread takes one input point and writes its 2 x 2
 // outputs: each input value loaded serves 4 G taps, read from shared memory alike by the
@@ -209,12 +223,7 @@ extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, in
     for (int ic = 0; ic < cin; ic += DC_CH) {
         const int in = cin - ic < DC_CH ? cin - ic : DC_CH;
         __syncthreads();
-        // wsh[i * G + j]: the four taps of output channel o0 + j from input channel ic + i.
-        for (int t = threadIdx.x; t < in * G; t += blockDim.x) {
-            const int i = t / G, j = t % G, o = o0 + j < cout ? o0 + j : cout - 1;
-            const float* q = wt + (o * cin + ic + i) * 4;
-            wsh[t] = make_float4(q[0], q[1], q[2], q[3]);
-        }
+        tr_stage_deconv2_taps(wt, cin, o0, cout, ic, in, true, wsh);
         __syncthreads();
         if (!active) continue;
         for (int i = 0; i < in; i++) {
@@ -448,12 +457,7 @@ extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int
     for (int oc = 0; oc < cout; oc += DC_CH) {
         const int on = cout - oc < DC_CH ? cout - oc : DC_CH;
         __syncthreads();
-        // wsh[o * G + j]: the four taps of output channel oc + o from input channel i0 + j.
-        for (int t = threadIdx.x; t < on * G; t += blockDim.x) {
-            const int o = t / G, j = t % G, i = i0 + j < cin ? i0 + j : cin - 1;
-            const float* q = wt + ((oc + o) * cin + i) * 4;
-            wsh[t] = make_float4(q[0], q[1], q[2], q[3]);
-        }
+        tr_stage_deconv2_taps(wt, cin, i0, cin, oc, on, false, wsh);
         __syncthreads();
         if (!active) continue;
         for (int o = 0; o < on; o++) {
