@@ -647,9 +647,9 @@ __device__ __forceinline__ void tr_conv3_bw_rows(const float* x, int i, int B, i
 // writes the partial sums of output channels G group .. + G against input channel i (and,
 // for i = 0, their biases). Each warp takes an eighth of the chunk's rows, in order, its
 // lanes along a row. Grid (cin * ceil(cout / G), CH), 256 threads.
-extern "C" __global__ void __launch_bounds__(256, 2) tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride,
-                                       const float* dout, int cout, int wbase, int bbase, int np,
-                                       float* partial) {
+extern "C" __global__ void __launch_bounds__(256, 2)
+    tr_conv3_bw(const float* x, int cin, int B, int h, int w, int stride, const float* dout, int cout,
+                int wbase, int bbase, int np, float* partial) {
     __shared__ float sh[8 * (G * 9 + G)];
     const int ho = (h + stride - 1) / stride;
     const int i = blockIdx.x % cin, o0 = (blockIdx.x / cin) * G;

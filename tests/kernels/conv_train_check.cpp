@@ -82,6 +82,13 @@ std::vector<int> chunk_counts(Shape s) {
     return {7, 2};
 }
 
+// The gradient: tr_reduce over the chunks' partial sums.
+std::vector<float> reduced(std::vector<float>& partial, int chunks, int np) {
+    std::vector<float> g(np, NAN);
+    emu::launch(dim3(blocks_for(np)), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
+    return g;
+}
+
 std::string label(const char* what, Shape s, int cin, int cout, int stride) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "%s B=%d %dx%d %d->%d stride %d", what, s.B, s.h, s.w, cin, cout,
@@ -182,13 +189,14 @@ void conv3_case(Rng& rng, Shape s, int cin, int cout, int stride, bool with_add)
                 }
     for (int chunks : chunk_counts(s)) {
         if (!want("tr_conv3_bw")) break;
-        std::vector<float> partial((size_t)chunks * np, 0.0f), g(np, NAN);
+        std::vector<float> partial((size_t)chunks * np, 0.0f);
         emu::launch(dim3(cin * groups(cout), chunks), dim3(256), [&] {
             tr_conv3_bw(x.data(), cin, B, h, w, stride, dout.data(), cout, wbase, bbase, np,
                         partial.data());
         });
-        emu::launch(dim3(blocks_for(np)), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
-        check(label(("tr_conv3_bw " + std::to_string(chunks) + " chunks").c_str(), s, cin, cout, stride), g, gw);
+        const auto g = reduced(partial, chunks, np);
+        const std::string name = "tr_conv3_bw " + std::to_string(chunks) + " chunks";
+        check(label(name.c_str(), s, cin, cout, stride), g, gw);
     }
 }
 
@@ -245,13 +253,14 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
 
     for (int chunks : chunk_counts(s)) {
         if (!want("tr_deconv2_bw")) break;
-        std::vector<float> partial((size_t)chunks * np, 0.0f), g(np, NAN);
+        std::vector<float> partial((size_t)chunks * np, 0.0f);
         emu::launch(dim3((cin + 1) / 2 * groups(cout), chunks), dim3(256), [&] {
             tr_deconv2_bw(x.data(), cin, B, h2, w2, h, w, dout.data(), cout, wbase, bbase, np,
                           partial.data());
         });
-        emu::launch(dim3(blocks_for(np)), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
-        check(label(("tr_deconv2_bw " + std::to_string(chunks) + " chunks").c_str(), s, cin, cout, 2), g, gw);
+        const auto g = reduced(partial, chunks, np);
+        const std::string name = "tr_deconv2_bw " + std::to_string(chunks) + " chunks";
+        check(label(name.c_str(), s, cin, cout, 2), g, gw);
     }
 }
 
@@ -293,11 +302,11 @@ void conv1_case(Rng& rng, Shape s, int cin, int cout) {
     }
     if (want("tr_conv1_bw")) {
         const int chunks = chunk_counts(s)[0];
-        std::vector<float> partial((size_t)chunks * np, 0.0f), g(np, NAN);
+        std::vector<float> partial((size_t)chunks * np, 0.0f);
         emu::launch(dim3(cin * groups(cout), chunks), dim3(256), [&] {
             tr_conv1_bw(x.data(), cin, B, h, w, dout.data(), cout, wbase, bbase, np, partial.data());
         });
-        emu::launch(dim3(blocks_for(np)), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
+        const auto g = reduced(partial, chunks, np);
         check(label("tr_conv1_bw", s, cin, cout, 1), g, gw);
     }
 }
