@@ -320,7 +320,9 @@ int main(int argc, char** argv) {
     Rng rng{12345};
     // Patches as the trainer cuts them: whole small slices, odd sizes, the default 48^2 and the
     // 64^2 of the large runs (two 32 x 32 tiles each way), and sizes that leave partial tiles.
-    std::vector<Shape> shapes = {{3, 7, 5}, {2, 33, 40}, {1, 70, 37}};
+    // 21 x 133: rows wider than a warp at every resolution (a lane takes several columns);
+    // 1 x 1 and 65 x 3: degenerate slices the trainer takes whole.
+    std::vector<Shape> shapes = {{3, 7, 5}, {2, 33, 40}, {1, 70, 37}, {1, 21, 133}, {3, 1, 1}, {1, 65, 3}};
     if (!quick) shapes.push_back({2, 64, 64});
     // (cin, cout) as the network's layers have them for widths 6 and 16 and odd counts.
     const int pairs[][2] = {{1, 6}, {6, 12}, {12, 12}, {12, 6}, {7, 13}, {2, 1}};
