@@ -181,8 +181,9 @@ extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w
         tr_conv3_tile<2>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
 }
 
-// Channels whose taps the 2x2 transposed convolution's kernels stage in shared memory at a time.
-#define DC_CH 32
+// Channels whose taps the kernels that stage them all (tr_deconv2, tr_deconv2_bx, tr_conv3_bx2)
+// hold in shared memory at a time: the network's widest layer in one go.
+#define STAGE_CH 32
 
 // Stages the 2x2 transposed convolution's taps for the block: wsh[r * G + j] holds the four
 // taps between channel g0 + j of the block's group (clamped below gn) and channel r0 + r of
@@ -205,7 +206,7 @@ __device__ __forceinline__ void tr_stage_deconv2_taps(const float* wt, int cin, 
 extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, int w2, int h, int w,
                                       const float* wt, const float* bias, int cout, int relu,
                                       float* out) {
-    __shared__ float4 wsh[DC_CH * G];
+    __shared__ float4 wsh[STAGE_CH * G];
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = p < (i64)h2 * w2;
     const int o0 = blockIdx.y * G, b = blockIdx.z;
@@ -220,8 +221,8 @@ extern "C" __global__ void tr_deconv2(const float* x, int cin, int B, int h2, in
     }
     const float* src = x + (i64)b * h2 * w2 + p;
     const i64 istep = (i64)B * h2 * w2;
-    for (int ic = 0; ic < cin; ic += DC_CH) {
-        const int in = cin - ic < DC_CH ? cin - ic : DC_CH;
+    for (int ic = 0; ic < cin; ic += STAGE_CH) {
+        const int in = cin - ic < STAGE_CH ? cin - ic : STAGE_CH;
         __syncthreads();
         tr_stage_deconv2_taps(wt, cin, o0, cout, ic, in, true, wsh);
         __syncthreads();
@@ -346,9 +347,6 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
     }
 }
 
-// Output channels whose taps tr_conv3_bx2 stages in shared memory at a time.
-#define BX2_OUT 32
-
 // Input gradient of a 3x3 convolution with stride 2 (input h x w, output ho x wo), input
 // channels G blockIdx.y .. + G. At stride 2 the input point (2a + py, 2c + px) takes tap row
 // 1 from output row a when py = 0, and tap rows 0 and 2 from output rows a + 1 and a when
@@ -359,7 +357,7 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
 extern "C" __global__ void tr_conv3_bx2(const float* dout, int cout, int B, int h, int w,
                                         const float* wt, int cin, const float* add,
                                         const float* post, float* dx) {
-    __shared__ float wsh[BX2_OUT * 9 * G];
+    __shared__ float wsh[STAGE_CH * 9 * G];
     const int ho = (h + 1) / 2, wo = (w + 1) / 2;
     const int i0 = blockIdx.y * G, b = blockIdx.z;
     const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
@@ -376,8 +374,8 @@ extern "C" __global__ void tr_conv3_bx2(const float* dout, int cout, int B, int 
             for (int j = 0; j < G; j++) acc[m][p / 2][p % 2][j] = 0.0f;
     // Which of the three output rows and two columns lie inside the plane.
     const bool r1 = a0 + 1 < ho, r2 = a0 + 2 < ho, c1 = c + 1 < wo;
-    for (int oc = 0; oc < cout; oc += BX2_OUT) {
-        const int on = cout - oc < BX2_OUT ? cout - oc : BX2_OUT;
+    for (int oc = 0; oc < cout; oc += STAGE_CH) {
+        const int on = cout - oc < STAGE_CH ? cout - oc : STAGE_CH;
         __syncthreads();
         // wsh[(o * 9 + k) * G + j]: tap k of output channel oc + o, input channel i0 + j.
         for (int t = threadIdx.x; t < on * 9 * G; t += blockDim.x) {
@@ -443,7 +441,7 @@ extern "C" __global__ void tr_conv3_bx2(const float* dout, int cout, int B, int 
 extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int h, int w,
                                          const float* wt, int cin, int h2, int w2,
                                          const float* post, float* dx) {
-    __shared__ float4 wsh[DC_CH * G];
+    __shared__ float4 wsh[STAGE_CH * G];
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = p < (i64)h2 * w2;
     const int i0 = blockIdx.y * G, b = blockIdx.z;
@@ -454,8 +452,8 @@ extern "C" __global__ void tr_deconv2_bx(const float* dout, int cout, int B, int
     for (int j = 0; j < G; j++) acc[j] = 0.0f;
     const float* d = dout + (i64)b * h * w + (i64)2 * y2 * w + 2 * x2;
     const i64 ostep = (i64)B * h * w;
-    for (int oc = 0; oc < cout; oc += DC_CH) {
-        const int on = cout - oc < DC_CH ? cout - oc : DC_CH;
+    for (int oc = 0; oc < cout; oc += STAGE_CH) {
+        const int on = cout - oc < STAGE_CH ? cout - oc : STAGE_CH;
         __syncthreads();
         tr_stage_deconv2_taps(wt, cin, i0, cin, oc, on, false, wsh);
         __syncthreads();
@@ -510,7 +508,7 @@ extern "C" __global__ void tr_conv1_bx(const float* dout, int cout, int B, long 
 }
 
 // The rows [lo, hi) of chunk blockIdx.y of CH = gridDim.y chunks of R rows. The weight
-// gradient kernels give each warp a row at a time (lanes along it): no division per point.
+// gradient kernels walk rows with their lanes along a row: no division per point.
 __device__ __forceinline__ void tr_rows(int R, int* lo, int* hi) {
     const int len = (R + gridDim.y - 1) / gridDim.y;
     *lo = blockIdx.y * len;
@@ -539,10 +537,11 @@ __device__ __forceinline__ void tr_block_sums(const float* v, float* sh) {
     __syncthreads();
 }
 
-// Writes a block's gradient sums: taps `taps` of output channels o0 .. o0 + G (those below
-// cout) and input channel i, and for i = 0 their biases, into partial[chunk * np + index].
-__device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, int cout, int cin, int i,
-                                         int wbase, int bbase, int np, float* partial) {
+// Writes a block's gradient sums: `sums` (G x taps) for output channels o0 .. o0 + G (those
+// below cout) against input channel i, and for i = 0 their biases `bias` (G), into
+// partial[chunk * np + index].
+__device__ __forceinline__ void tr_store(const float* sums, const float* bias, int taps, int o0, int cout,
+                                         int cin, int i, int wbase, int bbase, int np, float* partial) {
     float* dst = partial + (i64)blockIdx.y * np;
     const int t = threadIdx.x;
     if (t < G * taps) {
@@ -550,7 +549,7 @@ __device__ __forceinline__ void tr_store(const float* sums, int taps, int o0, in
         if (o0 + j < cout) dst[wbase + ((o0 + j) * cin + i) * taps + k] = sums[t];
     } else if (t < G * taps + G && i == 0) {
         const int j = t - G * taps;
-        if (o0 + j < cout) dst[bbase + o0 + j] = sums[t];
+        if (o0 + j < cout) dst[bbase + o0 + j] = bias[j];
     }
 }
 
@@ -666,7 +665,7 @@ extern "C" __global__ void __launch_bounds__(256, 2)
     else
         tr_conv3_bw_rows<2>(x, i, B, h, w, dout, o0, cout, wlo, whi, s);
     tr_block_sums<G * 9 + G>(s, sh);
-    tr_store(sh, 9, o0, cout, cin, i, wbase, bbase, np, partial);
+    tr_store(sh, sh + G * 9, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
 // tr_deconv2_bw's sums over input rows [lo, hi) of the batch (lanes along the rows) for input
@@ -730,13 +729,10 @@ extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2,
     else
         tr_deconv2_bw_rows<false>(xa, xb, B, h2, w2, h, w, dout, o0, cout, lo, hi, s);
     tr_block_sums<2 * G * 4 + G>(s, sh);
-    // sh: channel i's taps, channel i + 1's, the biases. tr_store wants a channel's taps
-    // followed by the biases: i + 1 first, then the biases moved behind i's taps.
-    if (i + 1 < cin) tr_store(sh + G * 4, 4, o0, cout, cin, i + 1, wbase, bbase, np, partial);
-    __syncthreads();
-    if ((int)threadIdx.x < G) sh[G * 4 + threadIdx.x] = sh[2 * G * 4 + threadIdx.x];
-    __syncthreads();
-    tr_store(sh, 4, o0, cout, cin, i, wbase, bbase, np, partial);
+    // sh: channel i's taps, channel i + 1's, the biases (stored with channel 0 only).
+    const float* bias_sums = sh + 2 * G * 4;
+    tr_store(sh, bias_sums, 4, o0, cout, cin, i, wbase, bbase, np, partial);
+    if (i + 1 < cin) tr_store(sh + G * 4, bias_sums, 4, o0, cout, cin, i + 1, wbase, bbase, np, partial);
 }
 
 // As tr_conv3_bw for a 1x1 convolution over planes of h x w points.
@@ -768,7 +764,7 @@ extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, int h, in
         }
     }
     tr_block_sums<G + G>(s, sh);
-    tr_store(sh, 1, o0, cout, cin, i, wbase, bbase, np, partial);
+    tr_store(sh, sh + G, 1, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
 // g[j] = sum over the CH chunks of partial[c * np + j], in chunk order.

@@ -110,55 +110,45 @@ void conv3_case(Rng& rng, Shape s, int cin, int cout, int stride, bool with_add)
     const size_t n = (size_t)h * w, no = (size_t)ho * wo;
     auto x = rng.vec(cin * B * n), wt = rng.vec(cout * cin * 9), bias = rng.vec(cout);
     auto dout = rng.vec(cout * B * no), add = rng.vec(cin * B * n), post = rng.vec(cin * B * n);
-    auto at = [&](int c, int b, int y, int xx) -> double {
-        if (y < 0 || y >= h || xx < 0 || xx >= w) return 0.0;
-        return x[((size_t)c * B + b) * n + (size_t)y * w + xx];
-    };
-
-    // Forward.
-    Ref fwd(cout * B * no);
+    // The three references in one pass over every output point, input channel and tap (taps
+    // that fall outside the input add nothing to any of them).
+    const int taps = 9, wbase = 5, bbase = wbase + cout * cin * taps + 3, np = bbase + cout + 2;
+    Ref fwd(cout * B * no), dx(cin * B * n), gw(np);
     for (int o = 0; o < cout; o++)
         for (int b = 0; b < B; b++)
             for (int oy = 0; oy < ho; oy++)
                 for (int ox = 0; ox < wo; ox++) {
                     const size_t j = ((size_t)o * B + b) * no + (size_t)oy * wo + ox;
+                    const double d = dout[j];
                     fwd.add(j, bias[o]);
-                    for (int i = 0; i < cin; i++)
-                        for (int k = 0; k < 9; k++)
-                            fwd.add(j, (double)wt[(o * cin + i) * 9 + k] *
-                                           at(i, b, oy * stride + k / 3 - 1, ox * stride + k % 3 - 1));
-                }
-    for (int relu = 0; relu < 2 && want("tr_conv3"); relu++) {
-        Ref want = fwd;
-        for (size_t j = 0; j < want.v.size(); j++)
-            if (relu && want.v[j] < 0) want.v[j] = 0.0;
-        std::vector<float> out(cout * B * no, NAN);
-        emu::launch(dim3(tiles(ho, wo), groups(cout), B), dim3(256), [&] {
-            tr_conv3(x.data(), cin, B, h, w, stride, wt.data(), bias.data(), cout, relu, out.data());
-        });
-        check(label(relu ? "tr_conv3 relu" : "tr_conv3", s, cin, cout, stride), out, want);
-    }
-
-    // Input gradient.
-    Ref dx(cin * B * n);
-    for (int o = 0; o < cout; o++)
-        for (int b = 0; b < B; b++)
-            for (int oy = 0; oy < ho; oy++)
-                for (int ox = 0; ox < wo; ox++) {
-                    const double d = dout[((size_t)o * B + b) * no + (size_t)oy * wo + ox];
+                    gw.add(bbase + o, d);
                     for (int i = 0; i < cin; i++)
                         for (int k = 0; k < 9; k++) {
                             const int y = oy * stride + k / 3 - 1, xx = ox * stride + k % 3 - 1;
                             if (y < 0 || y >= h || xx < 0 || xx >= w) continue;
-                            dx.add(((size_t)i * B + b) * n + (size_t)y * w + xx,
-                                   (double)wt[(o * cin + i) * 9 + k] * d);
+                            const size_t src = ((size_t)i * B + b) * n + (size_t)y * w + xx;
+                            const double wk = wt[(o * cin + i) * 9 + k];
+                            fwd.add(j, wk * x[src]);
+                            dx.add(src, wk * d);
+                            gw.add(wbase + (o * cin + i) * 9 + k, d * x[src]);
                         }
                 }
+
+    for (int relu = 0; relu < 2 && want("tr_conv3"); relu++) {
+        Ref expect = fwd;
+        for (double& v : expect.v) v = act(v, relu);
+        std::vector<float> out(cout * B * no, NAN);
+        emu::launch(dim3(tiles(ho, wo), groups(cout), B), dim3(256), [&] {
+            tr_conv3(x.data(), cin, B, h, w, stride, wt.data(), bias.data(), cout, relu, out.data());
+        });
+        check(label(relu ? "tr_conv3 relu" : "tr_conv3", s, cin, cout, stride), out, expect);
+    }
+
     for (int variant = 0; variant < 2 && want(stride == 1 ? "tr_conv3_bx1" : "tr_conv3_bx2"); variant++) {
         const float* a = variant && with_add ? add.data() : nullptr;
         const float* p = variant ? post.data() : nullptr;
-        Ref want = dx;
-        for (size_t j = 0; j < want.v.size(); j++) finish(want, j, a, p);
+        Ref expect = dx;
+        for (size_t j = 0; j < expect.v.size(); j++) finish(expect, j, a, p);
         std::vector<float> got(cin * B * n, NAN);
         if (stride == 1) {
             emu::launch(dim3(tiles(h, w), groups(cin), B), dim3(256), [&] {
@@ -169,24 +159,12 @@ void conv3_case(Rng& rng, Shape s, int cin, int cout, int stride, bool with_add)
                 tr_conv3_bx2(dout.data(), cout, B, h, w, wt.data(), cin, a, p, got.data());
             });
         }
-        const char* k = stride == 1 ? "tr_conv3_bx1" : "tr_conv3_bx2";
-        check(label((std::string(k) + (variant ? " masked" : "")).c_str(), s, cin, cout, stride), got, want);
+        const std::string name = std::string(stride == 1 ? "tr_conv3_bx1" : "tr_conv3_bx2") +
+                                 (variant ? " masked" : "");
+        check(label(name.c_str(), s, cin, cout, stride), got, expect);
     }
 
     // Weight and bias gradients: partial sums per chunk, then tr_reduce.
-    const int taps = 9, wbase = 5, bbase = wbase + cout * cin * taps + 3, np = bbase + cout + 2;
-    Ref gw(np);
-    for (int o = 0; o < cout; o++)
-        for (int b = 0; b < B; b++)
-            for (int oy = 0; oy < ho; oy++)
-                for (int ox = 0; ox < wo; ox++) {
-                    const double d = dout[((size_t)o * B + b) * no + (size_t)oy * wo + ox];
-                    gw.add(bbase + o, d);
-                    for (int i = 0; i < cin; i++)
-                        for (int k = 0; k < 9; k++)
-                            gw.add(wbase + (o * cin + i) * 9 + k,
-                                   d * at(i, b, oy * stride + k / 3 - 1, ox * stride + k % 3 - 1));
-                }
     for (int chunks : chunk_counts(s)) {
         if (!want("tr_conv3_bw")) break;
         std::vector<float> partial((size_t)chunks * np, 0.0f);
@@ -206,18 +184,28 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
     auto x = rng.vec(cin * B * n2), wt = rng.vec(cout * cin * 4), bias = rng.vec(cout);
     auto dout = rng.vec(cout * B * n), post = rng.vec(cin * B * n2);
 
-    Ref fwd(cout * B * n);
+    // The three references in one pass over every output point and input channel.
+    const int wbase = 2, bbase = wbase + cout * cin * 4 + 1, np = bbase + cout + 3;
+    Ref fwd(cout * B * n), dx(cin * B * n2), gw(np);
     for (int o = 0; o < cout; o++)
         for (int b = 0; b < B; b++)
             for (int y = 0; y < h; y++)
                 for (int xx = 0; xx < w; xx++) {
                     const size_t j = ((size_t)o * B + b) * n + (size_t)y * w + xx;
+                    const double d = dout[j];
+                    const int k = 2 * (y % 2) + xx % 2;
                     fwd.add(j, bias[o]);
-                    for (int i = 0; i < cin; i++)
-                        fwd.add(j, (double)wt[(o * cin + i) * 4 + 2 * (y % 2) + xx % 2] *
-                                       x[((size_t)i * B + b) * n2 + (size_t)(y / 2) * w2 + xx / 2]);
+                    gw.add(bbase + o, d);
+                    for (int i = 0; i < cin; i++) {
+                        const size_t src = ((size_t)i * B + b) * n2 + (size_t)(y / 2) * w2 + xx / 2;
+                        const double wk = wt[(o * cin + i) * 4 + k];
+                        fwd.add(j, wk * x[src]);
+                        dx.add(src, wk * d);
+                        gw.add(wbase + (o * cin + i) * 4 + k, d * x[src]);
+                    }
                 }
-    for (size_t j = 0; j < fwd.v.size(); j++) fwd.v[j] = act(fwd.v[j], true);
+
+    for (double& v : fwd.v) v = act(v, true);
     if (want("tr_deconv2")) {
         std::vector<float> out(cout * B * n, NAN);
         emu::launch(dim3(blocks_for((long long)n2), groups(cout), B), dim3(256), [&] {
@@ -226,22 +214,6 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
         check(label("tr_deconv2 relu", s, cin, cout, 2), out, fwd);
     }
 
-    Ref dx(cin * B * n2);
-    const int wbase = 2, bbase = wbase + cout * cin * 4 + 1, np = bbase + cout + 3;
-    Ref gw(np);
-    for (int o = 0; o < cout; o++)
-        for (int b = 0; b < B; b++)
-            for (int y = 0; y < h; y++)
-                for (int xx = 0; xx < w; xx++) {
-                    const double d = dout[((size_t)o * B + b) * n + (size_t)y * w + xx];
-                    const int k = 2 * (y % 2) + xx % 2;
-                    gw.add(bbase + o, d);
-                    for (int i = 0; i < cin; i++) {
-                        const size_t src = ((size_t)i * B + b) * n2 + (size_t)(y / 2) * w2 + xx / 2;
-                        dx.add(src, (double)wt[(o * cin + i) * 4 + k] * d);
-                        gw.add(wbase + (o * cin + i) * 4 + k, d * x[src]);
-                    }
-                }
     for (size_t j = 0; j < dx.v.size(); j++) finish(dx, j, nullptr, post.data());
     if (want("tr_deconv2_bx")) {
         std::vector<float> got(cin * B * n2, NAN);
