@@ -6,7 +6,7 @@
 
 #![cfg(unix)]
 
-use std::time::{Duration, Instant};
+mod forked;
 
 use resid::{ChunkInfo, DType, Params};
 
@@ -26,39 +26,12 @@ fn a_forked_child_compresses_and_decodes() {
     let coded = resid::compress(&x, &chunk, &p).unwrap();
     let back = resid::decompress(&coded).unwrap();
     assert!(!resid::pool::forked());
-    // SAFETY: the child runs only resid's work and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(|| {
-            resid::pool::forked()
-                && resid::backend::device().is_none()
-                && resid::compress(&x, &chunk, &p).ok().as_ref() == Some(&coded)
-                && resid::decompress(&coded).ok().as_ref() == Some(&back)
-        });
-        // SAFETY: ends the child without running the parent's exit handlers.
-        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
-    }
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "the forked child's chunk differs from the parent's (status {status})"
-            );
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the forked child hung on its first chunk");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The child's chunk must equal the parent's (it waited forever before `resid::pool`).
+    forked::in_forked_child(|| {
+        resid::pool::forked()
+            && resid::backend::device().is_none()
+            && resid::compress(&x, &chunk, &p).ok().as_ref() == Some(&coded)
+            && resid::decompress(&coded).ok().as_ref() == Some(&back)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 }

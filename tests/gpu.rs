@@ -8,6 +8,8 @@
 //! - real fields: `RESID_DATA` (default `../shared/data`, then `gpu-run/data`), skipped when absent.
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.
 
+mod forked;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -578,31 +580,11 @@ fn a_forked_child_leaves_the_gpu_to_its_parent() {
     let cpu = resid::compress(&data, &chunk, &p).unwrap();
     p.backend = Backend::Cuda;
     assert!(resid::compress(&data, &chunk, &p).unwrap() == cpu);
-    // SAFETY: the child runs only resid's work and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(|| {
-            backend::device().is_none()
-                && resid::compress(&data, &chunk, &p).ok().as_ref() == Some(&cpu)
-        });
-        // SAFETY: ends the child without the parent's exit handlers (or CUDA's).
-        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    let start = Instant::now();
-    // SAFETY: waits for our own child.
-    while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
-        if start.elapsed().as_secs() > 120 {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("the forked child hung");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child status {status}"
-    );
+    forked::in_forked_child(|| {
+        backend::device().is_none()
+            && resid::compress(&data, &chunk, &p).ok().as_ref() == Some(&cpu)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     // The parent's device still works.
     assert!(resid::compress(&data, &chunk, &p).unwrap() == cpu);
     eprintln!("CPU == GPU: a forked child coded on the CPU, the parent's GPU still works");
