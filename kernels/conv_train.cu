@@ -347,6 +347,167 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
     }
 }
 
+// ---- Tensor cores (sm_80 and later): the 3x3 stride-1 layers as matrix products ----
+//
+// tr_conv3_tc computes a stride-1 3x3 layer as an implicit matrix product on the tensor cores
+// (mma.sync m16n8k8 with TF32 operands): rows are 16 output points of a tile row, columns 8
+// output channels, the sum runs over 8 input channels of one tap at a time. TF32 keeps 10
+// mantissa bits, so each operand is split into two TF32 values (hi + lo) and a product is
+// taken as three (lo hi + hi lo + hi hi): the sums come out as accurate as the FMA kernels'
+// (the lo lo term is below float rounding). The host uses these kernels only on devices of
+// compute capability 8.0 or more; older ones keep tr_conv3 / tr_conv3_bx1.
+// v rounded to TF32 (to nearest, ties away from zero; finite v), as cvt.rna.tf32.f32 gives
+// it but in two integer instructions where that conversion takes several.
+__device__ __forceinline__ u32 tr_tf32(float v) { return (__float_as_uint(v) + 0x1000u) & 0xffffe000u; }
+
+#if defined(RESID_EMU_H)
+__device__ __forceinline__ void tr_mma(float* d, const u32* a, const u32* b) { emu::mma_tf32(d, a, b); }
+#elif __CUDA_ARCH__ >= 800
+// d += A B on the warp's fragments (the layouts are in tests/kernels/emu.h, mma_tf32).
+__device__ __forceinline__ void tr_mma(float* d, const u32* a, const u32* b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#else
+// Not reached: the host does not launch the tensor-core kernels below sm_80.
+__device__ __forceinline__ void tr_mma(float*, const u32*, const u32*) { __trap(); }
+#endif
+
+// v as hi + lo, both TF32.
+__device__ __forceinline__ void tr_split(float v, u32* hi, u32* lo) {
+    *hi = tr_tf32(v);
+    *lo = tr_tf32(v - __uint_as_float(*hi));
+}
+
+// d += A B to about float accuracy from the split operands: the small terms first.
+__device__ __forceinline__ void tr_mma3(float* d, const u32* ahi, const u32* alo, const u32* bhi,
+                                        const u32* blo) {
+    tr_mma(d, alo, bhi);
+    tr_mma(d, ahi, blo);
+    tr_mma(d, ahi, bhi);
+}
+
+// The tensor-core tile: TC_TW x TC_TH output points, two tile rows a warp (two 16-point row
+// halves each: four matrix rows blocks). The input window of 8 channels sits in shared memory
+// with planes TC_PLANE floats apart: TC_PLANE = 8 (mod 32) puts the 32 values of an operand
+// fragment (8 points x 4 channels) in 32 different banks.
+#define TC_TW 32
+#define TC_TH 16
+#define TC_PITCH (TC_TW + 2)
+#define TC_PLANE 616
+static_assert(TC_PLANE >= (TC_TH + 2) * TC_PITCH && TC_PLANE % 32 == 8, "TC_PLANE");
+static_assert(TC_TH == 2 * 8, "a warp takes two tile rows");
+
+// tr_conv3_tc with NT groups of 8 output channels a block.
+template <int NT>
+__device__ __forceinline__ void tr_conv3_tc_tile(const float* x, int cin, int B, int h, int w,
+                                                 const float* wt, const float* bias, int cout, int relu,
+                                                 int flip, const float* add, const float* post, float* out,
+                                                 float* tile, u32* whi, u32* wlo) {
+    const int tiles_x = (w + TC_TW - 1) / TC_TW;
+    const int tx = (int)blockIdx.x % tiles_x, ty = (int)blockIdx.x / tiles_x;
+    const int n0 = blockIdx.y * 8 * NT, b = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    // acc[mt][nt][e]: point (row 2 warp + mt / 2, column 16 (mt % 2) + g + 8 (e / 2)) of the
+    // tile, channel n0 + 8 nt + 2 q + e % 2.
+    float acc[4][NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int o = n0 + 8 * nt + 2 * q + (e & 1);
+            const float v = flip || o >= cout ? 0.0f : bias[o];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) acc[mt][nt][e] = v;
+        }
+    const i64 plane = (i64)h * w;
+    for (int c0 = 0; c0 < cin; c0 += 8) {
+        __syncthreads();
+        // The window: tile row r (of 8 (TC_TH + 2)), warp by warp, its lanes along it.
+        for (int r = warp; r < 8 * (TC_TH + 2); r += 8) {
+            const int c = r / (TC_TH + 2), yy = ty * TC_TH - 1 + r % (TC_TH + 2);
+            const bool row_ok = c0 + c < cin && yy >= 0 && yy < h;
+            const float* src = x + ((i64)(c0 + c) * B + b) * plane + (i64)yy * w;
+            float* dst = tile + c * TC_PLANE + (r % (TC_TH + 2)) * TC_PITCH;
+            for (int col = lane; col < TC_PITCH; col += 32) {
+                const int xx = tx * TC_TW - 1 + col;
+                dst[col] = row_ok && xx >= 0 && xx < w ? src[xx] : 0.0f;
+            }
+        }
+        // The taps, split: w*[(k * 8 + c) * 8 NT + n] between input channel c0 + c and output
+        // channel n0 + n; flipped (the input gradient) they are the layer's tap 8 - k between
+        // its output channel c0 + c and input channel n0 + n.
+        for (int e = threadIdx.x; e < 9 * 8 * 8 * NT; e += blockDim.x) {
+            const int n = e % (8 * NT), c = (e / (8 * NT)) % 8, k = e / (8 * 8 * NT);
+            const int o = n0 + n, i = c0 + c;
+            float v = 0.0f;
+            if (o < cout && i < cin) v = flip ? wt[(i * cout + o) * 9 + 8 - k] : wt[(o * cin + i) * 9 + k];
+            tr_split(v, &whi[e], &wlo[e]);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < 9; k++) {
+            // B[c][n] = tap k between channel c0 + c and n0 + 8 nt + n: b[0] = B[q][g], b[1] = B[q + 4][g].
+            u32 bh[NT][2], bl[NT][2];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const int at = (k * 8 + q) * 8 * NT + 8 * nt + g;
+                bh[nt][0] = whi[at], bl[nt][0] = wlo[at];
+                bh[nt][1] = whi[at + 4 * 8 * NT], bl[nt][1] = wlo[at + 4 * 8 * NT];
+            }
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                // A[m][c] = input channel c0 + c at output point m of the row half, shifted by the tap.
+                const float* a = tile + (2 * warp + mt / 2 + k / 3) * TC_PITCH + 16 * (mt % 2) + k % 3 + g;
+                const float av[4] = {a[q * TC_PLANE], a[q * TC_PLANE + 8], a[(q + 4) * TC_PLANE],
+                                     a[(q + 4) * TC_PLANE + 8]};
+                u32 ah[4], al[4];
+#pragma unroll
+                for (int j = 0; j < 4; j++) tr_split(av[j], &ah[j], &al[j]);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) tr_mma3(acc[mt][nt], ah, al, bh[nt], bl[nt]);
+            }
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < 4; mt++) {
+        const int oy = ty * TC_TH + 2 * warp + mt / 2;
+        if (oy >= h) continue;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int ox = tx * TC_TW + 16 * (mt % 2) + g + 8 * (e >> 1);
+                const int o = n0 + 8 * nt + 2 * q + (e & 1);
+                if (ox >= w || o >= cout) continue;
+                const i64 idx = ((i64)o * B + b) * plane + (i64)oy * w + ox;
+                const float v = acc[mt][nt][e];
+                out[idx] = flip ? tr_finish_dx(v, idx, add, post) : relu ? fmaxf(v, 0.0f) : v;
+            }
+    }
+}
+
+// A 3x3 stride-1 layer on the tensor cores (see above), h x w in and out, cin channels read
+// from x, cout written to out. flip = 0: the forward pass (taps wt[o][i][k], plus bias,
+// optional ReLU), as tr_conv3. flip = 1: the input gradient, as tr_conv3_bx1: x is the
+// output gradient (cin = the layer's output channels), out the input gradient (cout = the
+// layer's input channels), the taps flipped and transposed, plus `add`, masked by `post`.
+// A block takes 16 output channels when cout > 8, else 8. Grid (ceil(w / TC_TW) ceil(h /
+// TC_TH), ceil(cout / (cout > 8 ? 16 : 8)), B), 256 threads.
+extern "C" __global__ void __launch_bounds__(256)
+    tr_conv3_tc(const float* x, int cin, int B, int h, int w, const float* wt, const float* bias, int cout,
+                int relu, int flip, const float* add, const float* post, float* out) {
+    __shared__ float tile[8 * TC_PLANE];
+    __shared__ u32 whi[9 * 8 * 16], wlo[9 * 8 * 16];
+    if (cout > 8)
+        tr_conv3_tc_tile<2>(x, cin, B, h, w, wt, bias, cout, relu, flip, add, post, out, tile, whi, wlo);
+    else
+        tr_conv3_tc_tile<1>(x, cin, B, h, w, wt, bias, cout, relu, flip, add, post, out, tile, whi, wlo);
+}
+
 // Input gradient of a 3x3 convolution with stride 2 (input h x w, output ho x wo), input
 // channels G blockIdx.y .. + G. At stride 2 the input point (2a + py, 2c + px) takes tap row
 // 1 from output row a when py = 0, and tap rows 0 and 2 from output rows a + 1 and a when

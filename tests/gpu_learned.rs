@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use resid::backend::cuda_train::{self, Conv3Kernels};
 use resid::backend::{self, cuda};
 use resid::enhance::neurlz::{self, Inputs, Norm};
 use resid::nn::conv::{Arch, QLayer, QNet};
@@ -189,21 +190,50 @@ fn neurlz_gradients_match_cpu() {
         let ps = conv_train::patch_size(&set, &cfg);
         let picks = conv_train::schedule(&set, &cfg);
         let (gc, tc) = conv_train::batch_grad(&net, &set, &picks, ps);
-        let (gg, tg) = g.conv_batch_grad(&net, &set, &picks, ps).unwrap();
-        assert_eq!(tc, tg, "points counted");
         let scale = gc.iter().fold(0f32, |a, &b| a.max(b.abs()));
         assert!(scale > 0.0);
-        for (i, (a, b)) in gc.iter().zip(&gg).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-4 * scale + 1e-3 * a.abs(),
-                "param {i}: CPU {a} GPU {b} (largest {scale}) {slices}x{h}x{w} k={k} o={o}"
+        for kernels in conv3_kernels(&g) {
+            let (gg, tg) = g.conv_batch_grad(&net, &set, &picks, ps, kernels).unwrap();
+            assert_eq!(tc, tg, "points counted");
+            for (i, (a, b)) in gc.iter().zip(&gg).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * scale + 1e-3 * a.abs(),
+                    "param {i}: CPU {a} GPU {b} (largest {scale}) {slices}x{h}x{w} k={k} o={o} {kernels:?}"
+                );
+            }
+            eprintln!(
+                "NeurLZ gradients: CPU == GPU ({kernels:?}) to float rounding on {} parameters ({h}x{w}, batch {batch})",
+                gc.len()
             );
         }
-        eprintln!(
-            "NeurLZ gradients: CPU == GPU to float rounding on {} parameters ({h}x{w}, batch {batch})",
-            gc.len()
-        );
     }
+}
+
+/// The 3x3 kernel sets this device runs: the FMA kernels, and the tensor cores from sm_80.
+fn conv3_kernels(g: &cuda::Cuda) -> Vec<Conv3Kernels> {
+    let mut k = vec![Conv3Kernels::Fma];
+    if g.arch()
+        .trim_start_matches("sm_")
+        .parse::<i32>()
+        .unwrap_or(0)
+        >= 80
+    {
+        k.push(Conv3Kernels::TensorCores);
+    }
+    k
+}
+
+/// On sm_80 and later the tensor-core convolution agrees with the FMA kernels (the check
+/// training runs once a process before it uses them), so training takes the tensor cores.
+#[test]
+fn tensor_core_convolution_agrees_with_fma() {
+    let Some(g) = gpu() else { return };
+    if conv3_kernels(&g).len() < 2 {
+        eprintln!("{}: no tensor-core kernels below sm_80", g.describe());
+        return;
+    }
+    assert!(cuda_train::tensor_cores_agree(&g).unwrap());
+    assert!(cuda_train::tensor_cores_usable(&g));
 }
 
 fn field(n0: usize, n1: usize, n2: usize) -> Vec<f32> {
@@ -528,20 +558,27 @@ fn gpu_learned_bench() {
         target: &target,
         mask: &mask,
     };
-    let prof = g.conv_profile(arch, &set, 256, 64).unwrap();
-    let total: f32 = prof.iter().map(|p| p.1).sum();
-    out += &format!(
-        "| one training step, 256 patches of 64^2, by kernel | {total:.2} ms | {} |\n",
-        prof.iter()
-            .map(|(n, ms)| format!("{n} {ms:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    for kernels in conv3_kernels(&g) {
+        let prof = g.conv_profile(arch, &set, 256, 64, kernels).unwrap();
+        let total: f32 = prof.iter().map(|p| p.1).sum();
+        out += &format!(
+            "| one training step, 256 patches of 64^2, by kernel ({kernels:?}) | {total:.2} ms | {} |\n",
+            prof.iter()
+                .map(|(n, ms)| format!("{n} {ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let auto = if cuda_train::tensor_cores_usable(&g) {
+        Conv3Kernels::TensorCores
+    } else {
+        Conv3Kernels::Fma
+    };
     {
         let batch = 256usize;
         // Two runs of different lengths: their difference is the steps' time alone (the
         // training set's upload, 2 GiB here, is in both).
-        let timed = |steps: usize| {
+        let timed = |steps: usize, kernels: Conv3Kernels| {
             let cfg = TrainConfig {
                 steps,
                 batch,
@@ -549,16 +586,25 @@ fn gpu_learned_bench() {
                 ..TrainConfig::default()
             };
             let t = Instant::now();
-            g.train_conv(arch, &set, &cfg).unwrap();
+            g.train_conv_with(arch, &set, &cfg, kernels).unwrap();
             t.elapsed().as_secs_f64()
         };
+        // The other kernel set's steps, for comparison (not the full run).
+        for kernels in conv3_kernels(&g).into_iter().filter(|&k| k != auto) {
+            let (t1, t2) = (timed(50, kernels), timed(250, kernels));
+            out += &format!(
+                "| NeurLZ training step ({kernels:?}), 256 patches of 64^2 | {:.2} ms | 250 - 50 steps |\n",
+                (t2 - t1) / 200.0 * 1e3
+            );
+        }
+        let timed = |steps: usize| timed(steps, auto);
         let (t1, t2) = (timed(50), timed(250));
         let per_step = (t2 - t1) / 200.0;
         let fixed = t1 - 50.0 * per_step;
         let steps = (100 * n).div_ceil(batch * 64 * 64);
         let projected = fixed + per_step * steps as f64;
         let what = format!(
-            "| NeurLZ training, 100 epochs over {side}^3 ({steps} steps x {batch} patches of 64^2), GPU"
+            "| NeurLZ training, 100 epochs over {side}^3 ({steps} steps x {batch} patches of 64^2), GPU, as training runs ({auto:?})"
         );
         out += &if projected <= 60.0 {
             let full = timed(steps);

@@ -39,7 +39,7 @@ def test_training_kernels_match_the_reference(tmp_path):
     print(summary)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr
     assert summary.endswith(" 0 failed") and int(summary.split()[0]) >= 600, summary
-    for kernel in ["tr_conv3 ", "tr_conv3_bx1", "tr_conv3_bx2", "tr_conv3_bw", "tr_deconv2 ", "tr_deconv2_bx",
+    for kernel in ["tr_conv3 ", "tr_conv3_tc ", "tr_conv3_tc flip", "tr_conv3_bx1", "tr_conv3_bx2", "tr_conv3_bw", "tr_deconv2 ", "tr_deconv2_bx",
                    "tr_deconv2_bw", "tr_conv1 ", "tr_conv1_bx", "tr_conv1_bw"]:
         assert f"ok   {kernel}" in p.stdout, f"{kernel.strip()} was not checked"
 
@@ -53,6 +53,11 @@ def test_training_kernels_match_the_reference(tmp_path):
     ("tr_deconv2_bw", "const float* bias_sums = sh + 2 * G * 4;", "const float* bias_sums = sh + G * 4;"),
     # One tile row too few loaded.
     ("tr_conv3", "for (int r = r0; r < TH_; r += rows) {", "for (int r = r0; r < TH_ - 1; r += rows) {"),
+    # Tensor cores: the second output point's fragment register holding the second channel's.
+    ("tr_conv3_tc", "const float av[4] = {a[q * TC_PLANE], a[q * TC_PLANE + 8], a[(q + 4) * TC_PLANE],",
+     "const float av[4] = {a[q * TC_PLANE], a[(q + 4) * TC_PLANE], a[q * TC_PLANE + 8],"),
+    # The product's low halves dropped (TF32 alone: not float accuracy).
+    ("tr_conv3_tc", "    tr_mma(d, alo, bhi);\n    tr_mma(d, ahi, blo);\n", ""),
 ])
 def test_a_broken_kernel_fails_the_check(tmp_path, kernel, line, wrong):
     kernels = tmp_path / "kernels"

@@ -339,6 +339,11 @@ impl Cuda {
         format!("sm_{}", self.arch)
     }
 
+    /// [`Cuda::arch`] as a number (`90`).
+    pub(crate) fn arch_number(&self) -> i32 {
+        self.arch
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{} (device {}, kernels for sm_{}, NVRTC {}.{})",

@@ -5,6 +5,7 @@
 //! bits (contraction, summation order); only the quantized weights the encoder stores matter.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use cudarc::driver::{CudaEvent, CudaSlice};
 
@@ -39,6 +40,127 @@ fn groups(c: usize) -> usize {
 /// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
 const CHUNKS: usize = 64;
 
+/// Which kernels run the 3x3 stride-1 layers' forward pass and input gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv3Kernels {
+    /// The tensor cores where [`tensor_cores_usable`] says so, else the FMA kernels.
+    Auto,
+    /// `tr_conv3` and `tr_conv3_bx1` (any device).
+    Fma,
+    /// `tr_conv3_tc` (compute capability 8.0 or more).
+    TensorCores,
+}
+
+/// Turns the tensor-core kernels off when set to `0` (NeurLZ training then runs every layer
+/// on the FMA kernels).
+pub const CONV_TC_ENV: &str = "RESID_CONV_TC";
+
+/// Whether [`Conv3Kernels::Auto`] takes the tensor cores on `g`: compute capability 8.0 or
+/// more, not turned off by [`CONV_TC_ENV`], and the kernels agree with the FMA ones on this
+/// device ([`tensor_cores_agree`], run once a process). A disagreement is logged and leaves
+/// training on the FMA kernels.
+pub fn tensor_cores_usable(g: &Cuda) -> bool {
+    static AGREE: OnceLock<bool> = OnceLock::new();
+    if g.arch_number() < 80 || std::env::var(CONV_TC_ENV).is_ok_and(|v| v.trim() == "0") {
+        return false;
+    }
+    *AGREE.get_or_init(|| match tensor_cores_agree(g) {
+        Ok(true) => true,
+        Ok(false) => {
+            log::warn!(
+                "resid: the tensor-core convolution disagrees with the FMA kernels on {}; \
+                 NeurLZ training uses the FMA kernels",
+                g.describe()
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!("resid: the tensor-core convolution check failed ({e}); NeurLZ training uses the FMA kernels");
+            false
+        }
+    })
+}
+
+/// Runs one stride-1 3x3 layer (12 -> 6 channels, 2 planes of 19 x 37) forward and its input
+/// gradient on both kernel sets and compares: equal to float rounding, or not.
+pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
+    let (b, h, w, cin, cout) = (2usize, 19usize, 37usize, 12usize, 6usize);
+    let n = b * h * w;
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut vec = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    };
+    let (x, wt, bias, dout) = (vec(cin * n), vec(cout * cin * 9), vec(cout), vec(cout * n));
+    let (x, wt, bias, dout) = (
+        g.upload(&x)?,
+        g.upload(&wt)?,
+        g.upload(&bias)?,
+        g.upload(&dout)?,
+    );
+    let outs = [
+        g.zeros::<f32>(cout * n)?,
+        g.zeros::<f32>(cout * n)?,
+        g.zeros::<f32>(cin * n)?,
+        g.zeros::<f32>(cin * n)?,
+    ];
+    let i = |v: usize| Arg::I32(v as i32);
+    let (px, pw, pb, pd) = (g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout));
+    let o = |k: usize| Arg::Ptr(g.ptr(&outs[k]));
+    let (th, tw) = (i(h), i(w));
+    // SAFETY: every buffer has the sizes the kernels read and write for these shapes and lives
+    // until the downloads below.
+    unsafe {
+        let fwd = [Arg::Ptr(px), i(cin), i(b), th, tw];
+        let mut a = fwd.to_vec();
+        a.extend([i(1), Arg::Ptr(pw), Arg::Ptr(pb), i(cout), i(0), o(0)]);
+        g.launch("tr_conv3", (tiles(h, w), groups(cout), b), &a)?;
+        let mut a = fwd.to_vec();
+        a.extend([
+            Arg::Ptr(pw),
+            Arg::Ptr(pb),
+            i(cout),
+            i(0),
+            i(0),
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            o(1),
+        ]);
+        g.launch("tr_conv3_tc", tc_grid(h, w, cout, b), &a)?;
+        let bx = [Arg::Ptr(pd), i(cout), i(b), th, tw, Arg::Ptr(pw)];
+        let mut a = bx.to_vec();
+        a.extend([i(cin), Arg::Ptr(0), Arg::Ptr(0), o(2)]);
+        g.launch("tr_conv3_bx1", (tiles(h, w), groups(cin), b), &a)?;
+        let mut a = bx.to_vec();
+        a.extend([
+            Arg::Ptr(0),
+            i(cin),
+            i(0),
+            i(1),
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            o(3),
+        ]);
+        g.launch("tr_conv3_tc", tc_grid(h, w, cin, b), &a)?;
+    }
+    let got: Vec<Vec<f32>> = outs.iter().map(|o| g.download(o)).collect::<Result<_>>()?;
+    let agree = |fma: &[f32], tc: &[f32]| {
+        let scale = fma.iter().fold(0f32, |m, v| m.max(v.abs()));
+        scale > 0.0
+            && fma
+                .iter()
+                .zip(tc)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * scale + 1e-5 * a.abs())
+    };
+    Ok(agree(&got[0], &got[1]) && agree(&got[2], &got[3]))
+}
+
 /// Device buffers for steps of `batch` patches of `ph x pw`.
 struct Trainer<'a> {
     g: &'a Cuda,
@@ -54,6 +176,8 @@ struct Trainer<'a> {
     set: [CudaSlice<f32>; 3],
     dims: (usize, usize),
     bufs: Vec<CudaSlice<f32>>,
+    /// The 3x3 stride-1 layers on `tr_conv3_tc`.
+    tc: bool,
     /// When set, an event after every launch (for [`Cuda::conv_profile`]).
     marks: RefCell<Option<Vec<(&'static str, CudaEvent)>>>,
 }
@@ -89,15 +213,43 @@ fn tiles(h: usize, w: usize) -> usize {
     w.div_ceil(TILE.0) * h.div_ceil(TILE.1)
 }
 
+/// `tr_conv3_tc`'s output tile (`TC_TW` x `TC_TH`).
+const TC_TILE: (usize, usize) = (32, 16);
+
+/// `tr_conv3_tc`'s grid for `cout` output channels of `b` planes of `h x w`: a block takes 16
+/// channels when `cout > 8`, else 8.
+fn tc_grid(h: usize, w: usize, cout: usize, b: usize) -> (usize, usize, usize) {
+    let per = if cout > 8 { 16 } else { 8 };
+    (
+        w.div_ceil(TC_TILE.0) * h.div_ceil(TC_TILE.1),
+        cout.div_ceil(per),
+        b,
+    )
+}
+
 impl<'a> Trainer<'a> {
     fn new(
         g: &'a Cuda,
         arch: Arch,
         set: &TrainSet<'_>,
         batch: usize,
-        ph: usize,
-        pw: usize,
+        (ph, pw): (usize, usize),
+        kernels: Conv3Kernels,
     ) -> Result<Self> {
+        let tc = match kernels {
+            Conv3Kernels::Auto => tensor_cores_usable(g),
+            Conv3Kernels::Fma => false,
+            Conv3Kernels::TensorCores => {
+                ensure!(
+                    g.arch_number() >= 80,
+                    Error::Unsupported(format!(
+                        "cuda: tensor-core kernels need sm_80 or later, not {}",
+                        g.arch()
+                    ))
+                );
+                true
+            }
+        };
         ensure!(
             set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
             Error::Unsupported("cuda: NeurLZ training set too large".into())
@@ -164,6 +316,7 @@ impl<'a> Trainer<'a> {
             ],
             dims: (set.h, set.w),
             bufs,
+            tc,
             marks: RefCell::new(None),
         })
     }
@@ -249,6 +402,27 @@ impl<'a> Trainer<'a> {
         // Forward.
         let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
             let s = &self.layers[l];
+            if self.tc && stride == 1 {
+                return self.launch(
+                    "tr_conv3_tc",
+                    tc_grid(hh, ww, s.cout, b),
+                    &[
+                        Arg::Ptr(x),
+                        i(s.cin),
+                        i(b),
+                        i(hh),
+                        i(ww),
+                        wt(l),
+                        bias(l),
+                        i(s.cout),
+                        i(s.relu as usize),
+                        i(0),
+                        Arg::Ptr(0),
+                        Arg::Ptr(0),
+                        Arg::Ptr(out),
+                    ],
+                );
+            }
             let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
             self.launch(
                 "tr_conv3",
@@ -344,6 +518,29 @@ impl<'a> Trainer<'a> {
                         post: u64,
                         dx: u64| {
             let s = &self.layers[l];
+            if self.tc && stride == 1 {
+                // The input gradient as a forward pass over the output gradient with the taps
+                // flipped and transposed (flip = 1).
+                return self.launch(
+                    "tr_conv3_tc",
+                    tc_grid(hh, ww, s.cin, b),
+                    &[
+                        Arg::Ptr(dout),
+                        i(s.cout),
+                        i(b),
+                        i(hh),
+                        i(ww),
+                        wt(l),
+                        Arg::Ptr(0),
+                        i(s.cin),
+                        i(0),
+                        i(1),
+                        Arg::Ptr(add),
+                        Arg::Ptr(post),
+                        Arg::Ptr(dx),
+                    ],
+                );
+            }
             if stride == 1 {
                 return self.launch(
                     "tr_conv3_bx1",
@@ -459,10 +656,21 @@ fn picks_i32(picks: &[(usize, usize, usize)]) -> Vec<i32> {
 impl Cuda {
     /// [`conv_train::train`] on the GPU.
     pub fn train_conv(&self, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> Result<FNet> {
+        self.train_conv_with(arch, set, cfg, Conv3Kernels::Auto)
+    }
+
+    /// [`Cuda::train_conv`] with the 3x3 stride-1 layers on `kernels`.
+    pub fn train_conv_with(
+        &self,
+        arch: Arch,
+        set: &TrainSet<'_>,
+        cfg: &TrainConfig,
+        kernels: Conv3Kernels,
+    ) -> Result<FNet> {
         guard("neurlz training", || {
-            let (ph, pw) = conv_train::patch_size(set, cfg);
+            let ps = conv_train::patch_size(set, cfg);
             let batch = cfg.batch.max(1);
-            let tr = Trainer::new(self, arch, set, batch, ph, pw)?;
+            let tr = Trainer::new(self, arch, set, batch, ps, kernels)?;
             let mut net = FNet::new(arch, cfg.seed);
             let np = net.params.len();
             let params = self.upload(&net.params)?;
@@ -514,6 +722,7 @@ impl Cuda {
         set: &TrainSet<'_>,
         batch: usize,
         patch: usize,
+        kernels: Conv3Kernels,
     ) -> Result<Vec<(&'static str, f32)>> {
         guard("neurlz profile", || {
             let cfg = TrainConfig {
@@ -522,8 +731,8 @@ impl Cuda {
                 patch,
                 ..TrainConfig::default()
             };
-            let (ph, pw) = conv_train::patch_size(set, &cfg);
-            let tr = Trainer::new(self, arch, set, batch, ph, pw)?;
+            let ps = conv_train::patch_size(set, &cfg);
+            let tr = Trainer::new(self, arch, set, batch, ps, kernels)?;
             let net = FNet::new(arch, cfg.seed);
             let params = self.upload(&net.params)?;
             let picks = self.upload(&picks_i32(&conv_train::schedule(set, &cfg)))?;
@@ -548,16 +757,18 @@ impl Cuda {
         })
     }
 
-    /// [`conv_train::batch_grad`] on the GPU (for the tests that compare the two).
+    /// [`conv_train::batch_grad`] on the GPU with `kernels` (for the tests that compare the
+    /// two).
     pub fn conv_batch_grad(
         &self,
         net: &FNet,
         set: &TrainSet<'_>,
         picks: &[(usize, usize, usize)],
-        (ph, pw): (usize, usize),
+        ps: (usize, usize),
+        kernels: Conv3Kernels,
     ) -> Result<(Vec<f32>, f32)> {
         guard("neurlz gradient", || {
-            let tr = Trainer::new(self, net.arch, set, picks.len(), ph, pw)?;
+            let tr = Trainer::new(self, net.arch, set, picks.len(), ps, kernels)?;
             let params = self.upload(&net.params)?;
             let pd = self.upload(&picks_i32(picks))?;
             // SAFETY: `pd` holds the batch's patches; every buffer lives until the downloads.

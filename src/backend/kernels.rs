@@ -82,6 +82,7 @@ pub const CONV_TRAIN: Module = Module {
         "tr_conv1",
         "tr_loss",
         "tr_conv3_bx1",
+        "tr_conv3_tc",
         "tr_conv3_bx2",
         "tr_deconv2_bx",
         "tr_conv1_bx",

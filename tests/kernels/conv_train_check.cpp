@@ -20,6 +20,12 @@ constexpr int kTile = 32;
 
 int groups(int c) { return (c + kG - 1) / kG; }
 int tiles(int h, int w) { return ((w + kTile - 1) / kTile) * ((h + kTile - 1) / kTile); }
+// tr_conv3_tc's grid (cuda_train.rs tc_grid).
+int tc_tiles(int h, int w) { return ((w + TC_TW - 1) / TC_TW) * ((h + TC_TH - 1) / TC_TH); }
+int tc_groups(int c) {
+    const int per = c > 8 ? 16 : 8;
+    return (c + per - 1) / per;
+}
 unsigned blocks_for(long long n) { return (unsigned)((n + 255) / 256); }
 
 struct Rng {
@@ -142,6 +148,30 @@ void conv3_case(Rng& rng, Shape s, int cin, int cout, int stride, bool with_add)
             tr_conv3(x.data(), cin, B, h, w, stride, wt.data(), bias.data(), cout, relu, out.data());
         });
         check(label(relu ? "tr_conv3 relu" : "tr_conv3", s, cin, cout, stride), out, expect);
+    }
+
+    // The tensor-core kernel, stride 1: the forward pass, then the input gradient (flipped taps).
+    for (int relu = 0; relu < 2 && stride == 1 && want("tr_conv3_tc"); relu++) {
+        Ref expect = fwd;
+        for (double& v : expect.v) v = act(v, relu);
+        std::vector<float> out(cout * B * no, NAN);
+        emu::launch(dim3(tc_tiles(h, w), tc_groups(cout), B), dim3(256), [&] {
+            tr_conv3_tc(x.data(), cin, B, h, w, wt.data(), bias.data(), cout, relu, 0, nullptr, nullptr,
+                        out.data());
+        });
+        check(label(relu ? "tr_conv3_tc relu" : "tr_conv3_tc", s, cin, cout, stride), out, expect);
+    }
+    for (int variant = 0; variant < 2 && stride == 1 && want("tr_conv3_tc"); variant++) {
+        const float* a = variant ? add.data() : nullptr;
+        const float* p = variant ? post.data() : nullptr;
+        Ref expect = dx;
+        for (size_t j = 0; j < expect.v.size(); j++) finish(expect, j, a, p);
+        std::vector<float> got(cin * B * n, NAN);
+        emu::launch(dim3(tc_tiles(h, w), tc_groups(cin), B), dim3(256), [&] {
+            tr_conv3_tc(dout.data(), cout, B, h, w, wt.data(), nullptr, cin, 0, 1, a, p, got.data());
+        });
+        check(label(variant ? "tr_conv3_tc flip masked" : "tr_conv3_tc flip", s, cin, cout, stride), got,
+              expect);
     }
 
     for (int variant = 0; variant < 2 && want(stride == 1 ? "tr_conv3_bx1" : "tr_conv3_bx2"); variant++) {

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <array>
 #include <functional>
 #include <vector>
 
@@ -57,6 +58,10 @@ inline std::function<void()> body;
 // value before the others have read its last one.
 inline std::vector<unsigned long long> slots;
 inline std::vector<int> parity;
+// The same for the operands of warp-wide matrix products (mma_tf32): a[4], b[2] and how many
+// products the lane had begun (so that a lane that returned before the product is seen).
+inline std::vector<std::array<unsigned, 7>> mma_slots;
+inline std::vector<unsigned> mma_count;
 
 [[noreturn]] inline void fail(const char* what) {
     std::fprintf(stderr, "emu: %s (block %u,%u,%u)\n", what, block_idx.x, block_idx.y, block_idx.z);
@@ -148,6 +153,8 @@ inline void run_block() {
     threads = n;
     slots.assign(2 * n, 0);
     parity.assign(n, 0);
+    mma_slots.assign(2 * n, {});
+    mma_count.assign(n, 0);
     for (int t = 0; t < n; t++) {
         Fiber& f = fibers[t];
         f.tid = {t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
@@ -213,6 +220,43 @@ T shuffle(T v, Src src) {
     T r = v;
     if (from >= base && from < threads) std::memcpy(&r, &slots[buf + from], sizeof(T));
     return r;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 with d as accumulator: D = A B + D for a
+// 16 x 8 A, 8 x 8 B and 16 x 8 D spread over the warp's 32 lanes as the PTX ISA lays out
+// their fragments (g = lane / 4, q = lane % 4):
+//   a[0] = A[g][q], a[1] = A[g + 8][q], a[2] = A[g][q + 4], a[3] = A[g + 8][q + 4];
+//   b[0] = B[q][g], b[1] = B[q + 4][g];
+//   d[e] = D[g + 8 (e / 2)][2 q + e % 2].
+// Every lane writes its operands, waits for the whole warp, and computes its own four results
+// from everyone's. The operands' low 13 bits are ignored, as the tensor cores ignore them; the
+// products are summed in double and rounded once (the hardware's order of float additions is
+// its own: the checks allow for float rounding).
+inline void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+    const int t = current, base = t & ~31;
+    const unsigned seq = ++mma_count[t];
+    const int buf = (seq & 1) * threads;
+    if (base + 32 > threads) fail("mma in a warp of fewer than 32 threads");
+    mma_slots[buf + t] = {a[0], a[1], a[2], a[3], b[0], b[1], seq};
+    wait_at(State::AtWarp);
+    for (int u = base; u < base + 32; u++)
+        if (mma_slots[buf + u][6] != seq) fail("mma without every lane of the warp");
+    auto val = [](unsigned u) {
+        u &= 0xffffe000u;
+        float f;
+        std::memcpy(&f, &u, 4);
+        return (double)f;
+    };
+    // A[m][k] and B[k][n] from the lanes that hold them.
+    auto A = [&](int m, int k) { return val(mma_slots[buf + base + (m % 8) * 4 + k % 4][(m >= 8) + 2 * (k >= 4)]); };
+    auto B = [&](int k, int n) { return val(mma_slots[buf + base + n * 4 + k % 4][4 + (k >= 4)]); };
+    const int lane = t - base, g = lane >> 2, q = lane & 3;
+    for (int e = 0; e < 4; e++) {
+        const int m = g + 8 * (e >> 1), n = 2 * q + (e & 1);
+        double acc = d[e];
+        for (int k = 0; k < 8; k++) acc += A(m, k) * B(k, n);
+        d[e] = (float)acc;
+    }
 }
 
 }  // namespace emu
