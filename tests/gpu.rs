@@ -3,7 +3,8 @@
 //!
 //! - `nvrtc_compiles_every_kernel`: needs only libnvrtc (the `nvidia-cuda-nvrtc` wheel in CI;
 //!   `RESID_REQUIRE_NVRTC=1` makes its absence a failure): every module compiles for sm_80 and
-//!   sm_90 with no error and no warning. `nvrtc_kernel_cache_gives_the_compiled_images`: the
+//!   sm_90 with no error and no warning, and `conv_train.cu` for NVRTC's oldest target below
+//!   sm_80 (its tensor-core kernel compiles to a trap there). `nvrtc_kernel_cache_gives_the_compiled_images`: the
 //!   kernel cache returns NVRTC's images.
 //! - real fields: `RESID_DATA` (default `../shared/data`, then `gpu-run/data`), skipped when absent.
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.

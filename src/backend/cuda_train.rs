@@ -216,6 +216,14 @@ fn tiles(h: usize, w: usize) -> usize {
 /// `tr_conv3_tc`'s output tile (`TC_TW` x `TC_TH`).
 const TC_TILE: (usize, usize) = (32, 16);
 
+/// Whether `tr_conv3_tc` beats the FMA kernels on a layer that reads `cin` channels. It reads
+/// them 8 at a time (padded), the FMA kernels one at a time: from sm_90 instruction counts
+/// (`scripts/kernel-sass`), about 400 instructions a point and chunk of 8 against 120 a point
+/// and channel, so the tensor cores pay from 4 channels (the first layer's 2 stay on FMA).
+fn tc_pays(cin: usize) -> bool {
+    cin >= 4
+}
+
 /// `tr_conv3_tc`'s grid for `cout` output channels of `b` planes of `h x w`: a block takes 16
 /// channels when `cout > 8`, else 8.
 fn tc_grid(h: usize, w: usize, cout: usize, b: usize) -> (usize, usize, usize) {
@@ -402,7 +410,7 @@ impl<'a> Trainer<'a> {
         // Forward.
         let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
             let s = &self.layers[l];
-            if self.tc && stride == 1 {
+            if self.tc && stride == 1 && tc_pays(s.cin) {
                 return self.launch(
                     "tr_conv3_tc",
                     tc_grid(hh, ww, s.cout, b),
@@ -518,7 +526,7 @@ impl<'a> Trainer<'a> {
                         post: u64,
                         dx: u64| {
             let s = &self.layers[l];
-            if self.tc && stride == 1 {
+            if self.tc && stride == 1 && tc_pays(s.cout) {
                 // The input gradient as a forward pass over the output gradient with the taps
                 // flipped and transposed (flip = 1).
                 return self.launch(

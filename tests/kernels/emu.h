@@ -2,8 +2,8 @@
 // checked on a machine with no GPU (tests/test_kernels_cpu.py builds the checks with g++).
 //
 // Every thread of a block is a fiber (its own stack; x86-64 only) on one OS thread: the
-// scheduler runs each fiber until it reaches a barrier (__syncthreads, or a warp shuffle) or
-// returns, and releases a barrier once every live thread of its warp (shuffles) or block
+// scheduler runs each fiber until it reaches a barrier (__syncthreads, a warp shuffle or a
+// warp-wide matrix product, mma_tf32) or returns, and releases a barrier once every live thread of its warp (shuffles) or block
 // waits there. Blocks run one after another, so `__shared__` is a function-local `static`. A
 // barrier that some threads of a block reach while others wait at another one, or have
 // nothing left to do, is reported as a divergence error, which on a GPU is a hang or
