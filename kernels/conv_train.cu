@@ -829,6 +829,135 @@ extern "C" __global__ void __launch_bounds__(256, 2)
     tr_store(sh, sh + G * 9, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
+// ---- tr_conv3_bw_tc: the stride-1 3x3 weight gradients on the tensor cores ----
+//
+// The product D[m][n] = sum over points p of A[m][p] B[p][n]: B[p][n] is output channel n0 + n's
+// gradient at p; matrix row m of 16-row block j is input channel c0 + m % 8 shifted by tap
+// 2 j + m / 8 (tap 9: the constant 1, whose row gives the bias sums). A k-step is 8
+// consecutive points of a row. Lane (g, q) holds channel c0 + g at points p0 + q and p0 + q + 4:
+// the 3 x 3 windows of both, split, walking down the rows (each input value loaded and split
+// once), and output channel n0 + g's gradient at both points.
+
+// An input row's values for the lane's two windows (columns xa - 1 .. xa + 1 and xa + 3 ..
+// xa + 5; `row` points at column xa), split; zero where the row or column `cv` is outside the
+// plane (or the lane has no channel: cv all false).
+__device__ __forceinline__ void tr_bw_tc_load(const float* row, bool row_ok, const bool* cv, u32* hi,
+                                              u32* lo) {
+#pragma unroll
+    for (int k = 0; k < 6; k++) tr_split(row_ok && cv[k] ? row[4 * (k / 3) + k % 3 - 1] : 0.0f, &hi[k], &lo[k]);
+}
+
+// Output row y's products: window slots (U, U + 1, U + 2) % 3 hold input rows y - 1, y, y + 1;
+// row y + 1 (at xr) is loaded here into slot (U + 2) % 3. dr points at the output gradient's row
+// y (column xa, then xa + 4: dv says which lie inside). Both move down a row.
+template <int U>
+__device__ __forceinline__ void tr_bw_tc_row(const float*& xr, const float*& dr, bool next_ok, int w,
+                                             const bool* cv, const bool* dv, u32 (&wh)[3][6],
+                                             u32 (&wl)[3][6], float (&acc)[5][4]) {
+    tr_bw_tc_load(xr, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);
+    u32 bh[2], bl[2];
+    tr_split(dv[0] ? dr[0] : 0.0f, &bh[0], &bl[0]);
+    tr_split(dv[1] ? dr[4] : 0.0f, &bh[1], &bl[1]);
+    xr += w;
+    dr += w;
+    const u32 one = 0x3f800000u;
+#pragma unroll
+    for (int j = 0; j < 5; j++) {
+        // A: a[0] = (tap 2 j, point xa), a[1] = (tap 2 j + 1, xa), a[2], a[3] the same at xa + 4.
+        u32 ah[4], al[4];
+#pragma unroll
+        for (int f = 0; f < 4; f++) {
+            const int t = 2 * j + (f & 1), pt = f >> 1;
+            if (t < 9) {
+                ah[f] = wh[(U + t / 3) % 3][3 * pt + t % 3];
+                al[f] = wl[(U + t / 3) % 3][3 * pt + t % 3];
+            } else {
+                ah[f] = one;
+                al[f] = 0u;
+            }
+        }
+        tr_mma3(acc[j], ah, al, bh, bl);
+    }
+}
+
+// Weight and bias gradients of a stride-1 3x3 convolution on the tensor cores, as tr_conv3_bw:
+// block (x, chunk) with x = input chunk + ceil(cin / 8) * output group covers input channels
+// c0 .. c0 + 8 against output channels n0 .. n0 + 8 over the chunk's rows (tr_rows). A warp
+// takes a strip of 8 columns and walks down the rows of a patch; narrow planes (fewer than 8
+// strips) split the rows among the warps too. The warps' sums are added in order in shared
+// memory. Grid (ceil(cin / 8) ceil(cout / 8), CH), 256 threads.
+extern "C" __global__ void __launch_bounds__(256)
+    tr_conv3_bw_tc(const float* x, int cin, int B, int h, int w, const float* dout, int cout, int wbase,
+                   int bbase, int np, float* partial) {
+    __shared__ float sh[8 * 5 * 4 * 32];
+    const int cchunks = (cin + 7) / 8;
+    const int c0 = 8 * ((int)blockIdx.x % cchunks), n0 = 8 * ((int)blockIdx.x / cchunks);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    int lo, hi;
+    tr_rows(B * h, &lo, &hi);
+    const int strips = (w + 7) / 8, segs = strips >= 8 ? 1 : 8 / strips;
+    const int seg_len = (hi - lo + segs - 1) / segs;
+    const bool ok_c = c0 + g < cin, ok_o = n0 + g < cout;
+    // Lanes past the channel counts read a valid plane; their values are zeroed.
+    const int c = ok_c ? c0 + g : cin - 1, o = ok_o ? n0 + g : cout - 1;
+    float acc[5][4];
+#pragma unroll
+    for (int j = 0; j < 5; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
+    for (int item = warp; item < strips * segs; item += 8) {
+        const int xa = 8 * (item % strips) + q;
+        // Which of the lane's window columns and output points lie inside the plane.
+        bool cv[6], dv[2] = {ok_o && xa < w, ok_o && xa + 4 < w};
+#pragma unroll
+        for (int k = 0; k < 6; k++) {
+            const int xx = xa + 4 * (k / 3) + k % 3 - 1;
+            cv[k] = ok_c && xx >= 0 && xx < w;
+        }
+        int r = lo + (item / strips) * seg_len;
+        const int rend = r + seg_len < hi ? r + seg_len : hi;
+        while (r < rend) {
+            // Rows y0 .. yend of patch b.
+            const int b = r / h, y0 = r - b * h;
+            const int yend = h < y0 + (rend - r) ? h : y0 + (rend - r);
+            const float* xs = x + ((i64)c * B + b) * h * w + xa;
+            u32 wh[3][6], wl[3][6];
+            tr_bw_tc_load(xs + (i64)(y0 - 1) * w, y0 > 0, cv, wh[0], wl[0]);
+            tr_bw_tc_load(xs + (i64)y0 * w, true, cv, wh[1], wl[1]);
+            const float* xr = xs + (i64)(y0 + 1) * w;
+            const float* dr = dout + ((i64)o * B + b) * h * w + (i64)y0 * w + xa;
+            int y = y0;
+            for (; y + 3 <= yend; y += 3) {
+                tr_bw_tc_row<0>(xr, dr, y + 1 < h, w, cv, dv, wh, wl, acc);
+                tr_bw_tc_row<1>(xr, dr, y + 2 < h, w, cv, dv, wh, wl, acc);
+                tr_bw_tc_row<2>(xr, dr, y + 3 < h, w, cv, dv, wh, wl, acc);
+            }
+            if (y < yend) tr_bw_tc_row<0>(xr, dr, y + 1 < h, w, cv, dv, wh, wl, acc);
+            if (y + 1 < yend) tr_bw_tc_row<1>(xr, dr, y + 2 < h, w, cv, dv, wh, wl, acc);
+            r += yend - y0;
+        }
+    }
+    // acc[j][e] of lane (g, q): tap 2 j + e / 2, input channel c0 + g, output n0 + 2 q + e % 2.
+#pragma unroll
+    for (int j = 0; j < 5; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sh[(warp * 20 + j * 4 + e) * 32 + lane] = acc[j][e];
+    __syncthreads();
+    float* dst = partial + (i64)blockIdx.y * np;
+    for (int t = threadIdx.x; t < 20 * 32; t += blockDim.x) {
+        float v = 0.0f;
+        for (int k = 0; k < 8; k++) v += sh[k * 20 * 32 + t];
+        const int j = t / 128, e = (t / 32) % 4, l = t % 32;
+        const int tap = 2 * j + (e >> 1), i = c0 + (l >> 2), oo = n0 + 2 * (l & 3) + (e & 1);
+        if (oo >= cout) continue;
+        if (tap < 9) {
+            if (i < cin) dst[wbase + (oo * cin + i) * 9 + tap] = v;
+        } else if (i == 0) {
+            dst[bbase + oo] = v;
+        }
+    }
+}
+
 // tr_deconv2_bw's sums over input rows [lo, hi) of the batch (lanes along the rows) for input
 // channels i and i + 1 (xb: channel i + 1's planes, null when i + 1 = cin) into s: G x 4 tap
 // sums for each channel, then, with Bias, G bias sums (the 2 x 2 outputs of every input).

@@ -3,9 +3,9 @@
 //!
 //! - `nvrtc_compiles_every_kernel`: needs only libnvrtc (the `nvidia-cuda-nvrtc` wheel in CI;
 //!   `RESID_REQUIRE_NVRTC=1` makes its absence a failure): every module compiles for sm_80 and
-//!   sm_90 with no error and no warning, and `conv_train.cu` for NVRTC's oldest target below
-//!   sm_80 (its tensor-core kernel compiles to a trap there). `nvrtc_kernel_cache_gives_the_compiled_images`: the
-//!   kernel cache returns NVRTC's images.
+//!   sm_90 with no error and no warning, and `conv_train.cu` for a target below sm_80 (sm_75
+//!   with NVRTC 13; its tensor-core kernels compile to a trap there).
+//!   `nvrtc_kernel_cache_gives_the_compiled_images`: the kernel cache returns NVRTC's images.
 //! - real fields: `RESID_DATA` (default `../shared/data`, then `gpu-run/data`), skipped when absent.
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.
 
@@ -79,8 +79,8 @@ fn nvrtc_compiles_every_kernel() {
         }
         eprintln!("the same one at a time: {:.2} s", t.elapsed().as_secs_f64());
     }
-    // Devices below sm_80 (NVRTC's oldest target, say sm_75) take the modules too: there the
-    // tensor-core kernel compiles to a trap the host never launches.
+    // Devices below sm_80 (sm_75 with NVRTC 13) take the modules too: there the tensor-core
+    // kernels compile to a trap the host never launches.
     if let Some(&old) = archs.iter().filter(|&&a| a < 80).max() {
         let c = cuda::compile(&kernels::CONV_TRAIN, &format!("sm_{old}"))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -40,14 +40,21 @@ fn groups(c: usize) -> usize {
 /// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
 const CHUNKS: usize = 64;
 
-/// Which kernels run the 3x3 stride-1 layers' forward pass and input gradient.
+/// Chunks of `tr_conv3_bw_tc`: a block of it covers 8 input channels where one of
+/// `tr_conv3_bw` covers one, so it takes 4 times the chunks to keep as many blocks running.
+/// With the tensor cores the partial sums have this many chunks; the other kernels fill the
+/// first [`CHUNKS`] and leave the rest at zero.
+const TC_CHUNKS: usize = 4 * CHUNKS;
+
+/// Which kernels run the 3x3 stride-1 layers' forward pass, input gradient and weight
+/// gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conv3Kernels {
     /// The tensor cores where [`tensor_cores_usable`] says so, else the FMA kernels.
     Auto,
-    /// `tr_conv3` and `tr_conv3_bx1` (any device).
+    /// `tr_conv3`, `tr_conv3_bx1` and `tr_conv3_bw` (any device).
     Fma,
-    /// `tr_conv3_tc` (compute capability 8.0 or more).
+    /// `tr_conv3_tc` and `tr_conv3_bw_tc` (compute capability 8.0 or more).
     TensorCores,
 }
 
@@ -81,8 +88,9 @@ pub fn tensor_cores_usable(g: &Cuda) -> bool {
     })
 }
 
-/// Runs one stride-1 3x3 layer (12 -> 6 channels, 2 planes of 19 x 37) forward and its input
-/// gradient on both kernel sets and compares: equal to float rounding, or not.
+/// Runs one stride-1 3x3 layer (12 -> 6 channels, 2 planes of 19 x 37) forward, its input
+/// gradient and its weight gradients on both kernel sets and compares: equal to float
+/// rounding, or not.
 pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
     let (b, h, w, cin, cout) = (2usize, 19usize, 37usize, 12usize, 6usize);
     let n = b * h * w;
@@ -104,11 +112,15 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         g.upload(&bias)?,
         g.upload(&dout)?,
     );
+    // Weight gradients: two chunks of partial sums, weights then biases.
+    let (chunks, np) = (2usize, cout * cin * 9 + cout);
     let outs = [
         g.zeros::<f32>(cout * n)?,
         g.zeros::<f32>(cout * n)?,
         g.zeros::<f32>(cin * n)?,
         g.zeros::<f32>(cin * n)?,
+        g.zeros::<f32>(chunks * np)?,
+        g.zeros::<f32>(chunks * np)?,
     ];
     let i = |v: usize| Arg::I32(v as i32);
     let (px, pw, pb, pd) = (g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout));
@@ -148,6 +160,24 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
             o(3),
         ]);
         g.launch("tr_conv3_tc", tc_grid(h, w, cin, b), &a)?;
+        let sums = [i(0), i(cout * cin * 9), i(np)];
+        let mut a = vec![
+            Arg::Ptr(px),
+            i(cin),
+            i(b),
+            th,
+            tw,
+            i(1),
+            Arg::Ptr(pd),
+            i(cout),
+        ];
+        a.extend(sums);
+        a.push(o(4));
+        g.launch("tr_conv3_bw", (cin * groups(cout), chunks, 1), &a)?;
+        a.remove(5);
+        *a.last_mut().unwrap() = o(5);
+        let grid = (cin.div_ceil(8) * cout.div_ceil(8), chunks, 1);
+        g.launch("tr_conv3_bw_tc", grid, &a)?;
     }
     let got: Vec<Vec<f32>> = outs.iter().map(|o| g.download(o)).collect::<Result<_>>()?;
     let agree = |fma: &[f32], tc: &[f32]| {
@@ -158,7 +188,7 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
                 .zip(tc)
                 .all(|(a, b)| (a - b).abs() <= 1e-5 * scale + 1e-5 * a.abs())
     };
-    Ok(agree(&got[0], &got[1]) && agree(&got[2], &got[3]))
+    Ok(agree(&got[0], &got[1]) && agree(&got[2], &got[3]) && agree(&got[4], &got[5]))
 }
 
 /// Device buffers for steps of `batch` patches of `ph x pw`.
@@ -176,8 +206,10 @@ struct Trainer<'a> {
     set: [CudaSlice<f32>; 3],
     dims: (usize, usize),
     bufs: Vec<CudaSlice<f32>>,
-    /// The 3x3 stride-1 layers on `tr_conv3_tc`.
+    /// The 3x3 stride-1 layers on `tr_conv3_tc` and `tr_conv3_bw_tc`.
     tc: bool,
+    /// Chunks of the weight gradients' partial sums ([`CHUNKS`] or [`TC_CHUNKS`]).
+    chunks: usize,
     /// When set, an event after every launch (for [`Cuda::conv_profile`]).
     marks: RefCell<Option<Vec<(&'static str, CudaEvent)>>>,
 }
@@ -216,10 +248,12 @@ fn tiles(h: usize, w: usize) -> usize {
 /// `tr_conv3_tc`'s output tile (`TC_TW` x `TC_TH`).
 const TC_TILE: (usize, usize) = (32, 16);
 
-/// Whether `tr_conv3_tc` beats the FMA kernels on a layer that reads `cin` channels. It reads
-/// them 8 at a time (padded), the FMA kernels one at a time: from sm_90 instruction counts
-/// (`scripts/kernel-sass`), about 400 instructions a point and chunk of 8 against 120 a point
-/// and channel, so the tensor cores pay from 4 channels (the first layer's 2 stay on FMA).
+/// Whether the tensor-core kernels beat the FMA ones on a layer whose input (forward, weight
+/// gradients) or output gradient (input gradient) has `cin` channels. They read channels 8 at a
+/// time (padded), the FMA kernels one at a time: from sm_90 instruction counts
+/// (`scripts/kernel-sass`), `tr_conv3_tc` takes about 400 instructions a point and chunk of 8
+/// against `tr_conv3`'s 120 a point and channel, so the tensor cores pay from 4 channels (the
+/// first layer's 2 stay on FMA).
 fn tc_pays(cin: usize) -> bool {
     cin >= 4
 }
@@ -279,6 +313,7 @@ impl<'a> Trainer<'a> {
             Error::Unsupported("cuda: NeurLZ training set sizes".into())
         );
         let (k, o, c) = (arch.cin, arch.cout, arch.width);
+        let chunks = if tc { TC_CHUNKS } else { CHUNKS };
         let p = batch * ph * pw;
         let p2 = batch * ph.div_ceil(2) * pw.div_ceil(2);
         let np = arch.params();
@@ -297,7 +332,7 @@ impl<'a> Trainer<'a> {
             2 * c * p2,
             2 * c * p2,
             c * p,
-            CHUNKS * np,
+            chunks * np,
             np,
             1,
             PARTS,
@@ -325,6 +360,7 @@ impl<'a> Trainer<'a> {
             dims: (set.h, set.w),
             bufs,
             tc,
+            chunks,
             marks: RefCell::new(None),
         })
     }
@@ -514,6 +550,11 @@ impl<'a> Trainer<'a> {
                 i(s.cout),
             ];
             args.extend(base(l));
+            if self.tc && stride == 1 && tc_pays(s.cin) {
+                args.remove(5);
+                let grid = (s.cin.div_ceil(8) * s.cout.div_ceil(8), TC_CHUNKS, 1);
+                return self.launch("tr_conv3_bw_tc", grid, &args);
+            }
             self.launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
         };
         #[allow(clippy::too_many_arguments)]
@@ -648,7 +689,7 @@ impl<'a> Trainer<'a> {
         self.launch(
             "tr_reduce",
             (blocks_for(self.np), 1, 1),
-            &[partial, i(CHUNKS), i(self.np), Arg::Ptr(self.p(GRAD))],
+            &[partial, i(self.chunks), i(self.np), Arg::Ptr(self.p(GRAD))],
         )
     }
 }

@@ -87,6 +87,7 @@ pub const CONV_TRAIN: Module = Module {
         "tr_deconv2_bx",
         "tr_conv1_bx",
         "tr_conv3_bw",
+        "tr_conv3_bw_tc",
         "tr_deconv2_bw",
         "tr_conv1_bw",
         "tr_reduce",
