@@ -58,8 +58,8 @@ pub enum Conv3Kernels {
     TensorCores,
 }
 
-/// Turns the tensor-core kernels off when set to `0` (NeurLZ training then runs every layer
-/// on the FMA kernels).
+/// Turns the tensor-core kernels off when set to `0` or `off` (NeurLZ training then runs
+/// every layer on the FMA kernels).
 pub const CONV_TC_ENV: &str = "RESID_CONV_TC";
 
 /// Whether [`Conv3Kernels::Auto`] takes the tensor cores on `g`: compute capability 8.0 or
@@ -68,7 +68,9 @@ pub const CONV_TC_ENV: &str = "RESID_CONV_TC";
 /// training on the FMA kernels.
 pub fn tensor_cores_usable(g: &Cuda) -> bool {
     static AGREE: OnceLock<bool> = OnceLock::new();
-    if g.arch_number() < 80 || std::env::var(CONV_TC_ENV).is_ok_and(|v| v.trim() == "0") {
+    if g.arch_number() < 80
+        || std::env::var(CONV_TC_ENV).is_ok_and(|v| matches!(v.trim(), "0" | "off"))
+    {
         return false;
     }
     *AGREE.get_or_init(|| match tensor_cores_agree(g) {
