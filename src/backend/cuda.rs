@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cudarc::driver::{
@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::cuda_context::{self, current_ordinal, pick_device, Caller, DEVICE_ENV};
 use super::kernel_cache;
-use super::kernels::{self, Module};
+use super::kernels::{self, Module, Param};
 use super::{cpu, device_error, DecodeJob, EncodeJob, Encoded, Stages};
 use crate::code::{self, packed};
 use crate::error::{ensure, Error, Result};
@@ -204,6 +204,47 @@ pub(crate) enum Arg {
     F32(f32),
 }
 
+/// Checks `args` against kernel `name`'s parameters as its source declares them
+/// ([`kernels::kernels_in`]). A launch whose arguments disagree (count or kind) is refused
+/// with the reason, where the device would otherwise read garbage.
+pub(crate) fn check_args(name: &str, args: &[Arg]) -> Result<()> {
+    type Signatures = HashMap<&'static str, Vec<Option<Param>>>;
+    static SIGNATURES: OnceLock<Signatures> = OnceLock::new();
+    let sigs = SIGNATURES.get_or_init(|| {
+        kernels::MODULES
+            .iter()
+            .flat_map(|m| kernels::kernels_in(m.source))
+            .collect()
+    });
+    let Some(params) = sigs.get(name) else {
+        return Err(Error::Unsupported(format!("cuda: no kernel {name}")));
+    };
+    ensure!(
+        params.len() == args.len(),
+        Error::Unsupported(format!(
+            "cuda: {name} takes {} arguments, given {}",
+            params.len(),
+            args.len()
+        ))
+    );
+    for (k, (p, a)) in params.iter().zip(args).enumerate() {
+        let given = match a {
+            Arg::Ptr(_) => Param::Ptr,
+            Arg::I32(_) => Param::I32,
+            Arg::I64(_) => Param::I64,
+            Arg::F32(_) => Param::F32,
+        };
+        ensure!(
+            *p == Some(given),
+            Error::Unsupported(format!(
+                "cuda: {name}: argument {k} is {given:?}, the kernel takes {}",
+                p.map_or("a type resid does not pass".into(), |p| format!("{p:?}"))
+            ))
+        );
+    }
+    Ok(())
+}
+
 /// Threads per block of [`Cuda::launch`] (the learned stages' kernels assume it).
 pub(crate) const THREADS: u32 = 256;
 
@@ -382,6 +423,7 @@ impl Cuda {
             grid.0 <= u32::MAX as usize && grid.1 <= 65535 && grid.2 <= 65535,
             Error::Unsupported(format!("cuda: {name}: grid {grid:?} too large"))
         );
+        check_args(name, args)?;
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }

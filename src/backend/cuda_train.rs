@@ -832,3 +832,38 @@ impl Cuda {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::check_args;
+
+    /// The argument lists built without a device agree with the kernels' declarations.
+    #[test]
+    fn tensor_core_launches_match_the_kernels() {
+        let fwd = TcFinish::Forward {
+            bias: 16,
+            relu: true,
+        };
+        let grad = TcFinish::InputGrad { add: 0, post: 32 };
+        for finish in [fwd, grad] {
+            let (grid, args) = conv3_tc(8, 12, (3, 64, 40), 24, 6, finish, 40);
+            assert_eq!(grid, (2 * 4, 1, 3));
+            check_args("tr_conv3_tc", &args).unwrap();
+        }
+        assert_eq!(
+            conv3_tc(8, 6, (1, 17, 33), 24, 12, grad, 40).0,
+            (2 * 2, 1, 1)
+        );
+        assert_eq!(conv3_tc(8, 6, (1, 16, 32), 24, 17, grad, 40).0, (1, 2, 1));
+        // A list one short, or with a kind swapped, is refused with the reason.
+        let (_, mut args) = conv3_tc(8, 12, (3, 64, 40), 24, 6, fwd, 40);
+        args[1] = Arg::I64(12);
+        let e = check_args("tr_conv3_tc", &args).unwrap_err().to_string();
+        assert!(e.contains("argument 1 is I64"), "{e}");
+        args.pop();
+        let e = check_args("tr_conv3_tc", &args).unwrap_err().to_string();
+        assert!(e.contains("takes 13 arguments, given 12"), "{e}");
+        assert!(check_args("tr_no_such", &[]).is_err());
+    }
+}

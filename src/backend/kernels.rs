@@ -142,9 +142,116 @@ pub fn source(m: &Module) -> String {
     m.source.replace("#include \"common.cuh\"", COMMON)
 }
 
+/// A kernel parameter's kind, as a launch passes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    Ptr,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+const KERNEL_MARK: &str = "extern \"C\" __global__";
+
+/// The kernels `source` defines (`extern "C" __global__`), each with its parameters in order
+/// (`None`: a type this reading does not know). Read from the text, so the launches can be
+/// checked against the kernels without compiling them.
+pub fn kernels_in(source: &'static str) -> Vec<(&'static str, Vec<Option<Param>>)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(KERNEL_MARK) {
+        rest = &rest[at + KERNEL_MARK.len()..];
+        let head = &rest[..rest.find('{').unwrap_or(rest.len())];
+        // Past `__launch_bounds__(...)`, the name is the word before the parameter list.
+        let head = match head.find("__launch_bounds__(") {
+            Some(lb) => &head[lb + head[lb..].find(')').map_or(0, |c| c + 1)..],
+            None => head,
+        };
+        let (Some(open), Some(close)) = (head.find('('), head.rfind(')')) else {
+            continue;
+        };
+        let Some(name) = head[..open].split_whitespace().last() else {
+            continue;
+        };
+        let params = head[open + 1..close]
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(param_kind)
+            .collect();
+        out.push((name, params));
+    }
+    out
+}
+
+/// The kind of the parameter declared as `decl` (`const float* x`, `long long n`).
+fn param_kind(decl: &str) -> Option<Param> {
+    if decl.contains('*') {
+        return Some(Param::Ptr);
+    }
+    let words: Vec<&str> = decl.split_whitespace().filter(|&w| w != "const").collect();
+    let ty = words[..words.len().saturating_sub(1)].join(" ");
+    match ty.as_str() {
+        "int" | "unsigned" | "u32" => Some(Param::I32),
+        "long long" | "u64" => Some(Param::I64),
+        "float" => Some(Param::F32),
+        "double" => Some(Param::F64),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernels each module lists are exactly those its source defines, and every
+    /// parameter's type is known (so launches can be checked against them).
+    #[test]
+    fn each_module_lists_exactly_the_kernels_it_defines() {
+        for m in MODULES {
+            let found = kernels_in(m.source);
+            let mut defined: Vec<&str> = found.iter().map(|k| k.0).collect();
+            let mut listed = m.kernels.to_vec();
+            defined.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(defined, listed, "{}", m.name);
+            for (k, params) in found {
+                assert!(!params.is_empty(), "{k}: no parameters read");
+                assert!(params.iter().all(Option::is_some), "{k}: {params:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_kernel_signatures() {
+        let src = "extern \"C\" __global__ void __launch_bounds__(256, 2)\n    k1(const float* x, int n,\n long long m, u64 w, double d, float f, u32 u) { }\n\
+                   __device__ int helper(int a) { return a; }\n\
+                   extern \"C\" __global__ void k2(unsigned char c) {}";
+        use Param::*;
+        assert_eq!(
+            kernels_in(src),
+            vec![
+                (
+                    "k1",
+                    vec![
+                        Some(Ptr),
+                        Some(I32),
+                        Some(I64),
+                        Some(I64),
+                        Some(F64),
+                        Some(F32),
+                        Some(I32)
+                    ]
+                ),
+                ("k2", vec![None]),
+            ]
+        );
+        let tc = kernels_in(CONV_TRAIN.source);
+        let (_, p) = tc.iter().find(|k| k.0 == "tr_conv3_tc").unwrap();
+        assert_eq!(p.len(), 13);
+        assert_eq!(p[..3], [Some(Ptr), Some(I32), Some(I32)]);
+    }
 
     #[test]
     fn every_kernel_is_defined_in_its_module() {
