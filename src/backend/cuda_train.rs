@@ -46,6 +46,15 @@ const CHUNKS: usize = 64;
 /// first [`CHUNKS`] and leave the rest at zero.
 const TC_CHUNKS: usize = 4 * CHUNKS;
 
+/// Chunks of the partial sums with the tensor cores or without.
+fn partial_chunks(tc: bool) -> usize {
+    if tc {
+        TC_CHUNKS
+    } else {
+        CHUNKS
+    }
+}
+
 /// Which kernels run the 3x3 stride-1 layers' forward pass, input gradient and weight
 /// gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,9 +187,21 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
     Ok(agree(&got[0], &got[1]) && agree(&got[2], &got[3]) && agree(&got[4], &got[5]))
 }
 
-/// Device buffers for steps of `batch` patches of `ph x pw`.
+/// Device buffers for steps of `batch` patches of `ph x pw`, and what a step launches.
 struct Trainer<'a> {
     g: &'a Cuda,
+    plan: StepPlan,
+    /// The training set on the device, held while the plan uses its addresses.
+    _set: [CudaSlice<f32>; 3],
+    bufs: Vec<CudaSlice<f32>>,
+    /// When set, an event after every launch (for [`Cuda::conv_profile`]).
+    marks: RefCell<Option<Vec<(&'static str, CudaEvent)>>>,
+}
+
+/// What one training step launches, apart from the device: the shapes, the kernel set and
+/// the device addresses of the buffers. The tests build it without a GPU and check every
+/// launch's arguments against its kernel.
+struct StepPlan {
     layers: [LayerShape; 6],
     offs: Vec<(usize, usize)>,
     np: usize,
@@ -190,16 +211,23 @@ struct Trainer<'a> {
     batch: usize,
     ph: usize,
     pw: usize,
-    set: [CudaSlice<f32>; 3],
+    /// The training set's slices (`h x w`).
     dims: (usize, usize),
-    bufs: Vec<CudaSlice<f32>>,
     /// The 3x3 stride-1 layers on `tr_conv3_tc` and `tr_conv3_bw_tc`.
     tc: bool,
     /// Chunks of the weight gradients' partial sums ([`CHUNKS`] or [`TC_CHUNKS`]).
     chunks: usize,
-    /// When set, an event after every launch (for [`Cuda::conv_profile`]).
-    marks: RefCell<Option<Vec<(&'static str, CudaEvent)>>>,
+    /// Device addresses of `Trainer::bufs` (by the indices below) and of the training set's
+    /// inputs, targets and mask.
+    bufs: Vec<u64>,
+    set: [u64; 3],
 }
+
+/// A kernel launch: its name, grid and arguments.
+type Launch = (&'static str, (usize, usize, usize), Vec<Arg>);
+
+/// What [`StepPlan::push_grad`] gives each launch to.
+type LaunchFn<'a> = dyn Fn(&'static str, (usize, usize, usize), &[Arg]) -> Result<()> + 'a;
 
 /// Indices into `Trainer::bufs`.
 const X: usize = 0;
@@ -344,7 +372,8 @@ impl<'a> Trainer<'a> {
             Error::Unsupported("cuda: NeurLZ training set sizes".into())
         );
         let (k, o, c) = (arch.cin, arch.cout, arch.width);
-        let chunks = if tc { TC_CHUNKS } else { CHUNKS };
+        let set_dims = (set.h, set.w);
+        let chunks = partial_chunks(tc);
         let p = batch * ph * pw;
         let p2 = batch * ph.div_ceil(2) * pw.div_ceil(2);
         let np = arch.params();
@@ -372,26 +401,25 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|&s| g.zeros::<f32>(s))
             .collect::<Result<Vec<_>>>()?;
+        let set = [
+            g.upload(set.input)?,
+            g.upload(set.target)?,
+            g.upload(set.mask)?,
+        ];
+        let plan = StepPlan::new(
+            arch,
+            set_dims,
+            batch,
+            (ph, pw),
+            tc,
+            bufs.iter().map(|b| g.ptr(b)).collect(),
+            [g.ptr(&set[0]), g.ptr(&set[1]), g.ptr(&set[2])],
+        );
         Ok(Trainer {
             g,
-            layers: arch.layers(),
-            offs: conv_train::offsets(&arch),
-            np,
-            k,
-            o,
-            c,
-            batch,
-            ph,
-            pw,
-            set: [
-                g.upload(set.input)?,
-                g.upload(set.target)?,
-                g.upload(set.mask)?,
-            ],
-            dims: (set.h, set.w),
+            plan,
+            _set: set,
             bufs,
-            tc,
-            chunks,
             marks: RefCell::new(None),
         })
     }
@@ -414,7 +442,7 @@ impl<'a> Trainer<'a> {
     }
 
     fn p(&self, i: usize) -> u64 {
-        self.g.ptr(&self.bufs[i])
+        self.plan.bufs[i]
     }
 
     /// The summed gradient of the batch at `picks` (device, 3 `i32` a patch) for the weights
@@ -423,7 +451,60 @@ impl<'a> Trainer<'a> {
     /// # Safety
     /// `picks` holds `3 batch` `i32` and `params` the network's weights, on the device.
     unsafe fn grad(&self, picks: u64, params: u64) -> Result<()> {
-        let g = self.g;
+        for (name, grid, args) in self.plan.grad(picks, params)? {
+            self.launch(name, grid, &args)?;
+        }
+        Ok(())
+    }
+}
+
+impl StepPlan {
+    /// The plan for `arch` on a training set of `dims` slices, `batch` patches of `ph x pw`,
+    /// the buffers at `bufs` (as [`Trainer::new`] allocates them) and the set at `set`.
+    fn new(
+        arch: Arch,
+        dims: (usize, usize),
+        batch: usize,
+        (ph, pw): (usize, usize),
+        tc: bool,
+        bufs: Vec<u64>,
+        set: [u64; 3],
+    ) -> StepPlan {
+        StepPlan {
+            layers: arch.layers(),
+            offs: conv_train::offsets(&arch),
+            np: arch.params(),
+            k: arch.cin,
+            o: arch.cout,
+            c: arch.width,
+            batch,
+            ph,
+            pw,
+            dims,
+            tc,
+            chunks: partial_chunks(tc),
+            bufs,
+            set,
+        }
+    }
+
+    fn p(&self, i: usize) -> u64 {
+        self.bufs[i]
+    }
+
+    /// The launches of one gradient step ([`Trainer::grad`]), in order.
+    fn grad(&self, picks: u64, params: u64) -> Result<Vec<Launch>> {
+        let out = RefCell::new(Vec::new());
+        let launch = |name: &'static str, grid: (usize, usize, usize), args: &[Arg]| {
+            out.borrow_mut().push((name, grid, args.to_vec()));
+            Ok(())
+        };
+        self.push_grad(picks, params, &launch)?;
+        Ok(out.into_inner())
+    }
+
+    /// [`StepPlan::grad`]'s launches, each given to `launch`.
+    fn push_grad(&self, picks: u64, params: u64, launch: &LaunchFn<'_>) -> Result<()> {
         let (k, o, c, b) = (self.k, self.o, self.c, self.batch);
         let (h, w) = (self.ph, self.pw);
         let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
@@ -437,8 +518,8 @@ impl<'a> Trainer<'a> {
         let cat = self.p(CAT);
         let a0 = cat + 4 * (c * p) as u64;
         let (a1, a2, a4) = (self.p(A1), self.p(A2), self.p(A4));
-        let set = |j: usize| Arg::Ptr(g.ptr(&self.set[j]));
-        self.launch(
+        let set = |j: usize| Arg::Ptr(self.set[j]);
+        launch(
             "tr_gather",
             (blocks_for(n), k.max(o), b),
             &[
@@ -458,7 +539,7 @@ impl<'a> Trainer<'a> {
                 Arg::Ptr(self.p(M)),
             ],
         )?;
-        self.launch(
+        launch(
             "tr_sum",
             (PARTS, 1, 1),
             &[
@@ -467,7 +548,7 @@ impl<'a> Trainer<'a> {
                 Arg::Ptr(self.p(SUM_PARTS)),
             ],
         )?;
-        self.launch(
+        launch(
             "tr_sum_final",
             (1, 1, 1),
             &[
@@ -485,10 +566,10 @@ impl<'a> Trainer<'a> {
                     relu: s.relu,
                 };
                 let (grid, a) = conv3_tc(x, s.cin, (b, hh, ww), wt_at(l), s.cout, finish, out);
-                return self.launch("tr_conv3_tc", grid, &a);
+                return launch("tr_conv3_tc", grid, &a);
             }
             let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
-            self.launch(
+            launch(
                 "tr_conv3",
                 (tiles(ho, wo), groups(s.cout), b),
                 &[
@@ -509,7 +590,7 @@ impl<'a> Trainer<'a> {
         conv3(0, self.p(X), h, w, 1, a0)?;
         conv3(1, a0, h, w, 2, a1)?;
         conv3(2, a1, h2, w2, 1, a2)?;
-        self.launch(
+        launch(
             "tr_deconv2",
             (blocks_for(n2), groups(c), b),
             &[
@@ -528,7 +609,7 @@ impl<'a> Trainer<'a> {
             ],
         )?;
         conv3(4, cat, h, w, 1, a4)?;
-        self.launch(
+        launch(
             "tr_conv1",
             (blocks_for(n), groups(o), b),
             &[
@@ -543,7 +624,7 @@ impl<'a> Trainer<'a> {
                 Arg::Ptr(self.p(Z)),
             ],
         )?;
-        self.launch(
+        launch(
             "tr_loss",
             (blocks_for(o * p), 1, 1),
             &[
@@ -573,9 +654,9 @@ impl<'a> Trainer<'a> {
             if self.tc && stride == 1 && tc_pays(s.cin) {
                 args.remove(5);
                 let grid = conv3_bw_tc_grid(s.cin, s.cout, TC_CHUNKS);
-                return self.launch("tr_conv3_bw_tc", grid, &args);
+                return launch("tr_conv3_bw_tc", grid, &args);
             }
-            self.launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
+            launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
         };
         #[allow(clippy::too_many_arguments)]
         let conv3_bx = |l: usize,
@@ -592,10 +673,10 @@ impl<'a> Trainer<'a> {
                 // flipped and transposed.
                 let finish = TcFinish::InputGrad { add, post };
                 let (grid, a) = conv3_tc(dout, s.cout, (b, hh, ww), wt_at(l), s.cin, finish, dx);
-                return self.launch("tr_conv3_tc", grid, &a);
+                return launch("tr_conv3_tc", grid, &a);
             }
             if stride == 1 {
-                return self.launch(
+                return launch(
                     "tr_conv3_bx1",
                     (tiles(hh, ww), groups(s.cin), b),
                     &[
@@ -614,7 +695,7 @@ impl<'a> Trainer<'a> {
             }
             debug_assert_eq!(stride, 2);
             let (ho, wo) = (hh.div_ceil(2), ww.div_ceil(2));
-            self.launch(
+            launch(
                 "tr_conv3_bx2",
                 (blocks_for(ho.div_ceil(2) * wo), groups(s.cin), b),
                 &[
@@ -635,8 +716,8 @@ impl<'a> Trainer<'a> {
         let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
         let mut args = vec![Arg::Ptr(a4), i(c), i(b), i(h), i(w), Arg::Ptr(dz), i(o)];
         args.extend(base(5));
-        self.launch("tr_conv1_bw", (c * groups(o), CHUNKS, 1), &args)?;
-        self.launch(
+        launch("tr_conv1_bw", (c * groups(o), CHUNKS, 1), &args)?;
+        launch(
             "tr_conv1_bx",
             (blocks_for(n), groups(c), b),
             &[
@@ -666,8 +747,8 @@ impl<'a> Trainer<'a> {
         ];
         args.extend(base(3));
         // Two input channels a block.
-        self.launch("tr_deconv2_bw", (c * groups(c), CHUNKS, 1), &args)?;
-        self.launch(
+        launch("tr_deconv2_bw", (c * groups(c), CHUNKS, 1), &args)?;
+        launch(
             "tr_deconv2_bx",
             (blocks_for(n2), groups(2 * c), b),
             &[
@@ -690,7 +771,7 @@ impl<'a> Trainer<'a> {
         let skip = dcat + 4 * (c * p) as u64;
         conv3_bx(1, d1, h, w, 2, skip, a0, d0)?;
         conv3_bw(0, self.p(X), h, w, 1, d0)?;
-        self.launch(
+        launch(
             "tr_reduce",
             (blocks_for(self.np), 1, 1),
             &[partial, i(self.chunks), i(self.np), Arg::Ptr(self.p(GRAD))],
@@ -865,5 +946,36 @@ mod tests {
         let e = check_args("tr_conv3_tc", &args).unwrap_err().to_string();
         assert!(e.contains("takes 13 arguments, given 12"), "{e}");
         assert!(check_args("tr_no_such", &[]).is_err());
+    }
+
+    /// Every launch of a training step, with either kernel set and the networks' shapes,
+    /// passes the arguments its kernel declares, on a grid the device takes; the tensor-core
+    /// kernels replace the FMA ones on the layers where they pay.
+    #[test]
+    fn every_training_launch_matches_its_kernel() {
+        for (cin, width, cout) in [(2, 6, 1), (4, 4, 2), (6, 6, 3), (32, 6, 16)] {
+            let arch = Arch { cin, width, cout };
+            for tc in [false, true] {
+                for (batch, ps) in [(256, (64, 64)), (3, (7, 5)), (5, (17, 33))] {
+                    let bufs = (1..=18).map(|j| j << 32).collect();
+                    let set = [19 << 32, 20 << 32, 21 << 32];
+                    let plan = StepPlan::new(arch, (100, 100), batch, ps, tc, bufs, set);
+                    let launches = plan.grad(22 << 32, 23 << 32).unwrap();
+                    for (name, grid, args) in &launches {
+                        check_args(name, args).unwrap_or_else(|e| panic!("{e} ({arch:?})"));
+                        assert!(grid.0 >= 1 && grid.1 >= 1 && grid.1 <= 65535 && grid.2 <= 65535);
+                    }
+                    let used = |k: &str| launches.iter().any(|l| l.0 == k);
+                    assert_eq!(used("tr_conv3_tc"), tc, "{arch:?}");
+                    assert_eq!(used("tr_conv3_bw_tc"), tc, "{arch:?}");
+                    assert_eq!(used("tr_conv3_bx1"), !tc, "{arch:?}");
+                    // The stride-2 layer, and with 2 inputs the first, stay on FMA.
+                    assert!(used("tr_conv3") && used("tr_conv3_bw") && used("tr_conv3_bx2"));
+                    let reduce = launches.last().unwrap();
+                    assert_eq!(reduce.0, "tr_reduce");
+                    assert!(matches!(reduce.2[1], Arg::I32(n) if n as usize == partial_chunks(tc)));
+                }
+            }
+        }
     }
 }
