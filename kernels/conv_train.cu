@@ -349,13 +349,15 @@ extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int 
 
 // ---- Tensor cores (sm_80 and later): the 3x3 stride-1 layers as matrix products ----
 //
-// tr_conv3_tc computes a stride-1 3x3 layer as an implicit matrix product on the tensor cores
-// (mma.sync m16n8k8 with TF32 operands): rows are 16 output points of a tile row, columns 8
-// output channels, the sum runs over 8 input channels of one tap at a time. TF32 keeps 10
-// mantissa bits, so each operand is split into two TF32 values (hi + lo) and a product is
-// taken as three (lo hi + hi lo + hi hi): the sums come out as accurate as the FMA kernels'
-// (the lo lo term is below float rounding). The host uses these kernels only on devices of
-// compute capability 8.0 or more; older ones keep tr_conv3 / tr_conv3_bx1.
+// tr_conv3_tc computes a stride-1 3x3 layer as an implicit matrix product on the tensor
+// cores (mma.sync m16n8k8 with TF32 operands): rows are 16 output points of a tile row,
+// columns 8 output channels, the sum runs over 8 input channels of one tap at a time;
+// tr_conv3_bw_tc (further down) its weight gradients. TF32 keeps 10 mantissa bits, so each
+// operand is split into two TF32 values (hi + lo) and a product is taken as three (lo hi +
+// hi lo + hi hi): the sums come out as accurate as the FMA kernels' (the lo lo term is
+// below float rounding). The host uses these kernels only on devices of compute capability
+// 8.0 or more; older ones keep tr_conv3 / tr_conv3_bx1 / tr_conv3_bw.
+
 // v rounded to TF32 (to nearest, ties away from zero; finite v), as cvt.rna.tf32.f32 gives
 // it but in two integer instructions where that conversion takes several.
 __device__ __forceinline__ u32 tr_tf32(float v) { return (__float_as_uint(v) + 0x1000u) & 0xffffe000u; }
@@ -391,7 +393,7 @@ __device__ __forceinline__ void tr_mma3(float* d, const u32* ahi, const u32* alo
 }
 
 // The tensor-core tile: TC_TW x TC_TH output points, two tile rows a warp (two 16-point row
-// halves each: four matrix rows blocks). The input window of 8 channels sits in shared memory
+// halves each: four 16-row blocks of the product). The input window of 8 channels sits in shared memory
 // with planes TC_PLANE floats apart: TC_PLANE = 8 (mod 32) puts the 32 values of an operand
 // fragment (8 points x 4 channels) in 32 different banks.
 #define TC_TW 32
