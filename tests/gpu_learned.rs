@@ -212,12 +212,7 @@ fn neurlz_gradients_match_cpu() {
 /// The 3x3 kernel sets this device runs: the FMA kernels, and the tensor cores from sm_80.
 fn conv3_kernels(g: &cuda::Cuda) -> Vec<Conv3Kernels> {
     let mut k = vec![Conv3Kernels::Fma];
-    if g.arch()
-        .trim_start_matches("sm_")
-        .parse::<i32>()
-        .unwrap_or(0)
-        >= 80
-    {
+    if g.arch_number() >= 80 {
         k.push(Conv3Kernels::TensorCores);
     }
     k

@@ -381,7 +381,7 @@ impl Cuda {
     }
 
     /// [`Cuda::arch`] as a number (`90`).
-    pub(crate) fn arch_number(&self) -> i32 {
+    pub fn arch_number(&self) -> i32 {
         self.arch
     }
 

@@ -99,11 +99,13 @@ pub fn tensor_cores_usable(g: &Cuda) -> bool {
     })
 }
 
-/// Runs one stride-1 3x3 layer (12 -> 6 channels, 2 planes of 19 x 37) forward, its input
-/// gradient and its weight gradients on both kernel sets and compares: equal to float
-/// rounding, or not.
+/// The device check's layer: stride 1, 12 -> 6 channels over 2 planes of 19 x 37.
+const AGREE_SHAPE: (usize, usize, usize, usize, usize) = (2, 19, 37, 12, 6);
+
+/// Runs [`AGREE_SHAPE`]'s layer forward, its input gradient and its weight gradients on both
+/// kernel sets and compares: equal to float rounding, or not.
 pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
-    let (b, h, w, cin, cout) = (2usize, 19usize, 37usize, 12usize, 6usize);
+    let (b, h, w, cin, cout) = AGREE_SHAPE;
     let n = b * h * w;
     let mut s = 0x2545_f491_4f6c_dd1du64;
     let mut vec = |len: usize| -> Vec<f32> {
@@ -123,59 +125,30 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         g.upload(&bias)?,
         g.upload(&dout)?,
     );
-    // Weight gradients: two chunks of partial sums, weights then biases.
-    let (chunks, np) = (2usize, cout * cin * 9 + cout);
+    let np = cout * cin * 9 + cout;
     let outs = [
         g.zeros::<f32>(cout * n)?,
         g.zeros::<f32>(cout * n)?,
         g.zeros::<f32>(cin * n)?,
         g.zeros::<f32>(cin * n)?,
-        g.zeros::<f32>(chunks * np)?,
-        g.zeros::<f32>(chunks * np)?,
+        g.zeros::<f32>(partial_chunks(false) * np)?,
+        g.zeros::<f32>(partial_chunks(true) * np)?,
     ];
-    let i = |v: usize| Arg::I32(v as i32);
-    let (px, pw, pb, pd) = (g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout));
-    let o = |k: usize| Arg::Ptr(g.ptr(&outs[k]));
-    let (th, tw) = (i(h), i(w));
+    let addrs = [g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout)];
+    let launches = agree_launches(addrs, std::array::from_fn(|k| g.ptr(&outs[k])));
     // SAFETY: every buffer has the sizes the kernels read and write for these shapes and lives
     // until the downloads below.
-    unsafe {
-        let fwd = [Arg::Ptr(px), i(cin), i(b), th, tw];
-        let mut a = fwd.to_vec();
-        a.extend([i(1), Arg::Ptr(pw), Arg::Ptr(pb), i(cout), i(0), o(0)]);
-        g.launch("tr_conv3", (tiles(h, w), groups(cout), b), &a)?;
-        let fwd = TcFinish::Forward {
-            bias: pb,
-            relu: false,
-        };
-        let (grid, a) = conv3_tc(px, cin, (b, h, w), pw, cout, fwd, g.ptr(&outs[1]));
-        g.launch("tr_conv3_tc", grid, &a)?;
-        let bx = [Arg::Ptr(pd), i(cout), i(b), th, tw, Arg::Ptr(pw)];
-        let mut a = bx.to_vec();
-        a.extend([i(cin), Arg::Ptr(0), Arg::Ptr(0), o(2)]);
-        g.launch("tr_conv3_bx1", (tiles(h, w), groups(cin), b), &a)?;
-        let grad = TcFinish::InputGrad { add: 0, post: 0 };
-        let (grid, a) = conv3_tc(pd, cout, (b, h, w), pw, cin, grad, g.ptr(&outs[3]));
-        g.launch("tr_conv3_tc", grid, &a)?;
-        let sums = [i(0), i(cout * cin * 9), i(np)];
-        let mut a = vec![
-            Arg::Ptr(px),
-            i(cin),
-            i(b),
-            th,
-            tw,
-            i(1),
-            Arg::Ptr(pd),
-            i(cout),
-        ];
-        a.extend(sums);
-        a.push(o(4));
-        g.launch("tr_conv3_bw", (cin * groups(cout), chunks, 1), &a)?;
-        a.remove(5);
-        *a.last_mut().unwrap() = o(5);
-        g.launch("tr_conv3_bw_tc", conv3_bw_tc_grid(cin, cout, chunks), &a)?;
+    for (name, grid, args) in launches {
+        unsafe { g.launch(name, grid, &args)? };
     }
     let got: Vec<Vec<f32>> = outs.iter().map(|o| g.download(o)).collect::<Result<_>>()?;
+    // The weight gradients come in chunks of partial sums (more with the tensor cores): their
+    // totals, in chunk order, as tr_reduce adds them.
+    let total = |part: &[f32]| -> Vec<f32> {
+        (0..np)
+            .map(|j| part.iter().skip(j).step_by(np).sum())
+            .collect()
+    };
     let agree = |fma: &[f32], tc: &[f32]| {
         let scale = fma.iter().fold(0f32, |m, v| m.max(v.abs()));
         scale > 0.0
@@ -184,7 +157,38 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
                 .zip(tc)
                 .all(|(a, b)| (a - b).abs() <= 1e-4 * scale)
     };
-    Ok(agree(&got[0], &got[1]) && agree(&got[2], &got[3]) && agree(&got[4], &got[5]))
+    Ok(agree(&got[0], &got[1])
+        && agree(&got[2], &got[3])
+        && agree(&total(&got[4]), &total(&got[5])))
+}
+
+/// [`tensor_cores_agree`]'s launches: the layer's input, taps, biases and output gradient at
+/// `x, wt, bias, dout`, its results at `outs` (forward, input gradient, weight gradients; the
+/// FMA kernels' first of each pair).
+fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 6]) -> Vec<Launch> {
+    let (b, h, w, cin, cout) = AGREE_SHAPE;
+    let fma = Conv3Layer {
+        cin,
+        cout,
+        b,
+        h,
+        w,
+        stride: 1,
+        relu: false,
+        wt,
+        bias,
+        tc: false,
+    };
+    let tc = Conv3Layer { tc: true, ..fma };
+    let sums = (0, cout * cin * 9, cout * cin * 9 + cout);
+    vec![
+        fma.forward(x, outs[0]),
+        tc.forward(x, outs[1]),
+        fma.input_grad(dout, 0, 0, outs[2]),
+        tc.input_grad(dout, 0, 0, outs[3]),
+        fma.weight_grad(x, dout, sums, outs[4]),
+        tc.weight_grad(x, dout, sums, outs[5]),
+    ]
 }
 
 /// Device buffers for steps of `batch` patches of `ph x pw`, and what a step launches.
@@ -323,9 +327,145 @@ fn conv3_tc(
     (grid, args)
 }
 
-/// `tr_conv3_bw_tc`'s grid for a layer of `cin -> cout` channels.
-fn conv3_bw_tc_grid(cin: usize, cout: usize, chunks: usize) -> (usize, usize, usize) {
-    (cin.div_ceil(8) * cout.div_ceil(8), chunks, 1)
+/// One 3x3 layer's launches on either kernel set: `cin -> cout` channels, `b` planes of
+/// `h x w` in, at `stride`, taps at `wt` and biases at `bias` (device addresses). With `tc`
+/// the tensor-core kernels run where they can (stride 1) and pay ([`tc_pays`]).
+#[derive(Clone, Copy)]
+struct Conv3Layer {
+    cin: usize,
+    cout: usize,
+    b: usize,
+    h: usize,
+    w: usize,
+    stride: usize,
+    relu: bool,
+    wt: u64,
+    bias: u64,
+    tc: bool,
+}
+
+impl Conv3Layer {
+    /// The tensor cores for a launch that reads `read` channels.
+    fn on_tc(&self, read: usize) -> bool {
+        self.tc && self.stride == 1 && tc_pays(read)
+    }
+
+    /// The forward pass from `x` into `out` (plus bias, ReLU when the layer has it).
+    fn forward(&self, x: u64, out: u64) -> Launch {
+        let Conv3Layer {
+            cin,
+            cout,
+            b,
+            h,
+            w,
+            stride,
+            ..
+        } = *self;
+        if self.on_tc(cin) {
+            let finish = TcFinish::Forward {
+                bias: self.bias,
+                relu: self.relu,
+            };
+            let (grid, args) = conv3_tc(x, cin, (b, h, w), self.wt, cout, finish, out);
+            return ("tr_conv3_tc", grid, args);
+        }
+        let i = |v: usize| Arg::I32(v as i32);
+        let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+        let args = vec![
+            Arg::Ptr(x),
+            i(cin),
+            i(b),
+            i(h),
+            i(w),
+            i(stride),
+            Arg::Ptr(self.wt),
+            Arg::Ptr(self.bias),
+            i(cout),
+            i(self.relu as usize),
+            Arg::Ptr(out),
+        ];
+        ("tr_conv3", (tiles(ho, wo), groups(cout), b), args)
+    }
+
+    /// The input gradient from the output gradient `dout` into `dx`, plus `add`, masked by
+    /// `post` (0: none).
+    fn input_grad(&self, dout: u64, add: u64, post: u64, dx: u64) -> Launch {
+        let Conv3Layer {
+            cin,
+            cout,
+            b,
+            h,
+            w,
+            stride,
+            ..
+        } = *self;
+        if self.on_tc(cout) {
+            // A forward pass over the output gradient with the taps flipped and transposed.
+            let finish = TcFinish::InputGrad { add, post };
+            let (grid, args) = conv3_tc(dout, cout, (b, h, w), self.wt, cin, finish, dx);
+            return ("tr_conv3_tc", grid, args);
+        }
+        let i = |v: usize| Arg::I32(v as i32);
+        let args = vec![
+            Arg::Ptr(dout),
+            i(cout),
+            i(b),
+            i(h),
+            i(w),
+            Arg::Ptr(self.wt),
+            i(cin),
+            Arg::Ptr(add),
+            Arg::Ptr(post),
+            Arg::Ptr(dx),
+        ];
+        if stride == 1 {
+            return ("tr_conv3_bx1", (tiles(h, w), groups(cin), b), args);
+        }
+        debug_assert_eq!(stride, 2);
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let grid = (blocks_for(ho.div_ceil(2) * wo), groups(cin), b);
+        ("tr_conv3_bx2", grid, args)
+    }
+
+    /// The weight and bias gradients from input `x` and output gradient `dout`, as partial
+    /// sums into `partial` at `(wbase, bbase, np)`: [`TC_CHUNKS`] chunks on the tensor cores,
+    /// else [`CHUNKS`].
+    fn weight_grad(
+        &self,
+        x: u64,
+        dout: u64,
+        (wbase, bbase, np): (usize, usize, usize),
+        partial: u64,
+    ) -> Launch {
+        let Conv3Layer {
+            cin,
+            cout,
+            b,
+            h,
+            w,
+            stride,
+            ..
+        } = *self;
+        let i = |v: usize| Arg::I32(v as i32);
+        let mut args = vec![
+            Arg::Ptr(x),
+            i(cin),
+            i(b),
+            i(h),
+            i(w),
+            i(stride),
+            Arg::Ptr(dout),
+            i(cout),
+        ];
+        args.extend([i(wbase), i(bbase), i(np), Arg::Ptr(partial)]);
+        if self.on_tc(cin) {
+            // No stride argument: stride 1 only.
+            args.remove(5);
+            let grid = (cin.div_ceil(8) * cout.div_ceil(8), TC_CHUNKS, 1);
+            return ("tr_conv3_bw_tc", grid, args);
+        }
+        ("tr_conv3_bw", (cin * groups(cout), CHUNKS, 1), args)
+    }
 }
 
 impl<'a> Trainer<'a> {
@@ -372,7 +512,6 @@ impl<'a> Trainer<'a> {
             Error::Unsupported("cuda: NeurLZ training set sizes".into())
         );
         let (k, o, c) = (arch.cin, arch.cout, arch.width);
-        let set_dims = (set.h, set.w);
         let chunks = partial_chunks(tc);
         let p = batch * ph * pw;
         let p2 = batch * ph.div_ceil(2) * pw.div_ceil(2);
@@ -401,24 +540,24 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|&s| g.zeros::<f32>(s))
             .collect::<Result<Vec<_>>>()?;
-        let set = [
+        let on_device = [
             g.upload(set.input)?,
             g.upload(set.target)?,
             g.upload(set.mask)?,
         ];
         let plan = StepPlan::new(
             arch,
-            set_dims,
+            (set.h, set.w),
             batch,
             (ph, pw),
             tc,
             bufs.iter().map(|b| g.ptr(b)).collect(),
-            [g.ptr(&set[0]), g.ptr(&set[1]), g.ptr(&set[2])],
+            std::array::from_fn(|j| g.ptr(&on_device[j])),
         );
         Ok(Trainer {
             g,
             plan,
-            _set: set,
+            _set: on_device,
             bufs,
             marks: RefCell::new(None),
         })
@@ -558,34 +697,25 @@ impl StepPlan {
             ],
         )?;
         // Forward.
-        let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
+        let run = |(name, grid, args): Launch| launch(name, grid, &args);
+        // Layer l (3x3) over planes of hh x ww at `stride`.
+        let layer = |l: usize, hh: usize, ww: usize, stride: usize| {
             let s = &self.layers[l];
-            if self.tc && stride == 1 && tc_pays(s.cin) {
-                let finish = TcFinish::Forward {
-                    bias: bias_at(l),
-                    relu: s.relu,
-                };
-                let (grid, a) = conv3_tc(x, s.cin, (b, hh, ww), wt_at(l), s.cout, finish, out);
-                return launch("tr_conv3_tc", grid, &a);
+            Conv3Layer {
+                cin: s.cin,
+                cout: s.cout,
+                b,
+                h: hh,
+                w: ww,
+                stride,
+                relu: s.relu,
+                wt: wt_at(l),
+                bias: bias_at(l),
+                tc: self.tc,
             }
-            let (ho, wo) = (hh.div_ceil(stride), ww.div_ceil(stride));
-            launch(
-                "tr_conv3",
-                (tiles(ho, wo), groups(s.cout), b),
-                &[
-                    Arg::Ptr(x),
-                    i(s.cin),
-                    i(b),
-                    i(hh),
-                    i(ww),
-                    i(stride),
-                    wt(l),
-                    bias(l),
-                    i(s.cout),
-                    i(s.relu as usize),
-                    Arg::Ptr(out),
-                ],
-            )
+        };
+        let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
+            run(layer(l, hh, ww, stride).forward(x, out))
         };
         conv3(0, self.p(X), h, w, 1, a0)?;
         conv3(1, a0, h, w, 2, a1)?;
@@ -639,79 +769,19 @@ impl StepPlan {
         let partial = Arg::Ptr(self.p(PARTIAL));
         let base = |l: usize| [i(self.offs[l].0), i(self.offs[l].1), i(self.np), partial];
         let conv3_bw = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, dout: u64| {
-            let s = &self.layers[l];
-            let mut args = vec![
-                Arg::Ptr(x),
-                i(s.cin),
-                i(b),
-                i(hh),
-                i(ww),
-                i(stride),
-                Arg::Ptr(dout),
-                i(s.cout),
-            ];
-            args.extend(base(l));
-            if self.tc && stride == 1 && tc_pays(s.cin) {
-                args.remove(5);
-                let grid = conv3_bw_tc_grid(s.cin, s.cout, TC_CHUNKS);
-                return launch("tr_conv3_bw_tc", grid, &args);
-            }
-            launch("tr_conv3_bw", (s.cin * groups(s.cout), CHUNKS, 1), &args)
+            let sums = (self.offs[l].0, self.offs[l].1, self.np);
+            run(layer(l, hh, ww, stride).weight_grad(x, dout, sums, self.p(PARTIAL)))
         };
         #[allow(clippy::too_many_arguments)]
-        let conv3_bx = |l: usize,
-                        dout: u64,
-                        hh: usize,
-                        ww: usize,
-                        stride: usize,
-                        add: u64,
-                        post: u64,
-                        dx: u64| {
-            let s = &self.layers[l];
-            if self.tc && stride == 1 && tc_pays(s.cout) {
-                // The input gradient as a forward pass over the output gradient with the taps
-                // flipped and transposed.
-                let finish = TcFinish::InputGrad { add, post };
-                let (grid, a) = conv3_tc(dout, s.cout, (b, hh, ww), wt_at(l), s.cin, finish, dx);
-                return launch("tr_conv3_tc", grid, &a);
-            }
-            if stride == 1 {
-                return launch(
-                    "tr_conv3_bx1",
-                    (tiles(hh, ww), groups(s.cin), b),
-                    &[
-                        Arg::Ptr(dout),
-                        i(s.cout),
-                        i(b),
-                        i(hh),
-                        i(ww),
-                        wt(l),
-                        i(s.cin),
-                        Arg::Ptr(add),
-                        Arg::Ptr(post),
-                        Arg::Ptr(dx),
-                    ],
-                );
-            }
-            debug_assert_eq!(stride, 2);
-            let (ho, wo) = (hh.div_ceil(2), ww.div_ceil(2));
-            launch(
-                "tr_conv3_bx2",
-                (blocks_for(ho.div_ceil(2) * wo), groups(s.cin), b),
-                &[
-                    Arg::Ptr(dout),
-                    i(s.cout),
-                    i(b),
-                    i(hh),
-                    i(ww),
-                    wt(l),
-                    i(s.cin),
-                    Arg::Ptr(add),
-                    Arg::Ptr(post),
-                    Arg::Ptr(dx),
-                ],
-            )
-        };
+        let conv3_bx =
+            |l: usize,
+             dout: u64,
+             hh: usize,
+             ww: usize,
+             stride: usize,
+             add: u64,
+             post: u64,
+             dx: u64| { run(layer(l, hh, ww, stride).input_grad(dout, add, post, dx)) };
         let (dz, d4, dcat) = (self.p(DZ), self.p(D4), self.p(DCAT));
         let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
         let mut args = vec![Arg::Ptr(a4), i(c), i(b), i(h), i(w), Arg::Ptr(dz), i(o)];
@@ -946,6 +1016,30 @@ mod tests {
         let e = check_args("tr_conv3_tc", &args).unwrap_err().to_string();
         assert!(e.contains("takes 13 arguments, given 12"), "{e}");
         assert!(check_args("tr_no_such", &[]).is_err());
+    }
+
+    /// The device check's launches pass the arguments their kernels declare: the FMA kernels
+    /// and the tensor-core ones, in pairs.
+    #[test]
+    fn device_check_launches_match_the_kernels() {
+        let launches = agree_launches([1 << 32, 2 << 32, 3 << 32, 4 << 32], [5 << 32; 6]);
+        let names: Vec<&str> = launches.iter().map(|l| l.0).collect();
+        assert_eq!(
+            names,
+            [
+                "tr_conv3",
+                "tr_conv3_tc",
+                "tr_conv3_bx1",
+                "tr_conv3_tc",
+                "tr_conv3_bw",
+                "tr_conv3_bw_tc"
+            ]
+        );
+        for (name, _, args) in &launches {
+            check_args(name, args).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(launches[4].1 .1, partial_chunks(false));
+        assert_eq!(launches[5].1 .1, partial_chunks(true));
     }
 
     /// Every launch of a training step, with either kernel set and the networks' shapes,
