@@ -559,7 +559,8 @@ fn enhance_section<T: Element>(
             crc: crc32fast::hash(&c.bytes),
         })
         .collect();
-    let q = decode_grid(blocks, &parts, dims, plan.m as i32, learned).ok()?;
+    let bytes = std::mem::size_of_val(x);
+    let q = decode_grid(blocks, &parts, dims, plan.m as i32, learned, bytes).ok()?;
     let view = neurlz_encode::Chunk {
         x,
         q: &q,
@@ -1168,14 +1169,14 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>
         }
         true => field::from_bytes(out.buf()),
         false => {
-            let decoded: Vec<Result<Vec<T>>> = blocks
+            let q = decode_blocks_q(&blocks, &parts, m, learned.as_ref(), out.len())?;
+            let decoded: Vec<Vec<T>> = q
                 .par_iter()
-                .zip(&parts)
-                .map(|(b, part)| decode_block::<T>(b, part, grid, m, learned.as_ref()))
+                .map(|q| q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
                 .collect();
             let mut values = vec![T::from_f64(0.0); h.len()];
             for (b, d) in blocks.iter().zip(decoded) {
-                field::scatter(&mut values, dims, b, &d?);
+                field::scatter(&mut values, dims, b, &d);
             }
             values
         }
@@ -1193,7 +1194,7 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>
             Error::Corrupt(format!("unknown section id {id} after the escapes"))
         );
         let model = neurlz::Model::read(payload, dims)?;
-        let q = decode_grid(&blocks, &parts, dims, m, learned.as_ref())?;
+        let q = decode_grid(&blocks, &parts, dims, m, learned.as_ref(), out.len())?;
         neurlz::apply(&model, &q, dims, grid, m as i64, &mut values);
     }
     apply_escapes(esc_payload, &mut values)?;
@@ -1266,6 +1267,7 @@ fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
 }
 
 /// One entry of the block directory, with its payload.
+#[derive(Clone)]
 struct BlockPart<'a> {
     predictor: u8,
     /// Coarse-level feedback step of an interpolated block (directory byte 2; 0: none).
@@ -1309,42 +1311,145 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
     Ok(parts)
 }
 
-fn decode_block<T: Element>(
-    b: &Block,
-    part: &BlockPart<'_>,
-    grid: Grid,
-    m: i32,
-    learned: Option<&nglr::Nglr>,
-) -> Result<Vec<T>> {
-    let q = decode_block_q(b, part, m, learned)?;
-    Ok(q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
+/// The predictor that decodes a block: the chunk's NGLR model, or one made from the block's
+/// directory entry.
+enum BlockPredictor<'a> {
+    Learned(&'a nglr::Nglr),
+    Own(Box<dyn Predictor>),
 }
 
-/// A block's reconstructed grid indices.
-fn decode_block_q(
+impl BlockPredictor<'_> {
+    fn get(&self) -> &dyn Predictor {
+        match self {
+            BlockPredictor::Learned(n) => *n,
+            BlockPredictor::Own(p) => p.as_ref(),
+        }
+    }
+}
+
+/// A block's residual codes, its checksum verified, and the predictor that decodes them.
+fn block_codes<'a>(
     b: &Block,
     part: &BlockPart<'_>,
-    m: i32,
-    learned: Option<&nglr::Nglr>,
-) -> Result<Vec<i32>> {
+    learned: Option<&'a nglr::Nglr>,
+) -> Result<(BlockPredictor<'a>, Vec<i32>)> {
     ensure!(
         crc32fast::hash(part.bytes) == part.crc,
         Error::ChecksumMismatch { what: "block" }
     );
-    let owned;
-    let (predictor, header): (&dyn Predictor, usize) = match (part.predictor, learned) {
-        (nglr::ID, Some(n)) if part.coarse == 0 && part.kernel == 0 => (n, 0),
+    let (predictor, header) = match (part.predictor, learned) {
+        (nglr::ID, Some(n)) if part.coarse == 0 && part.kernel == 0 => {
+            (BlockPredictor::Learned(n), 0)
+        }
         (id, _) => {
             let (p, header) = predict::for_block(id, part.coarse, part.kernel, part.bytes)?;
-            owned = p;
-            (owned.as_ref(), header)
+            (BlockPredictor::Own(p), header)
         }
     };
     let mut q = vec![0i32; b.len()];
-    let residuals = &part.bytes[header..];
-    code::decode_block(part.coder, residuals, b.ext, part.predictor, &mut q)?;
-    predictor.decode(&mut q, b.ext, m);
-    Ok(q)
+    code::decode_block(
+        part.coder,
+        &part.bytes[header..],
+        b.ext,
+        part.predictor,
+        &mut q,
+    )?;
+    Ok((predictor, q))
+}
+
+/// Every block's reconstructed grid indices, in block order. The blocks' codes are decoded on
+/// the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the GPU when
+/// one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`, or `auto` from
+/// [`crate::backend::AUTO_MIN_BYTES`] on), with the CPU's values bit for bit; on the CPU
+/// otherwise, or when the GPU fails (logged).
+fn decode_blocks_q(
+    blocks: &[Block],
+    parts: &[BlockPart<'_>],
+    m: i32,
+    learned: Option<&nglr::Nglr>,
+    bytes: usize,
+) -> Result<Vec<Vec<i32>>> {
+    let gpu = learned
+        .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
+        .and_then(|n| {
+            let auto_min = crate::backend::AUTO_MIN_BYTES;
+            Some((
+                crate::backend::gpu_for_work(crate::params::Backend::Cpu, bytes, auto_min)?,
+                n,
+            ))
+        });
+    let Some((gpu, model)) = gpu else {
+        return blocks
+            .par_iter()
+            .zip(parts)
+            .map(|(b, part)| {
+                let (p, mut q) = block_codes(b, part, learned)?;
+                p.get().decode(&mut q, b.ext, m);
+                Ok(q)
+            })
+            .collect();
+    };
+    decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
+        gpu.nglr_decode(&model.model, on, codes, m)
+    })
+}
+
+/// [`decode_blocks_q`] with the NGLR blocks' prediction handed to `offload`, which gets those
+/// blocks and their codes one block after another, to be turned into reconstructed indices in
+/// place. The other blocks decode on the CPU meanwhile; when `offload` fails (logged), the
+/// CPU decodes the NGLR blocks too.
+fn decode_blocks_offloaded(
+    blocks: &[Block],
+    parts: &[BlockPart<'_>],
+    m: i32,
+    model: &nglr::Nglr,
+    offload: impl FnOnce(&[Block], &mut [i32]) -> Result<()>,
+) -> Result<Vec<Vec<i32>>> {
+    let staged: Vec<(bool, Vec<i32>)> = blocks
+        .par_iter()
+        .zip(parts)
+        .map(|(b, part)| {
+            let (p, mut q) = block_codes(b, part, Some(model))?;
+            let learned = matches!(p, BlockPredictor::Learned(_));
+            if !learned {
+                p.get().decode(&mut q, b.ext, m);
+            }
+            Ok((learned, q))
+        })
+        .collect::<Result<_>>()?;
+    let learned: Vec<Block> = blocks
+        .iter()
+        .zip(&staged)
+        .filter(|(_, s)| s.0)
+        .map(|(b, _)| *b)
+        .collect();
+    let mut codes: Vec<i32> = staged
+        .iter()
+        .filter(|s| s.0)
+        .flat_map(|s| s.1.iter().copied())
+        .collect();
+    let offloaded = match offload(&learned, &mut codes) {
+        Ok(()) => true,
+        Err(e) => {
+            crate::backend::gpu_failed("NGLR decode", &e, "the CPU decodes the blocks");
+            false
+        }
+    };
+    let mut rest = codes.as_slice();
+    Ok(staged
+        .into_iter()
+        .zip(blocks)
+        .map(|((learned, mut q), b)| {
+            if learned && offloaded {
+                let (mine, others) = rest.split_at(q.len());
+                q.copy_from_slice(mine);
+                rest = others;
+            } else if learned {
+                model.decode(&mut q, b.ext, m);
+            }
+            q
+        })
+        .collect())
 }
 
 /// The reconstructed grid indices of the whole chunk (what the NeurLZ enhancer reads).
@@ -1354,15 +1459,12 @@ fn decode_grid(
     dims: [usize; 3],
     m: i32,
     learned: Option<&nglr::Nglr>,
+    bytes: usize,
 ) -> Result<Vec<i32>> {
-    let decoded: Vec<Result<Vec<i32>>> = blocks
-        .par_iter()
-        .zip(parts)
-        .map(|(b, part)| decode_block_q(b, part, m, learned))
-        .collect();
+    let decoded = decode_blocks_q(blocks, parts, m, learned, bytes)?;
     let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
     for (b, d) in blocks.iter().zip(decoded) {
-        field::scatter(&mut q, dims, b, &d?);
+        field::scatter(&mut q, dims, b, &d);
     }
     Ok(q)
 }
@@ -1418,4 +1520,118 @@ fn for_each_escape<T: Element>(
         Error::Corrupt("bytes after the escaped values".into())
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rough f32 field of two blocks, coded with `predictor` at one absolute bound.
+    fn coded(predictor: PredictorChoice) -> Vec<u8> {
+        let shape = [40, 100, 100];
+        let n: usize = shape.iter().product();
+        let mut s = 0x9e37_79b9u64;
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let (y, x) = ((i / 100) % 100, i % 100);
+                let v = (x as f32 * 0.13).sin() * (y as f32 * 0.05).cos() * 20.0
+                    + (s >> 40) as f32 / (1u64 << 24) as f32;
+                v.to_le_bytes()
+            })
+            .collect();
+        let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+        compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
+    }
+
+    /// The chunk's feedback step, NGLR model (if any) and blocks section.
+    fn sections(bytes: &[u8]) -> (i32, Option<nglr::Nglr>, &[u8]) {
+        let mut r = Reader::new(bytes);
+        let h = Header::read(&mut r).unwrap();
+        let (mut id, mut payload) = format::read_section(&mut r).unwrap();
+        let mut model = None;
+        if id == section::WEIGHTS {
+            model = Some(nglr::Nglr::from_model(
+                crate::nn::weights::Model::read(payload).unwrap(),
+            ));
+            (id, payload) = format::read_section(&mut r).unwrap();
+        }
+        assert_eq!(id, section::BLOCKS);
+        (h.feedback as i32, model, payload)
+    }
+
+    /// The NGLR blocks' prediction handed to an offload (the GPU's place) comes back into the
+    /// right blocks, among blocks the CPU decodes; a failing offload leaves it to the CPU.
+    #[test]
+    fn offloaded_nglr_blocks_come_back_in_place() {
+        let (a, b) = (
+            coded(PredictorChoice::Nglr),
+            coded(PredictorChoice::Lorenzo),
+        );
+        let (m, model, pa) = sections(&a);
+        let model = model.expect("an NGLR chunk has a weights section");
+        let (_, none, pb) = sections(&b);
+        assert!(none.is_none());
+        let dims = [40, 100, 100];
+        let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
+        assert_eq!(blocks.len(), 2);
+        let (na, nb) = (split_blocks(pa, 2).unwrap(), split_blocks(pb, 2).unwrap());
+        assert!(na.iter().all(|p| p.predictor == nglr::ID));
+        assert!(nb.iter().all(|p| p.predictor == Lorenzo.id()));
+        let cpu = |parts: &[BlockPart<'_>]| -> Vec<Vec<i32>> {
+            blocks
+                .iter()
+                .zip(parts)
+                .map(|(b, part)| {
+                    let (p, mut q) = block_codes(b, part, Some(&model)).unwrap();
+                    p.get().decode(&mut q, b.ext, m);
+                    q
+                })
+                .collect()
+        };
+        // The CPU's own decode, what the offload must reproduce.
+        let offload = |on: &[Block], codes: &mut [i32]| {
+            let mut at = 0;
+            for b in on {
+                model.decode(&mut codes[at..at + b.len()], b.ext, m);
+                at += b.len();
+            }
+            assert_eq!(at, codes.len());
+            Ok(())
+        };
+        let [a0, a1] = <[BlockPart<'_>; 2]>::try_from(na).ok().unwrap();
+        let [b0, b1] = <[BlockPart<'_>; 2]>::try_from(nb).ok().unwrap();
+        for (parts, learned) in [
+            (vec![a0.clone(), b1.clone()], [true, false]),
+            (vec![b0.clone(), a1.clone()], [false, true]),
+            (vec![a0, a1], [true, true]),
+        ] {
+            let want = cpu(&parts);
+            let mut seen = Vec::new();
+            let got = decode_blocks_offloaded(&blocks, &parts, m, &model, |on, codes| {
+                seen = on.to_vec();
+                offload(on, codes)
+            })
+            .unwrap();
+            assert_eq!(got, want);
+            let expected: Vec<Block> = (0..2).filter(|&k| learned[k]).map(|k| blocks[k]).collect();
+            assert_eq!(seen, expected);
+            let failing = |_: &[Block], _: &mut [i32]| Err(Error::Unsupported("test".into()));
+            let got = decode_blocks_offloaded(&blocks, &parts, m, &model, failing).unwrap();
+            assert_eq!(got, want);
+            // What the offload leaves is what the blocks get: only the NGLR blocks differ.
+            let shifted = decode_blocks_offloaded(&blocks, &parts, m, &model, |on, codes| {
+                offload(on, codes)?;
+                codes.iter_mut().for_each(|v| *v += 1);
+                Ok(())
+            })
+            .unwrap();
+            for k in 0..2 {
+                let moved: Vec<i32> = want[k].iter().map(|v| v + learned[k] as i32).collect();
+                assert_eq!(shifted[k], moved, "block {k}");
+            }
+        }
+    }
 }

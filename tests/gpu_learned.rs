@@ -2,7 +2,8 @@
 //! CPU's corrections bit for bit, the training kernels give the CPU's gradients (to float
 //! rounding), and a chunk whose network was trained on the GPU decodes on the CPU to the same
 //! values, within the bound. NGLR: the GPU's Adam phase reaches the CPU's loss, and a chunk
-//! fitted on the GPU decodes on the CPU within the bound. Every test passes with a message
+//! fitted on the GPU decodes on the CPU within the bound; the GPU's NGLR decode gives the CPU's
+//! reconstruction bit for bit. Every test passes with a message
 //! when no usable GPU is present; `scripts/gpu-check` runs them on the GPU machine, and
 //! `gpu_learned_bench` (ignored) measures throughput there.
 
@@ -12,12 +13,17 @@ use std::time::Instant;
 use resid::backend::cuda_train::{self, Conv3Kernels};
 use resid::backend::{self, cuda};
 use resid::enhance::neurlz::{self, Inputs, Norm};
+use resid::field::{self, Block};
 use resid::nn::conv::{Arch, QLayer, QNet};
 use resid::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
 use resid::nn::infer::INPUTS;
 use resid::nn::train;
-use resid::predict::nglr;
+use resid::nn::weights::Model;
+use resid::predict::{nglr, Predictor};
 use resid::{Backend, ChunkInfo, DType, Enhancer, Params, PredictorChoice};
+
+#[path = "common/nglr_models.rs"]
+mod nglr_models;
 
 fn gpu() -> Option<Arc<cuda::Cuda>> {
     let g = backend::device();
@@ -395,8 +401,159 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     );
 }
 
+/// NGLR blocks' codes, small with a few huge ones (wrapping indices), one block after another.
+fn nglr_codes(rng: &mut nglr_models::Rng, n: usize) -> Vec<i32> {
+    (0..n)
+        .map(|i| {
+            let c = rng.range(-6, 6) as i32;
+            if i % 997 == 5 {
+                c.wrapping_mul(300_000_007)
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The CPU decoder's reconstruction of `codes` (blocks one after another).
+fn nglr_cpu(model: &Model, blocks: &[Block], codes: &[i32], m: i32) -> Vec<i32> {
+    use rayon::prelude::*;
+    let p = nglr::Nglr::from_model(model.clone());
+    let mut out = codes.to_vec();
+    let mut parts = Vec::new();
+    let mut rest = out.as_mut_slice();
+    for b in blocks {
+        let (mine, others) = rest.split_at_mut(b.len());
+        parts.push((mine, b.ext));
+        rest = others;
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(q, ext)| p.decode(q, ext, m));
+    out
+}
+
+/// NGLR's decode kernel gives the CPU decoder's reconstruction bit for bit: networks of
+/// several sizes and a linear model, one launch over blocks of the encoder's size and edge
+/// blocks; and chunks coded on the CPU (NGLR on every block, and NGLR among the per-block
+/// candidates) decode to the same bytes with the GPU as without.
+#[test]
+fn nglr_decode_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = nglr_models::Rng(7);
+    let dims = [70, 64, 100];
+    let blocks = field::blocks(dims, [64, 64, 64]).unwrap();
+    let n: usize = blocks.iter().map(Block::len).sum();
+    for (label, model) in [
+        (
+            "net h4",
+            Model::Network(nglr_models::net(&mut rng, 4, false)),
+        ),
+        (
+            "net h32",
+            Model::Network(nglr_models::net(&mut rng, 32, false)),
+        ),
+        (
+            "net linear-only",
+            Model::Network(nglr_models::net(&mut rng, 8, true)),
+        ),
+        ("linear", Model::Linear(nglr_models::linear(&mut rng))),
+    ] {
+        for m in [1, 15] {
+            let codes = nglr_codes(&mut rng, n);
+            let want = nglr_cpu(&model, &blocks, &codes, m);
+            let mut got = codes;
+            g.nglr_decode(&model, &blocks, &mut got, m).unwrap();
+            let bad = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(bad, 0, "{label} m {m}: {bad} of {n} indices differ");
+        }
+    }
+    let shape = [40, 100, 100];
+    let x = field(40, 100, 100);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    for predictor in [PredictorChoice::Nglr, PredictorChoice::AutoNglr] {
+        let p = Params::rel(1e-4).with_predictor(predictor);
+        let c = resid::compress(
+            &data,
+            &chunk,
+            &Params {
+                backend: Backend::Cpu,
+                ..p
+            },
+        )
+        .unwrap();
+        std::env::set_var(backend::ENV, "cpu");
+        let cpu = resid::decompress(&c).unwrap();
+        std::env::set_var(backend::ENV, "cuda");
+        let gpu = resid::decompress(&c).unwrap();
+        std::env::remove_var(backend::ENV);
+        assert!(cpu == gpu, "{predictor:?}: the GPU decoded other bytes");
+    }
+    eprintln!("NGLR decode: GPU and CPU reconstructions equal");
+}
+
+/// NGLR's decode on a 64 x 512 x 512 chunk (64 blocks of 64^3): the prediction alone (host to
+/// host) on the GPU and the CPU, and a whole chunk's decode through `resid::decompress`.
+fn nglr_decode_bench(g: &cuda::Cuda) -> String {
+    let mut out = String::new();
+    let mut rng = nglr_models::Rng(11);
+    let dims = [64, 512, 512];
+    let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
+    let n: usize = blocks.iter().map(Block::len).sum();
+    for (label, model) in [
+        (
+            "network, 4 hidden units (default)",
+            Model::Network(nglr_models::net(&mut rng, 4, false)),
+        ),
+        ("linear", Model::Linear(nglr_models::linear(&mut rng))),
+    ] {
+        let codes = nglr_codes(&mut rng, n);
+        let t = Instant::now();
+        let want = nglr_cpu(&model, &blocks, &codes, 15);
+        let tc = t.elapsed().as_secs_f64();
+        let mut got = codes.clone();
+        g.nglr_decode(&model, &blocks, &mut got, 15).unwrap();
+        assert!(got == want, "bench: NGLR decode differs");
+        let mut got = codes;
+        let t = Instant::now();
+        g.nglr_decode(&model, &blocks, &mut got, 15).unwrap();
+        let tg = t.elapsed().as_secs_f64();
+        out += &format!(
+            "| NGLR prediction, decode, {} blocks of 64^3, {label}: GPU host to host | {tg:.3} s | {:.0} MB/s (CPU, {} threads: {tc:.3} s, {:.0} MB/s) |\n",
+            blocks.len(),
+            mbs(n * 4, tg),
+            rayon::current_num_threads(),
+            mbs(n * 4, tc)
+        );
+    }
+    let x = field(64, 512, 512);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &dims).unwrap();
+    let p = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
+    let c = resid::compress(&data, &chunk, &p).unwrap();
+    let mut times = Vec::new();
+    for env in ["cpu", "cuda", "cuda"] {
+        std::env::set_var(backend::ENV, env);
+        let t = Instant::now();
+        let d = resid::decompress(&c).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        assert_eq!(d.len(), data.len());
+    }
+    std::env::remove_var(backend::ENV);
+    out += &format!(
+        "| NGLR chunk 64 x 512 x 512 f32 (rel 1e-4, NGLR on every block), resid::decompress, RESID_BACKEND=cuda | {:.3} s | {:.0} MB/s (cpu: {:.3} s, {:.0} MB/s) |\n",
+        times[2],
+        mbs(data.len(), times[2]),
+        times[0],
+        mbs(data.len(), times[0])
+    );
+    out
+}
+
 /// Without a usable GPU, asking for the CUDA backend trains and enhances on the CPU: the same
-/// chunk as the CPU backend writes, byte for byte (DESIGN.md invariant 5).
+/// chunk as the CPU backend writes, byte for byte (DESIGN.md invariant 5), decoded to the
+/// same values.
 #[test]
 fn learned_stages_fall_back_to_the_cpu() {
     if backend::device().is_some() {
@@ -415,7 +572,13 @@ fn learned_stages_fall_back_to_the_cpu() {
         Params::rel(1e-4).with_predictor(PredictorChoice::Nglr),
     ] {
         let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
-        assert!(on(Backend::Cuda) == on(Backend::Cpu), "{base:?}");
+        let c = on(Backend::Cpu);
+        assert!(on(Backend::Cuda) == c, "{base:?}");
+        // Decoding too (NGLR's prediction, NeurLZ's inference).
+        std::env::set_var(backend::ENV, "cuda");
+        let asked = resid::decompress(&c).unwrap();
+        std::env::remove_var(backend::ENV);
+        assert!(asked == resid::decompress(&c).unwrap(), "{base:?}");
     }
 }
 
@@ -614,6 +777,8 @@ fn gpu_learned_bench() {
             )
         };
     }
+    drop((input, target, mask));
+    out += &nglr_decode_bench(&g);
     eprintln!("{out}");
     if let Ok(p) = std::env::var("RESID_BENCH_OUT") {
         let mut s = std::fs::read_to_string(&p).unwrap_or_default();

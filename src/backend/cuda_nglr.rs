@@ -1,13 +1,20 @@
-//! NGLR's network fit on the GPU (`kernels/nglr_train.cu`), encode only: the Adam phase of
-//! [`train::fit`] (same starting weights, the same sample orders, loss and schedule) in one
-//! kernel launch, a block that keeps the weights in shared memory. The samples go up once,
-//! the weights come back once. Float results may differ from the CPU's in the last bits; the
-//! quantized network is what the encoder stores and codes with.
+//! NGLR on the GPU.
+//!
+//! - The network fit (`kernels/nglr_train.cu`), encode only: the Adam phase of [`train::fit`]
+//!   (same starting weights, the same sample orders, loss and schedule) in one kernel launch,
+//!   a block that keeps the weights in shared memory. The samples go up once, the weights come
+//!   back once. Float results may differ from the CPU's in the last bits; the quantized
+//!   network is what the encoder stores and codes with.
+//! - The prediction, decode side (`kernels/nglr.cu`): every NGLR block of a chunk at once, a
+//!   thread block each walking its block's wavefronts. Integer arithmetic on the stored model,
+//!   so the reconstruction is the CPU's ([`crate::predict::nglr`]) bit for bit.
 
-use super::cuda::{guard, Arg, Cuda};
+use super::cuda::{block_table, guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
+use crate::field::Block;
 use crate::nn::infer::{Net, INPUTS, MAX_HIDDEN};
 use crate::nn::train::{self, AdamProblem, Config};
+use crate::nn::weights::Model;
 use crate::nn::ADAM;
 use crate::params::Backend;
 
@@ -36,7 +43,98 @@ pub fn fit(backend: Backend, f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Op
     })
 }
 
+/// Words before the first layer's weights in [`model_words`] (`NG_HEAD` in `nglr.cu`).
+pub const MODEL_HEAD: usize = 37;
+
+/// The model as `nglr_decode` reads it (`kernels/nglr.cu`), one i64 a word: kind (1 network,
+/// 2 linear), hidden units, `e1` (linear: the shift), the output shift `e2 + 8 - out_shift`,
+/// `b2` (linear: the intercept), the 16 input shifts, the 16 direct weights `v` (linear: `w`),
+/// then the network's `w1` (a row per hidden unit), `b1` and `w2`.
+pub fn model_words(model: &Model) -> Vec<i64> {
+    let mut w = vec![0i64; MODEL_HEAD];
+    match model {
+        Model::Network(net) => {
+            w[0] = 1;
+            w[1] = net.hidden as i64;
+            w[2] = net.e1 as i64;
+            w[3] = net.e2 as i64 + crate::nn::infer::FRAC as i64 - net.out_shift as i64;
+            w[4] = net.b2 as i64;
+            for i in 0..INPUTS {
+                w[5 + i] = net.in_shift[i] as i64;
+                w[21 + i] = net.v[i] as i64;
+            }
+            w.extend(net.w1.iter().map(|&v| v as i64));
+            w.extend(net.b1.iter().map(|&v| v as i64));
+            w.extend(net.w2.iter().map(|&v| v as i64));
+        }
+        Model::Linear(lin) => {
+            w[0] = 2;
+            w[2] = lin.shift as i64;
+            w[4] = lin.b;
+            for i in 0..INPUTS {
+                w[21 + i] = lin.w[i] as i64;
+            }
+        }
+    }
+    w
+}
+
 impl Cuda {
+    /// Decodes NGLR blocks in place, as [`crate::predict::nglr::Nglr`]'s `decode` does each:
+    /// `codes` holds the blocks' residual codes one block after another (each in C order) and
+    /// receives their reconstructed grid indices. `model` must be valid (as read from a chunk);
+    /// `m` is the chunk's feedback step.
+    pub fn nglr_decode(
+        &self,
+        model: &Model,
+        blocks: &[Block],
+        codes: &mut [i32],
+        m: i32,
+    ) -> Result<()> {
+        guard("nglr decode", || {
+            let total: usize = blocks.iter().map(Block::len).sum();
+            ensure!(
+                total == codes.len(),
+                Error::SizeMismatch {
+                    expected: total,
+                    actual: codes.len()
+                }
+            );
+            ensure!(
+                blocks
+                    .iter()
+                    .all(|b| b.ext.iter().all(|e| (1..1 << 20).contains(e))),
+                Error::Unsupported("cuda: NGLR block outside the kernel's limits".into())
+            );
+            if blocks.is_empty() {
+                return Ok(());
+            }
+            let (table, _) = block_table(blocks);
+            let table = self.upload(&table)?;
+            let words = self.upload(&model_words(model))?;
+            let q = self.upload(codes)?;
+            let e = self.zeros::<i32>(codes.len())?;
+            // SAFETY: `q` and `e` hold every block at the table's offsets (their sum is the
+            // length, checked), the table one entry per block of the grid, `words` the model
+            // laid out as the kernel reads it; all live until the download.
+            unsafe {
+                self.launch(
+                    "nglr_decode",
+                    (blocks.len(), 1, 1),
+                    &[
+                        Arg::Ptr(self.ptr(&q)),
+                        Arg::Ptr(self.ptr(&e)),
+                        Arg::Ptr(self.ptr(&table)),
+                        Arg::Ptr(self.ptr(&words)),
+                        Arg::I32(m),
+                    ],
+                )?;
+            }
+            codes.copy_from_slice(&self.download(&q)?);
+            Ok(())
+        })
+    }
+
     /// [`train::adam`] on the GPU.
     pub fn nglr_adam(&self, p: &AdamProblem) -> Result<Vec<f32>> {
         guard("nglr training", || {

@@ -103,8 +103,16 @@ pub const NGLR_TRAIN: Module = Module {
     exact: false,
 };
 
-pub const MODULES: [Module; 7] = [
-    QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN, NGLR_TRAIN,
+/// NGLR's prediction (decode), integer arithmetic: the CPU's values bit for bit.
+pub const NGLR: Module = Module {
+    name: "nglr.cu",
+    source: include_str!("../../kernels/nglr.cu"),
+    kernels: &["nglr_decode"],
+    exact: true,
+};
+
+pub const MODULES: [Module; 8] = [
+    QUANT, LORENZO, BITPLANE, PACKED, NEURLZ, CONV_TRAIN, NGLR_TRAIN, NGLR,
 ];
 
 /// The encode tile (`TX` x `TY` threads in `lorenzo.cu`).

@@ -21,9 +21,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <vector>
+
+// CUDA's integer min and max.
+using std::max;
+using std::min;
 
 struct uint3 {
     unsigned x, y, z;
