@@ -1,5 +1,6 @@
-// resid: NGLR's prediction on the GPU (src/predict/nglr.rs), decode side: integer Lorenzo plus
-// the chunk's learned bias, then `q = pred + code * m`, bit for bit as the CPU decodes a block.
+// resid: NGLR's prediction on the GPU (src/predict/nglr.rs): integer Lorenzo plus the chunk's
+// learned bias. Decoding, `q = pred + code * m`; encoding, the code that keeps the value within
+// the bound, or an escape (predict/mod.rs `settle`). Bit for bit as the CPU codes a block.
 //
 // A point's prediction reads the reconstruction of its causal neighbours, the farthest ahead in
 // x being (z, y - 1, x + 1) and (z - 1, y, x + 1). So the points with equal `x + 2y + 2z` (a
@@ -8,8 +9,10 @@
 // the front's global writes visible to the whole block). A 64^3 block has 316 fronts of up to
 // ~1,000 points.
 //
-// Everything is integer arithmetic on the stored weights (nn/infer.rs, nn/linear.rs), whose
-// ranges Net::validate and Linear::validate bound, so nothing here rounds or overflows.
+// The prediction is integer arithmetic on the stored weights (nn/infer.rs, nn/linear.rs),
+// whose ranges Net::validate and Linear::validate bound, so nothing there rounds or
+// overflows. The encoder's bound check is IEEE double arithmetic in the Rust code's order (the
+// module is compiled without FMA contraction).
 #include "common.cuh"
 
 typedef long long i64;
@@ -193,6 +196,66 @@ extern "C" __global__ void nglr_decode(int* q, int* e, const u64* table, const i
             const int v = (int)(u32)(u64)(pred + (i64)qb[i] * m);
             qb[i] = v;
             eb[i] = ng_error(v, l);
+        });
+        __syncthreads();
+    }
+}
+
+// predict/mod.rs `within`: the decoded value v of original x is within eb, in f64 and, for
+// f32 data, also as the difference taken in f32 arithmetic.
+__device__ __forceinline__ bool ng_within(double x, double v, double eb, int single) {
+    if (!single) return fabs(x - v) <= eb;
+    const float v32 = __double2float_rn(v);
+    return fabs(x - (double)v32) <= eb && (double)fabsf(__double2float_rn(x) - v32) <= eb;
+}
+
+// predict/mod.rs `BlockEncoder::settle_with` at point i with prediction `pred`: the code, the
+// reconstruction left in q[i]; an escaped point (already, or now because its reconstruction
+// misses the bound or leaves the grid) codes 0 and keeps the prediction.
+__device__ __forceinline__ int ng_settle(int* q, unsigned char* esc, const double* x, i64 i, i64 pred, i64 m,
+                                         double mid, double step, double eb, int single) {
+    if (!esc[i]) {
+        const i64 n = (i64)q[i] - pred + (m - 1) / 2;
+        const i64 c = n / m - ((n % m != 0 && n < 0) ? 1 : 0);  // floor division (m >= 1)
+        const i64 rec = pred + c * m;
+        const i64 qmax = (i64)RESID_QMAX;
+        if (rec <= 2 * qmax && rec >= -2 * qmax && c < (1ll << 30) && c > -(1ll << 30)) {
+            // quant.rs `dequantize_f64`.
+            const double v = mid + (double)(int)rec * step;
+            if (ng_within(x[i], v, eb, single)) {
+                q[i] = (int)rec;
+                return (int)c;
+            }
+        }
+        esc[i] = 1;
+    }
+    q[i] = (int)(u32)(u64)pred;
+    return 0;
+}
+
+// Codes NGLR blocks (nglr.rs `Nglr::encode`), laid out as for nglr_decode: `q` holds each
+// block's prequantized indices and receives the reconstruction, `codes` the residual codes,
+// `esc` the escaped points (nonzero; in: those the grid cannot hold, out: also those the
+// encoder escaped), `x` the values as f64; `e` is scratch. Feedback step m, grid (mid, step),
+// bound eb; `single` for f32 data. One thread block per NGLR block.
+extern "C" __global__ void nglr_encode(int* q, int* codes, int* e, unsigned char* esc, const double* x,
+                                       const u64* table, const i64* model, long long m, double mid,
+                                       double step, double eb, int single) {
+    __shared__ NgModel mod;
+    ng_load_model(mod, model);
+    const BlockDesc d = load_block(table, blockIdx.x);
+    const int nz = (int)d.ez, ny = (int)d.ey, nx = (int)d.ex;
+    int* qb = q + d.offset;
+    int* eb_ = e + d.offset;
+    const int fronts = (nx - 1) + 2 * (ny - 1) + 2 * (nz - 1) + 1;
+    for (int f = 0; f < fronts; f++) {
+        ng_front(f, nz, ny, nx, [&](int z, int y, int x_) {
+            const i64 i = ((i64)z * ny + y) * nx + x_;
+            i64 l;
+            const i64 pred = ng_predict(mod, qb, eb_, nz, ny, nx, z, y, x_, i, &l);
+            codes[d.offset + i] =
+                ng_settle(qb, esc + d.offset, x + d.offset, i, pred, m, mid, step, eb, single);
+            eb_[i] = ng_error(qb[i], l);
         });
         __syncthreads();
     }

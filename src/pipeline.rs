@@ -190,6 +190,36 @@ fn quality_target<T: Element>(
     best
 }
 
+/// The values the grid cannot hold, per block, as indices inside the block (increasing).
+fn local_escapes(
+    plan: &Plan,
+    dims: [usize; 3],
+    ext: [usize; 3],
+    blocks: &[Block],
+) -> Vec<Vec<usize>> {
+    let mut local: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
+    let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
+    for &i in &plan.quantized.escapes {
+        let (b, pos) = field::locate(i, dims, ext);
+        let n = (b[0] * counts[1] + b[1]) * counts[2] + b[2];
+        let bext = blocks[n].ext;
+        local[n].push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
+    }
+    local
+}
+
+/// The GPU for NGLR's prediction when encoding: only when the CUDA backend is asked for by
+/// name (cd word 7 = 2, or `RESID_BACKEND=cuda`; a warning where no GPU is usable), since
+/// under `auto` its speed against the CPU's is not yet measured (docs/GPU.md).
+fn nglr_gpu(params: &Params) -> Option<std::sync::Arc<crate::backend::cuda::Cuda>> {
+    match crate::backend::requested(params.backend) {
+        crate::params::Backend::Cuda => {
+            crate::backend::gpu_for_work(crate::params::Backend::Cuda, 0, 0)
+        }
+        _ => None,
+    }
+}
+
 /// Runs the quantize + Lorenzo + coding stages on the GPU when the CUDA backend is selected
 /// and the chunk is plain Lorenzo (LBRC, feedback step 1) with an absolute or relative bound:
 /// the plan and each block's payload. The CPU computes the same bytes when this returns `None`.
@@ -248,15 +278,7 @@ fn encode_coded<T: Element>(
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).expect("extents are positive");
 
-    // Values the grid cannot hold, per block, as indices inside the block (increasing).
-    let mut local_escapes: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
-    let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
-    for &i in &plan.quantized.escapes {
-        let (b, pos) = field::locate(i, dims, ext);
-        let n = (b[0] * counts[1] + b[1]) * counts[2] + b[2];
-        let bext = blocks[n].ext;
-        local_escapes[n].push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
-    }
+    let local_escapes = local_escapes(plan, dims, ext, &blocks);
 
     // NGLR: one network per chunk, fitted on a subsample, shared by the blocks that use it.
     // Only when asked for: it slows coding down (docs/NGLR.md). In auto modes it is one more
@@ -292,93 +314,107 @@ fn encode_coded<T: Element>(
         coder: params.coder,
         single,
     };
-    let coded: Vec<(Coded, Option<Fallback>)> = cpu_blocks
-        .par_iter()
-        .zip(&local_escapes)
-        .map(|(b, esc)| {
-            let (bx, bq, escaped) = source.gather(b, esc);
-            // The interpolations' kernel is fitted to the block.
-            let kernel = if with_interp {
-                interp::fit_kernel(&bq, b.ext, plan.m, coarse)
-            } else {
-                interp::Kernel::CUBIC
-            };
-            let (interp_1d, interp_md) = (Interp { coarse, kernel }, InterpMd { coarse, kernel });
-            // Lorenzo's weights fitted to the block, when that is estimated to pay (auto
-            // modes only: predictor word 1 is plain Lorenzo, LBRC). A sure estimate replaces
-            // Lorenzo among the candidates; a closer one joins it.
-            let fitted_lorenzo = (with_lorenzo && with_interp)
-                .then(|| fitted::fit(&bq, b.ext, plan.m))
-                .flatten();
-            let sure = |ratio: f64| ratio < FITTED_SURE;
-            let mut candidates: Vec<&dyn Predictor> = Vec::with_capacity(5);
-            if with_lorenzo {
-                match &fitted_lorenzo {
-                    Some((f, ratio)) if sure(*ratio) => candidates.push(f),
-                    _ => candidates.push(&Lorenzo),
+    // NGLR on every block with the CUDA backend asked for by name: the blocks' prediction on
+    // the GPU, the same codes as the CPU's (so the same chunk); the CPU codes them otherwise.
+    let nglr_gpu = match &learned {
+        Some(n) if fixed == 0 && gpu_blocks.is_none() => nglr_gpu(params).and_then(|g| {
+            source.nglr_offloaded(&blocks, &local_escapes, n, |b, coding, x, q, esc| {
+                g.nglr_encode(&n.model, b, coding, x, q, esc)
+            })
+        }),
+        _ => None,
+    };
+    let coded: Vec<(Coded, Option<Fallback>)> = match nglr_gpu {
+        Some(coded) => coded.into_iter().map(|c| (c, None)).collect(),
+        None => cpu_blocks
+            .par_iter()
+            .zip(&local_escapes)
+            .map(|(b, esc)| {
+                let (bx, bq, escaped) = source.gather(b, esc);
+                // The interpolations' kernel is fitted to the block.
+                let kernel = if with_interp {
+                    interp::fit_kernel(&bq, b.ext, plan.m, coarse)
+                } else {
+                    interp::Kernel::CUBIC
+                };
+                let (interp_1d, interp_md) =
+                    (Interp { coarse, kernel }, InterpMd { coarse, kernel });
+                // Lorenzo's weights fitted to the block, when that is estimated to pay (auto
+                // modes only: predictor word 1 is plain Lorenzo, LBRC). A sure estimate replaces
+                // Lorenzo among the candidates; a closer one joins it.
+                let fitted_lorenzo = (with_lorenzo && with_interp)
+                    .then(|| fitted::fit(&bq, b.ext, plan.m))
+                    .flatten();
+                let sure = |ratio: f64| ratio < FITTED_SURE;
+                let mut candidates: Vec<&dyn Predictor> = Vec::with_capacity(5);
+                if with_lorenzo {
+                    match &fitted_lorenzo {
+                        Some((f, ratio)) if sure(*ratio) => candidates.push(f),
+                        _ => candidates.push(&Lorenzo),
+                    }
                 }
-            }
-            if with_interp {
-                candidates.extend([&interp_1d as &dyn Predictor, &interp_md]);
-            }
-            let extra = match &fitted_lorenzo {
-                Some((f, ratio)) if !sure(*ratio) => {
-                    candidates.push(f);
-                    1
+                if with_interp {
+                    candidates.extend([&interp_1d as &dyn Predictor, &interp_md]);
                 }
-                _ => 0,
-            };
-            match &learned {
-                Some(n) => candidates.push(n),
-                None if fixed == 0 => candidates.push(&Lorenzo), // too few points to train on
-                None => {}
-            }
-            // Lorenzo, then the two interpolations: the second waits for the first. Fitted
-            // Lorenzo beside plain Lorenzo waits for both.
-            let mut defer = Vec::with_capacity(2);
-            if with_lorenzo && with_interp {
-                defer.push(Defer {
-                    candidate: 2,
-                    rival: 1,
-                    reference: 0,
-                    margin: DEFER_MARGIN,
+                let extra = match &fitted_lorenzo {
+                    Some((f, ratio)) if !sure(*ratio) => {
+                        candidates.push(f);
+                        1
+                    }
+                    _ => 0,
+                };
+                match &learned {
+                    Some(n) => candidates.push(n),
+                    None if fixed == 0 => candidates.push(&Lorenzo), // too few points to train on
+                    None => {}
+                }
+                // Lorenzo, then the two interpolations: the second waits for the first. Fitted
+                // Lorenzo beside plain Lorenzo waits for both.
+                let mut defer = Vec::with_capacity(2);
+                if with_lorenzo && with_interp {
+                    defer.push(Defer {
+                        candidate: 2,
+                        rival: 1,
+                        reference: 0,
+                        margin: DEFER_MARGIN,
+                    });
+                }
+                if extra == 1 {
+                    defer.push(Defer {
+                        candidate: fixed,
+                        rival: 0,
+                        reference: 1,
+                        margin: 1.0 / FITTED_SURE - 1.0,
+                    });
+                }
+                let choice = choose_predictor(
+                    &candidates,
+                    fixed + extra,
+                    &defer,
+                    &bx,
+                    &bq,
+                    &escaped,
+                    b.ext,
+                    plan,
+                    params.coder,
+                    single,
+                );
+                let (predictor, done) = choice.best;
+                let chosen = source.code(b, predictor, &bx, &bq, &escaped, done);
+                // The fallback is coded now unless the learned candidate's trial won clearly.
+                let fallback = choice.fallback.map(|((p, done), saving)| match done {
+                    None if learned
+                        .as_ref()
+                        .is_some_and(|n| saving.share > clear_share(&n.model, p.id())) =>
+                    {
+                        Fallback::Pending(p.id(), p.kernel(), p.header(), saving.bytes)
+                    }
+                    done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
                 });
-            }
-            if extra == 1 {
-                defer.push(Defer {
-                    candidate: fixed,
-                    rival: 0,
-                    reference: 1,
-                    margin: 1.0 / FITTED_SURE - 1.0,
-                });
-            }
-            let choice = choose_predictor(
-                &candidates,
-                fixed + extra,
-                &defer,
-                &bx,
-                &bq,
-                &escaped,
-                b.ext,
-                plan,
-                params.coder,
-                single,
-            );
-            let (predictor, done) = choice.best;
-            let chosen = source.code(b, predictor, &bx, &bq, &escaped, done);
-            // The fallback is coded now unless the learned candidate's trial won clearly.
-            let fallback = choice.fallback.map(|((p, done), saving)| match done {
-                None if learned
-                    .as_ref()
-                    .is_some_and(|n| saving.share > clear_share(&n.model, p.id())) =>
-                {
-                    Fallback::Pending(p.id(), p.kernel(), p.header(), saving.bytes)
-                }
-                done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
-            });
-            (chosen, fallback)
-        })
-        .collect();
+                (chosen, fallback)
+            })
+            .collect(),
+    };
     // The weights are written only when the blocks that use them save more than they cost;
     // then each block with a coded fallback keeps the smaller of its two codings. A pending
     // fallback counts with its estimated saving; when the weights are dropped, pending
@@ -587,6 +623,7 @@ fn enhance_section<T: Element>(
 
 /// A coded block: the directory's predictor id and kernel byte, the payload, and the chunk
 /// indices of its escaped points.
+#[derive(Debug, PartialEq)]
 struct Coded {
     id: u8,
     kernel: u8,
@@ -658,14 +695,30 @@ impl<T: Element> Source<'_, T> {
         escaped: &[bool],
         done: Option<Trial>,
     ) -> Coded {
-        let id = predictor.id();
         let (bytes, escaped) = done.unwrap_or_else(|| {
             let (codes, escaped) =
                 predict_block(predictor, bx, bq, escaped, b.ext, self.plan, self.single);
-            let mut bytes = predictor.header();
-            bytes.extend(code::encode_block(self.coder, &codes, b.ext, id));
-            (bytes, escaped)
+            (self.payload(b, predictor, &codes), escaped)
         });
+        self.coded(b, predictor, bytes, &escaped)
+    }
+
+    /// Block `b`'s payload: `predictor`'s header, then its residual `codes` coded.
+    fn payload(&self, b: &Block, predictor: &dyn Predictor, codes: &[i32]) -> Vec<u8> {
+        let mut bytes = predictor.header();
+        bytes.extend(code::encode_block(self.coder, codes, b.ext, predictor.id()));
+        bytes
+    }
+
+    /// Block `b` coded by `predictor` into `bytes`, its `escaped` points (block-local flags)
+    /// listed by chunk index.
+    fn coded(
+        &self,
+        b: &Block,
+        predictor: &dyn Predictor,
+        bytes: Vec<u8>,
+        escaped: &[bool],
+    ) -> Coded {
         let global = escaped
             .iter()
             .enumerate()
@@ -673,11 +726,71 @@ impl<T: Element> Source<'_, T> {
             .map(|(li, _)| b.global_index(self.dims, li))
             .collect();
         Coded {
-            id,
+            id: predictor.id(),
             kernel: predictor.kernel(),
             bytes,
             escapes: global,
         }
+    }
+
+    /// Every block coded by NGLR with the prediction handed to `encode` (the GPU's place),
+    /// which gets the blocks, the coding settings, and their values, prequantized indices and
+    /// escape flags one block after another; it returns the residual codes, leaving the
+    /// reconstruction and the final escapes in place. The same blocks as NGLR's CPU path
+    /// codes, from the same codes. `None` when `encode` fails (logged).
+    fn nglr_offloaded(
+        &self,
+        blocks: &[Block],
+        local_escapes: &[Vec<usize>],
+        model: &nglr::Nglr,
+        encode: impl FnOnce(
+            &[Block],
+            &crate::backend::cuda_nglr::Coding,
+            &[f64],
+            &mut [i32],
+            &mut [bool],
+        ) -> Result<Vec<i32>>,
+    ) -> Option<Vec<Coded>> {
+        let inputs: Vec<BlockInput> = blocks
+            .par_iter()
+            .zip(local_escapes)
+            .map(|(b, esc)| self.gather(b, esc))
+            .collect();
+        let x: Vec<f64> = inputs.iter().flat_map(|i| i.0.iter().copied()).collect();
+        let mut q: Vec<i32> = inputs.iter().flat_map(|i| i.1.iter().copied()).collect();
+        let mut escaped: Vec<bool> = inputs.iter().flat_map(|i| i.2.iter().copied()).collect();
+        drop(inputs);
+        let coding = crate::backend::cuda_nglr::Coding {
+            grid: self.plan.grid,
+            eb: self.plan.eb,
+            single: self.single,
+            m: self.plan.m,
+        };
+        let codes = match encode(blocks, &coding, &x, &mut q, &mut escaped) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::backend::gpu_failed("NGLR encode", &e, "the CPU codes the chunk");
+                return None;
+            }
+        };
+        let starts: Vec<usize> = blocks
+            .iter()
+            .scan(0, |at, b| {
+                *at += b.len();
+                Some(*at - b.len())
+            })
+            .collect();
+        Some(
+            blocks
+                .par_iter()
+                .zip(starts)
+                .map(|(b, at)| {
+                    let r = at..at + b.len();
+                    let bytes = self.payload(b, model, &codes[r.clone()]);
+                    self.coded(b, model, bytes, &escaped[r])
+                })
+                .collect(),
+        )
     }
 }
 
@@ -1526,24 +1639,91 @@ fn for_each_escape<T: Element>(
 mod tests {
     use super::*;
 
-    /// A rough f32 field of two blocks, coded with `predictor` at one absolute bound.
-    fn coded(predictor: PredictorChoice) -> Vec<u8> {
-        let shape = [40, 100, 100];
-        let n: usize = shape.iter().product();
+    /// A rough f32 field of two blocks (40 x 100 x 100).
+    fn rough() -> Vec<f32> {
         let mut s = 0x9e37_79b9u64;
-        let data: Vec<u8> = (0..n)
-            .flat_map(|i| {
+        (0..400_000)
+            .map(|i| {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let (y, x) = ((i / 100) % 100, i % 100);
-                let v = (x as f32 * 0.13).sin() * (y as f32 * 0.05).cos() * 20.0
-                    + (s >> 40) as f32 / (1u64 << 24) as f32;
-                v.to_le_bytes()
+                (x as f32 * 0.13).sin() * (y as f32 * 0.05).cos() * 20.0
+                    + (s >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect()
+    }
+
+    /// [`rough`] coded with `predictor` at one absolute bound.
+    fn coded(predictor: PredictorChoice) -> Vec<u8> {
+        let data: Vec<u8> = rough().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let chunk = ChunkInfo::new(DType::F32, &[40, 100, 100]).unwrap();
+        compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
+    }
+
+    /// NGLR's blocks coded with the prediction offloaded (the GPU's place) are the blocks the
+    /// CPU codes when the offload computes what the CPU does, escapes included; a failing
+    /// offload leaves the chunk to the CPU.
+    #[test]
+    fn offloaded_nglr_encode_codes_the_cpus_blocks() {
+        let mut x = rough();
+        x[12_345] = f32::NAN;
+        x[307_001] = f32::INFINITY;
+        let params = Params::abs(0.01).with_predictor(PredictorChoice::Nglr);
+        let plan = quant::plan(&x, &params).unwrap();
+        let dims = [40, 100, 100];
+        let ext = field::block_extents(dims);
+        let blocks = field::blocks(dims, ext).unwrap();
+        let escapes = local_escapes(&plan, dims, ext, &blocks);
+        assert!(escapes.iter().all(|e| e.len() == 1));
+        let model = train_nglr(&x, dims, &plan, &params, true, Fit::Network).unwrap();
+        let source = Source {
+            x: &x,
+            dims,
+            plan: &plan,
+            coder: params.coder,
+            single: true,
+        };
+        let cpu: Vec<Coded> = blocks
+            .iter()
+            .zip(&escapes)
+            .map(|(b, e)| {
+                let (bx, bq, escaped) = source.gather(b, e);
+                source.code(b, &model, &bx, &bq, &escaped, None)
             })
             .collect();
-        let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
-        compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
+        let mut seen = Vec::new();
+        let offloaded = source
+            .nglr_offloaded(&blocks, &escapes, &model, |bl, coding, x, q, esc| {
+                seen = bl.to_vec();
+                let mut codes = vec![0; q.len()];
+                let mut at = 0;
+                for b in bl {
+                    let r = at..at + b.len();
+                    let mut blk = BlockEncoder {
+                        x: &x[r.clone()],
+                        escaped: esc[r.clone()].to_vec(),
+                        grid: coding.grid,
+                        eb: coding.eb,
+                        single: coding.single,
+                        m: coding.m,
+                    };
+                    model.encode(&mut blk, &mut q[r.clone()], b.ext, &mut codes[r.clone()]);
+                    esc[r].copy_from_slice(&blk.escaped);
+                    at += b.len();
+                }
+                Ok(codes)
+            })
+            .unwrap();
+        assert_eq!(seen, blocks);
+        assert_eq!(offloaded, cpu);
+        assert!(cpu.iter().any(|c| c.escapes.contains(&12_345)));
+        let failing = |_: &[Block], _: &_, _: &[f64], _: &mut [i32], _: &mut [bool]| {
+            Err(Error::Unsupported("test".into()))
+        };
+        assert!(source
+            .nglr_offloaded(&blocks, &escapes, &model, failing)
+            .is_none());
     }
 
     /// The chunk's feedback step, NGLR model (if any) and blocks section.

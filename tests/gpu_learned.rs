@@ -493,9 +493,48 @@ fn nglr_decode_matches_cpu() {
     eprintln!("NGLR decode: GPU and CPU reconstructions equal");
 }
 
+/// NGLR's encode kernel gives the CPU encoder's codes, reconstruction and escapes bit for
+/// bit: networks of several sizes and a linear model, f32 and f64 bound checks, feedback steps
+/// 1 and 15, grids whose reconstructions sometimes miss the bound.
+#[test]
+fn nglr_encode_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = nglr_models::Rng(13);
+    let blocks = field::blocks([70, 64, 100], [64, 64, 64]).unwrap();
+    for (label, model) in [
+        (
+            "net h4",
+            Model::Network(nglr_models::net(&mut rng, 4, false)),
+        ),
+        (
+            "net h32",
+            Model::Network(nglr_models::net(&mut rng, 32, false)),
+        ),
+        ("linear", Model::Linear(nglr_models::linear(&mut rng))),
+    ] {
+        for (m, single, coarse) in [(1, true, 1.0), (15, true, 1.03), (15, false, 1.03)] {
+            let (coding, x, q, escaped) =
+                nglr_models::encode_input(&mut rng, &blocks, m, single, coarse);
+            let want = nglr_models::cpu_encode(&model, &blocks, &coding, &x, &q, &escaped);
+            let before = escaped.iter().filter(|&&e| e).count();
+            let (mut gq, mut gesc) = (q, escaped);
+            let codes = g
+                .nglr_encode(&model, &blocks, &coding, &x, &mut gq, &mut gesc)
+                .unwrap();
+            let what = format!("{label} m {m} single {single}");
+            assert!(codes == want.0, "{what}: codes differ");
+            assert!(gq == want.1, "{what}: reconstructions differ");
+            assert!(gesc == want.2, "{what}: escapes differ");
+            let added = want.2.iter().filter(|&&e| e).count() - before;
+            eprintln!("NGLR encode {what}: equal ({added} points escaped by the encoder)");
+        }
+    }
+}
+
 /// NGLR's decode on a 64 x 512 x 512 chunk (64 blocks of 64^3): the prediction alone (host to
-/// host) on the GPU and the CPU, and a whole chunk's decode through `resid::decompress`.
-fn nglr_decode_bench(g: &cuda::Cuda) -> String {
+/// host) on the GPU and the CPU; and a whole chunk's encode (`resid::compress`) and decode
+/// (`resid::decompress`) with the CUDA backend and without.
+fn nglr_bench(g: &cuda::Cuda) -> String {
     let mut out = String::new();
     let mut rng = nglr_models::Rng(11);
     let dims = [64, 512, 512];
@@ -531,6 +570,19 @@ fn nglr_decode_bench(g: &cuda::Cuda) -> String {
     let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
     let chunk = ChunkInfo::new(DType::F32, &dims).unwrap();
     let p = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
+    let mut enc = Vec::new();
+    for backend in [Backend::Cpu, Backend::Cuda, Backend::Cuda] {
+        let t = Instant::now();
+        resid::compress(&data, &chunk, &Params { backend, ..p }).unwrap();
+        enc.push(t.elapsed().as_secs_f64());
+    }
+    out += &format!(
+        "| NGLR chunk 64 x 512 x 512 f32 (rel 1e-4, NGLR on every block), resid::compress, backend cuda (fit and prediction) | {:.3} s | {:.0} MB/s (cpu: {:.3} s, {:.0} MB/s) |\n",
+        enc[2],
+        mbs(data.len(), enc[2]),
+        enc[0],
+        mbs(data.len(), enc[0])
+    );
     let c = resid::compress(&data, &chunk, &p).unwrap();
     let mut times = Vec::new();
     for env in ["cpu", "cuda", "cuda"] {
@@ -778,7 +830,7 @@ fn gpu_learned_bench() {
         };
     }
     drop((input, target, mask));
-    out += &nglr_decode_bench(&g);
+    out += &nglr_bench(&g);
     eprintln!("{out}");
     if let Ok(p) = std::env::var("RESID_BENCH_OUT") {
         let mut s = std::fs::read_to_string(&p).unwrap_or_default();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use resid::backend::cuda::block_table;
-use resid::backend::cuda_nglr::model_words;
+use resid::backend::cuda_nglr::{model_words, Coding};
 use resid::field::{self, Block};
 use resid::nn::weights::Model;
 use resid::predict::nglr::Nglr;
@@ -24,44 +24,103 @@ use nglr_models::{linear, net, Rng};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// What a case runs: the decoder on codes, or the encoder on values.
+enum Work {
+    Decode {
+        codes: Vec<i32>,
+    },
+    Encode {
+        coding: Coding,
+        x: Vec<f64>,
+        q: Vec<i32>,
+        escaped: Vec<bool>,
+    },
+}
+
 struct Case {
     name: String,
     model: Model,
     m: i32,
     blocks: Vec<Block>,
-    codes: Vec<i32>,
+    work: Work,
+}
+
+fn put_i64s(out: &mut Vec<u8>, v: &[i64]) {
+    v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+}
+
+fn put_i32s(out: &mut Vec<u8>, v: &[i32]) {
+    v.iter().for_each(|x| out.extend(x.to_le_bytes()));
 }
 
 impl Case {
-    /// The Rust decoder's reconstruction of every block, one after another.
-    fn expected(&self) -> Vec<i32> {
-        let p = Nglr::from_model(self.model.clone());
-        let mut out = self.codes.clone();
+    /// Each block's range in the case's arrays.
+    fn ranges(&self) -> Vec<(std::ops::Range<usize>, [usize; 3])> {
         let mut at = 0;
-        for b in &self.blocks {
-            p.decode(&mut out[at..at + b.len()], b.ext, self.m);
-            at += b.len();
-        }
-        out
+        self.blocks
+            .iter()
+            .map(|b| {
+                at += b.len();
+                (at - b.len()..at, b.ext)
+            })
+            .collect()
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        let i64s = |out: &mut Vec<u8>, v: &[i64]| {
-            v.iter().for_each(|x| out.extend(x.to_le_bytes()));
-        };
-        i64s(out, &[self.name.len() as i64]);
+        put_i64s(out, &[self.name.len() as i64]);
         out.extend(self.name.as_bytes());
+        put_i64s(out, &[matches!(self.work, Work::Encode { .. }) as i64]);
         let words = model_words(&self.model);
-        i64s(out, &[words.len() as i64]);
-        i64s(out, &words);
-        i64s(out, &[self.m as i64, self.blocks.len() as i64]);
+        put_i64s(out, &[words.len() as i64]);
+        put_i64s(out, &words);
+        put_i64s(out, &[self.m as i64, self.blocks.len() as i64]);
         let (table, _) = block_table(&self.blocks);
         table.iter().for_each(|x| out.extend(x.to_le_bytes()));
-        i64s(out, &[self.codes.len() as i64]);
-        self.codes.iter().for_each(|x| out.extend(x.to_le_bytes()));
-        self.expected()
-            .iter()
-            .for_each(|x| out.extend(x.to_le_bytes()));
+        match &self.work {
+            // The Rust decoder's reconstruction of every block.
+            Work::Decode { codes } => {
+                let p = Nglr::from_model(self.model.clone());
+                put_i64s(out, &[codes.len() as i64]);
+                put_i32s(out, codes);
+                let mut q = codes.clone();
+                for (r, ext) in self.ranges() {
+                    p.decode(&mut q[r], ext, self.m);
+                }
+                put_i32s(out, &q);
+            }
+            // The Rust encoder's codes, reconstruction and escapes of every block.
+            Work::Encode {
+                coding,
+                x,
+                q,
+                escaped,
+            } => {
+                put_i64s(out, &[x.len() as i64]);
+                for v in [coding.grid.mid, coding.grid.step, coding.eb] {
+                    out.extend(v.to_le_bytes());
+                }
+                put_i64s(out, &[coding.single as i64]);
+                x.iter().for_each(|v| out.extend(v.to_le_bytes()));
+                put_i32s(out, q);
+                out.extend(escaped.iter().map(|&e| e as u8));
+                let (codes, recon, esc) =
+                    nglr_models::cpu_encode(&self.model, &self.blocks, coding, x, q, escaped);
+                put_i32s(out, &codes);
+                put_i32s(out, &recon);
+                out.extend(esc.iter().map(|&e| e as u8));
+            }
+        }
+    }
+}
+
+/// [`nglr_models::encode_input`] as a case's work.
+fn encode_work(rng: &mut Rng, blocks: &[Block], m: i64, single: bool, coarse: f64) -> Work {
+    let (coding, x, q, escaped) = nglr_models::encode_input(rng, blocks, m, single, coarse);
+    Work::Encode {
+        coding,
+        x,
+        q,
+        escaped,
     }
 }
 
@@ -125,7 +184,16 @@ fn cases() -> Vec<Case> {
             model: model.clone(),
             m,
             blocks: vec![block],
-            codes,
+            work: Work::Decode { codes },
+        });
+        let single = k % 2 == 0;
+        let coarse = [1.0, 1.03][k % 2];
+        cases.push(Case {
+            name: format!("{ext:?} {label} m {m} single {single} step x{coarse}"),
+            model: model.clone(),
+            m,
+            blocks: vec![block],
+            work: encode_work(&mut rng, &[block], m as i64, single, coarse),
         });
     }
     // Every model on a chunk of several blocks of different extents (edge blocks), as the
@@ -134,15 +202,25 @@ fn cases() -> Vec<Case> {
     let n: usize = blocks.iter().map(Block::len).sum();
     for (label, model) in &models {
         for m in [1, 15] {
+            let name = format!(
+                "chunk [20, 21, 23] of {} blocks, {label} m {m}",
+                blocks.len()
+            );
             cases.push(Case {
-                name: format!(
-                    "chunk [20, 21, 23] of {} blocks, {label} m {m}",
-                    blocks.len()
-                ),
+                name: name.clone(),
                 model: model.clone(),
                 m,
                 blocks: blocks.clone(),
-                codes: (0..n).map(|_| rng.range(-3, 3) as i32).collect(),
+                work: Work::Decode {
+                    codes: (0..n).map(|_| rng.range(-3, 3) as i32).collect(),
+                },
+            });
+            cases.push(Case {
+                name,
+                model: model.clone(),
+                m,
+                blocks: blocks.clone(),
+                work: encode_work(&mut rng, &blocks, m as i64, m == 1, 1.02),
             });
         }
     }
@@ -244,6 +322,24 @@ fn decode_kernel_matches_the_cpu_bit_for_bit() {
             "first layer",
             "w[k + 3] * x[k + 3]);",
             "w[k + 3] * x[k + 2]);",
+        ),
+        // Encoding: truncating division instead of floor division (negative residuals).
+        (
+            "floor division",
+            "const i64 c = n / m - ((n % m != 0 && n < 0) ? 1 : 0);",
+            "const i64 c = n / m;",
+        ),
+        // Encoding: a reconstruction that misses the bound kept instead of escaped.
+        (
+            "bound check",
+            "if (ng_within(x[i], v, eb, single)) {",
+            "if (true) {",
+        ),
+        // Encoding: the f32 data checked in f64 only.
+        (
+            "f32 check",
+            "if (!single) return fabs(x - v) <= eb;",
+            "return fabs(x - v) <= eb;",
         ),
         // The Lorenzo errors not saturated to 32 bits.
         (

@@ -202,6 +202,7 @@ pub(crate) enum Arg {
     I32(i32),
     I64(i64),
     F32(f32),
+    F64(f64),
 }
 
 /// Checks `args` against kernel `name`'s parameters as its source declares them
@@ -233,6 +234,7 @@ pub(crate) fn check_args(name: &str, args: &[Arg]) -> Result<()> {
             Arg::I32(_) => Param::I32,
             Arg::I64(_) => Param::I64,
             Arg::F32(_) => Param::F32,
+            Arg::F64(_) => Param::F64,
         };
         ensure!(
             *p == Some(given),
@@ -434,6 +436,7 @@ impl Cuda {
                 Arg::I32(v) => b.arg(v),
                 Arg::I64(v) => b.arg(v),
                 Arg::F32(v) => b.arg(v),
+                Arg::F64(v) => b.arg(v),
             };
         }
         let dims = (grid.0 as u32, grid.1 as u32, grid.2 as u32);

@@ -5,9 +5,10 @@
 //!   a block that keeps the weights in shared memory. The samples go up once, the weights come
 //!   back once. Float results may differ from the CPU's in the last bits; the quantized
 //!   network is what the encoder stores and codes with.
-//! - The prediction, decode side (`kernels/nglr.cu`): every NGLR block of a chunk at once, a
-//!   thread block each walking its block's wavefronts. Integer arithmetic on the stored model,
-//!   so the reconstruction is the CPU's ([`crate::predict::nglr`]) bit for bit.
+//! - The prediction (`kernels/nglr.cu`), decoding and encoding: every NGLR block of a chunk at
+//!   once, a thread block each walking its block's wavefronts. Integer arithmetic on the stored
+//!   model, and the encoder's bound check in the CPU's IEEE order, so the reconstruction, codes
+//!   and escapes are the CPU's ([`crate::predict::nglr`]) bit for bit.
 
 use super::cuda::{block_table, guard, Arg, Cuda};
 use crate::error::{ensure, Error, Result};
@@ -17,6 +18,19 @@ use crate::nn::train::{self, AdamProblem, Config};
 use crate::nn::weights::Model;
 use crate::nn::ADAM;
 use crate::params::Backend;
+use crate::quant::Grid;
+
+/// How an encoder codes a chunk's points (`predict::BlockEncoder`'s settings).
+#[derive(Debug, Clone, Copy)]
+pub struct Coding {
+    pub grid: Grid,
+    /// The pointwise bound.
+    pub eb: f64,
+    /// f32 data: reconstructions are checked as f32 too.
+    pub single: bool,
+    /// Feedback step (odd, >= 1).
+    pub m: i64,
+}
 
 /// Largest batch the kernel takes (`NG_MAXB` in `nglr_train.cu`).
 pub const MAX_BATCH: usize = 128;
@@ -79,6 +93,26 @@ pub fn model_words(model: &Model) -> Vec<i64> {
     w
 }
 
+/// The values in `blocks` (one after another), checked to be `len` and each block within the
+/// kernels' limits.
+fn check_blocks(blocks: &[Block], len: usize) -> Result<usize> {
+    let total: usize = blocks.iter().map(Block::len).sum();
+    ensure!(
+        total == len,
+        Error::SizeMismatch {
+            expected: total,
+            actual: len
+        }
+    );
+    ensure!(
+        blocks
+            .iter()
+            .all(|b| b.ext.iter().all(|e| (1..1 << 20).contains(e))),
+        Error::Unsupported("cuda: NGLR block outside the kernel's limits".into())
+    );
+    Ok(total)
+}
+
 impl Cuda {
     /// Decodes NGLR blocks in place, as [`crate::predict::nglr::Nglr`]'s `decode` does each:
     /// `codes` holds the blocks' residual codes one block after another (each in C order) and
@@ -92,20 +126,7 @@ impl Cuda {
         m: i32,
     ) -> Result<()> {
         guard("nglr decode", || {
-            let total: usize = blocks.iter().map(Block::len).sum();
-            ensure!(
-                total == codes.len(),
-                Error::SizeMismatch {
-                    expected: total,
-                    actual: codes.len()
-                }
-            );
-            ensure!(
-                blocks
-                    .iter()
-                    .all(|b| b.ext.iter().all(|e| (1..1 << 20).contains(e))),
-                Error::Unsupported("cuda: NGLR block outside the kernel's limits".into())
-            );
+            check_blocks(blocks, codes.len())?;
             if blocks.is_empty() {
                 return Ok(());
             }
@@ -132,6 +153,75 @@ impl Cuda {
             }
             codes.copy_from_slice(&self.download(&q)?);
             Ok(())
+        })
+    }
+
+    /// Codes NGLR blocks as [`crate::predict::nglr::Nglr`]'s `encode` does each, laid out as
+    /// for [`Cuda::nglr_decode`]: `x` holds the values, `q` the prequantized indices (replaced
+    /// by the reconstruction), `escaped` the points already escaped (the encoder adds those it
+    /// escapes). Returns the residual codes.
+    pub fn nglr_encode(
+        &self,
+        model: &Model,
+        blocks: &[Block],
+        coding: &Coding,
+        x: &[f64],
+        q: &mut [i32],
+        escaped: &mut [bool],
+    ) -> Result<Vec<i32>> {
+        guard("nglr encode", || {
+            let total = check_blocks(blocks, q.len())?;
+            ensure!(
+                x.len() == total && escaped.len() == total,
+                Error::SizeMismatch {
+                    expected: total,
+                    actual: x.len().min(escaped.len())
+                }
+            );
+            ensure!(
+                coding.m >= 1 && coding.m % 2 == 1,
+                Error::Unsupported(format!("cuda: NGLR feedback step {}", coding.m))
+            );
+            if blocks.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (table, _) = block_table(blocks);
+            let table = self.upload(&table)?;
+            let words = self.upload(&model_words(model))?;
+            let qd = self.upload(q)?;
+            let xd = self.upload(x)?;
+            let flags: Vec<u8> = escaped.iter().map(|&e| e as u8).collect();
+            let esc = self.upload(&flags)?;
+            let codes = self.zeros::<i32>(total)?;
+            let e = self.zeros::<i32>(total)?;
+            // SAFETY: `q`, `codes`, `e`, `esc` and `x` hold every block at the table's offsets
+            // (checked lengths), the table one entry per block, `words` the model laid out as
+            // the kernel reads it; all live until the downloads.
+            unsafe {
+                self.launch(
+                    "nglr_encode",
+                    (blocks.len(), 1, 1),
+                    &[
+                        Arg::Ptr(self.ptr(&qd)),
+                        Arg::Ptr(self.ptr(&codes)),
+                        Arg::Ptr(self.ptr(&e)),
+                        Arg::Ptr(self.ptr(&esc)),
+                        Arg::Ptr(self.ptr(&xd)),
+                        Arg::Ptr(self.ptr(&table)),
+                        Arg::Ptr(self.ptr(&words)),
+                        Arg::I64(coding.m),
+                        Arg::F64(coding.grid.mid),
+                        Arg::F64(coding.grid.step),
+                        Arg::F64(coding.eb),
+                        Arg::I32(coding.single as i32),
+                    ],
+                )?;
+            }
+            q.copy_from_slice(&self.download(&qd)?);
+            for (e, f) in escaped.iter_mut().zip(self.download(&esc)?) {
+                *e = f != 0;
+            }
+            self.download(&codes)
         })
     }
 

@@ -103,11 +103,11 @@ pub const NGLR_TRAIN: Module = Module {
     exact: false,
 };
 
-/// NGLR's prediction (decode), integer arithmetic: the CPU's values bit for bit.
+/// NGLR's prediction (decode and encode): the CPU's values and codes bit for bit.
 pub const NGLR: Module = Module {
     name: "nglr.cu",
     source: include_str!("../../kernels/nglr.cu"),
-    kernels: &["nglr_decode"],
+    kernels: &["nglr_decode", "nglr_encode"],
     exact: true,
 };
 

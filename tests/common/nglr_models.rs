@@ -1,8 +1,15 @@
-//! Valid NGLR models with random weights, shared by the tests of NGLR's GPU decode
+//! Valid NGLR models with random weights and encoder inputs, shared by the tests of NGLR's GPU
+//! kernels
 //! (`tests/nglr_kernel_cpu.rs` on the CPU stand-in, `tests/gpu_learned.rs` on a GPU).
 
+use resid::backend::cuda_nglr::Coding;
+use resid::field::Block;
 use resid::nn::infer::{Net, B1_MAX, INPUTS};
 use resid::nn::linear::Linear;
+use resid::nn::weights::Model;
+use resid::predict::nglr::Nglr;
+use resid::predict::{BlockEncoder, Predictor};
+use resid::quant::Grid;
 
 pub struct Rng(pub u64);
 
@@ -52,4 +59,83 @@ pub fn linear(rng: &mut Rng) -> Linear {
     };
     lin.validate().unwrap();
     lin
+}
+
+/// An encoder's input on `blocks` (one after another): a smooth field with noise (rounded to
+/// f32 when `single`) on a grid `coarse` times the feedback grid's step (above 1, some
+/// reconstructions miss the bound and are escaped), every 401st point escaped beforehand.
+pub fn encode_input(
+    rng: &mut Rng,
+    blocks: &[Block],
+    m: i64,
+    single: bool,
+    coarse: f64,
+) -> (Coding, Vec<f64>, Vec<i32>, Vec<bool>) {
+    let eb = 0.05;
+    let grid = Grid {
+        mid: 0.13,
+        step: 2.0 * eb / m as f64 * coarse,
+    };
+    let mut x = Vec::new();
+    for b in blocks {
+        for i in 0..b.len() {
+            let (z, y, xx) = (
+                i / (b.ext[1] * b.ext[2]),
+                (i / b.ext[2]) % b.ext[1],
+                i % b.ext[2],
+            );
+            let v = (xx as f64 * 0.3).sin() * (y as f64 * 0.2).cos() * 5.0
+                + z as f64 * 0.07
+                + rng.range(-1000, 1000) as f64 * 2e-4;
+            x.push(if single { v as f32 as f64 } else { v });
+        }
+    }
+    let escaped: Vec<bool> = (0..x.len()).map(|i| i % 401 == 7).collect();
+    let q = x
+        .iter()
+        .zip(&escaped)
+        .map(|(v, &e)| {
+            if e {
+                0
+            } else {
+                ((v - grid.mid) / grid.step).round() as i32
+            }
+        })
+        .collect();
+    let coding = Coding {
+        grid,
+        eb,
+        single,
+        m,
+    };
+    (coding, x, q, escaped)
+}
+
+/// The CPU encoder's codes, reconstruction and escapes of `blocks` (one after another).
+pub fn cpu_encode(
+    model: &Model,
+    blocks: &[Block],
+    coding: &Coding,
+    x: &[f64],
+    q: &[i32],
+    escaped: &[bool],
+) -> (Vec<i32>, Vec<i32>, Vec<bool>) {
+    let p = Nglr::from_model(model.clone());
+    let (mut codes, mut recon, mut esc) = (vec![0; q.len()], q.to_vec(), Vec::new());
+    let mut at = 0;
+    for b in blocks {
+        let r = at..at + b.len();
+        let mut blk = BlockEncoder {
+            x: &x[r.clone()],
+            escaped: escaped[r.clone()].to_vec(),
+            grid: coding.grid,
+            eb: coding.eb,
+            single: coding.single,
+            m: coding.m,
+        };
+        p.encode(&mut blk, &mut recon[r.clone()], b.ext, &mut codes[r]);
+        esc.extend(blk.escaped);
+        at += b.len();
+    }
+    (codes, recon, esc)
 }
