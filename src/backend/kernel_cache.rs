@@ -1,5 +1,5 @@
 //! An on-disk cache of compiled kernel modules, so that only a machine's first process pays
-//! for NVRTC (about 2 s for the seven modules on two cores) and every later `h5repack` run or
+//! for NVRTC (about 2 s for the eight modules on two cores) and every later `h5repack` run or
 //! h5py session starts in milliseconds. CuPy and Triton keep such caches for the same reason.
 //!
 //! An entry holds the exact compile input beside the CUBIN (module name, full source,

@@ -8,9 +8,11 @@
 //! (`code::packed`) the GPU also codes and decodes the residuals, so a chunk crosses the bus
 //! once each way; the range coder and LZ4 are sequential and stay on the CPU.
 //!
-//! The learned stages have their own GPU paths, chosen by [`learned_gpu`]: NeurLZ's
-//! fixed-point inference ([`cuda_conv`], decode side, the CPU's corrections bit for bit), its
-//! training and NGLR's fit ([`cuda_train`], [`cuda_nglr`], encode only, floats).
+//! The learned stages have their own GPU paths, chosen by [`learned_gpu`] and
+//! [`gpu_for_work`]: NeurLZ's fixed-point inference ([`cuda_conv`], decode side, the CPU's
+//! corrections bit for bit), its training and NGLR's fit ([`cuda_train`], [`cuda_nglr`],
+//! encode only, floats), and NGLR's prediction ([`cuda_nglr`], integer: the CPU's
+//! reconstruction, codes and escapes bit for bit).
 //!
 //! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
 //! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
