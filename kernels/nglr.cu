@@ -177,10 +177,12 @@ __device__ __forceinline__ void ng_front(int f, int nz, int ny, int nx, Visit vi
     }
 }
 
-// Decodes NGLR blocks in place: `q` holds each block's residual codes (block-major, at the
-// table's offsets; cuda.rs `block_table`) and receives its reconstructed grid indices; `e` is
-// scratch of the same size. One thread block per NGLR block.
-extern "C" __global__ void nglr_decode(int* q, int* e, const u64* table, const i64* model, int m) {
+// Walks the NGLR block of this thread block (the table's entry blockIdx.x) front by front. Each
+// point's prediction goes to settle(j, pred), j its index in the chunk's arrays, which leaves
+// the point's reconstruction in q[j]; the point's Lorenzo error is then kept in e for the
+// features of the points after it.
+template <class Settle>
+__device__ __forceinline__ void ng_scan(int* q, int* e, const u64* table, const i64* model, Settle settle) {
     __shared__ NgModel mod;
     ng_load_model(mod, model);
     const BlockDesc d = load_block(table, blockIdx.x);
@@ -193,12 +195,18 @@ extern "C" __global__ void nglr_decode(int* q, int* e, const u64* table, const i
             const i64 i = ((i64)z * ny + y) * nx + x;
             i64 l;
             const i64 pred = ng_predict(mod, qb, eb, nz, ny, nx, z, y, x, i, &l);
-            const int v = (int)(u32)(u64)(pred + (i64)qb[i] * m);
-            qb[i] = v;
-            eb[i] = ng_error(v, l);
+            settle((i64)d.offset + i, pred);
+            eb[i] = ng_error(qb[i], l);
         });
         __syncthreads();
     }
+}
+
+// Decodes NGLR blocks in place: `q` holds each block's residual codes (block-major, at the
+// table's offsets; cuda.rs `block_table`) and receives its reconstructed grid indices; `e` is
+// scratch of the same size. One thread block per NGLR block.
+extern "C" __global__ void nglr_decode(int* q, int* e, const u64* table, const i64* model, int m) {
+    ng_scan(q, e, table, model, [&](i64 j, i64 pred) { q[j] = (int)(u32)(u64)(pred + (i64)q[j] * m); });
 }
 
 // predict/mod.rs `within`: the decoded value v of original x is within eb, in f64 and, for
@@ -241,22 +249,7 @@ __device__ __forceinline__ int ng_settle(int* q, unsigned char* esc, const doubl
 extern "C" __global__ void nglr_encode(int* q, int* codes, int* e, unsigned char* esc, const double* x,
                                        const u64* table, const i64* model, long long m, double mid,
                                        double step, double eb, int single) {
-    __shared__ NgModel mod;
-    ng_load_model(mod, model);
-    const BlockDesc d = load_block(table, blockIdx.x);
-    const int nz = (int)d.ez, ny = (int)d.ey, nx = (int)d.ex;
-    int* qb = q + d.offset;
-    int* eb_ = e + d.offset;
-    const int fronts = (nx - 1) + 2 * (ny - 1) + 2 * (nz - 1) + 1;
-    for (int f = 0; f < fronts; f++) {
-        ng_front(f, nz, ny, nx, [&](int z, int y, int x_) {
-            const i64 i = ((i64)z * ny + y) * nx + x_;
-            i64 l;
-            const i64 pred = ng_predict(mod, qb, eb_, nz, ny, nx, z, y, x_, i, &l);
-            codes[d.offset + i] =
-                ng_settle(qb, esc + d.offset, x + d.offset, i, pred, m, mid, step, eb, single);
-            eb_[i] = ng_error(qb[i], l);
-        });
-        __syncthreads();
-    }
+    ng_scan(q, e, table, model, [&](i64 j, i64 pred) {
+        codes[j] = ng_settle(q, esc, x, j, pred, m, mid, step, eb, single);
+    });
 }

@@ -1282,11 +1282,10 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>
         }
         true => field::from_bytes(out.buf()),
         false => {
-            let q = decode_blocks_q(&blocks, &parts, m, learned.as_ref(), out.len())?;
-            let decoded: Vec<Vec<T>> = q
-                .par_iter()
-                .map(|q| q.iter().map(|&v| dequantize::<T>(v, grid)).collect())
-                .collect();
+            let dequantized =
+                |q: Vec<i32>| -> Vec<T> { q.iter().map(|&v| dequantize::<T>(v, grid)).collect() };
+            let decoded =
+                decode_blocks(&blocks, &parts, m, learned.as_ref(), out.len(), dequantized)?;
             let mut values = vec![T::from_f64(0.0); h.len()];
             for (b, d) in blocks.iter().zip(decoded) {
                 field::scatter(&mut values, dims, b, &d);
@@ -1470,18 +1469,20 @@ fn block_codes<'a>(
     Ok((predictor, q))
 }
 
-/// Every block's reconstructed grid indices, in block order. The blocks' codes are decoded on
-/// the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the GPU when
-/// one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`, or `auto` from
-/// [`crate::backend::AUTO_MIN_BYTES`] on), with the CPU's values bit for bit; on the CPU
-/// otherwise, or when the GPU fails (logged).
-fn decode_blocks_q(
+/// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
+/// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
+/// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`, or
+/// `auto` from [`crate::backend::AUTO_MIN_BYTES`] on), with the CPU's values bit for bit; on
+/// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
+/// finished as soon as they are decoded, so they are never all held at once.
+fn decode_blocks<R: Send>(
     blocks: &[Block],
     parts: &[BlockPart<'_>],
     m: i32,
     learned: Option<&nglr::Nglr>,
     bytes: usize,
-) -> Result<Vec<Vec<i32>>> {
+    finish: impl Fn(Vec<i32>) -> R + Sync + Send,
+) -> Result<Vec<R>> {
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
         .and_then(|n| {
@@ -1498,16 +1499,17 @@ fn decode_blocks_q(
             .map(|(b, part)| {
                 let (p, mut q) = block_codes(b, part, learned)?;
                 p.get().decode(&mut q, b.ext, m);
-                Ok(q)
+                Ok(finish(q))
             })
             .collect();
     };
-    decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
+    let q = decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
         gpu.nglr_decode(&model.model, on, codes, m)
-    })
+    })?;
+    Ok(q.into_par_iter().map(finish).collect())
 }
 
-/// [`decode_blocks_q`] with the NGLR blocks' prediction handed to `offload`, which gets those
+/// [`decode_blocks`] with the NGLR blocks' prediction handed to `offload`, which gets those
 /// blocks and their codes one block after another, to be turned into reconstructed indices in
 /// place. The other blocks decode on the CPU meanwhile; when `offload` fails (logged), the
 /// CPU decodes the NGLR blocks too.
@@ -1574,7 +1576,7 @@ fn decode_grid(
     learned: Option<&nglr::Nglr>,
     bytes: usize,
 ) -> Result<Vec<i32>> {
-    let decoded = decode_blocks_q(blocks, parts, m, learned, bytes)?;
+    let decoded = decode_blocks(blocks, parts, m, learned, bytes, |q| q)?;
     let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
     for (b, d) in blocks.iter().zip(decoded) {
         field::scatter(&mut q, dims, b, &d);

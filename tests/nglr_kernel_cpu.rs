@@ -316,7 +316,7 @@ fn decode_kernel_matches_the_cpu_bit_for_bit() {
             "f[10] = q[i - sy - 1] - l;",
         ),
         // The reconstruction kept as the Lorenzo error.
-        ("error", "eb[i] = ng_error(v, l);", "eb[i] = v;"),
+        ("error", "eb[i] = ng_error(qb[i], l);", "eb[i] = qb[i];"),
         // The fourth input of each quad read from the third.
         (
             "first layer",
