@@ -1,5 +1,5 @@
 //! An on-disk cache of compiled kernel modules, so that only a machine's first process pays
-//! for NVRTC (about 2 s for the eight modules on two cores) and every later `h5repack` run or
+//! for NVRTC (about 5 s for the eight modules on two cores) and every later `h5repack` run or
 //! h5py session starts in milliseconds. CuPy and Triton keep such caches for the same reason.
 //!
 //! An entry holds the exact compile input beside the CUBIN (module name, full source,
@@ -8,7 +8,7 @@
 //! file is written under a unique temporary name and renamed into place, so processes
 //! sharing the cache (MPI ranks on one node, one home directory on NFS) never read a
 //! partial file. Every failure to read or write is a miss, logged at debug level: the cache
-//! can only save time. It holds about 0.5 MB per architecture and NVRTC version and may be
+//! can only save time. It holds about 0.75 MB per architecture and NVRTC version and may be
 //! deleted at any time.
 //!
 //! Location: `RESID_KERNEL_CACHE` names the directory (`off` or `0` turns the cache off);
