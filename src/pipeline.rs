@@ -751,15 +751,29 @@ impl<T: Element> Source<'_, T> {
             &mut [bool],
         ) -> Result<Vec<i32>>,
     ) -> Option<Vec<Coded>> {
-        let inputs: Vec<BlockInput> = blocks
-            .par_iter()
+        // Each block gathered straight into its place (no second copy of the chunk's inputs).
+        let total: usize = blocks.iter().map(Block::len).sum();
+        let (mut x, mut q, mut escaped) =
+            (vec![0f64; total], vec![0i32; total], vec![false; total]);
+        let mut places = Vec::with_capacity(blocks.len());
+        let (mut xr, mut qr, mut er) = (x.as_mut_slice(), q.as_mut_slice(), escaped.as_mut_slice());
+        for b in blocks {
+            let (xb, xs) = std::mem::take(&mut xr).split_at_mut(b.len());
+            let (qb, qs) = std::mem::take(&mut qr).split_at_mut(b.len());
+            let (eb, es) = std::mem::take(&mut er).split_at_mut(b.len());
+            places.push((xb, qb, eb));
+            (xr, qr, er) = (xs, qs, es);
+        }
+        places
+            .into_par_iter()
+            .zip(blocks)
             .zip(local_escapes)
-            .map(|(b, esc)| self.gather(b, esc))
-            .collect();
-        let x: Vec<f64> = inputs.iter().flat_map(|i| i.0.iter().copied()).collect();
-        let mut q: Vec<i32> = inputs.iter().flat_map(|i| i.1.iter().copied()).collect();
-        let mut escaped: Vec<bool> = inputs.iter().flat_map(|i| i.2.iter().copied()).collect();
-        drop(inputs);
+            .for_each(|(((xb, qb, eb), b), esc)| {
+                let (bx, bq, be) = self.gather(b, esc);
+                xb.copy_from_slice(&bx);
+                qb.copy_from_slice(&bq);
+                eb.copy_from_slice(&be);
+            });
         let coding = crate::backend::cuda_nglr::Coding {
             grid: self.plan.grid,
             eb: self.plan.eb,
