@@ -208,6 +208,59 @@ fn local_escapes(
     local
 }
 
+/// NGLR's prediction and coding of blocks laid out one after another, in the GPU's place
+/// ([`Source::nglr_offloaded`]).
+type NglrEncode<'a> = dyn Fn(
+        &[Block],
+        &crate::backend::cuda_nglr::Coding,
+        &[f64],
+        &mut [i32],
+        &mut [bool],
+    ) -> Result<Vec<i32>>
+    + 'a;
+
+/// Codes the blocks whose NGLR coding was left for later (`None`): all at once through
+/// `offload` (the GPU), or on the CPU when there is none or it fails (logged). Every other
+/// block comes back as it was.
+fn code_nglr_later<T: Element>(
+    source: &Source<'_, T>,
+    blocks: &[Block],
+    local_escapes: &[Vec<usize>],
+    model: &nglr::Nglr,
+    offload: Option<&NglrEncode<'_>>,
+    coded: Vec<(Option<Coded>, Option<Fallback>)>,
+) -> Vec<(Coded, Option<Fallback>)> {
+    let later: Vec<usize> = (0..coded.len()).filter(|&k| coded[k].0.is_none()).collect();
+    let mut done: Vec<Coded> = Vec::new();
+    if !later.is_empty() {
+        let bl: Vec<Block> = later.iter().map(|&k| blocks[k]).collect();
+        let esc: Vec<Vec<usize>> = later.iter().map(|&k| local_escapes[k].clone()).collect();
+        done = offload
+            .and_then(|encode| source.nglr_offloaded(&bl, &esc, model, encode))
+            .unwrap_or_else(|| {
+                bl.par_iter()
+                    .zip(&esc)
+                    .map(|(b, e)| {
+                        let (bx, bq, be) = source.gather(b, e);
+                        source.code(b, model, &bx, &bq, &be, None)
+                    })
+                    .collect()
+            });
+    }
+    let mut done = done.into_iter();
+    coded
+        .into_iter()
+        .map(|(c, f)| match c {
+            Some(c) => (c, f),
+            None => (
+                done.next()
+                    .expect("a coding for every block left for later"),
+                f,
+            ),
+        })
+        .collect()
+}
+
 /// The GPU for NGLR's prediction when encoding: only when the CUDA backend is asked for by
 /// name (cd word 7 = 2, or `RESID_BACKEND=cuda`; a warning where no GPU is usable), since
 /// under `auto` its speed against the CPU's is not yet measured (docs/GPU.md).
@@ -314,105 +367,116 @@ fn encode_coded<T: Element>(
         coder: params.coder,
         single,
     };
-    // NGLR on every block with the CUDA backend asked for by name: the blocks' prediction on
-    // the GPU, the same codes as the CPU's (so the same chunk); the CPU codes them otherwise.
-    let nglr_gpu = match &learned {
-        Some(n) if fixed == 0 && gpu_blocks.is_none() => nglr_gpu(params).and_then(|g| {
-            source.nglr_offloaded(&blocks, &local_escapes, n, |b, coding, x, q, esc| {
-                g.nglr_encode(&n.model, b, coding, x, q, esc)
-            })
-        }),
-        _ => None,
-    };
-    let coded: Vec<(Coded, Option<Fallback>)> = match nglr_gpu {
-        Some(coded) => coded.into_iter().map(|c| (c, None)).collect(),
-        None => cpu_blocks
-            .par_iter()
-            .zip(&local_escapes)
-            .map(|(b, esc)| {
-                let (bx, bq, escaped) = source.gather(b, esc);
-                // The interpolations' kernel is fitted to the block.
-                let kernel = if with_interp {
-                    interp::fit_kernel(&bq, b.ext, plan.m, coarse)
-                } else {
-                    interp::Kernel::CUBIC
-                };
-                let (interp_1d, interp_md) =
-                    (Interp { coarse, kernel }, InterpMd { coarse, kernel });
-                // Lorenzo's weights fitted to the block, when that is estimated to pay (auto
-                // modes only: predictor word 1 is plain Lorenzo, LBRC). A sure estimate replaces
-                // Lorenzo among the candidates; a closer one joins it.
-                let fitted_lorenzo = (with_lorenzo && with_interp)
-                    .then(|| fitted::fit(&bq, b.ext, plan.m))
-                    .flatten();
-                let sure = |ratio: f64| ratio < FITTED_SURE;
-                let mut candidates: Vec<&dyn Predictor> = Vec::with_capacity(5);
-                if with_lorenzo {
-                    match &fitted_lorenzo {
-                        Some((f, ratio)) if sure(*ratio) => candidates.push(f),
-                        _ => candidates.push(&Lorenzo),
-                    }
+    // With the CUDA backend asked for by name, the blocks NGLR codes whole (every block when
+    // it is forced) are coded on the GPU together once the choices are made: the same codes
+    // as the CPU's, so the same chunk.
+    let nglr_dev = learned
+        .as_ref()
+        .and_then(|_| gpu_blocks.is_none().then(|| nglr_gpu(params)).flatten());
+    let coded: Vec<(Option<Coded>, Option<Fallback>)> = cpu_blocks
+        .par_iter()
+        .zip(&local_escapes)
+        .map(|(b, esc)| {
+            let (bx, bq, escaped) = source.gather(b, esc);
+            // The interpolations' kernel is fitted to the block.
+            let kernel = if with_interp {
+                interp::fit_kernel(&bq, b.ext, plan.m, coarse)
+            } else {
+                interp::Kernel::CUBIC
+            };
+            let (interp_1d, interp_md) = (Interp { coarse, kernel }, InterpMd { coarse, kernel });
+            // Lorenzo's weights fitted to the block, when that is estimated to pay (auto
+            // modes only: predictor word 1 is plain Lorenzo, LBRC). A sure estimate replaces
+            // Lorenzo among the candidates; a closer one joins it.
+            let fitted_lorenzo = (with_lorenzo && with_interp)
+                .then(|| fitted::fit(&bq, b.ext, plan.m))
+                .flatten();
+            let sure = |ratio: f64| ratio < FITTED_SURE;
+            let mut candidates: Vec<&dyn Predictor> = Vec::with_capacity(5);
+            if with_lorenzo {
+                match &fitted_lorenzo {
+                    Some((f, ratio)) if sure(*ratio) => candidates.push(f),
+                    _ => candidates.push(&Lorenzo),
                 }
-                if with_interp {
-                    candidates.extend([&interp_1d as &dyn Predictor, &interp_md]);
+            }
+            if with_interp {
+                candidates.extend([&interp_1d as &dyn Predictor, &interp_md]);
+            }
+            let extra = match &fitted_lorenzo {
+                Some((f, ratio)) if !sure(*ratio) => {
+                    candidates.push(f);
+                    1
                 }
-                let extra = match &fitted_lorenzo {
-                    Some((f, ratio)) if !sure(*ratio) => {
-                        candidates.push(f);
-                        1
-                    }
-                    _ => 0,
-                };
-                match &learned {
-                    Some(n) => candidates.push(n),
-                    None if fixed == 0 => candidates.push(&Lorenzo), // too few points to train on
-                    None => {}
-                }
-                // Lorenzo, then the two interpolations: the second waits for the first. Fitted
-                // Lorenzo beside plain Lorenzo waits for both.
-                let mut defer = Vec::with_capacity(2);
-                if with_lorenzo && with_interp {
-                    defer.push(Defer {
-                        candidate: 2,
-                        rival: 1,
-                        reference: 0,
-                        margin: DEFER_MARGIN,
-                    });
-                }
-                if extra == 1 {
-                    defer.push(Defer {
-                        candidate: fixed,
-                        rival: 0,
-                        reference: 1,
-                        margin: 1.0 / FITTED_SURE - 1.0,
-                    });
-                }
-                let choice = choose_predictor(
-                    &candidates,
-                    fixed + extra,
-                    &defer,
-                    &bx,
-                    &bq,
-                    &escaped,
-                    b.ext,
-                    plan,
-                    params.coder,
-                    single,
-                );
-                let (predictor, done) = choice.best;
-                let chosen = source.code(b, predictor, &bx, &bq, &escaped, done);
-                // The fallback is coded now unless the learned candidate's trial won clearly.
-                let fallback = choice.fallback.map(|((p, done), saving)| match done {
-                    None if learned
-                        .as_ref()
-                        .is_some_and(|n| saving.share > clear_share(&n.model, p.id())) =>
-                    {
-                        Fallback::Pending(p.id(), p.kernel(), p.header(), saving.bytes)
-                    }
-                    done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
+                _ => 0,
+            };
+            match &learned {
+                Some(n) => candidates.push(n),
+                None if fixed == 0 => candidates.push(&Lorenzo), // too few points to train on
+                None => {}
+            }
+            // Lorenzo, then the two interpolations: the second waits for the first. Fitted
+            // Lorenzo beside plain Lorenzo waits for both.
+            let mut defer = Vec::with_capacity(2);
+            if with_lorenzo && with_interp {
+                defer.push(Defer {
+                    candidate: 2,
+                    rival: 1,
+                    reference: 0,
+                    margin: DEFER_MARGIN,
                 });
-                (chosen, fallback)
-            })
+            }
+            if extra == 1 {
+                defer.push(Defer {
+                    candidate: fixed,
+                    rival: 0,
+                    reference: 1,
+                    margin: 1.0 / FITTED_SURE - 1.0,
+                });
+            }
+            let choice = choose_predictor(
+                &candidates,
+                fixed + extra,
+                &defer,
+                &bx,
+                &bq,
+                &escaped,
+                b.ext,
+                plan,
+                params.coder,
+                single,
+            );
+            let (predictor, done) = choice.best;
+            // A whole-block NGLR coding waits for the GPU, which codes them all at once.
+            let later = done.is_none() && predictor.id() == nglr::ID && nglr_dev.is_some();
+            let chosen = (!later).then(|| source.code(b, predictor, &bx, &bq, &escaped, done));
+            // The fallback is coded now unless the learned candidate's trial won clearly.
+            let fallback = choice.fallback.map(|((p, done), saving)| match done {
+                None if learned
+                    .as_ref()
+                    .is_some_and(|n| saving.share > clear_share(&n.model, p.id())) =>
+                {
+                    Fallback::Pending(p.id(), p.kernel(), p.header(), saving.bytes)
+                }
+                done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
+            });
+            (chosen, fallback)
+        })
+        .collect();
+    let coded = match &learned {
+        Some(n) => {
+            let on_gpu = nglr_dev.map(|g| {
+                move |b: &[Block],
+                      c: &crate::backend::cuda_nglr::Coding,
+                      x: &[f64],
+                      q: &mut [i32],
+                      e: &mut [bool]| g.nglr_encode(&n.model, b, c, x, q, e)
+            });
+            let offload = on_gpu.as_ref().map(|f| f as &NglrEncode<'_>);
+            code_nglr_later(&source, &blocks, &local_escapes, n, offload, coded)
+        }
+        None => coded
+            .into_iter()
+            .map(|(c, f)| (c.expect("coded: no NGLR"), f))
             .collect(),
     };
     // The weights are written only when the blocks that use them save more than they cost;
@@ -1677,69 +1741,143 @@ mod tests {
         compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
     }
 
-    /// NGLR's blocks coded with the prediction offloaded (the GPU's place) are the blocks the
-    /// CPU codes when the offload computes what the CPU does, escapes included; a failing
-    /// offload leaves the chunk to the CPU.
-    #[test]
-    fn offloaded_nglr_encode_codes_the_cpus_blocks() {
+    /// An f32 chunk of two blocks, one value the grid cannot hold in each, NGLR forced: the
+    /// values, plan, blocks, their escapes and the fitted model.
+    struct NglrChunk {
+        x: Vec<f32>,
+        plan: Plan,
+        blocks: Vec<Block>,
+        escapes: Vec<Vec<usize>>,
+        model: nglr::Nglr,
+    }
+
+    const DIMS: [usize; 3] = [40, 100, 100];
+
+    fn nglr_chunk() -> NglrChunk {
         let mut x = rough();
         x[12_345] = f32::NAN;
         x[307_001] = f32::INFINITY;
         let params = Params::abs(0.01).with_predictor(PredictorChoice::Nglr);
         let plan = quant::plan(&x, &params).unwrap();
-        let dims = [40, 100, 100];
-        let ext = field::block_extents(dims);
-        let blocks = field::blocks(dims, ext).unwrap();
-        let escapes = local_escapes(&plan, dims, ext, &blocks);
+        let ext = field::block_extents(DIMS);
+        let blocks = field::blocks(DIMS, ext).unwrap();
+        let escapes = local_escapes(&plan, DIMS, ext, &blocks);
         assert!(escapes.iter().all(|e| e.len() == 1));
-        let model = train_nglr(&x, dims, &plan, &params, true, Fit::Network).unwrap();
-        let source = Source {
-            x: &x,
-            dims,
-            plan: &plan,
-            coder: params.coder,
-            single: true,
-        };
-        let cpu: Vec<Coded> = blocks
-            .iter()
-            .zip(&escapes)
-            .map(|(b, e)| {
-                let (bx, bq, escaped) = source.gather(b, e);
-                source.code(b, &model, &bx, &bq, &escaped, None)
-            })
-            .collect();
+        let model = train_nglr(&x, DIMS, &plan, &params, true, Fit::Network).unwrap();
+        NglrChunk {
+            x,
+            plan,
+            blocks,
+            escapes,
+            model,
+        }
+    }
+
+    impl NglrChunk {
+        fn source(&self) -> Source<'_, f32> {
+            Source {
+                x: &self.x,
+                dims: DIMS,
+                plan: &self.plan,
+                coder: Coder::Range,
+                single: true,
+            }
+        }
+
+        /// Block `k` as the CPU codes it with NGLR.
+        fn cpu(&self, k: usize) -> Coded {
+            let source = self.source();
+            let (b, e) = (&self.blocks[k], &self.escapes[k]);
+            let (bx, bq, escaped) = source.gather(b, e);
+            source.code(b, &self.model, &bx, &bq, &escaped, None)
+        }
+
+        /// What the GPU's NGLR encode computes, done on the CPU.
+        fn encode(
+            &self,
+            bl: &[Block],
+            coding: &crate::backend::cuda_nglr::Coding,
+            x: &[f64],
+            q: &mut [i32],
+            esc: &mut [bool],
+        ) -> Result<Vec<i32>> {
+            let mut codes = vec![0; q.len()];
+            let mut at = 0;
+            for b in bl {
+                let r = at..at + b.len();
+                let mut blk = BlockEncoder {
+                    x: &x[r.clone()],
+                    escaped: esc[r.clone()].to_vec(),
+                    grid: coding.grid,
+                    eb: coding.eb,
+                    single: coding.single,
+                    m: coding.m,
+                };
+                self.model
+                    .encode(&mut blk, &mut q[r.clone()], b.ext, &mut codes[r.clone()]);
+                esc[r].copy_from_slice(&blk.escaped);
+                at += b.len();
+            }
+            Ok(codes)
+        }
+    }
+
+    fn failing(
+        _: &[Block],
+        _: &crate::backend::cuda_nglr::Coding,
+        _: &[f64],
+        _: &mut [i32],
+        _: &mut [bool],
+    ) -> Result<Vec<i32>> {
+        Err(Error::Unsupported("test".into()))
+    }
+
+    /// NGLR's blocks coded with the prediction offloaded (the GPU's place) are the blocks the
+    /// CPU codes when the offload computes what the CPU does, escapes included; a failing
+    /// offload leaves the chunk to the CPU.
+    #[test]
+    fn offloaded_nglr_encode_codes_the_cpus_blocks() {
+        let c = nglr_chunk();
+        let source = c.source();
+        let cpu: Vec<Coded> = (0..2).map(|k| c.cpu(k)).collect();
         let mut seen = Vec::new();
         let offloaded = source
-            .nglr_offloaded(&blocks, &escapes, &model, |bl, coding, x, q, esc| {
+            .nglr_offloaded(&c.blocks, &c.escapes, &c.model, |bl, coding, x, q, esc| {
                 seen = bl.to_vec();
-                let mut codes = vec![0; q.len()];
-                let mut at = 0;
-                for b in bl {
-                    let r = at..at + b.len();
-                    let mut blk = BlockEncoder {
-                        x: &x[r.clone()],
-                        escaped: esc[r.clone()].to_vec(),
-                        grid: coding.grid,
-                        eb: coding.eb,
-                        single: coding.single,
-                        m: coding.m,
-                    };
-                    model.encode(&mut blk, &mut q[r.clone()], b.ext, &mut codes[r.clone()]);
-                    esc[r].copy_from_slice(&blk.escaped);
-                    at += b.len();
-                }
-                Ok(codes)
+                c.encode(bl, coding, x, q, esc)
             })
             .unwrap();
-        assert_eq!(seen, blocks);
+        assert_eq!(seen, c.blocks);
         assert_eq!(offloaded, cpu);
-        assert!(cpu.iter().any(|c| c.escapes.contains(&12_345)));
-        let failing = |_: &[Block], _: &_, _: &[f64], _: &mut [i32], _: &mut [bool]| {
-            Err(Error::Unsupported("test".into()))
-        };
+        assert!(cpu.iter().any(|b| b.escapes.contains(&12_345)));
         assert!(source
-            .nglr_offloaded(&blocks, &escapes, &model, failing)
+            .nglr_offloaded(&c.blocks, &c.escapes, &c.model, failing)
             .is_none());
+    }
+
+    /// The blocks whose NGLR coding was left for the GPU get their own codings back, in
+    /// place among the others, through the offload, through the CPU when it fails, and
+    /// through the CPU without one.
+    #[test]
+    fn nglr_codings_left_for_later_fill_their_blocks() {
+        let c = nglr_chunk();
+        let source = c.source();
+        let encode = |bl: &[Block],
+                      coding: &crate::backend::cuda_nglr::Coding,
+                      x: &[f64],
+                      q: &mut [i32],
+                      esc: &mut [bool]| c.encode(bl, coding, x, q, esc);
+        let offloads: [Option<&NglrEncode<'_>>; 3] = [Some(&encode), Some(&failing), None];
+        for later in [[true, false], [false, true], [true, true], [false, false]] {
+            for offload in offloads {
+                let coded = (0..2)
+                    .map(|k| ((!later[k]).then(|| c.cpu(k)), None))
+                    .collect();
+                let got = code_nglr_later(&source, &c.blocks, &c.escapes, &c.model, offload, coded);
+                let got: Vec<Coded> = got.into_iter().map(|(b, _)| b).collect();
+                assert_eq!(got, vec![c.cpu(0), c.cpu(1)], "{later:?}");
+            }
+        }
     }
 
     /// The chunk's feedback step, NGLR model (if any) and blocks section.

@@ -350,8 +350,9 @@ fn nglr_adam_reaches_the_cpu_loss() {
     }
 }
 
-/// A chunk whose NGLR network was fitted on the GPU decodes on the CPU within the bound, in
-/// about the CPU-fitted chunk's size.
+/// A chunk whose NGLR network was fitted on the GPU, and whose NGLR blocks were coded there,
+/// decodes on the CPU within the bound, in about the CPU's chunk's size: NGLR on every block,
+/// and NGLR among auto's candidates.
 #[test]
 fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     let Some(_g) = gpu() else { return };
@@ -359,46 +360,32 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     let x = field(24, 80, 80);
     let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
     let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
-    let base = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
-    let cg = resid::compress(
-        &data,
-        &chunk,
-        &Params {
-            backend: Backend::Cuda,
-            ..base
-        },
-    )
-    .unwrap();
-    let cc = resid::compress(
-        &data,
-        &chunk,
-        &Params {
-            backend: Backend::Cpu,
-            ..base
-        },
-    )
-    .unwrap();
-    std::env::set_var(backend::ENV, "cpu");
-    let d = resid::decompress(&cg).unwrap();
-    std::env::remove_var(backend::ENV);
-    let eb = resid::inspect(&cg).unwrap().header.eb;
-    let max = d
-        .chunks_exact(4)
-        .zip(&x)
-        .map(|(b, &v)| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 - v as f64).abs())
-        .fold(0f64, f64::max);
-    assert!(max <= eb, "max error {max} over {eb}");
-    assert!(
-        (cg.len() as f64) <= 1.02 * cc.len() as f64,
-        "GPU-fitted {} B vs CPU-fitted {} B",
-        cg.len(),
-        cc.len()
-    );
-    eprintln!(
-        "NGLR chunk: GPU-fitted {} B, CPU-fitted {} B, decodes within the bound on the CPU",
-        cg.len(),
-        cc.len()
-    );
+    for predictor in [PredictorChoice::Nglr, PredictorChoice::AutoNglr] {
+        let base = Params::rel(1e-4).with_predictor(predictor);
+        let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
+        let (cg, cc) = (on(Backend::Cuda), on(Backend::Cpu));
+        std::env::set_var(backend::ENV, "cpu");
+        let d = resid::decompress(&cg).unwrap();
+        std::env::remove_var(backend::ENV);
+        let eb = resid::inspect(&cg).unwrap().header.eb;
+        let max = d
+            .chunks_exact(4)
+            .zip(&x)
+            .map(|(b, &v)| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 - v as f64).abs())
+            .fold(0f64, f64::max);
+        assert!(max <= eb, "{predictor:?}: max error {max} over {eb}");
+        assert!(
+            (cg.len() as f64) <= 1.02 * cc.len() as f64,
+            "{predictor:?}: GPU {} B vs CPU {} B",
+            cg.len(),
+            cc.len()
+        );
+        eprintln!(
+            "NGLR chunk ({predictor:?}): GPU-fitted and coded {} B, CPU {} B, decodes within the bound on the CPU",
+            cg.len(),
+            cc.len()
+        );
+    }
 }
 
 /// NGLR blocks' codes, small with a few huge ones (wrapping indices), one block after another.
