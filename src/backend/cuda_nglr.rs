@@ -93,6 +93,43 @@ pub fn model_words(model: &Model) -> Vec<i64> {
     w
 }
 
+/// `nglr_decode`'s arguments (`kernels/nglr.cu`): the device addresses of the codes (then
+/// indices) and the scratch, the block table, the model words; the feedback step.
+fn decode_args([q, e]: [u64; 2], table: u64, words: u64, m: i32) -> [Arg; 5] {
+    [
+        Arg::Ptr(q),
+        Arg::Ptr(e),
+        Arg::Ptr(table),
+        Arg::Ptr(words),
+        Arg::I32(m),
+    ]
+}
+
+/// `nglr_encode`'s arguments: the device addresses of the indices, codes, scratch and escape
+/// flags, the values, the block table and the model words; then `coding`.
+fn encode_args(
+    [q, codes, e, esc]: [u64; 4],
+    x: u64,
+    table: u64,
+    words: u64,
+    coding: &Coding,
+) -> [Arg; 12] {
+    [
+        Arg::Ptr(q),
+        Arg::Ptr(codes),
+        Arg::Ptr(e),
+        Arg::Ptr(esc),
+        Arg::Ptr(x),
+        Arg::Ptr(table),
+        Arg::Ptr(words),
+        Arg::I64(coding.m),
+        Arg::F64(coding.grid.mid),
+        Arg::F64(coding.grid.step),
+        Arg::F64(coding.eb),
+        Arg::I32(coding.single as i32),
+    ]
+}
+
 /// The values in `blocks` (one after another), checked to be `len` and each block within the
 /// kernels' limits.
 fn check_blocks(blocks: &[Block], len: usize) -> Result<usize> {
@@ -139,17 +176,9 @@ impl Cuda {
             // length, checked), the table one entry per block of the grid, `words` the model
             // laid out as the kernel reads it; all live until the download.
             unsafe {
-                self.launch(
-                    "nglr_decode",
-                    (blocks.len(), 1, 1),
-                    &[
-                        Arg::Ptr(self.ptr(&q)),
-                        Arg::Ptr(self.ptr(&e)),
-                        Arg::Ptr(self.ptr(&table)),
-                        Arg::Ptr(self.ptr(&words)),
-                        Arg::I32(m),
-                    ],
-                )?;
+                let bufs = [&q, &e].map(|b| self.ptr(b));
+                let args = decode_args(bufs, self.ptr(&table), self.ptr(&words), m);
+                self.launch("nglr_decode", (blocks.len(), 1, 1), &args)?;
             }
             codes.copy_from_slice(&self.download(&q)?);
             Ok(())
@@ -198,24 +227,20 @@ impl Cuda {
             // (checked lengths), the table one entry per block, `words` the model laid out as
             // the kernel reads it; all live until the downloads.
             unsafe {
-                self.launch(
-                    "nglr_encode",
-                    (blocks.len(), 1, 1),
-                    &[
-                        Arg::Ptr(self.ptr(&qd)),
-                        Arg::Ptr(self.ptr(&codes)),
-                        Arg::Ptr(self.ptr(&e)),
-                        Arg::Ptr(self.ptr(&esc)),
-                        Arg::Ptr(self.ptr(&xd)),
-                        Arg::Ptr(self.ptr(&table)),
-                        Arg::Ptr(self.ptr(&words)),
-                        Arg::I64(coding.m),
-                        Arg::F64(coding.grid.mid),
-                        Arg::F64(coding.grid.step),
-                        Arg::F64(coding.eb),
-                        Arg::I32(coding.single as i32),
-                    ],
-                )?;
+                let bufs = [
+                    self.ptr(&qd),
+                    self.ptr(&codes),
+                    self.ptr(&e),
+                    self.ptr(&esc),
+                ];
+                let args = encode_args(
+                    bufs,
+                    self.ptr(&xd),
+                    self.ptr(&table),
+                    self.ptr(&words),
+                    coding,
+                );
+                self.launch("nglr_encode", (blocks.len(), 1, 1), &args)?;
             }
             q.copy_from_slice(&self.download(&qd)?);
             for (e, f) in escaped.iter_mut().zip(self.download(&esc)?) {
@@ -278,5 +303,67 @@ impl Cuda {
             );
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::check_args;
+
+    /// The launches' argument lists agree with the kernels' declarations (count and kinds),
+    /// checked here since a disagreement would otherwise show only on a GPU.
+    #[test]
+    fn launch_arguments_match_the_kernels() {
+        check_args("nglr_decode", &decode_args([1, 2], 3, 4, 15)).unwrap();
+        let coding = Coding {
+            grid: Grid {
+                mid: 0.5,
+                step: 0.1,
+            },
+            eb: 0.05,
+            single: true,
+            m: 1,
+        };
+        check_args("nglr_encode", &encode_args([1, 2, 3, 4], 5, 6, 7, &coding)).unwrap();
+        // A wrong kind is refused: the feedback step as i32.
+        let mut args = encode_args([1, 2, 3, 4], 5, 6, 7, &coding);
+        args[7] = Arg::I32(1);
+        assert!(check_args("nglr_encode", &args).is_err());
+    }
+
+    /// The model words hold each field where `nglr.cu` reads it (`NG_HEAD`, its comment).
+    #[test]
+    fn model_words_follow_the_kernels_layout() {
+        let net = Net {
+            hidden: 2,
+            in_shift: std::array::from_fn(|i| i as u8),
+            out_shift: 3,
+            e1: 12,
+            e2: 14,
+            w1: (0..2 * INPUTS as i16).collect(),
+            b1: vec![-7, 9],
+            w2: vec![100, -200],
+            v: std::array::from_fn(|i| -(i as i16)),
+            b2: 77,
+        };
+        let w = model_words(&Model::Network(net));
+        assert_eq!(w.len(), MODEL_HEAD + 2 * INPUTS + 4);
+        assert_eq!(&w[..5], &[1, 2, 12, 14 + 8 - 3, 77]);
+        assert_eq!(w[5 + 15], 15);
+        assert_eq!(w[21 + 15], -15);
+        assert_eq!(w[MODEL_HEAD + 2 * INPUTS - 1], 31);
+        assert_eq!(&w[MODEL_HEAD + 2 * INPUTS..], &[-7, 9, 100, -200]);
+        let src = crate::backend::kernels::NGLR.source;
+        assert!(src.contains(&format!("#define NG_HEAD {MODEL_HEAD}")));
+        let lin = crate::nn::linear::Linear {
+            w: std::array::from_fn(|i| i as i32 * 1000),
+            b: -(1 << 35),
+            shift: 20,
+        };
+        let w = model_words(&Model::Linear(lin));
+        assert_eq!(w.len(), MODEL_HEAD);
+        assert_eq!(&w[..5], &[2, 0, 20, 0, -(1 << 35)]);
+        assert_eq!(w[21 + 3], 3000);
     }
 }
