@@ -261,18 +261,6 @@ fn code_nglr_later<T: Element>(
         .collect()
 }
 
-/// The GPU for NGLR's prediction when encoding: only when the CUDA backend is asked for by
-/// name (cd word 7 = 2, or `RESID_BACKEND=cuda`; a warning where no GPU is usable), since
-/// under `auto` its speed against the CPU's is not yet measured (docs/GPU.md).
-fn nglr_gpu(params: &Params) -> Option<std::sync::Arc<crate::backend::cuda::Cuda>> {
-    match crate::backend::requested(params.backend) {
-        crate::params::Backend::Cuda => {
-            crate::backend::gpu_for_work(crate::params::Backend::Cuda, 0, 0)
-        }
-        _ => None,
-    }
-}
-
 /// Runs the quantize + Lorenzo + coding stages on the GPU when the CUDA backend is selected
 /// and the chunk is plain Lorenzo (LBRC, feedback step 1) with an absolute or relative bound:
 /// the plan and each block's payload. The CPU computes the same bytes when this returns `None`.
@@ -370,9 +358,12 @@ fn encode_coded<T: Element>(
     // With the CUDA backend asked for by name, the blocks NGLR codes whole (every block when
     // it is forced) are coded on the GPU together once the choices are made: the same codes
     // as the CPU's, so the same chunk.
-    let nglr_dev = learned
-        .as_ref()
-        .and_then(|_| gpu_blocks.is_none().then(|| nglr_gpu(params)).flatten());
+    let nglr_dev = (learned.is_some() && gpu_blocks.is_none())
+        .then(|| {
+            let auto_min = crate::backend::cuda_nglr::ENCODE_AUTO_MIN_BYTES;
+            crate::backend::gpu_for_work(params.backend, data.len(), auto_min)
+        })
+        .flatten();
     let coded: Vec<(Option<Coded>, Option<Fallback>)> = cpu_blocks
         .par_iter()
         .zip(&local_escapes)

@@ -41,6 +41,11 @@ pub const MAX_BATCH: usize = 128;
 /// from the largest budgets (255 Ki samples: 0.54 against 0.12 s) it pays.
 pub const AUTO_MIN_VISITS: usize = 1 << 20;
 
+/// Under `auto`, encoding runs NGLR's prediction on the GPU from chunks of this many bytes
+/// on: none yet, since its speed against the CPU's is not measured (BENCHMARKS.md), so only
+/// the CUDA backend asked for by name (cd word 7 = 2, or `RESID_BACKEND=cuda`) uses it.
+pub const ENCODE_AUTO_MIN_BYTES: usize = usize::MAX;
+
 /// [`train::fit`] with its Adam phase on the backend selected for `backend`
 /// (`super::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
 /// selected or the GPU fails (logged).
