@@ -170,7 +170,7 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
 
 // 3x3 convolution, stride 1 or 2 (tr_conv3_tile). Grid (ceil(wo / TW) ceil(ho / TH),
 // ceil(cout / G), B).
-extern "C" __global__ void tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
+extern "C" __global__ void __launch_bounds__(256, 4) tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
     __shared__ float tile[TILE_MAX];
@@ -297,7 +297,7 @@ __device__ __forceinline__ float tr_finish_dx(float acc, i64 idx, const float* a
 // Input gradient of a 3x3 convolution with stride 1 (a 3x3 convolution of the output
 // gradient with the flipped taps), input channels G blockIdx.y .. + G, tiled as tr_conv3.
 // Grid (ceil(w / TW) ceil(h / TH), ceil(cin / G), B).
-extern "C" __global__ void tr_conv3_bx1(const float* dout, int cout, int B, int h, int w,
+extern "C" __global__ void __launch_bounds__(256, 4) tr_conv3_bx1(const float* dout, int cout, int B, int h, int w,
                                         const float* wt, int cin, const float* add,
                                         const float* post, float* dx) {
     __shared__ float tile[(TH + 2) * (TW + 2)];

@@ -215,11 +215,12 @@ fn neurlz_gradients_match_cpu() {
     }
 }
 
-/// The 3x3 kernel sets this device runs: the FMA kernels, and the tensor cores from sm_80.
+/// The 3x3 kernel sets this device runs: the FMA kernels, and from sm_80 the tensor cores
+/// for the weight gradients alone and for every stride-1 pass.
 fn conv3_kernels(g: &cuda::Cuda) -> Vec<Conv3Kernels> {
     let mut k = vec![Conv3Kernels::Fma];
     if g.arch_number() >= 80 {
-        k.push(Conv3Kernels::TensorCores);
+        k.extend([Conv3Kernels::TcWeightGrads, Conv3Kernels::TensorCores]);
     }
     k
 }
@@ -777,7 +778,7 @@ fn gpu_learned_bench() {
         );
     }
     let auto = if cuda_train::tensor_cores_usable(&g) {
-        Conv3Kernels::TensorCores
+        Conv3Kernels::TcWeightGrads
     } else {
         Conv3Kernels::Fma
     };

@@ -335,7 +335,10 @@ impl Cuda {
                     log::debug!("resid: NVRTC {}: {}", m.name, c.log);
                 }
                 let module = match ctx.load_module(Ptx::from_binary(c.cubin)) {
-                    Ok(module) => module,
+                    Ok(module) => {
+                        cached += usize::from(hit);
+                        module
+                    }
                     // A cached image the driver refuses (an entry written by a damaged
                     // NVRTC install, say): compile afresh and replace it.
                     Err(e) if hit => {
@@ -349,7 +352,6 @@ impl Cuda {
                     }
                     Err(e) => return Err(device_error(m.name, e)),
                 };
-                cached += usize::from(hit);
                 for &k in m.kernels {
                     let f = module.load_function(k).map_err(|e| device_error(k, e))?;
                     funcs.insert(k, f);

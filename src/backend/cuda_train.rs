@@ -37,41 +37,81 @@ fn groups(c: usize) -> usize {
     c.div_ceil(G)
 }
 
-/// Chunks each weight gradient is split into (partial sums, then a fixed-order reduction).
+/// Fewest chunks a weight gradient is split into (partial sums, then a fixed-order
+/// reduction).
 const CHUNKS: usize = 64;
+
+/// Rows of the weight gradients' partial sums. A launch writes its parameters' sums into the
+/// first rows, as many as it has chunks; the rows it leaves stay zero (each parameter's
+/// launch, and so its chunk count, is the same at every step), and `tr_reduce` adds them all.
+const PARTIAL_ROWS: usize = 4 * CHUNKS;
 
 /// Chunks of `tr_conv3_bw_tc`: a block of it covers 8 input channels where one of
 /// `tr_conv3_bw` covers one, so it takes 4 times the chunks to keep as many blocks running.
-/// With the tensor cores the partial sums have this many chunks; the other kernels fill the
-/// first [`CHUNKS`] and leave the rest at zero.
-const TC_CHUNKS: usize = 4 * CHUNKS;
+const TC_CHUNKS: usize = PARTIAL_ROWS;
 
-/// Chunks of the partial sums with the tensor cores or without.
-fn partial_chunks(tc: bool) -> usize {
-    if tc {
-        TC_CHUNKS
-    } else {
-        CHUNKS
-    }
+/// Chunks of an FMA weight-gradient launch (`tr_conv3_bw`, `tr_deconv2_bw`, `tr_conv1_bw`)
+/// with `blocks` blocks a chunk: about 1,024 blocks in all, from [`CHUNKS`] to
+/// [`PARTIAL_ROWS`]. With 64 chunks the first layer (2 input channels) ran 128 blocks, fewer
+/// than an H200 has SMs.
+fn fma_chunks(blocks: usize) -> usize {
+    (1024 / blocks.max(1)).clamp(CHUNKS, PARTIAL_ROWS)
 }
 
 /// Which kernels run the 3x3 stride-1 layers' forward pass, input gradient and weight
 /// gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conv3Kernels {
-    /// The tensor cores where [`tensor_cores_usable`] says so, else the FMA kernels.
+    /// What measured fastest on an H200 (BENCHMARKS.md, "NeurLZ training on the GPU"): the
+    /// FMA kernels for the forward pass and input gradient, the tensor cores for the weight
+    /// gradients where [`tensor_cores_usable`] says so ([`Conv3Kernels::TcWeightGrads`]), else
+    /// the FMA kernels throughout.
     Auto,
     /// `tr_conv3`, `tr_conv3_bx1` and `tr_conv3_bw` (any device).
     Fma,
+    /// `tr_conv3` and `tr_conv3_bx1` for the forward pass and input gradient, `tr_conv3_bw_tc`
+    /// for the weight gradients (compute capability 8.0 or more).
+    TcWeightGrads,
     /// `tr_conv3_tc` and `tr_conv3_bw_tc` (compute capability 8.0 or more).
     TensorCores,
+}
+
+/// Where the 3x3 stride-1 layers use the tensor cores (on the layers where they pay,
+/// [`tc_pays`]): the forward pass and input gradient (`tr_conv3_tc`), the weight gradients
+/// (`tr_conv3_bw_tc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct TcUse {
+    pass: bool,
+    grads: bool,
+}
+
+impl Conv3Kernels {
+    /// The tensor-core use `self` asks for on `g`; an explicit tensor-core set on a device
+    /// below sm_80 is refused.
+    fn on(self, g: &Cuda) -> Result<TcUse> {
+        let tc = |pass| TcUse { pass, grads: true };
+        match self {
+            Conv3Kernels::Auto if tensor_cores_usable(g) => Ok(tc(false)),
+            Conv3Kernels::Auto | Conv3Kernels::Fma => Ok(TcUse::default()),
+            Conv3Kernels::TcWeightGrads | Conv3Kernels::TensorCores => {
+                ensure!(
+                    g.arch_number() >= 80,
+                    Error::Unsupported(format!(
+                        "cuda: tensor-core kernels need sm_80 or later, not {}",
+                        g.arch()
+                    ))
+                );
+                Ok(tc(self == Conv3Kernels::TensorCores))
+            }
+        }
+    }
 }
 
 /// Turns the tensor-core kernels off when set to `0` or `off` (NeurLZ training then runs
 /// every layer on the FMA kernels).
 pub const CONV_TC_ENV: &str = "RESID_CONV_TC";
 
-/// Whether [`Conv3Kernels::Auto`] takes the tensor cores on `g`: compute capability 8.0 or
+/// Whether [`Conv3Kernels::Auto`] takes the tensor cores (for the weight gradients) on `g`: compute capability 8.0 or
 /// more, not turned off by [`CONV_TC_ENV`], and the kernels agree with the FMA ones on this
 /// device ([`tensor_cores_agree`], run once a process). A disagreement is logged and leaves
 /// training on the FMA kernels.
@@ -131,8 +171,8 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         g.zeros::<f32>(cout * n)?,
         g.zeros::<f32>(cin * n)?,
         g.zeros::<f32>(cin * n)?,
-        g.zeros::<f32>(partial_chunks(false) * np)?,
-        g.zeros::<f32>(partial_chunks(true) * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
     ];
     let addrs = [g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout)];
     let launches = agree_launches(addrs, std::array::from_fn(|k| g.ptr(&outs[k])));
@@ -142,7 +182,7 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         unsafe { g.launch(name, grid, &args)? };
     }
     let got: Vec<Vec<f32>> = outs.iter().map(|o| g.download(o)).collect::<Result<_>>()?;
-    // The weight gradients come in chunks of partial sums (more with the tensor cores): their
+    // The weight gradients come in chunks of partial sums: their
     // totals, in chunk order, as tr_reduce adds them.
     let total = |part: &[f32]| -> Vec<f32> {
         (0..np)
@@ -177,9 +217,15 @@ fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 6]) -> Vec<Launch> 
         relu: false,
         wt,
         bias,
-        tc: false,
+        tc: TcUse::default(),
     };
-    let tc = Conv3Layer { tc: true, ..fma };
+    let tc = Conv3Layer {
+        tc: TcUse {
+            pass: true,
+            grads: true,
+        },
+        ..fma
+    };
     let sums = (0, cout * cin * 9, cout * cin * 9 + cout);
     vec![
         fma.forward(x, outs[0]),
@@ -217,10 +263,8 @@ struct StepPlan {
     pw: usize,
     /// The training set's slices (`h x w`).
     dims: (usize, usize),
-    /// The 3x3 stride-1 layers on `tr_conv3_tc` and `tr_conv3_bw_tc`.
-    tc: bool,
-    /// Chunks of the weight gradients' partial sums ([`CHUNKS`] or [`TC_CHUNKS`]).
-    chunks: usize,
+    /// Where the 3x3 stride-1 layers use the tensor cores.
+    tc: TcUse,
     /// Device addresses of `Trainer::bufs` (by the indices below) and of the training set's
     /// inputs, targets and mask.
     bufs: Vec<u64>,
@@ -328,8 +372,8 @@ fn conv3_tc(
 }
 
 /// One 3x3 layer's launches on either kernel set: `cin -> cout` channels, `b` planes of
-/// `h x w` in, at `stride`, taps at `wt` and biases at `bias` (device addresses). With `tc`
-/// the tensor-core kernels run where they can (stride 1) and pay ([`tc_pays`]).
+/// `h x w` in, at `stride`, taps at `wt` and biases at `bias` (device addresses). Where `tc`
+/// asks, the tensor-core kernels run where they can (stride 1) and pay ([`tc_pays`]).
 #[derive(Clone, Copy)]
 struct Conv3Layer {
     cin: usize,
@@ -341,13 +385,13 @@ struct Conv3Layer {
     relu: bool,
     wt: u64,
     bias: u64,
-    tc: bool,
+    tc: TcUse,
 }
 
 impl Conv3Layer {
-    /// The tensor cores for a launch that reads `read` channels.
-    fn on_tc(&self, read: usize) -> bool {
-        self.tc && self.stride == 1 && tc_pays(read)
+    /// The tensor cores for a launch that reads `read` channels, when `wanted`.
+    fn on_tc(&self, wanted: bool, read: usize) -> bool {
+        wanted && self.stride == 1 && tc_pays(read)
     }
 
     /// The forward pass from `x` into `out` (plus bias, ReLU when the layer has it).
@@ -361,7 +405,7 @@ impl Conv3Layer {
             stride,
             ..
         } = *self;
-        if self.on_tc(cin) {
+        if self.on_tc(self.tc.pass, cin) {
             let finish = TcFinish::Forward {
                 bias: self.bias,
                 relu: self.relu,
@@ -399,7 +443,7 @@ impl Conv3Layer {
             stride,
             ..
         } = *self;
-        if self.on_tc(cout) {
+        if self.on_tc(self.tc.pass, cout) {
             // A forward pass over the output gradient with the taps flipped and transposed.
             let finish = TcFinish::InputGrad { add, post };
             let (grid, args) = conv3_tc(dout, cout, (b, h, w), self.wt, cin, finish, dx);
@@ -429,7 +473,7 @@ impl Conv3Layer {
 
     /// The weight and bias gradients from input `x` and output gradient `dout`, as partial
     /// sums into `partial` at `(wbase, bbase, np)`: [`TC_CHUNKS`] chunks on the tensor cores,
-    /// else [`CHUNKS`].
+    /// else [`fma_chunks`].
     fn weight_grad(
         &self,
         x: u64,
@@ -458,13 +502,14 @@ impl Conv3Layer {
             i(cout),
         ];
         args.extend([i(wbase), i(bbase), i(np), Arg::Ptr(partial)]);
-        if self.on_tc(cin) {
+        if self.on_tc(self.tc.grads, cin) {
             // No stride argument: stride 1 only.
             args.remove(5);
             let grid = (cin.div_ceil(8) * cout.div_ceil(8), TC_CHUNKS, 1);
             return ("tr_conv3_bw_tc", grid, args);
         }
-        ("tr_conv3_bw", (cin * groups(cout), CHUNKS, 1), args)
+        let blocks = cin * groups(cout);
+        ("tr_conv3_bw", (blocks, fma_chunks(blocks), 1), args)
     }
 }
 
@@ -477,20 +522,7 @@ impl<'a> Trainer<'a> {
         (ph, pw): (usize, usize),
         kernels: Conv3Kernels,
     ) -> Result<Self> {
-        let tc = match kernels {
-            Conv3Kernels::Auto => tensor_cores_usable(g),
-            Conv3Kernels::Fma => false,
-            Conv3Kernels::TensorCores => {
-                ensure!(
-                    g.arch_number() >= 80,
-                    Error::Unsupported(format!(
-                        "cuda: tensor-core kernels need sm_80 or later, not {}",
-                        g.arch()
-                    ))
-                );
-                true
-            }
-        };
+        let tc = kernels.on(g)?;
         ensure!(
             set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
             Error::Unsupported("cuda: NeurLZ training set too large".into())
@@ -512,7 +544,6 @@ impl<'a> Trainer<'a> {
             Error::Unsupported("cuda: NeurLZ training set sizes".into())
         );
         let (k, o, c) = (arch.cin, arch.cout, arch.width);
-        let chunks = partial_chunks(tc);
         let p = batch * ph * pw;
         let p2 = batch * ph.div_ceil(2) * pw.div_ceil(2);
         let np = arch.params();
@@ -531,7 +562,7 @@ impl<'a> Trainer<'a> {
             2 * c * p2,
             2 * c * p2,
             c * p,
-            chunks * np,
+            PARTIAL_ROWS * np,
             np,
             1,
             PARTS,
@@ -605,7 +636,7 @@ impl StepPlan {
         dims: (usize, usize),
         batch: usize,
         (ph, pw): (usize, usize),
-        tc: bool,
+        tc: TcUse,
         bufs: Vec<u64>,
         set: [u64; 3],
     ) -> StepPlan {
@@ -621,7 +652,6 @@ impl StepPlan {
             pw,
             dims,
             tc,
-            chunks: partial_chunks(tc),
             bufs,
             set,
         }
@@ -786,7 +816,8 @@ impl StepPlan {
         let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
         let mut args = vec![Arg::Ptr(a4), i(c), i(b), i(h), i(w), Arg::Ptr(dz), i(o)];
         args.extend(base(5));
-        launch("tr_conv1_bw", (c * groups(o), CHUNKS, 1), &args)?;
+        let blocks = c * groups(o);
+        launch("tr_conv1_bw", (blocks, fma_chunks(blocks), 1), &args)?;
         launch(
             "tr_conv1_bx",
             (blocks_for(n), groups(c), b),
@@ -817,7 +848,8 @@ impl StepPlan {
         ];
         args.extend(base(3));
         // Two input channels a block.
-        launch("tr_deconv2_bw", (c * groups(c), CHUNKS, 1), &args)?;
+        let blocks = c * groups(c);
+        launch("tr_deconv2_bw", (blocks, fma_chunks(blocks), 1), &args)?;
         launch(
             "tr_deconv2_bx",
             (blocks_for(n2), groups(2 * c), b),
@@ -844,7 +876,7 @@ impl StepPlan {
         launch(
             "tr_reduce",
             (blocks_for(self.np), 1, 1),
-            &[partial, i(self.chunks), i(self.np), Arg::Ptr(self.p(GRAD))],
+            &[partial, i(PARTIAL_ROWS), i(self.np), Arg::Ptr(self.p(GRAD))],
         )
     }
 }
@@ -1038,8 +1070,8 @@ mod tests {
         for (name, _, args) in &launches {
             check_args(name, args).unwrap_or_else(|e| panic!("{e}"));
         }
-        assert_eq!(launches[4].1 .1, partial_chunks(false));
-        assert_eq!(launches[5].1 .1, partial_chunks(true));
+        assert_eq!(launches[4].1 .1, fma_chunks(launches[4].1 .0));
+        assert_eq!(launches[5].1 .1, TC_CHUNKS);
     }
 
     /// Every launch of a training step, with either kernel set and the networks' shapes,
@@ -1049,7 +1081,8 @@ mod tests {
     fn every_training_launch_matches_its_kernel() {
         for (cin, width, cout) in [(2, 6, 1), (4, 4, 2), (6, 6, 3), (32, 6, 16)] {
             let arch = Arch { cin, width, cout };
-            for tc in [false, true] {
+            let uses = [(false, false), (false, true), (true, true)];
+            for tc in uses.map(|(pass, grads)| TcUse { pass, grads }) {
                 for (batch, ps) in [(256, (64, 64)), (3, (7, 5)), (5, (17, 33))] {
                     let bufs = (1..=18).map(|j| j << 32).collect();
                     let set = [19 << 32, 20 << 32, 21 << 32];
@@ -1060,14 +1093,14 @@ mod tests {
                         assert!(grid.0 >= 1 && grid.1 >= 1 && grid.1 <= 65535 && grid.2 <= 65535);
                     }
                     let used = |k: &str| launches.iter().any(|l| l.0 == k);
-                    assert_eq!(used("tr_conv3_tc"), tc, "{arch:?}");
-                    assert_eq!(used("tr_conv3_bw_tc"), tc, "{arch:?}");
-                    assert_eq!(used("tr_conv3_bx1"), !tc, "{arch:?}");
+                    assert_eq!(used("tr_conv3_tc"), tc.pass, "{arch:?}");
+                    assert_eq!(used("tr_conv3_bw_tc"), tc.grads, "{arch:?}");
+                    assert_eq!(used("tr_conv3_bx1"), !tc.pass, "{arch:?}");
                     // The stride-2 layer, and with 2 inputs the first, stay on FMA.
                     assert!(used("tr_conv3") && used("tr_conv3_bw") && used("tr_conv3_bx2"));
                     let reduce = launches.last().unwrap();
                     assert_eq!(reduce.0, "tr_reduce");
-                    assert!(matches!(reduce.2[1], Arg::I32(n) if n as usize == partial_chunks(tc)));
+                    assert!(matches!(reduce.2[1], Arg::I32(n) if n as usize == PARTIAL_ROWS));
                 }
             }
         }
