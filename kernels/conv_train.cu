@@ -83,19 +83,38 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 // Largest input window (stride 2 with halo).
 #define TILE_MAX ((2 * (TH - 1) + 3) * (2 * (TW - 1) + 3))
 
-// Loads the (TH_ x TW_) window of plane `src` (h x w) at (y0, x0) into `tile`, zero outside.
-// A thread keeps one column (its bounds test once) and steps down it 256 / TW_ rows at a time.
-template <int TH_, int TW_>
-__device__ __forceinline__ void tr_load_tile(const float* src, int h, int w, int y0, int x0, float* tile) {
-    constexpr int rows = 256 / TW_;
+// Channels the stride-1 tiled kernels stage per barrier (tr_conv3, tr_conv3_bx1): their
+// loads are all in flight at once, and a block waits on global memory a third as often. Three
+// 34 x 34 windows fit in the stride-2 window's space (TILE_MAX).
+#define NC1 3
+
+// Loads the (TH_ x TW_) windows at (y0, x0) of channels c < nc (nc <= NC_), planes h x w
+// `plane` floats apart from `src`, into tile + c TH_ TW_, zero outside the plane. A thread
+// keeps one column (its bounds test once) and steps down it 256 / TW_ rows at a time; its loads
+// for every channel and row are issued before its stores.
+template <int TH_, int TW_, int NC_>
+__device__ __forceinline__ void tr_load_tiles(const float* src, i64 plane, int nc, int h, int w, int y0,
+                                              int x0, float* tile) {
+    constexpr int rows = 256 / TW_, per = (TH_ + rows - 1) / rows;
     const int c = threadIdx.x % TW_, r0 = threadIdx.x / TW_;
     if (r0 >= rows) return;
     const int xx = x0 + c;
     const bool inside = xx >= 0 && xx < w;
-    for (int r = r0; r < TH_; r += rows) {
-        const int yy = y0 + r;
-        tile[r * TW_ + c] = inside && yy >= 0 && yy < h ? src[(i64)yy * w + xx] : 0.0f;
-    }
+    float v[NC_][per];
+#pragma unroll
+    for (int ch = 0; ch < NC_; ch++)
+#pragma unroll
+        for (int q = 0; q < per; q++) {
+            const int r = r0 + q * rows, yy = y0 + r;
+            v[ch][q] = ch < nc && r < TH_ && inside && yy >= 0 && yy < h ? src[ch * plane + (i64)yy * w + xx] : 0.0f;
+        }
+#pragma unroll
+    for (int ch = 0; ch < NC_; ch++)
+#pragma unroll
+        for (int q = 0; q < per; q++) {
+            const int r = r0 + q * rows;
+            if (ch < nc && r < TH_) tile[ch * TH_ * TW_ + r * TW_ + c] = v[ch][q];
+        }
 }
 
 // Where this thread's tile lies: tile index `tile` of a plane ho x wo, the thread's column
@@ -132,24 +151,33 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
 #pragma unroll
         for (int m = 0; m < PTS; m++) acc[m][j] = bj;
     }
-    for (int i = 0; i < cin; i++) {
-        tr_load_tile<th, tw>(x + ((i64)i * B + b) * h * w, h, w, tp.ty * TH * S - 1, tp.tx * TW * S - 1,
-                             tile);
-        if (threadIdx.x < G * 9) {
-            const int j = threadIdx.x / 9, o = o0 + j < cout ? o0 + j : cout - 1;
-            wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];
+    // Input channels i0 .. i0 + nc a barrier (NC1 at stride 1; the stride-2 window fills the space).
+    constexpr int NC = S == 1 ? NC1 : 1;
+    static_assert(NC * th * tw <= TILE_MAX, "staged windows exceed the tile");
+    const i64 plane = (i64)B * h * w;
+    for (int i0 = 0; i0 < cin; i0 += NC) {
+        const int nc = cin - i0 < NC ? cin - i0 : NC;
+        tr_load_tiles<th, tw, NC>(x + (i0 * B + b) * (i64)h * w, plane, nc, h, w, tp.ty * TH * S - 1,
+                                  tp.tx * TW * S - 1, tile);
+        if ((int)threadIdx.x < nc * G * 9) {
+            const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, o = o0 + j < cout ? o0 + j : cout - 1;
+            wsh[threadIdx.x] = wt[(o * cin + i0 + c) * 9 + threadIdx.x % 9];
         }
         __syncthreads();
+        for (int c = 0; c < nc; c++) {
+            const float* tl = tile + c * th * tw;
+            const float* ws = wsh + c * G * 9;
 #pragma unroll
-        for (int k = 0; k < 9; k++) {
-            float wk[G];
+            for (int k = 0; k < 9; k++) {
+                float wk[G];
 #pragma unroll
-            for (int j = 0; j < G; j++) wk[j] = wsh[j * 9 + k];
+                for (int j = 0; j < G; j++) wk[j] = ws[j * 9 + k];
 #pragma unroll
-            for (int m = 0; m < PTS; m++) {
-                const float v = tile[((tp.ly + 8 * m) * S + k / 3) * tw + tp.lx * S + k % 3];
+                for (int m = 0; m < PTS; m++) {
+                    const float v = tl[((tp.ly + 8 * m) * S + k / 3) * tw + tp.lx * S + k % 3];
 #pragma unroll
-                for (int j = 0; j < G; j++) acc[m][j] += wk[j] * v;
+                    for (int j = 0; j < G; j++) acc[m][j] += wk[j] * v;
+                }
             }
         }
         __syncthreads();
@@ -170,11 +198,11 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
 
 // 3x3 convolution, stride 1 or 2 (tr_conv3_tile). Grid (ceil(wo / TW) ceil(ho / TH),
 // ceil(cout / G), B).
-extern "C" __global__ void __launch_bounds__(256, 4) tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
+extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
     __shared__ float tile[TILE_MAX];
-    __shared__ float wsh[G * 9];
+    __shared__ float wsh[NC1 * G * 9];
     if (stride == 1)
         tr_conv3_tile<1>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
     else
@@ -297,11 +325,12 @@ __device__ __forceinline__ float tr_finish_dx(float acc, i64 idx, const float* a
 // Input gradient of a 3x3 convolution with stride 1 (a 3x3 convolution of the output
 // gradient with the flipped taps), input channels G blockIdx.y .. + G, tiled as tr_conv3.
 // Grid (ceil(w / TW) ceil(h / TH), ceil(cin / G), B).
-extern "C" __global__ void __launch_bounds__(256, 4) tr_conv3_bx1(const float* dout, int cout, int B, int h, int w,
+extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3_bx1(const float* dout, int cout, int B, int h, int w,
                                         const float* wt, int cin, const float* add,
                                         const float* post, float* dx) {
-    __shared__ float tile[(TH + 2) * (TW + 2)];
-    __shared__ float wsh[G * 9];
+    constexpr int win = (TH + 2) * (TW + 2);
+    __shared__ float tile[NC1 * win];
+    __shared__ float wsh[NC1 * G * 9];
     const TilePos tp = tr_tile_pos(blockIdx.x, w);
     const int i0 = blockIdx.y * G, b = blockIdx.z;
     float acc[PTS][G];
@@ -309,25 +338,31 @@ extern "C" __global__ void __launch_bounds__(256, 4) tr_conv3_bx1(const float* d
     for (int m = 0; m < PTS; m++)
 #pragma unroll
         for (int j = 0; j < G; j++) acc[m][j] = 0.0f;
-    for (int o = 0; o < cout; o++) {
-        tr_load_tile<TH + 2, TW + 2>(dout + ((i64)o * B + b) * h * w, h, w, tp.ty * TH - 1,
-                                     tp.tx * TW - 1, tile);
-        if (threadIdx.x < G * 9) {
-            const int j = threadIdx.x / 9, i = i0 + j < cin ? i0 + j : cin - 1;
-            wsh[threadIdx.x] = wt[(o * cin + i) * 9 + threadIdx.x % 9];
+    // Output-gradient channels o0 .. o0 + nc a barrier.
+    for (int o0 = 0; o0 < cout; o0 += NC1) {
+        const int nc = cout - o0 < NC1 ? cout - o0 : NC1;
+        tr_load_tiles<TH + 2, TW + 2, NC1>(dout + (o0 * B + b) * (i64)h * w, (i64)B * h * w, nc, h, w,
+                                           tp.ty * TH - 1, tp.tx * TW - 1, tile);
+        if ((int)threadIdx.x < nc * G * 9) {
+            const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, i = i0 + j < cin ? i0 + j : cin - 1;
+            wsh[threadIdx.x] = wt[((o0 + c) * cin + i) * 9 + threadIdx.x % 9];
         }
         __syncthreads();
-        // Tap (ky, kx) reads output point (y + 1 - ky, x + 1 - kx): tile (ly + 2 - ky, lx + 2 - kx).
+        for (int c = 0; c < nc; c++) {
+            const float* tl = tile + c * win;
+            const float* ws = wsh + c * G * 9;
+            // Tap (ky, kx) reads output point (y + 1 - ky, x + 1 - kx): tile (ly + 2 - ky, lx + 2 - kx).
 #pragma unroll
-        for (int k = 0; k < 9; k++) {
-            float wk[G];
+            for (int k = 0; k < 9; k++) {
+                float wk[G];
 #pragma unroll
-            for (int j = 0; j < G; j++) wk[j] = wsh[j * 9 + k];
+                for (int j = 0; j < G; j++) wk[j] = ws[j * 9 + k];
 #pragma unroll
-            for (int m = 0; m < PTS; m++) {
-                const float d = tile[(tp.ly + 8 * m + 2 - k / 3) * (TW + 2) + tp.lx + 2 - k % 3];
+                for (int m = 0; m < PTS; m++) {
+                    const float d = tl[(tp.ly + 8 * m + 2 - k / 3) * (TW + 2) + tp.lx + 2 - k % 3];
 #pragma unroll
-                for (int j = 0; j < G; j++) acc[m][j] += wk[j] * d;
+                    for (int j = 0; j < G; j++) acc[m][j] += wk[j] * d;
+                }
             }
         }
         __syncthreads();

@@ -835,3 +835,42 @@ fn gpu_learned_bench() {
         std::fs::write(p, s).unwrap();
     }
 }
+
+/// One NeurLZ training step at the benchmark's batch (256 patches of 64^2) on the FMA kernels,
+/// then on the tensor cores, and nothing else on the device: what `ncu` profiles to see where a
+/// step's kernels stall (`scripts/gpu-check` does not run it).
+#[test]
+#[ignore]
+fn gpu_training_step_for_a_profiler() {
+    let Some(g) = gpu() else { return };
+    let (side, batch, patch) = (64, 256, 64);
+    let [input, target, mask] = train_set(side, side, side, 2, 1, &mut Rng(5));
+    let set = TrainSet {
+        k: 2,
+        o: 1,
+        h: side,
+        w: side,
+        slices: side,
+        input: &input,
+        target: &target,
+        mask: &mask,
+    };
+    let arch = Arch {
+        cin: 2,
+        width: 6,
+        cout: 1,
+    };
+    let net = FNet::new(arch, 5);
+    let cfg = TrainConfig {
+        steps: 1,
+        batch,
+        patch,
+        ..TrainConfig::default()
+    };
+    let ps = conv_train::patch_size(&set, &cfg);
+    let picks = conv_train::schedule(&set, &cfg);
+    for kernels in [Conv3Kernels::Fma, Conv3Kernels::TensorCores] {
+        let (grad, total) = g.conv_batch_grad(&net, &set, &picks, ps, kernels).unwrap();
+        assert!(total > 0.0 && grad.iter().all(|v| v.is_finite()));
+    }
+}

@@ -53,7 +53,9 @@ def test_training_kernels_match_the_reference(tmp_path):
     # The transposed convolution's bias sums read from the second channel's taps.
     ("tr_deconv2_bw", "const float* bias_sums = sh + 2 * G * 4;", "const float* bias_sums = sh + G * 4;"),
     # One tile row too few loaded.
-    ("tr_conv3", "for (int r = r0; r < TH_; r += rows) {", "for (int r = r0; r < TH_ - 1; r += rows) {"),
+    ("tr_conv3", "if (ch < nc && r < TH_) tile[", "if (ch < nc && r < TH_ - 1) tile["),
+    # Every staged channel of a barrier given the first one's taps.
+    ("tr_conv3_bx1", "wsh[threadIdx.x] = wt[((o0 + c) * cin + i) * 9", "wsh[threadIdx.x] = wt[(o0 * cin + i) * 9"),
     # Tensor cores: the second output point's fragment register holding the second channel's.
     ("tr_conv3_tc", "const float av[4] = {a[q * TC_PLANE], a[q * TC_PLANE + 8], a[(q + 4) * TC_PLANE],",
      "const float av[4] = {a[q * TC_PLANE], a[(q + 4) * TC_PLANE], a[q * TC_PLANE + 8],"),
