@@ -1540,8 +1540,9 @@ fn block_codes<'a>(
 
 /// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
 /// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
-/// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`, or
-/// `auto` from [`crate::backend::AUTO_MIN_BYTES`] on), with the CPU's values bit for bit; on
+/// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`; `auto`
+/// from [`crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES`] on, which no chunk reaches since the GPU was
+/// measured no faster), with the CPU's values bit for bit; on
 /// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
 /// finished as soon as they are decoded, so they are never all held at once.
 fn decode_blocks<R: Send>(
@@ -1555,7 +1556,7 @@ fn decode_blocks<R: Send>(
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
         .and_then(|n| {
-            let auto_min = crate::backend::AUTO_MIN_BYTES;
+            let auto_min = crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES;
             Some((
                 crate::backend::gpu_for_work(crate::params::Backend::Cpu, bytes, auto_min)?,
                 n,
