@@ -135,7 +135,8 @@ __device__ __forceinline__ TilePos tr_tile_pos(int tile, int wo) {
 
 // 3x3 convolution at stride S, zero padding 1, plus bias, optional ReLU, output channels
 // G blockIdx.y .. + G; block blockIdx.x is one TW x TH output tile, its input window (with
-// the halo) and the taps staged in shared memory one input channel at a time.
+// the halo) and the taps staged in shared memory, three input channels a barrier at stride 1
+// (NC1), one at stride 2.
 template <int S>
 __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, int h, int w,
                                               const float* wt, const float* bias, int cout,
