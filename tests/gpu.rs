@@ -603,8 +603,8 @@ fn a_forked_child_leaves_the_gpu_to_its_parent() {
     eprintln!("CPU == GPU: a forked child coded on the CPU, the parent's GPU still works");
 }
 
-/// Transfers through the pinned staging buffers give the bytes back exactly, with a size that
-/// is not a multiple of the buffers'.
+/// Transfers through the pinned staging buffers give the bytes (and wider values) back exactly,
+/// with a size that is not a multiple of the buffers'.
 #[test]
 fn staged_transfers_round_trip() {
     let Some(g) = gpu() else { return };
@@ -619,6 +619,23 @@ fn staged_transfers_round_trip() {
         assert!(back == data, "staged download of {n}");
         assert!(g.download_staged(&up).unwrap() == data, "both staged, {n}");
     }
+    // Values wider than a byte (the codes, NeurLZ's corrections, NGLR's inputs): pieces of
+    // STAGE bytes, a length that is not a whole number of pieces, and into a caller's buffer.
+    let n = 2 * cuda::STAGE / 4 + 12_345;
+    let ints: Vec<i32> = (0..n as i32)
+        .map(|i| i.wrapping_mul(-1_640_531_535))
+        .collect();
+    let up = g.upload_staged(&ints).unwrap();
+    assert!(g.download(&up).unwrap() == ints, "staged upload of {n} i32");
+    let mut back = vec![0i32; n];
+    g.download_staged_into(&up, &mut back).unwrap();
+    assert!(back == ints, "staged download of {n} i32");
+    let floats: Vec<f64> = (0..n / 2 + 7).map(|i| i as f64 * -0.37).collect();
+    let up = g.upload_staged(&floats).unwrap();
+    assert!(
+        g.download_staged(&up).unwrap() == floats,
+        "both staged, f64"
+    );
 }
 
 /// A packed payload the host checks refuse never reaches the kernels: the GPU decoder gives the

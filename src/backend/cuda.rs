@@ -503,26 +503,27 @@ impl Cuda {
     /// Uploads `data` through the pinned staging buffers: the host copies one piece (all
     /// threads) while the previous one crosses the bus. Pageable transfers run at a fraction
     /// of the bus's speed (GPU.md). Small transfers, and any when the buffers cannot be had,
-    /// go through [`Cuda::upload`].
-    pub fn upload_staged(&self, data: &[u8]) -> Result<CudaSlice<u8>> {
-        if data.len() < STAGED_MIN {
+    /// go through [`Cuda::upload`]. Any plain values (`u8`, `i32`, `f64`, ...).
+    pub fn upload_staged<T: Staged>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        if std::mem::size_of_val(data) < STAGED_MIN {
             return self.upload(data);
         }
+        let per = STAGE / std::mem::size_of::<T>();
         let staged = self.with_staging(|slots| {
-            let mut dst = unsafe { self.stream.alloc::<u8>(data.len()) }
+            let mut dst = unsafe { self.stream.alloc::<T>(data.len()) }
                 .map_err(|e| device_error("alloc", e))?;
             let bufs = pinned_bufs(slots)?;
             // cudarc's own tracking of the pinned buffers is off (one stream, `probe`), and
             // sub-slices of them are not tracked at all: each transfer records an event, waited
             // for before its buffer is written again.
             let mut done: [Option<CudaEvent>; 2] = [None, None];
-            for (k, piece) in data.chunks(STAGE).enumerate() {
+            for (k, piece) in data.chunks(per).enumerate() {
                 if let Some(ev) = done[k % 2].take() {
                     ev.synchronize().map_err(|e| device_error("staging", e))?;
                 }
-                let buf = &mut bufs[k % 2][..piece.len()];
-                par_copy(buf, piece);
-                let mut view = dst.slice_mut(k * STAGE..k * STAGE + piece.len());
+                let buf = as_values::<T>(&mut bufs[k % 2][..std::mem::size_of_val(piece)])?;
+                par_copy(bytemuck::cast_slice_mut(buf), bytemuck::cast_slice(piece));
+                let mut view = dst.slice_mut(k * per..k * per + piece.len());
                 self.stream
                     .memcpy_htod(&*buf, &mut view)
                     .map_err(|e| device_error("upload", e))?;
@@ -538,17 +539,17 @@ impl Cuda {
     /// Downloads `src` through the pinned staging buffers: one piece crosses the bus while the
     /// host copies out the previous one. Small transfers, and any when the buffers cannot be
     /// had, go through [`Cuda::download`].
-    pub fn download_staged(&self, src: &CudaSlice<u8>) -> Result<Vec<u8>> {
-        if src.len() < STAGED_MIN {
+    pub fn download_staged<T: Staged>(&self, src: &CudaSlice<T>) -> Result<Vec<T>> {
+        if src.len() * std::mem::size_of::<T>() < STAGED_MIN {
             return self.download(src);
         }
-        let mut out = vec![0u8; src.len()];
+        let mut out = vec![T::zeroed(); src.len()];
         self.download_staged_into(src, &mut out)?;
         Ok(out)
     }
 
     /// [`Cuda::download_staged`] into `out` (exactly `src`'s length).
-    pub fn download_staged_into(&self, src: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
+    pub fn download_staged_into<T: Staged>(&self, src: &CudaSlice<T>, out: &mut [T]) -> Result<()> {
         let n = src.len();
         ensure!(
             out.len() == n,
@@ -557,26 +558,27 @@ impl Cuda {
                 actual: n
             }
         );
-        let plain = |out: &mut [u8]| -> Result<()> {
+        let plain = |out: &mut [T]| -> Result<()> {
             self.stream
                 .memcpy_dtoh(src, out)
                 .map_err(|e| device_error("download", e))?;
             self.sync()
         };
-        if n < STAGED_MIN {
+        if std::mem::size_of_val(out) < STAGED_MIN {
             return plain(out);
         }
-        advise_huge_pages(out);
+        advise_huge_pages(bytemuck::cast_slice_mut(out));
+        let per = STAGE / std::mem::size_of::<T>();
         let staged = self.with_staging(|slots| {
             let bufs = pinned_bufs(slots)?;
-            let pieces = n.div_ceil(STAGE);
-            let range = |k: usize| k * STAGE..((k + 1) * STAGE).min(n);
+            let pieces = n.div_ceil(per);
+            let range = |k: usize| k * per..((k + 1) * per).min(n);
             // Events as in `upload_staged`.
             let issue = |k: usize, buf: &mut [u8]| -> Result<CudaEvent> {
                 let r = range(k);
-                let len = r.len();
+                let bytes = r.len() * std::mem::size_of::<T>();
                 self.stream
-                    .memcpy_dtoh(&src.slice(r), &mut buf[..len])
+                    .memcpy_dtoh(&src.slice(r), as_values::<T>(&mut buf[..bytes])?)
                     .map_err(|e| device_error("download", e))?;
                 self.mark()
             };
@@ -589,8 +591,8 @@ impl Cuda {
                     ev.synchronize().map_err(|e| device_error("staging", e))?;
                 }
                 let r = range(k);
-                let len = r.len();
-                par_copy(&mut out[r], &bufs[k % 2][..len]);
+                let bytes = r.len() * std::mem::size_of::<T>();
+                par_copy(bytemuck::cast_slice_mut(&mut out[r]), &bufs[k % 2][..bytes]);
             }
             Ok(())
         });
@@ -970,6 +972,24 @@ impl PackedLayout {
 
 /// The two staging buffers as plain slices (pinned memory all the same, which the driver
 /// transfers at full speed).
+/// Plain values the staged transfers move as bytes (`u8`, `i32`, `f64`, ...): any bit pattern
+/// is a value, and a value's size divides [`STAGE`].
+pub trait Staged:
+    bytemuck::Pod + Default + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits
+{
+}
+impl<T> Staged for T where
+    T: bytemuck::Pod + Default + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits
+{
+}
+
+/// A staging buffer's bytes as values of `T` (the buffers are page-aligned, so this fails
+/// only for a length that is not a whole number of values).
+fn as_values<T: Staged>(b: &mut [u8]) -> Result<&mut [T]> {
+    bytemuck::try_cast_slice_mut(b)
+        .map_err(|e| Error::Unsupported(format!("cuda: staging buffer as values: {e:?}")))
+}
+
 fn pinned_bufs(slots: &mut [PinnedHostSlice<u8>; 2]) -> Result<[&mut [u8]; 2]> {
     let [a, b] = slots;
     Ok([
@@ -1138,7 +1158,7 @@ impl Cuda {
             self.transpose_dev(
                 &codes, &table_d, job.ext, nb, &planes_d, &woff_d, &mut words,
             )?;
-            let words_h = self.download(&words)?;
+            let words_h = self.download_staged(&words)?;
             (0..nb)
                 .into_par_iter()
                 .map(|i| {
@@ -1152,7 +1172,7 @@ impl Cuda {
                 })
                 .collect()
         } else {
-            let r = self.download(&codes)?;
+            let r = self.download_staged(&codes)?;
             (0..nb)
                 .into_par_iter()
                 .map(|i| {
@@ -1271,7 +1291,7 @@ impl Cuda {
                 .try_for_each(|(dst, (b, &(coder, bytes, _)))| {
                     code::decode_block(coder.into(), bytes, b.ext, lorenzo::ID, dst)
                 })?;
-            self.upload(&r)?
+            self.upload_staged(&r)?
         };
         let mut out = self.zeros::<u8>(n * job.dtype.size())?;
         self.lorenzo_decode_dev(
@@ -1288,7 +1308,7 @@ impl Stages for Cuda {
 
     fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats> {
         guard("stats", || {
-            let x = self.upload(data)?;
+            let x = self.upload_staged(data)?;
             self.stats_dev(&x, dtype)
         })
     }

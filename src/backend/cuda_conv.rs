@@ -124,7 +124,7 @@ impl Cuda {
         // Activations of one sample: inputs, [layer 3, layer 0], layers 1 and 2, layer 4, out.
         let per = (arch.cin + 2 * c + c + fields) * hw + 4 * c * hw2;
         let batch = (batch_bytes / 4 / per).clamp(1, per_field.min(65535));
-        let qd = self.upload(q)?;
+        let qd = self.upload_staged(q)?;
         let (flat, starts) = layer_params(net);
         let pd = self.upload(&flat)?;
         let nd: Vec<i64> = norm
@@ -251,6 +251,6 @@ impl Cuda {
             s0 += sb;
         }
         // The download synchronizes: every buffer above is still alive.
-        self.download(&corrd)
+        self.download_staged(&corrd)
     }
 }

@@ -182,7 +182,7 @@ impl Cuda {
             let (table, _) = block_table(blocks);
             let table = self.upload(&table)?;
             let words = self.upload(&model_words(model))?;
-            let q = self.upload(codes)?;
+            let q = self.upload_staged(codes)?;
             let e = self.zeros::<i32>(codes.len())?;
             // SAFETY: `q` and `e` hold every block at the table's offsets (their sum is the
             // length, checked), the table one entry per block of the grid, `words` the model
@@ -192,7 +192,7 @@ impl Cuda {
                 let args = decode_args(bufs, self.ptr(&table), self.ptr(&words), m);
                 self.launch("nglr_decode", (blocks.len(), 1, 1), &args)?;
             }
-            codes.copy_from_slice(&self.download(&q)?);
+            self.download_staged_into(&q, codes)?;
             Ok(())
         })
     }
@@ -229,10 +229,10 @@ impl Cuda {
             let (table, _) = block_table(blocks);
             let table = self.upload(&table)?;
             let words = self.upload(&model_words(model))?;
-            let qd = self.upload(q)?;
-            let xd = self.upload(x)?;
+            let qd = self.upload_staged(q)?;
+            let xd = self.upload_staged(x)?;
             let flags: Vec<u8> = escaped.iter().map(|&e| e as u8).collect();
-            let esc = self.upload(&flags)?;
+            let esc = self.upload_staged(&flags)?;
             let codes = self.zeros::<i32>(total)?;
             let e = self.zeros::<i32>(total)?;
             // SAFETY: `q`, `codes`, `e`, `esc` and `x` hold every block at the table's offsets
@@ -254,11 +254,11 @@ impl Cuda {
                 );
                 self.launch("nglr_encode", (blocks.len(), 1, 1), &args)?;
             }
-            q.copy_from_slice(&self.download(&qd)?);
-            for (e, f) in escaped.iter_mut().zip(self.download(&esc)?) {
+            self.download_staged_into(&qd, q)?;
+            for (e, f) in escaped.iter_mut().zip(self.download_staged(&esc)?) {
                 *e = f != 0;
             }
-            self.download(&codes)
+            self.download_staged(&codes)
         })
     }
 

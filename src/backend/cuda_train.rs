@@ -572,9 +572,9 @@ impl<'a> Trainer<'a> {
             .map(|&s| g.zeros::<f32>(s))
             .collect::<Result<Vec<_>>>()?;
         let on_device = [
-            g.upload(set.input)?,
-            g.upload(set.target)?,
-            g.upload(set.mask)?,
+            g.upload_staged(set.input)?,
+            g.upload_staged(set.target)?,
+            g.upload_staged(set.mask)?,
         ];
         let plan = StepPlan::new(
             arch,
