@@ -508,7 +508,7 @@ impl Cuda {
         if std::mem::size_of_val(data) < STAGED_MIN {
             return self.upload(data);
         }
-        let per = STAGE / std::mem::size_of::<T>();
+        let per = STAGE / std::mem::size_of::<T>().max(1);
         let staged = self.with_staging(|slots| {
             let mut dst = unsafe { self.stream.alloc::<T>(data.len()) }
                 .map_err(|e| device_error("alloc", e))?;
@@ -568,7 +568,7 @@ impl Cuda {
             return plain(out);
         }
         advise_huge_pages(bytemuck::cast_slice_mut(out));
-        let per = STAGE / std::mem::size_of::<T>();
+        let per = STAGE / std::mem::size_of::<T>().max(1);
         let staged = self.with_staging(|slots| {
             let bufs = pinned_bufs(slots)?;
             let pieces = n.div_ceil(per);
