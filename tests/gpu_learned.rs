@@ -139,6 +139,25 @@ fn neurlz_inference_matches_cpu() {
     eprintln!("NeurLZ inference: CPU == GPU on {compared} corrections");
 }
 
+/// One field's training set (2 inputs, 1 target) over `slices` slices of `side x side`, as
+/// [`train_set`] makes its arrays.
+fn one_field_set(
+    slices: usize,
+    side: usize,
+    [input, target, mask]: &[Vec<f32>; 3],
+) -> TrainSet<'_> {
+    TrainSet {
+        k: 2,
+        o: 1,
+        h: side,
+        w: side,
+        slices,
+        input,
+        target,
+        mask,
+    }
+}
+
 /// A training set of `slices` slices of `h x w` with `k` inputs and `o` targets per slice.
 fn train_set(
     slices: usize,
@@ -709,17 +728,8 @@ fn gpu_learned_bench() {
 
     // Training: the encoder's default schedule on 16 slices, GPU and CPU.
     let slices = 16.min(side);
-    let [input, target, mask] = train_set(slices, side, side, 2, 1, &mut rng);
-    let set = TrainSet {
-        k: 2,
-        o: 1,
-        h: side,
-        w: side,
-        slices,
-        input: &input,
-        target: &target,
-        mask: &mask,
-    };
+    let arrays = train_set(slices, side, side, 2, 1, &mut rng);
+    let set = one_field_set(slices, side, &arrays);
     let cfg = TrainConfig {
         steps: 320,
         ..TrainConfig::default()
@@ -735,7 +745,7 @@ fn gpu_learned_bench() {
     out += &format!(
         "| NeurLZ training, encoder default (320 steps x 8 patches of 48^2), GPU | {tg:.3} s | CPU {tc:.2} s |\n"
     );
-    drop((input, target, mask));
+    drop(arrays);
 
     // NGLR's fit at the default budget (32 Ki samples) and the largest (255 Ki).
     for ext in [[34, 34, 34], [66, 66, 66]] {
@@ -755,17 +765,8 @@ fn gpu_learned_bench() {
     }
 
     // The paper's scale: 100 epochs over the whole field, in batches of 64^2 patches.
-    let [input, target, mask] = train_set(side, side, side, 2, 1, &mut rng);
-    let set = TrainSet {
-        k: 2,
-        o: 1,
-        h: side,
-        w: side,
-        slices: side,
-        input: &input,
-        target: &target,
-        mask: &mask,
-    };
+    let arrays = train_set(side, side, side, 2, 1, &mut rng);
+    let set = one_field_set(side, side, &arrays);
     for kernels in conv3_kernels(&g) {
         let prof = g.conv_profile(arch, &set, 256, 64, kernels).unwrap();
         let total: f32 = prof.iter().map(|p| p.1).sum();
@@ -845,17 +846,8 @@ fn gpu_learned_bench() {
 fn gpu_training_step_for_a_profiler() {
     let Some(g) = gpu() else { return };
     let (side, batch, patch) = (64, 256, 64);
-    let [input, target, mask] = train_set(side, side, side, 2, 1, &mut Rng(5));
-    let set = TrainSet {
-        k: 2,
-        o: 1,
-        h: side,
-        w: side,
-        slices: side,
-        input: &input,
-        target: &target,
-        mask: &mask,
-    };
+    let arrays = train_set(side, side, side, 2, 1, &mut Rng(5));
+    let set = one_field_set(side, side, &arrays);
     let arch = Arch {
         cin: 2,
         width: 6,

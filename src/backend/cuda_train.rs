@@ -62,7 +62,7 @@ fn fma_chunks(blocks: usize) -> usize {
 /// gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conv3Kernels {
-    /// What measured fastest on an H200 (BENCHMARKS.md, "NeurLZ training on the GPU"): the
+    /// What measured fastest on an H200 (BENCHMARKS.md, "Learned stages (NGLR, NeurLZ)"): the
     /// FMA kernels for the forward pass and input gradient, the tensor cores for the weight
     /// gradients where [`tensor_cores_usable`] says so ([`Conv3Kernels::TcWeightGrads`]), else
     /// the FMA kernels throughout.
