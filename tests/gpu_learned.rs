@@ -158,6 +158,23 @@ fn one_field_set(
     }
 }
 
+/// The patch size and the patches of one training step of `batch` patches of `patch^2`, as
+/// training picks them.
+fn one_batch(set: &TrainSet<'_>, batch: usize, patch: usize) -> PatchBatch {
+    let cfg = TrainConfig {
+        steps: 1,
+        batch,
+        patch,
+        ..TrainConfig::default()
+    };
+    (
+        conv_train::patch_size(set, &cfg),
+        conv_train::schedule(set, &cfg),
+    )
+}
+
+type PatchBatch = ((usize, usize), Vec<(usize, usize, usize)>);
+
 /// A training set of `slices` slices of `h x w` with `k` inputs and `o` targets per slice.
 fn train_set(
     slices: usize,
@@ -206,14 +223,7 @@ fn neurlz_gradients_match_cpu() {
         let mut net = FNet::new(arch, 7);
         // Larger weights so every path carries signal.
         net.params.iter_mut().for_each(|v| *v *= 1.5);
-        let cfg = TrainConfig {
-            steps: 1,
-            batch,
-            patch,
-            ..TrainConfig::default()
-        };
-        let ps = conv_train::patch_size(&set, &cfg);
-        let picks = conv_train::schedule(&set, &cfg);
+        let (ps, picks) = one_batch(&set, batch, patch);
         let (gc, tc) = conv_train::batch_grad(&net, &set, &picks, ps);
         let scale = gc.iter().fold(0f32, |a, &b| a.max(b.abs()));
         assert!(scale > 0.0);
@@ -854,14 +864,7 @@ fn gpu_training_step_for_a_profiler() {
         cout: 1,
     };
     let net = FNet::new(arch, 5);
-    let cfg = TrainConfig {
-        steps: 1,
-        batch,
-        patch,
-        ..TrainConfig::default()
-    };
-    let ps = conv_train::patch_size(&set, &cfg);
-    let picks = conv_train::schedule(&set, &cfg);
+    let (ps, picks) = one_batch(&set, batch, patch);
     for kernels in [Conv3Kernels::Fma, Conv3Kernels::TensorCores] {
         let (grad, total) = g.conv_batch_grad(&net, &set, &picks, ps, kernels).unwrap();
         assert!(total > 0.0 && grad.iter().all(|v| v.is_finite()));
