@@ -1793,23 +1793,8 @@ mod tests {
             q: &mut [i32],
             esc: &mut [bool],
         ) -> Result<Vec<i32>> {
-            let mut codes = vec![0; q.len()];
-            let mut at = 0;
-            for b in bl {
-                let r = at..at + b.len();
-                let mut blk = BlockEncoder {
-                    x: &x[r.clone()],
-                    escaped: esc[r.clone()].to_vec(),
-                    grid: coding.grid,
-                    eb: coding.eb,
-                    single: coding.single,
-                    m: coding.m,
-                };
-                self.model
-                    .encode(&mut blk, &mut q[r.clone()], b.ext, &mut codes[r.clone()]);
-                esc[r].copy_from_slice(&blk.escaped);
-                at += b.len();
-            }
+            let codes =
+                crate::backend::cuda_nglr::encode_on_cpu(&self.model, bl, coding, x, q, esc);
             Ok(codes)
         }
     }

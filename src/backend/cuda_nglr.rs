@@ -18,6 +18,8 @@ use crate::nn::train::{self, AdamProblem, Config};
 use crate::nn::weights::Model;
 use crate::nn::ADAM;
 use crate::params::Backend;
+use crate::predict::nglr::Nglr;
+use crate::predict::{BlockEncoder, Predictor};
 use crate::quant::Grid;
 
 /// How an encoder codes a chunk's points (`predict::BlockEncoder`'s settings).
@@ -30,6 +32,36 @@ pub struct Coding {
     pub single: bool,
     /// Feedback step (odd, >= 1).
     pub m: i64,
+}
+
+/// What [`Cuda::nglr_encode`] computes, on the CPU: `model` codes `blocks` (laid out one after
+/// another) as [`Nglr`]'s `encode` does each, `q` receiving the reconstruction and `escaped`
+/// the escapes it adds; returns the residual codes. The reference the GPU encoder is held to.
+pub fn encode_on_cpu(
+    model: &Nglr,
+    blocks: &[Block],
+    coding: &Coding,
+    x: &[f64],
+    q: &mut [i32],
+    escaped: &mut [bool],
+) -> Vec<i32> {
+    let mut codes = vec![0; q.len()];
+    let mut at = 0;
+    for b in blocks {
+        let r = at..at + b.len();
+        let mut blk = BlockEncoder {
+            x: &x[r.clone()],
+            escaped: escaped[r.clone()].to_vec(),
+            grid: coding.grid,
+            eb: coding.eb,
+            single: coding.single,
+            m: coding.m,
+        };
+        model.encode(&mut blk, &mut q[r.clone()], b.ext, &mut codes[r.clone()]);
+        escaped[r].copy_from_slice(&blk.escaped);
+        at += b.len();
+    }
+    codes
 }
 
 /// Largest batch the kernel takes (`NG_MAXB` in `nglr_train.cu`).

@@ -2,13 +2,12 @@
 //! kernels
 //! (`tests/nglr_kernel_cpu.rs` on the CPU stand-in, `tests/gpu_learned.rs` on a GPU).
 
-use resid::backend::cuda_nglr::Coding;
+use resid::backend::cuda_nglr::{encode_on_cpu, Coding};
 use resid::field::Block;
 use resid::nn::infer::{Net, B1_MAX, INPUTS};
 use resid::nn::linear::Linear;
 use resid::nn::weights::Model;
 use resid::predict::nglr::Nglr;
-use resid::predict::{BlockEncoder, Predictor};
 use resid::quant::Grid;
 
 pub struct Rng(pub u64);
@@ -121,21 +120,7 @@ pub fn cpu_encode(
     escaped: &[bool],
 ) -> (Vec<i32>, Vec<i32>, Vec<bool>) {
     let p = Nglr::from_model(model.clone());
-    let (mut codes, mut recon, mut esc) = (vec![0; q.len()], q.to_vec(), Vec::new());
-    let mut at = 0;
-    for b in blocks {
-        let r = at..at + b.len();
-        let mut blk = BlockEncoder {
-            x: &x[r.clone()],
-            escaped: escaped[r.clone()].to_vec(),
-            grid: coding.grid,
-            eb: coding.eb,
-            single: coding.single,
-            m: coding.m,
-        };
-        p.encode(&mut blk, &mut recon[r.clone()], b.ext, &mut codes[r]);
-        esc.extend(blk.escaped);
-        at += b.len();
-    }
+    let (mut recon, mut esc) = (q.to_vec(), escaped.to_vec());
+    let codes = encode_on_cpu(&p, blocks, coding, x, &mut recon, &mut esc);
     (codes, recon, esc)
 }
