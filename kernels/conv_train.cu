@@ -1095,6 +1095,98 @@ extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, int h, in
     tr_store(sh, sh + G, 1, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
+// ---- tr_out: the output layer's forward and backward passes in one ----
+//
+// The 1x1 output layer (c -> o, no ReLU) as tr_conv1, the loss gradient dz as tr_loss, the
+// input gradient as tr_conv1_bx (masked where the layer's input, a post-ReLU activation, is
+// not positive) and the weight and bias sums as tr_conv1_bw, point by point: those four
+// kernels read the c input planes three times and wrote and read z and dz, for 6 multiply-adds
+// a point; this reads each input value once and writes only the input gradient. z, dz and the
+// input gradient come out bit for bit as theirs (the same operations in the same order). It
+// also sums the mask (the points that count, as tr_sum). For networks of at most OUT_MAX
+// outputs and OUT_WIDTH inputs to the output layer (the encoder's: one or two fields, width 4
+// or 6); the host runs the four kernels for the others.
+#define OUT_MAX 2
+#define OUT_WIDTH 8
+#define OUT_ROW (OUT_WIDTH + 1)
+#define OUT_SUMS (OUT_MAX * OUT_ROW + 1)
+
+// Block k of gridDim.x takes chunk k of the batch's P points (planes of P: channel i's values
+// at a + i P), writes its weight and bias sums into partial row k (partial[k * np + ...],
+// parameters as tr_conv1_bw stores them) and its mask sum into mparts[k].
+// Grid (CH, 1, 1), 256 threads.
+extern "C" __global__ void __launch_bounds__(256) tr_out(const float* __restrict__ a, int c, long long P,
+                                                         const float* __restrict__ wt,
+                                                         const float* __restrict__ bias, int o,
+                                                         const float* __restrict__ t,
+                                                         const float* __restrict__ m,
+                                                         float* __restrict__ dx, int wbase, int bbase,
+                                                         int np, float* __restrict__ partial,
+                                                         float* __restrict__ mparts) {
+    // Output j's taps at wsh[j OUT_ROW .. + c), its bias at wsh[j OUT_ROW + OUT_WIDTH].
+    __shared__ float wsh[OUT_MAX * OUT_ROW];
+    __shared__ float sh[8 * OUT_SUMS];
+    if ((int)threadIdx.x < OUT_MAX * OUT_ROW) {
+        const int j = threadIdx.x / OUT_ROW, i = threadIdx.x % OUT_ROW;
+        float v = 0.0f;
+        if (j < o && i < c) v = wt[j * c + i];
+        if (j < o && i == OUT_WIDTH) v = bias[j];
+        wsh[threadIdx.x] = v;
+    }
+    __syncthreads();
+    // s[j OUT_ROW + i]: output j's gradient against input i (i = OUT_WIDTH: its bias); the
+    // last: the mask.
+    float s[OUT_SUMS];
+#pragma unroll
+    for (int k = 0; k < OUT_SUMS; k++) s[k] = 0.0f;
+    const i64 len = (P + gridDim.x - 1) / gridDim.x;
+    const i64 lo = (i64)blockIdx.x * len, hi = lo + len < P ? lo + len : P;
+    for (i64 q = lo + threadIdx.x; q < hi; q += 256) {
+        float av[OUT_WIDTH], dv[OUT_WIDTH];
+        const float* ai = a + q;
+#pragma unroll
+        for (int i = 0; i < OUT_WIDTH; i++, ai += P) {
+            av[i] = i < c ? *ai : 0.0f;
+            dv[i] = 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < OUT_MAX; j++) {
+            if (j >= o) break;
+            const float* wj = wsh + j * OUT_ROW;
+            float z = wj[OUT_WIDTH];
+#pragma unroll
+            for (int i = 0; i < OUT_WIDTH; i++)
+                if (i < c) z += wj[i] * av[i];
+            const float d = 1.0f + fabsf(z);
+            const float y = z / d;
+            const float mj = m[j * P + q];
+            const float dz = 2.0f * (y - t[j * P + q]) * mj / (d * d);
+            s[OUT_SUMS - 1] += mj;
+            s[j * OUT_ROW + OUT_WIDTH] += dz;
+#pragma unroll
+            for (int i = 0; i < OUT_WIDTH; i++)
+                if (i < c) {
+                    dv[i] += wj[i] * dz;
+                    s[j * OUT_ROW + i] += dz * av[i];
+                }
+        }
+        float* di = dx + q;
+#pragma unroll
+        for (int i = 0; i < OUT_WIDTH; i++, di += P)
+            if (i < c) *di = av[i] > 0.0f ? dv[i] : 0.0f;
+    }
+    tr_block_sums<OUT_SUMS>(s, sh);
+    const int k = threadIdx.x;
+    float* dst = partial + (i64)blockIdx.x * np;
+    if (k < OUT_MAX * OUT_ROW) {
+        const int j = k / OUT_ROW, i = k % OUT_ROW;
+        if (j < o && i < c) dst[wbase + j * c + i] = sh[k];
+        if (j < o && i == OUT_WIDTH) dst[bbase + j] = sh[k];
+    } else if (k == OUT_SUMS - 1) {
+        mparts[blockIdx.x] = sh[k];
+    }
+}
+
 // g[j] = sum over the CH chunks of partial[c * np + j], in chunk order.
 extern "C" __global__ void tr_reduce(const float* partial, int CH, int np, float* g) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;

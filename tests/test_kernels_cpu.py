@@ -41,7 +41,7 @@ def test_training_kernels_match_the_reference(tmp_path):
     assert summary.endswith(" 0 failed") and int(summary.split()[0]) >= 850, summary
     for kernel in ["tr_conv3 ", "tr_conv3_tc ", "tr_conv3_tc flip", "tr_conv3_bx1", "tr_conv3_bx2",
                    "tr_conv3_bw ", "tr_conv3_bw_tc", "tr_deconv2 ", "tr_deconv2_bx", "tr_deconv2_bw",
-                   "tr_conv1 ", "tr_conv1_bx", "tr_conv1_bw"]:
+                   "tr_conv1 ", "tr_conv1_bx", "tr_conv1_bw", "tr_out"]:
         assert f"ok   {kernel}" in p.stdout, f"{kernel.strip()} was not checked"
 
 
@@ -64,6 +64,10 @@ def test_training_kernels_match_the_reference(tmp_path):
     # The weight gradients' next input row into the window slot still in use.
     ("tr_conv3_bw_tc", "tr_bw_tc_load(xr, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);",
      "tr_bw_tc_load(xr, next_ok, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
+    # The fused output layer's bias sums left out of the stored row.
+    ("tr_out", "if (j < o && i == OUT_WIDTH) dst[bbase + j] = sh[k];", ""),
+    # Its input gradient not masked by the layer's input.
+    ("tr_out", "if (i < c) *di = av[i] > 0.0f ? dv[i] : 0.0f;", "if (i < c) *di = dv[i];"),
 ])
 def test_a_broken_kernel_fails_the_check(tmp_path, kernel, line, wrong):
     kernels = tmp_path / "kernels"

@@ -297,8 +297,21 @@ const GRAD: usize = 15;
 const TOTAL: usize = 16;
 const SUM_PARTS: usize = 17;
 
-/// Blocks of the first stage of the counted points' sum.
+/// Blocks of the first stage of the counted points' sum (`tr_sum`, when the output layer is
+/// not fused).
 const PARTS: usize = 64;
+
+/// The largest output layer `tr_out` takes (`OUT_MAX` outputs of `OUT_WIDTH` inputs in
+/// `conv_train.cu`): the encoder's networks (one or two fields, width 4 or 6).
+const OUT_MAX: usize = 2;
+const OUT_WIDTH: usize = 8;
+
+/// Whether one `tr_out` launch runs the output layer of a network `c` wide with `o` outputs
+/// (its forward pass, the loss gradient, its gradients and the count of points that count),
+/// where four kernels and `tr_sum` took 0.11 ms of a 0.97 ms step on an H100 (BENCHMARKS.md).
+fn fused_output_layer(c: usize, o: usize) -> bool {
+    c <= OUT_WIDTH && o <= OUT_MAX
+}
 
 /// The output tile of the tiled 3x3 kernels (`TW` x `TH` in `conv_train.cu`).
 const TILE: (usize, usize) = (32, 32);
@@ -565,7 +578,7 @@ impl<'a> Trainer<'a> {
             PARTIAL_ROWS * np,
             np,
             1,
-            PARTS,
+            PARTS.max(PARTIAL_ROWS),
         ];
         let bufs = sizes
             .iter()
@@ -708,24 +721,30 @@ impl StepPlan {
                 Arg::Ptr(self.p(M)),
             ],
         )?;
-        launch(
-            "tr_sum",
-            (PARTS, 1, 1),
-            &[
-                Arg::Ptr(self.p(M)),
-                Arg::I64((o * p) as i64),
-                Arg::Ptr(self.p(SUM_PARTS)),
-            ],
-        )?;
-        launch(
-            "tr_sum_final",
-            (1, 1, 1),
-            &[
-                Arg::Ptr(self.p(SUM_PARTS)),
-                i(PARTS),
-                Arg::Ptr(self.p(TOTAL)),
-            ],
-        )?;
+        let fused_out = fused_output_layer(c, o);
+        let sum_final = |parts: usize| {
+            launch(
+                "tr_sum_final",
+                (1, 1, 1),
+                &[
+                    Arg::Ptr(self.p(SUM_PARTS)),
+                    i(parts),
+                    Arg::Ptr(self.p(TOTAL)),
+                ],
+            )
+        };
+        if !fused_out {
+            launch(
+                "tr_sum",
+                (PARTS, 1, 1),
+                &[
+                    Arg::Ptr(self.p(M)),
+                    Arg::I64((o * p) as i64),
+                    Arg::Ptr(self.p(SUM_PARTS)),
+                ],
+            )?;
+            sum_final(PARTS)?;
+        }
         // Forward.
         let run = |(name, grid, args): Launch| launch(name, grid, &args);
         // Layer l (3x3) over planes of hh x ww at `stride`.
@@ -769,35 +788,31 @@ impl StepPlan {
             ],
         )?;
         conv3(4, cat, h, w, 1, a4)?;
-        launch(
-            "tr_conv1",
-            (blocks_for(n), groups(o), b),
-            &[
+        let partial = Arg::Ptr(self.p(PARTIAL));
+        let base = |l: usize| [i(self.offs[l].0), i(self.offs[l].1), i(self.np), partial];
+        let (d4, dcat) = (self.p(D4), self.p(DCAT));
+        let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
+        if fused_out {
+            // The output layer, the loss and the output layer's gradients, and the count.
+            let mut args = vec![
                 Arg::Ptr(a4),
                 i(c),
-                i(b),
-                Arg::I64(n as i64),
+                Arg::I64(p as i64),
                 wt(5),
                 bias(5),
                 i(o),
-                i(0),
-                Arg::Ptr(self.p(Z)),
-            ],
-        )?;
-        launch(
-            "tr_loss",
-            (blocks_for(o * p), 1, 1),
-            &[
-                Arg::Ptr(self.p(Z)),
                 Arg::Ptr(self.p(T)),
                 Arg::Ptr(self.p(M)),
-                Arg::I64((o * p) as i64),
-                Arg::Ptr(self.p(DZ)),
-            ],
-        )?;
-        // Backward: weight gradients (partial sums) and input gradients, layer 5 to 0.
-        let partial = Arg::Ptr(self.p(PARTIAL));
-        let base = |l: usize| [i(self.offs[l].0), i(self.offs[l].1), i(self.np), partial];
+                Arg::Ptr(d4),
+            ];
+            args.extend(base(5));
+            args.push(Arg::Ptr(self.p(SUM_PARTS)));
+            launch("tr_out", (PARTIAL_ROWS, 1, 1), &args)?;
+            sum_final(PARTIAL_ROWS)?;
+        } else {
+            self.push_output_layer(params, launch)?;
+        }
+        // Backward: weight gradients (partial sums) and input gradients, layer 4 to 0.
         let conv3_bw = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, dout: u64| {
             let sums = (self.offs[l].0, self.offs[l].1, self.np);
             run(layer(l, hh, ww, stride).weight_grad(x, dout, sums, self.p(PARTIAL)))
@@ -812,26 +827,6 @@ impl StepPlan {
              add: u64,
              post: u64,
              dx: u64| { run(layer(l, hh, ww, stride).input_grad(dout, add, post, dx)) };
-        let (dz, d4, dcat) = (self.p(DZ), self.p(D4), self.p(DCAT));
-        let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
-        let mut args = vec![Arg::Ptr(a4), i(c), i(b), i(h), i(w), Arg::Ptr(dz), i(o)];
-        args.extend(base(5));
-        let blocks = c * groups(o);
-        launch("tr_conv1_bw", (blocks, fma_chunks(blocks), 1), &args)?;
-        launch(
-            "tr_conv1_bx",
-            (blocks_for(n), groups(c), b),
-            &[
-                Arg::Ptr(dz),
-                i(o),
-                i(b),
-                Arg::I64(n as i64),
-                wt(5),
-                i(c),
-                Arg::Ptr(a4),
-                Arg::Ptr(d4),
-            ],
-        )?;
         conv3_bw(4, cat, h, w, 1, d4)?;
         // [d3, d0 skip], each masked by its activation ([layer 3, layer 0] = cat).
         conv3_bx(4, d4, h, w, 1, 0, cat, dcat)?;
@@ -877,6 +872,73 @@ impl StepPlan {
             "tr_reduce",
             (blocks_for(self.np), 1, 1),
             &[partial, i(PARTIAL_ROWS), i(self.np), Arg::Ptr(self.p(GRAD))],
+        )
+    }
+
+    /// The output layer's forward pass, loss gradient and backward pass as four kernels
+    /// (`tr_conv1`, `tr_loss`, `tr_conv1_bw`, `tr_conv1_bx`), for the networks
+    /// [`fused_output_layer`] leaves out.
+    fn push_output_layer(&self, params: u64, launch: &LaunchFn<'_>) -> Result<()> {
+        let (o, c, b) = (self.o, self.c, self.batch);
+        let n = self.ph * self.pw;
+        let p = b * n;
+        let i = |v: usize| Arg::I32(v as i32);
+        let wt = Arg::Ptr(params + 4 * self.offs[5].0 as u64);
+        let bias = Arg::Ptr(params + 4 * self.offs[5].1 as u64);
+        let (a4, dz, d4) = (self.p(A4), self.p(DZ), self.p(D4));
+        launch(
+            "tr_conv1",
+            (blocks_for(n), groups(o), b),
+            &[
+                Arg::Ptr(a4),
+                i(c),
+                i(b),
+                Arg::I64(n as i64),
+                wt,
+                bias,
+                i(o),
+                i(0),
+                Arg::Ptr(self.p(Z)),
+            ],
+        )?;
+        launch(
+            "tr_loss",
+            (blocks_for(o * p), 1, 1),
+            &[
+                Arg::Ptr(self.p(Z)),
+                Arg::Ptr(self.p(T)),
+                Arg::Ptr(self.p(M)),
+                Arg::I64((o * p) as i64),
+                Arg::Ptr(dz),
+            ],
+        )?;
+        let partial = Arg::Ptr(self.p(PARTIAL));
+        let base = [i(self.offs[5].0), i(self.offs[5].1), i(self.np), partial];
+        let mut args = vec![
+            Arg::Ptr(a4),
+            i(c),
+            i(b),
+            i(self.ph),
+            i(self.pw),
+            Arg::Ptr(dz),
+            i(o),
+        ];
+        args.extend(base);
+        let blocks = c * groups(o);
+        launch("tr_conv1_bw", (blocks, fma_chunks(blocks), 1), &args)?;
+        launch(
+            "tr_conv1_bx",
+            (blocks_for(n), groups(c), b),
+            &[
+                Arg::Ptr(dz),
+                i(o),
+                i(b),
+                Arg::I64(n as i64),
+                wt,
+                i(c),
+                Arg::Ptr(a4),
+                Arg::Ptr(d4),
+            ],
         )
     }
 }
@@ -950,8 +1012,9 @@ impl Cuda {
         })
     }
 
-    /// Milliseconds each kernel of one gradient step takes (summed by kernel), for a batch of
-    /// `batch` patches of `patch x patch` of `set` (the benchmark's breakdown).
+    /// Milliseconds each launch of one gradient step takes, in launch order (so layer by
+    /// layer: forward, then backward from the output), for a batch of `batch` patches of
+    /// `patch x patch` of `set` (the benchmark's breakdown).
     pub fn conv_profile(
         &self,
         arch: Arch,
@@ -978,18 +1041,13 @@ impl Cuda {
             unsafe { tr.grad(self.ptr(&picks), self.ptr(&params))? };
             self.sync()?;
             let marks = tr.marks.borrow_mut().take().unwrap_or_default();
-            let mut out: Vec<(&'static str, f32)> = Vec::new();
-            for w in marks.windows(2) {
-                let ms = w[0]
-                    .1
-                    .elapsed_ms(&w[1].1)
-                    .map_err(|e| super::device_error("event", e))?;
-                match out.iter_mut().find(|(n, _)| *n == w[1].0) {
-                    Some(e) => e.1 += ms,
-                    None => out.push((w[1].0, ms)),
-                }
-            }
-            Ok(out)
+            marks
+                .windows(2)
+                .map(|w| {
+                    let ms = w[0].1.elapsed_ms(&w[1].1);
+                    Ok((w[1].0, ms.map_err(|e| super::device_error("event", e))?))
+                })
+                .collect()
         })
     }
 
@@ -1096,6 +1154,19 @@ mod tests {
                     assert_eq!(used("tr_conv3_tc"), tc.pass, "{arch:?}");
                     assert_eq!(used("tr_conv3_bw_tc"), tc.grads, "{arch:?}");
                     assert_eq!(used("tr_conv3_bx1"), !tc.pass, "{arch:?}");
+                    // The encoder's output layers in one kernel, the others in four.
+                    let fused = fused_output_layer(width, cout);
+                    assert_eq!(used("tr_out"), fused, "{arch:?}");
+                    for k in [
+                        "tr_sum",
+                        "tr_conv1",
+                        "tr_loss",
+                        "tr_conv1_bw",
+                        "tr_conv1_bx",
+                    ] {
+                        assert_eq!(used(k), !fused, "{k} {arch:?}");
+                    }
+                    assert!(used("tr_sum_final"));
                     // The stride-2 layer, and with 2 inputs the first, stay on FMA.
                     assert!(used("tr_conv3") && used("tr_conv3_bw") && used("tr_conv3_bx2"));
                     let reduce = launches.last().unwrap();

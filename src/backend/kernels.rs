@@ -90,6 +90,7 @@ pub const CONV_TRAIN: Module = Module {
         "tr_conv3_bw_tc",
         "tr_deconv2_bw",
         "tr_conv1_bw",
+        "tr_out",
         "tr_reduce",
         "tr_adam",
     ],

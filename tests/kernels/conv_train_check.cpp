@@ -10,6 +10,7 @@
 #include "conv_train.cu"  // from kernels/ (-I)
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 namespace {
@@ -325,6 +326,54 @@ void conv1_case(Rng& rng, Shape s, int cin, int cout) {
     }
 }
 
+// tr_out against the four kernels it replaces, run here too (tr_conv1, tr_loss, tr_conv1_bx,
+// tr_conv1_bw): the input gradient bit for bit, the weight and bias sums within rounding of
+// a double-precision sum of the same dz, the mask sum exactly (0/1 masks).
+void out_case(Rng& rng, Shape s, int cin, int cout, int chunks) {
+    const int B = s.B;
+    const size_t n = (size_t)s.h * s.w, P = (size_t)B * n;
+    auto x = rng.vec(cin * P), wt = rng.vec(cout * cin), bias = rng.vec(cout), t = rng.vec(cout * P);
+    auto m = rng.vec(cout * P);
+    for (auto& v : m) v = v > -0.2f ? 1.0f : 0.0f;
+    std::vector<float> z(cout * P, NAN), dz(cout * P, NAN), want_dx(cin * P, NAN);
+    emu::launch(dim3(blocks_for((long long)n), groups(cout), B), dim3(256), [&] {
+        tr_conv1(x.data(), cin, B, (long long)n, wt.data(), bias.data(), cout, 0, z.data());
+    });
+    emu::launch(dim3(blocks_for((long long)(cout * P))), dim3(256),
+                [&] { tr_loss(z.data(), t.data(), m.data(), (long long)(cout * P), dz.data()); });
+    emu::launch(dim3(blocks_for((long long)n), groups(cin), B), dim3(256), [&] {
+        tr_conv1_bx(dz.data(), cout, B, (long long)n, wt.data(), cin, x.data(), want_dx.data());
+    });
+    const int wbase = 3, bbase = wbase + cout * cin, np = bbase + cout + 2;
+    Ref gw(np);
+    double count = 0;
+    for (int o = 0; o < cout; o++)
+        for (size_t q = 0; q < P; q++) {
+            const double d = dz[o * P + q];
+            gw.add(bbase + o, d);
+            count += m[o * P + q];
+            for (int i = 0; i < cin; i++) gw.add(wbase + o * cin + i, d * x[i * P + q]);
+        }
+    std::vector<float> dx(cin * P, NAN), partial((size_t)chunks * np, 0.0f), mparts(chunks, NAN);
+    emu::launch(dim3(chunks), dim3(256), [&] {
+        tr_out(x.data(), cin, (long long)P, wt.data(), bias.data(), cout, t.data(), m.data(), dx.data(),
+               wbase, bbase, np, partial.data(), mparts.data());
+    });
+    const std::string name = label("tr_out", s, cin, cout, 1) + " chunks " + std::to_string(chunks);
+    const bool same = std::memcmp(dx.data(), want_dx.data(), dx.size() * sizeof(float)) == 0;
+    float total = NAN;
+    emu::launch(dim3(1), dim3(256), [&] { tr_sum_final(mparts.data(), chunks, &total); });
+    if (same && total == (float)count) {
+        passed++;
+        std::printf("ok   %s: input gradient bit for bit, mask sum %g\n", name.c_str(), total);
+    } else {
+        failed++;
+        std::printf("FAIL %s: input gradient %s, mask sum %g (want %g)\n", name.c_str(),
+                    same ? "equal" : "differs", total, count);
+    }
+    check(name + " weight sums", reduced(partial, chunks, np), gw);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -348,6 +397,9 @@ int main(int argc, char** argv) {
         deconv2_case(rng, s, 5, 7);
         conv1_case(rng, s, 6, 1);
         conv1_case(rng, s, 7, 8);
+        if (want("tr_out"))
+            for (auto [cin, cout] : {std::pair{6, 1}, {4, 2}, {8, 2}, {1, 1}})
+                for (int chunks : chunk_counts(s)) out_case(rng, s, cin, cout, chunks);
     }
     if (!quick) {
         conv3_case(rng, {1, 40, 41}, 32, 32, 1, false);
