@@ -88,33 +88,60 @@ extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out
 // 34 x 34 windows fit in the stride-2 window's space (TILE_MAX).
 #define NC1 3
 
-// Loads the (TH_ x TW_) windows at (y0, x0) of channels c < nc (nc <= NC_), planes h x w
-// `plane` floats apart from `src`, into tile + c TH_ TW_, zero outside the plane. A thread
-// keeps one column (its bounds test once) and steps down it 256 / TW_ rows at a time; its loads
-// for every channel and row are issued before its stores.
+// Asynchronous 4-byte copies from global to shared memory, so that a block's next channels
+// load while it computes on the current ones: cp.async on sm_80 and later (zero fill where
+// !ok), grouped by tr_copy_commit and waited for by tr_copy_wait<N> (all but the N groups
+// committed last); plain loads and stores before sm_80. The CPU stand-in (tests/kernels/emu.h)
+// writes a copy only when a wait covers it.
+#if defined(RESID_EMU_H)
+__device__ __forceinline__ void tr_copy_async(float* dst, const float* src, bool ok) { emu::cp_async(dst, src, ok); }
+__device__ __forceinline__ void tr_copy_commit() { emu::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void tr_copy_wait() {
+    emu::cp_async_wait(N);
+}
+#elif __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void tr_copy_async(float* dst, const float* src, bool ok) {
+    const u32 d = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(ok ? 4 : 0) : "memory");
+}
+__device__ __forceinline__ void tr_copy_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void tr_copy_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#else
+__device__ __forceinline__ void tr_copy_async(float* dst, const float* src, bool ok) { *dst = ok ? *src : 0.0f; }
+__device__ __forceinline__ void tr_copy_commit() {}
+template <int N>
+__device__ __forceinline__ void tr_copy_wait() {}
+#endif
+
+// Starts copying the (TH_ x TW_) windows at (y0, x0) of channels c < nc (nc <= NC_), planes
+// h x w `plane` floats apart from `src`, into tile + c TH_ TW_, zero outside the plane, as one
+// group of asynchronous copies (tr_copy_wait, then a barrier, before reading them). A thread
+// keeps one column (its bounds test once) and steps down it 256 / TW_ rows at a time.
 template <int TH_, int TW_, int NC_>
-__device__ __forceinline__ void tr_load_tiles(const float* src, i64 plane, int nc, int h, int w, int y0,
-                                              int x0, float* tile) {
+__device__ __forceinline__ void tr_stage_tiles(const float* src, i64 plane, int nc, int h, int w, int y0,
+                                               int x0, float* tile) {
     constexpr int rows = 256 / TW_, per = (TH_ + rows - 1) / rows;
     const int c = threadIdx.x % TW_, r0 = threadIdx.x / TW_;
-    if (r0 >= rows) return;
     const int xx = x0 + c;
-    const bool inside = xx >= 0 && xx < w;
-    float v[NC_][per];
+    const bool inside = r0 < rows && xx >= 0 && xx < w;
+    // Not unrolled down the column: the addresses are cheap to recompute, and kept for every
+    // row across the channel loop they spilled registers (22 rows a thread at stride 2).
 #pragma unroll
     for (int ch = 0; ch < NC_; ch++)
-#pragma unroll
+#pragma unroll 1
         for (int q = 0; q < per; q++) {
             const int r = r0 + q * rows, yy = y0 + r;
-            v[ch][q] = ch < nc && r < TH_ && inside && yy >= 0 && yy < h ? src[ch * plane + (i64)yy * w + xx] : 0.0f;
+            if (r0 < rows && ch < nc && r < TH_) {
+                const bool ok = inside && yy >= 0 && yy < h;
+                tr_copy_async(tile + ch * TH_ * TW_ + r * TW_ + c, ok ? src + ch * plane + (i64)yy * w + xx : src,
+                              ok);
+            }
         }
-#pragma unroll
-    for (int ch = 0; ch < NC_; ch++)
-#pragma unroll
-        for (int q = 0; q < per; q++) {
-            const int r = r0 + q * rows;
-            if (ch < nc && r < TH_) tile[ch * TH_ * TW_ + r * TW_ + c] = v[ch][q];
-        }
+    tr_copy_commit();
 }
 
 // Where this thread's tile lies: tile index `tile` of a plane ho x wo, the thread's column
@@ -152,21 +179,31 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
 #pragma unroll
         for (int m = 0; m < PTS; m++) acc[m][j] = bj;
     }
-    // Input channels i0 .. i0 + nc a barrier (NC1 at stride 1; the stride-2 window fills the space).
+    // Input channels i0 .. i0 + nc a barrier (NC1 at stride 1; the stride-2 window fills the
+    // space), in two stages of the tile: the next channels are copied in while these are used.
     constexpr int NC = S == 1 ? NC1 : 1;
     static_assert(NC * th * tw <= TILE_MAX, "staged windows exceed the tile");
     const i64 plane = (i64)B * h * w;
+    const int y0 = tp.ty * TH * S - 1, x0 = tp.tx * TW * S - 1;
+    tr_stage_tiles<th, tw, NC>(x + (i64)b * h * w, plane, cin < NC ? cin : NC, h, w, y0, x0, tile);
     for (int i0 = 0; i0 < cin; i0 += NC) {
         const int nc = cin - i0 < NC ? cin - i0 : NC;
-        tr_load_tiles<th, tw, NC>(x + (i0 * B + b) * (i64)h * w, plane, nc, h, w, tp.ty * TH * S - 1,
-                                  tp.tx * TW * S - 1, tile);
+        const int next = i0 + NC;
+        if (next < cin) {
+            const int nn = cin - next < NC ? cin - next : NC;
+            tr_stage_tiles<th, tw, NC>(x + (next * B + b) * (i64)h * w, plane, nn, h, w, y0, x0,
+                                       tile + ((next / NC) & 1) * TILE_MAX);
+            tr_copy_wait<1>();
+        } else {
+            tr_copy_wait<0>();
+        }
         if ((int)threadIdx.x < nc * G * 9) {
             const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, o = o0 + j < cout ? o0 + j : cout - 1;
             wsh[threadIdx.x] = wt[(o * cin + i0 + c) * 9 + threadIdx.x % 9];
         }
         __syncthreads();
         for (int c = 0; c < nc; c++) {
-            const float* tl = tile + c * th * tw;
+            const float* tl = tile + ((i0 / NC) & 1) * TILE_MAX + c * th * tw;
             const float* ws = wsh + c * G * 9;
 #pragma unroll
             for (int k = 0; k < 9; k++) {
@@ -202,7 +239,7 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
 extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3(const float* x, int cin, int B, int h, int w, int stride,
                                     const float* wt, const float* bias, int cout, int relu,
                                     float* out) {
-    __shared__ float tile[TILE_MAX];
+    __shared__ float tile[2 * TILE_MAX];
     __shared__ float wsh[NC1 * G * 9];
     if (stride == 1)
         tr_conv3_tile<1>(x, cin, B, h, w, wt, bias, cout, relu, out, tile, wsh);
@@ -330,7 +367,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3_bx1(const float* d
                                         const float* wt, int cin, const float* add,
                                         const float* post, float* dx) {
     constexpr int win = (TH + 2) * (TW + 2);
-    __shared__ float tile[NC1 * win];
+    __shared__ float tile[2 * NC1 * win];
     __shared__ float wsh[NC1 * G * 9];
     const TilePos tp = tr_tile_pos(blockIdx.x, w);
     const int i0 = blockIdx.y * G, b = blockIdx.z;
@@ -339,18 +376,29 @@ extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3_bx1(const float* d
     for (int m = 0; m < PTS; m++)
 #pragma unroll
         for (int j = 0; j < G; j++) acc[m][j] = 0.0f;
-    // Output-gradient channels o0 .. o0 + nc a barrier.
+    // Output-gradient channels o0 .. o0 + nc a barrier, in two stages as tr_conv3_tile.
+    const i64 plane = (i64)B * h * w;
+    const int wy = tp.ty * TH - 1, wx = tp.tx * TW - 1;
+    tr_stage_tiles<TH + 2, TW + 2, NC1>(dout + (i64)b * h * w, plane, cout < NC1 ? cout : NC1, h, w, wy, wx,
+                                        tile);
     for (int o0 = 0; o0 < cout; o0 += NC1) {
         const int nc = cout - o0 < NC1 ? cout - o0 : NC1;
-        tr_load_tiles<TH + 2, TW + 2, NC1>(dout + (o0 * B + b) * (i64)h * w, (i64)B * h * w, nc, h, w,
-                                           tp.ty * TH - 1, tp.tx * TW - 1, tile);
+        const int next = o0 + NC1;
+        if (next < cout) {
+            const int nn = cout - next < NC1 ? cout - next : NC1;
+            tr_stage_tiles<TH + 2, TW + 2, NC1>(dout + (next * B + b) * (i64)h * w, plane, nn, h, w, wy, wx,
+                                                tile + ((next / NC1) & 1) * NC1 * win);
+            tr_copy_wait<1>();
+        } else {
+            tr_copy_wait<0>();
+        }
         if ((int)threadIdx.x < nc * G * 9) {
             const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, i = i0 + j < cin ? i0 + j : cin - 1;
             wsh[threadIdx.x] = wt[((o0 + c) * cin + i) * 9 + threadIdx.x % 9];
         }
         __syncthreads();
         for (int c = 0; c < nc; c++) {
-            const float* tl = tile + c * win;
+            const float* tl = tile + ((o0 / NC1) & 1) * NC1 * win + c * win;
             const float* ws = wsh + c * G * 9;
             // Tap (ky, kx) reads output point (y + 1 - ky, x + 1 - kx): tile (ly + 2 - ky, lx + 2 - kx).
 #pragma unroll
@@ -867,37 +915,43 @@ extern "C" __global__ void __launch_bounds__(256, 2)
     tr_store(sh, sh + G * 9, 9, o0, cout, cin, i, wbase, bbase, np, partial);
 }
 
-// ---- tr_conv3_bw_tc: the stride-1 3x3 weight gradients on the tensor cores ----
+// ---- tr_conv3_bw_tc: the 3x3 weight gradients on the tensor cores ----
 //
-// The product D[m][n] = sum over points p of A[m][p] B[p][n]: B[p][n] is output channel n0 + n's
-// gradient at p; matrix row m of 16-row block j is input channel c0 + m % 8 shifted by tap
-// 2 j + m / 8 (tap 9: the constant 1, whose row gives the bias sums). A k-step is 8
-// consecutive points of a row. Lane (g, q) holds channel c0 + g at points p0 + q and p0 + q + 4:
-// the 3 x 3 windows of both, split, walking down the rows (each input value loaded and split
-// once), and output channel n0 + g's gradient at both points.
+// The product D[m][n] = sum over output points p of A[m][p] B[p][n]: B[p][n] is output channel
+// n0 + n's gradient at p; matrix row m of 16-row block j is input channel c0 + m % 8 at p's
+// window tap 2 j + m / 8 (tap 9: the constant 1, whose row gives the bias sums). A k-step is
+// 8 consecutive output points of a row. Lane (g, q) holds channel c0 + g's 3 x 3 windows of
+// output points p0 + q and p0 + q + 4, split, walking down the rows (each input value loaded
+// and split once), and output channel n0 + g's gradient at both points. At stride 2 an output
+// row's window shares one input row with the next one's (at stride 1, two).
 
-// An input row's values for the lane's two windows (columns xa - 1 .. xa + 1 and xa + 3 ..
-// xa + 5; `row` points at column xa), split; zero where the row or column `cv` is outside the
-// plane (or the lane has no channel: cv all false).
+// An input row's values for the lane's two windows at stride S (columns S xa - 1 .. S xa + 1
+// and S (xa + 4) - 1 .. + 1; `row` points at column S xa), split; zero where the row or
+// column `cv` is outside the plane (or the lane has no channel: cv all false).
+template <int S>
 __device__ __forceinline__ void tr_bw_tc_load(const float* row, bool row_ok, const bool* cv, u32* hi,
                                               u32* lo) {
 #pragma unroll
-    for (int k = 0; k < 6; k++) tr_split(row_ok && cv[k] ? row[4 * (k / 3) + k % 3 - 1] : 0.0f, &hi[k], &lo[k]);
+    for (int k = 0; k < 6; k++)
+        tr_split(row_ok && cv[k] ? row[4 * S * (k / 3) + k % 3 - 1] : 0.0f, &hi[k], &lo[k]);
 }
 
-// Output row y's products: window slots (U, U + 1, U + 2) % 3 hold input rows y - 1, y, y + 1;
-// row y + 1 (at xr) is loaded here into slot (U + 2) % 3. dr points at the output gradient's row
-// y (column xa, then xa + 4: dv says which lie inside). Both move down a row.
-template <int U>
+// Output row y's products: window slots (U, U + 1, U + 2) % 3 hold its input rows S y - 1,
+// S y, S y + 1, of which the last (stride 1; at stride 2 the last two) are loaded here from
+// xr (`next_ok`: whether input row S y + 1 lies inside the plane). dr points at the output
+// gradient's row y (column xa, then xa + 4: dv says which lie inside), wo apart. Both move
+// down an output row. The next row's slots start at (U + S) % 3.
+template <int U, int S>
 __device__ __forceinline__ void tr_bw_tc_row(const float*& xr, const float*& dr, bool next_ok, int w,
-                                             const bool* cv, const bool* dv, u32 (&wh)[3][6],
+                                             int wo, const bool* cv, const bool* dv, u32 (&wh)[3][6],
                                              u32 (&wl)[3][6], float (&acc)[5][4]) {
-    tr_bw_tc_load(xr, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);
+    if (S == 2) tr_bw_tc_load<S>(xr, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);
+    tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);
     u32 bh[2], bl[2];
     tr_split(dv[0] ? dr[0] : 0.0f, &bh[0], &bl[0]);
     tr_split(dv[1] ? dr[4] : 0.0f, &bh[1], &bl[1]);
-    xr += w;
-    dr += w;
+    xr += S * w;
+    dr += wo;
     const u32 one = 0x3f800000u;
 #pragma unroll
     for (int j = 0; j < 5; j++) {
@@ -918,23 +972,67 @@ __device__ __forceinline__ void tr_bw_tc_row(const float*& xr, const float*& dr,
     }
 }
 
-// Weight and bias gradients of a stride-1 3x3 convolution on the tensor cores, as tr_conv3_bw:
-// block (x, chunk) with x = input chunk + ceil(cin / 8) * output group covers input channels
-// c0 .. c0 + 8 against output channels n0 .. n0 + 8 over the chunk's rows (tr_rows). A warp
-// takes a strip of 8 columns and walks down the rows of a patch; narrow planes (fewer than 8
-// strips) split the rows among the warps too. The warps' sums are added in order in shared
-// memory. Grid (ceil(cin / 8) ceil(cout / 8), CH), 256 threads.
+// The sums of tr_conv3_bw_tc's block at stride S into the lane's acc: input channel c of x
+// (planes h x w), output channel o of dout (planes ho x wo), over output rows [lo, hi) of the
+// batch. The three output rows a loop step takes come back to the first one's window slots.
+template <int S>
+__device__ __forceinline__ void tr_conv3_bw_tc_rows(const float* x, int c, bool ok_c, int B, int h, int w,
+                                                    const float* dout, int o, bool ok_o, int lo, int hi,
+                                                    float (&acc)[5][4]) {
+    constexpr int U1 = S % 3, U2 = (2 * S) % 3;
+    const int ho = (h + S - 1) / S, wo = (w + S - 1) / S;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, q = lane & 3;
+    const int strips = (wo + 7) / 8, segs = strips >= 8 ? 1 : 8 / strips;
+    const int seg_len = (hi - lo + segs - 1) / segs;
+    for (int item = warp; item < strips * segs; item += 8) {
+        const int xa = 8 * (item % strips) + q;
+        // Which of the lane's window columns and output points lie inside the planes.
+        bool cv[6], dv[2] = {ok_o && xa < wo, ok_o && xa + 4 < wo};
+#pragma unroll
+        for (int k = 0; k < 6; k++) {
+            const int xx = S * xa + 4 * S * (k / 3) + k % 3 - 1;
+            cv[k] = ok_c && xx >= 0 && xx < w;
+        }
+        int r = lo + (item / strips) * seg_len;
+        const int rend = r + seg_len < hi ? r + seg_len : hi;
+        while (r < rend) {
+            // Output rows y0 .. yend of patch b.
+            const int b = r / ho, y0 = r - b * ho;
+            const int yend = ho < y0 + (rend - r) ? ho : y0 + (rend - r);
+            const float* xs = x + ((i64)c * B + b) * h * w + S * xa;
+            u32 wh[3][6], wl[3][6];
+            tr_bw_tc_load<S>(xs + (i64)(S * y0 - 1) * w, y0 > 0, cv, wh[0], wl[0]);
+            if (S == 1) tr_bw_tc_load<S>(xs + (i64)y0 * w, true, cv, wh[1], wl[1]);
+            const float* xr = xs + (i64)(S * y0 + 2 - S) * w;
+            const float* dr = dout + ((i64)o * B + b) * ho * wo + (i64)y0 * wo + xa;
+            int y = y0;
+            for (; y + 3 <= yend; y += 3) {
+                tr_bw_tc_row<0, S>(xr, dr, S * y + 1 < h, w, wo, cv, dv, wh, wl, acc);
+                tr_bw_tc_row<U1, S>(xr, dr, S * y + S + 1 < h, w, wo, cv, dv, wh, wl, acc);
+                tr_bw_tc_row<U2, S>(xr, dr, S * y + 2 * S + 1 < h, w, wo, cv, dv, wh, wl, acc);
+            }
+            if (y < yend) tr_bw_tc_row<0, S>(xr, dr, S * y + 1 < h, w, wo, cv, dv, wh, wl, acc);
+            if (y + 1 < yend) tr_bw_tc_row<U1, S>(xr, dr, S * y + S + 1 < h, w, wo, cv, dv, wh, wl, acc);
+            r += yend - y0;
+        }
+    }
+}
+
+// Weight and bias gradients of a 3x3 convolution (stride 1 or 2) on the tensor cores, as
+// tr_conv3_bw: block (x, chunk) with x = input chunk + ceil(cin / 8) * output group covers
+// input channels c0 .. c0 + 8 against output channels n0 .. n0 + 8 over the chunk's output rows
+// (tr_rows). A warp takes a strip of 8 output columns and walks down the rows of a patch;
+// narrow planes (fewer than 8 strips) split the rows among the warps too. The warps' sums are
+// added in order in shared memory. Grid (ceil(cin / 8) ceil(cout / 8), CH), 256 threads.
 extern "C" __global__ void __launch_bounds__(256)
-    tr_conv3_bw_tc(const float* x, int cin, int B, int h, int w, const float* dout, int cout, int wbase,
-                   int bbase, int np, float* partial) {
+    tr_conv3_bw_tc(const float* x, int cin, int B, int h, int w, int stride, const float* dout, int cout,
+                   int wbase, int bbase, int np, float* partial) {
     __shared__ float sh[8 * 5 * 4 * 32];
     const int cchunks = (cin + 7) / 8;
     const int c0 = 8 * ((int)blockIdx.x % cchunks), n0 = 8 * ((int)blockIdx.x / cchunks);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
     int lo, hi;
-    tr_rows(B * h, &lo, &hi);
-    const int strips = (w + 7) / 8, segs = strips >= 8 ? 1 : 8 / strips;
-    const int seg_len = (hi - lo + segs - 1) / segs;
+    tr_rows(B * ((h + stride - 1) / stride), &lo, &hi);
     const bool ok_c = c0 + g < cin, ok_o = n0 + g < cout;
     // Lanes past the channel counts read a valid plane; their values are zeroed.
     const int c = ok_c ? c0 + g : cin - 1, o = ok_o ? n0 + g : cout - 1;
@@ -943,38 +1041,10 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int j = 0; j < 5; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[j][e] = 0.0f;
-    for (int item = warp; item < strips * segs; item += 8) {
-        const int xa = 8 * (item % strips) + q;
-        // Which of the lane's window columns and output points lie inside the plane.
-        bool cv[6], dv[2] = {ok_o && xa < w, ok_o && xa + 4 < w};
-#pragma unroll
-        for (int k = 0; k < 6; k++) {
-            const int xx = xa + 4 * (k / 3) + k % 3 - 1;
-            cv[k] = ok_c && xx >= 0 && xx < w;
-        }
-        int r = lo + (item / strips) * seg_len;
-        const int rend = r + seg_len < hi ? r + seg_len : hi;
-        while (r < rend) {
-            // Rows y0 .. yend of patch b.
-            const int b = r / h, y0 = r - b * h;
-            const int yend = h < y0 + (rend - r) ? h : y0 + (rend - r);
-            const float* xs = x + ((i64)c * B + b) * h * w + xa;
-            u32 wh[3][6], wl[3][6];
-            tr_bw_tc_load(xs + (i64)(y0 - 1) * w, y0 > 0, cv, wh[0], wl[0]);
-            tr_bw_tc_load(xs + (i64)y0 * w, true, cv, wh[1], wl[1]);
-            const float* xr = xs + (i64)(y0 + 1) * w;
-            const float* dr = dout + ((i64)o * B + b) * h * w + (i64)y0 * w + xa;
-            int y = y0;
-            for (; y + 3 <= yend; y += 3) {
-                tr_bw_tc_row<0>(xr, dr, y + 1 < h, w, cv, dv, wh, wl, acc);
-                tr_bw_tc_row<1>(xr, dr, y + 2 < h, w, cv, dv, wh, wl, acc);
-                tr_bw_tc_row<2>(xr, dr, y + 3 < h, w, cv, dv, wh, wl, acc);
-            }
-            if (y < yend) tr_bw_tc_row<0>(xr, dr, y + 1 < h, w, cv, dv, wh, wl, acc);
-            if (y + 1 < yend) tr_bw_tc_row<1>(xr, dr, y + 2 < h, w, cv, dv, wh, wl, acc);
-            r += yend - y0;
-        }
-    }
+    if (stride == 1)
+        tr_conv3_bw_tc_rows<1>(x, c, ok_c, B, h, w, dout, o, ok_o, lo, hi, acc);
+    else
+        tr_conv3_bw_tc_rows<2>(x, c, ok_c, B, h, w, dout, o, ok_o, lo, hi, acc);
     // acc[j][e] of lane (g, q): tap 2 j + e / 2, input channel c0 + g, output n0 + 2 q + e % 2.
 #pragma unroll
     for (int j = 0; j < 5; j++)

@@ -53,7 +53,10 @@ def test_training_kernels_match_the_reference(tmp_path):
     # The transposed convolution's bias sums read from the second channel's taps.
     ("tr_deconv2_bw", "const float* bias_sums = sh + 2 * G * 4;", "const float* bias_sums = sh + G * 4;"),
     # One tile row too few loaded.
-    ("tr_conv3", "if (ch < nc && r < TH_) tile[", "if (ch < nc && r < TH_ - 1) tile["),
+    ("tr_conv3", "if (r0 < rows && ch < nc && r < TH_) {", "if (r0 < rows && ch < nc && r < TH_ - 1) {"),
+    # The next channels' copies not waited for: the tile still holds the last ones.
+    ("tr_conv3", "tile + ((next / NC) & 1) * TILE_MAX);\n            tr_copy_wait<1>();",
+     "tile + ((next / NC) & 1) * TILE_MAX);"),
     # Every staged channel of a barrier given the first one's taps.
     ("tr_conv3_bx1", "wsh[threadIdx.x] = wt[((o0 + c) * cin + i) * 9", "wsh[threadIdx.x] = wt[(o0 * cin + i) * 9"),
     # Tensor cores: the second output point's fragment register holding the second channel's.
@@ -62,8 +65,11 @@ def test_training_kernels_match_the_reference(tmp_path):
     # The product's low halves dropped (TF32 alone: not float accuracy).
     ("tr_conv3_tc", "    tr_mma(d, alo, bhi);\n    tr_mma(d, ahi, blo);\n", ""),
     # The weight gradients' next input row into the window slot still in use.
-    ("tr_conv3_bw_tc", "tr_bw_tc_load(xr, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);",
-     "tr_bw_tc_load(xr, next_ok, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
+    ("tr_conv3_bw_tc", "tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);",
+     "tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
+    # At stride 2, the output row's middle input row read from the row above it.
+    ("tr_conv3_bw_tc", "if (S == 2) tr_bw_tc_load<S>(xr, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);",
+     "if (S == 2) tr_bw_tc_load<S>(xr - w, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
     # The fused output layer's bias sums left out of the stored row.
     ("tr_out", "if (j < o && i == OUT_WIDTH) dst[bbase + j] = sh[k];", ""),
     # Its input gradient not masked by the layer's input.

@@ -58,8 +58,8 @@ fn fma_chunks(blocks: usize) -> usize {
     (1024 / blocks.max(1)).clamp(CHUNKS, PARTIAL_ROWS)
 }
 
-/// Which kernels run the 3x3 stride-1 layers' forward pass, input gradient and weight
-/// gradients.
+/// Which kernels run the 3x3 layers' forward pass and input gradient (stride 1) and weight
+/// gradients (stride 1 and 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conv3Kernels {
     /// What measured fastest on an H200 (BENCHMARKS.md, "Learned stages (NGLR, NeurLZ)"): the
@@ -76,9 +76,9 @@ pub enum Conv3Kernels {
     TensorCores,
 }
 
-/// Where the 3x3 stride-1 layers use the tensor cores (on the layers where they pay,
-/// [`tc_pays`]): the forward pass and input gradient (`tr_conv3_tc`), the weight gradients
-/// (`tr_conv3_bw_tc`).
+/// Where the 3x3 layers use the tensor cores (on the layers where they pay, [`tc_pays`]): the
+/// forward pass and input gradient at stride 1 (`tr_conv3_tc`), the weight gradients at
+/// either stride (`tr_conv3_bw_tc`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 struct TcUse {
     pass: bool,
@@ -139,7 +139,8 @@ pub fn tensor_cores_usable(g: &Cuda) -> bool {
     })
 }
 
-/// The device check's layer: stride 1, 12 -> 6 channels over 2 planes of 19 x 37.
+/// The device check's layer: 12 -> 6 channels over 2 planes of 19 x 37 (stride 1, and
+/// stride 2 for the weight gradients).
 const AGREE_SHAPE: (usize, usize, usize, usize, usize) = (2, 19, 37, 12, 6);
 
 /// Runs [`AGREE_SHAPE`]'s layer forward, its input gradient and its weight gradients on both
@@ -173,6 +174,8 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         g.zeros::<f32>(cin * n)?,
         g.zeros::<f32>(PARTIAL_ROWS * np)?,
         g.zeros::<f32>(PARTIAL_ROWS * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
     ];
     let addrs = [g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout)];
     let launches = agree_launches(addrs, std::array::from_fn(|k| g.ptr(&outs[k])));
@@ -199,13 +202,14 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
     };
     Ok(agree(&got[0], &got[1])
         && agree(&got[2], &got[3])
-        && agree(&total(&got[4]), &total(&got[5])))
+        && agree(&total(&got[4]), &total(&got[5]))
+        && agree(&total(&got[6]), &total(&got[7])))
 }
 
 /// [`tensor_cores_agree`]'s launches: the layer's input, taps, biases and output gradient at
 /// `x, wt, bias, dout`, its results at `outs` (forward, input gradient, weight gradients; the
 /// FMA kernels' first of each pair).
-fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 6]) -> Vec<Launch> {
+fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 8]) -> Vec<Launch> {
     let (b, h, w, cin, cout) = AGREE_SHAPE;
     let fma = Conv3Layer {
         cin,
@@ -227,6 +231,10 @@ fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 6]) -> Vec<Launch> 
         ..fma
     };
     let sums = (0, cout * cin * 9, cout * cin * 9 + cout);
+    let (fma2, tc2) = (
+        Conv3Layer { stride: 2, ..fma },
+        Conv3Layer { stride: 2, ..tc },
+    );
     vec![
         fma.forward(x, outs[0]),
         tc.forward(x, outs[1]),
@@ -234,6 +242,9 @@ fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 6]) -> Vec<Launch> 
         tc.input_grad(dout, 0, 0, outs[3]),
         fma.weight_grad(x, dout, sums, outs[4]),
         tc.weight_grad(x, dout, sums, outs[5]),
+        // At stride 2 (the output gradient's first quarter).
+        fma2.weight_grad(x, dout, sums, outs[6]),
+        tc2.weight_grad(x, dout, sums, outs[7]),
     ]
 }
 
@@ -263,7 +274,7 @@ struct StepPlan {
     pw: usize,
     /// The training set's slices (`h x w`).
     dims: (usize, usize),
-    /// Where the 3x3 stride-1 layers use the tensor cores.
+    /// Where the 3x3 layers use the tensor cores.
     tc: TcUse,
     /// Device addresses of `Trainer::bufs` (by the indices below) and of the training set's
     /// inputs, targets and mask.
@@ -386,7 +397,8 @@ fn conv3_tc(
 
 /// One 3x3 layer's launches on either kernel set: `cin -> cout` channels, `b` planes of
 /// `h x w` in, at `stride`, taps at `wt` and biases at `bias` (device addresses). Where `tc`
-/// asks, the tensor-core kernels run where they can (stride 1) and pay ([`tc_pays`]).
+/// asks, the tensor-core kernels run where they can (stride 1; weight gradients at either
+/// stride) and pay ([`tc_pays`]).
 #[derive(Clone, Copy)]
 struct Conv3Layer {
     cin: usize,
@@ -402,7 +414,8 @@ struct Conv3Layer {
 }
 
 impl Conv3Layer {
-    /// The tensor cores for a launch that reads `read` channels, when `wanted`.
+    /// The tensor cores for a forward or input-gradient launch that reads `read` channels,
+    /// when `wanted` (`tr_conv3_tc` is stride 1 only).
     fn on_tc(&self, wanted: bool, read: usize) -> bool {
         wanted && self.stride == 1 && tc_pays(read)
     }
@@ -515,9 +528,9 @@ impl Conv3Layer {
             i(cout),
         ];
         args.extend([i(wbase), i(bbase), i(np), Arg::Ptr(partial)]);
-        if self.on_tc(self.tc.grads, cin) {
-            // No stride argument: stride 1 only.
-            args.remove(5);
+        // Either stride: the stride-2 layer's weight gradients took 0.093 ms of a 0.91 ms
+        // step on the FMA kernel (H100, BENCHMARKS.md).
+        if self.tc.grads && tc_pays(cin) {
             let grid = (cin.div_ceil(8) * cout.div_ceil(8), TC_CHUNKS, 1);
             return ("tr_conv3_bw_tc", grid, args);
         }
@@ -957,7 +970,7 @@ impl Cuda {
         self.train_conv_with(arch, set, cfg, Conv3Kernels::Auto)
     }
 
-    /// [`Cuda::train_conv`] with the 3x3 stride-1 layers on `kernels`.
+    /// [`Cuda::train_conv`] with the 3x3 layers on `kernels`.
     pub fn train_conv_with(
         &self,
         arch: Arch,
@@ -1112,7 +1125,7 @@ mod tests {
     /// and the tensor-core ones, in pairs.
     #[test]
     fn device_check_launches_match_the_kernels() {
-        let launches = agree_launches([1 << 32, 2 << 32, 3 << 32, 4 << 32], [5 << 32; 6]);
+        let launches = agree_launches([1 << 32, 2 << 32, 3 << 32, 4 << 32], [5 << 32; 8]);
         let names: Vec<&str> = launches.iter().map(|l| l.0).collect();
         assert_eq!(
             names,
@@ -1121,6 +1134,8 @@ mod tests {
                 "tr_conv3_tc",
                 "tr_conv3_bx1",
                 "tr_conv3_tc",
+                "tr_conv3_bw",
+                "tr_conv3_bw_tc",
                 "tr_conv3_bw",
                 "tr_conv3_bw_tc"
             ]
@@ -1167,8 +1182,11 @@ mod tests {
                         assert_eq!(used(k), !fused, "{k} {arch:?}");
                     }
                     assert!(used("tr_sum_final"));
-                    // The stride-2 layer, and with 2 inputs the first, stay on FMA.
-                    assert!(used("tr_conv3") && used("tr_conv3_bw") && used("tr_conv3_bx2"));
+                    // The stride-2 layer's forward pass and input gradient, and with 2
+                    // inputs the first layer, stay on FMA; the weight gradients of every
+                    // layer of 4 or more inputs go to the tensor cores.
+                    assert!(used("tr_conv3") && used("tr_conv3_bx2"));
+                    assert_eq!(used("tr_conv3_bw"), !tc.grads || !tc_pays(cin), "{arch:?}");
                     let reduce = launches.last().unwrap();
                     assert_eq!(reduce.0, "tr_reduce");
                     assert!(matches!(reduce.2[1], Arg::I32(n) if n as usize == PARTIAL_ROWS));

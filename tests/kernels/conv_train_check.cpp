@@ -195,12 +195,13 @@ void conv3_case(Rng& rng, Shape s, int cin, int cout, int stride, bool with_add)
         check(label(name.c_str(), s, cin, cout, stride), got, expect);
     }
 
-    // The same on the tensor cores (stride 1).
+    // The same on the tensor cores.
     for (int chunks : chunk_counts(s)) {
-        if (stride != 1 || !want("tr_conv3_bw_tc")) break;
+        if (!want("tr_conv3_bw_tc")) break;
         std::vector<float> partial((size_t)chunks * np, 0.0f);
         emu::launch(dim3(((cin + 7) / 8) * ((cout + 7) / 8), chunks), dim3(256), [&] {
-            tr_conv3_bw_tc(x.data(), cin, B, h, w, dout.data(), cout, wbase, bbase, np, partial.data());
+            tr_conv3_bw_tc(x.data(), cin, B, h, w, stride, dout.data(), cout, wbase, bbase, np,
+                           partial.data());
         });
         const auto g = reduced(partial, chunks, np);
         const std::string name = "tr_conv3_bw_tc " + std::to_string(chunks) + " chunks";

@@ -9,6 +9,9 @@
 // nothing left to do, is reported as a divergence error, which on a GPU is a hang or
 // undefined behaviour.
 //
+// Asynchronous copies into shared memory (cp.async, through tr_copy_async in conv_train.cu)
+// land only when the thread waits for their group.
+//
 // What it does not model: the timing of real threads (it checks results, not speed), races
 // between threads of one barrier interval (each runs alone up to its next barrier), memory
 // spaces (every pointer is host memory) and float contraction (g++ decides; the checks compare
@@ -67,6 +70,17 @@ inline std::vector<int> parity;
 // products the lane had begun (so that a lane that returned before the product is seen).
 inline std::vector<std::array<unsigned, 7>> mma_slots;
 inline std::vector<unsigned> mma_count;
+// Asynchronous copies into shared memory (cp.async): each thread's copies not yet waited for,
+// with the value read at issue and the group they were committed in (the thread's groups
+// committed so far: `async_groups`). Their destinations are written only when a wait covers
+// them, so a kernel that reads a staged tile before waiting reads stale values.
+struct AsyncCopy {
+    float* dst;
+    float v;
+    unsigned group;
+};
+inline std::vector<std::vector<AsyncCopy>> async_copies;
+inline std::vector<unsigned> async_groups;
 
 [[noreturn]] inline void fail(const char* what) {
     std::fprintf(stderr, "emu: %s (block %u,%u,%u)\n", what, block_idx.x, block_idx.y, block_idx.z);
@@ -160,6 +174,8 @@ inline void run_block() {
     parity.assign(n, 0);
     mma_slots.assign(2 * n, {});
     mma_count.assign(n, 0);
+    async_copies.assign(n, {});
+    async_groups.assign(n, 0);
     for (int t = 0; t < n; t++) {
         Fiber& f = fibers[t];
         f.tid = {t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
@@ -190,7 +206,11 @@ inline void run_block() {
         }
         int alive = 0;
         for (int t = 0; t < n; t++) alive += fibers[t].state != State::Done;
-        if (alive == 0) return;
+        if (alive == 0) {
+            for (int t = 0; t < n; t++)
+                if (!async_copies[t].empty()) fail("cp.async copies never waited for");
+            return;
+        }
         if (alive != n) fail("__syncthreads after some threads returned");
         for (int t = 0; t < n; t++) fibers[t].state = State::Ready;
     }
@@ -262,6 +282,25 @@ inline void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
         for (int k = 0; k < 8; k++) acc += A(m, k) * B(k, n);
         d[e] = (float)acc;
     }
+}
+
+// cp.async of 4 bytes with zero fill: *dst = ok ? *src : 0 once a wait covers it.
+inline void cp_async(float* dst, const float* src, bool ok) {
+    async_copies[current].push_back({dst, ok ? *src : 0.0f, async_groups[current]});
+}
+inline void cp_async_commit() { async_groups[current]++; }
+// cp.async.wait_group n: every copy but those of the n groups committed last is done (copies
+// not yet committed stay pending, as on the device).
+inline void cp_async_wait(unsigned n) {
+    auto& v = async_copies[current];
+    const unsigned committed = async_groups[current];
+    const unsigned upto = committed > n ? committed - n : 0;
+    std::vector<AsyncCopy> left;
+    for (const AsyncCopy& c : v) {
+        if (c.group < upto) *c.dst = c.v;
+        else left.push_back(c);
+    }
+    v = left;
 }
 
 }  // namespace emu
