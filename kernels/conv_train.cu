@@ -64,11 +64,13 @@ extern "C" __global__ void tr_sum(const float* v, long long n, float* part) {
     if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
+// One block of 256 threads: each adds every 256th part, then the block's fixed-order sum.
 extern "C" __global__ void tr_sum_final(const float* part, int parts, float* out) {
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    __shared__ float sh[256];
     float acc = 0.0f;
-    for (int k = 0; k < parts; k++) acc += part[k];
-    out[0] = acc;
+    for (int k = threadIdx.x; k < parts; k += 256) acc += part[k];
+    acc = tr_block_sum(acc, sh);
+    if (threadIdx.x == 0) out[0] = acc;
 }
 
 // Output (input) channels one thread computes: each value read serves G channels (6: the
@@ -1133,6 +1135,106 @@ extern "C" __global__ void tr_deconv2_bw(const float* x, int cin, int B, int h2,
     if (i + 1 < cin) tr_store(sh + G * 4, bias_sums, 4, o0, cout, cin, i + 1, wbase, bbase, np, partial);
 }
 
+// ---- tr_deconv2_bw_tc: the transposed convolution's weight gradients on the tensor cores ----
+//
+// For each tap t = 2 ty + tx, D_t[m][n] = sum over input points p of A[m][p] B_t[p][n]: A[m][p]
+// is input channel c0 + m at p (16 channels a block; rows past cin are zero), B_t[p][n] output
+// channel n0 + n's gradient at p's output (2 y2 + ty, 2 x2 + tx) (zero where the output is
+// cropped). A k-step is 8 consecutive input points of a row: lane (g, q) holds input channels
+// c0 + g and c0 + g + 8 at points x2 + q and x2 + q + 4, split, and output channel n0 + g's
+// gradients at both points' four outputs; the four taps share the A fragments. The bias sums
+// (every output gradient, all taps) are kept by the lanes beside the products and stored by
+// the blocks with c0 = 0. As tr_deconv2_bw otherwise: block (x, chunk), x = input chunk +
+// ceil(cin / 16) * output group, over the chunk's input rows (tr_rows); a warp takes a strip of
+// 8 input columns down its rows. Grid (ceil(cin / 16) ceil(cout / 8), CH), 256 threads.
+extern "C" __global__ void __launch_bounds__(256)
+    tr_deconv2_bw_tc(const float* x, int cin, int B, int h2, int w2, int h, int w, const float* dout,
+                     int cout, int wbase, int bbase, int np, float* partial) {
+    // Per warp and lane: the 16 products' sums (tap, element), then the bias sum.
+    __shared__ float sh[8 * 17 * 32];
+    const int cchunks = (cin + 15) / 16;
+    const int c0 = 16 * ((int)blockIdx.x % cchunks), n0 = 8 * ((int)blockIdx.x / cchunks);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    int lo, hi;
+    tr_rows(B * h2, &lo, &hi);
+    const bool ok_a = c0 + g < cin, ok_b = c0 + g + 8 < cin, ok_o = n0 + g < cout;
+    // Lanes past the channel counts read a valid plane; their values are zeroed.
+    const i64 plane2 = (i64)B * h2 * w2;
+    const float* xa_ch = x + (ok_a ? c0 + g : 0) * plane2;
+    const float* xb_ch = x + (ok_b ? c0 + g + 8 : 0) * plane2;
+    const float* d_ch = dout + (i64)(ok_o ? n0 + g : 0) * B * h * w;
+    float acc[4][4], bsum = 0.0f;
+#pragma unroll
+    for (int t = 0; t < 4; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[t][e] = 0.0f;
+    const int strips = (w2 + 7) / 8, segs = strips >= 8 ? 1 : 8 / strips;
+    const int seg_len = (hi - lo + segs - 1) / segs;
+    for (int item = warp; item < strips * segs; item += 8) {
+        const int xa = 8 * (item % strips) + q;
+        // Which of the lane's two points lie inside the input, and their outputs' columns
+        // inside the (cropped) output.
+        const bool pv[2] = {xa < w2, xa + 4 < w2};
+        bool cv[2][2];
+#pragma unroll
+        for (int pt = 0; pt < 2; pt++)
+#pragma unroll
+            for (int tx = 0; tx < 2; tx++) cv[pt][tx] = ok_o && pv[pt] && 2 * (xa + 4 * pt) + tx < w;
+        int r = lo + (item / strips) * seg_len;
+        const int rend = r + seg_len < hi ? r + seg_len : hi;
+#pragma unroll 2
+        for (; r < rend; r++) {
+            const int b = r / h2, y2 = r - b * h2;
+            const i64 at = ((i64)b * h2 + y2) * w2 + xa;
+            // a[0] = A[g][q], a[1] = A[g + 8][q], a[2] = A[g][q + 4], a[3] = A[g + 8][q + 4].
+            u32 ah[4], al[4];
+            tr_split(ok_a && pv[0] ? xa_ch[at] : 0.0f, &ah[0], &al[0]);
+            tr_split(ok_b && pv[0] ? xb_ch[at] : 0.0f, &ah[1], &al[1]);
+            tr_split(ok_a && pv[1] ? xa_ch[at + 4] : 0.0f, &ah[2], &al[2]);
+            tr_split(ok_b && pv[1] ? xb_ch[at + 4] : 0.0f, &ah[3], &al[3]);
+            const float* dr = d_ch + (i64)b * h * w + (i64)(2 * y2) * w + 2 * xa;
+            const bool row1 = 2 * y2 + 1 < h;
+#pragma unroll
+            for (int t = 0; t < 4; t++) {
+                const int ty = t >> 1, tx = t & 1;
+                const bool rv = ty == 0 || row1;
+                // b[0] = B[q][g] (point xa), b[1] = B[q + 4][g] (point xa + 4).
+                const float d0 = rv && cv[0][tx] ? dr[ty * w + tx] : 0.0f;
+                const float d1 = rv && cv[1][tx] ? dr[ty * w + 8 + tx] : 0.0f;
+                bsum += d0 + d1;
+                u32 bh[2], bl[2];
+                tr_split(d0, &bh[0], &bl[0]);
+                tr_split(d1, &bh[1], &bl[1]);
+                tr_mma3(acc[t], ah, al, bh, bl);
+            }
+        }
+    }
+    // acc[t][e] of lane (g, q): tap t, input channel c0 + g + 8 (e / 2), output n0 + 2 q + e % 2.
+#pragma unroll
+    for (int t = 0; t < 4; t++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sh[(warp * 17 + t * 4 + e) * 32 + lane] = acc[t][e];
+    sh[(warp * 17 + 16) * 32 + lane] = bsum;
+    __syncthreads();
+    float* dst = partial + (i64)blockIdx.y * np;
+    for (int k = threadIdx.x; k < 17 * 32; k += blockDim.x) {
+        const int idx = k >> 5, l = k & 31;
+        if (idx < 16) {
+            float v = 0.0f;
+            for (int u = 0; u < 8; u++) v += sh[u * 17 * 32 + k];
+            const int t = idx >> 2, e = idx & 3;
+            const int i = c0 + (l >> 2) + 8 * (e >> 1), oo = n0 + 2 * (l & 3) + (e & 1);
+            if (i < cin && oo < cout) dst[wbase + (oo * cin + i) * 4 + t] = v;
+        } else if ((l & 3) == 0 && c0 == 0 && n0 + (l >> 2) < cout) {
+            // Output channel n0 + l / 4's bias: its four lanes, warp by warp.
+            float v = 0.0f;
+            for (int u = 0; u < 8; u++)
+                for (int qq = 0; qq < 4; qq++) v += sh[u * 17 * 32 + k + qq];
+            dst[bbase + n0 + (l >> 2)] = v;
+        }
+    }
+}
+
 // As tr_conv3_bw for a 1x1 convolution over planes of h x w points.
 extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, int h, int w,
                                        const float* dout, int cout, int wbase, int bbase, int np,
@@ -1211,6 +1313,8 @@ extern "C" __global__ void __launch_bounds__(256) tr_out(const float* __restrict
     for (int k = 0; k < OUT_SUMS; k++) s[k] = 0.0f;
     const i64 len = (P + gridDim.x - 1) / gridDim.x;
     const i64 lo = (i64)blockIdx.x * len, hi = lo + len < P ? lo + len : P;
+    // Two points a step, so that each thread has both points' loads in flight at once.
+#pragma unroll 2
     for (i64 q = lo + threadIdx.x; q < hi; q += 256) {
         float av[OUT_WIDTH], dv[OUT_WIDTH];
         const float* ai = a + q;
@@ -1257,13 +1361,23 @@ extern "C" __global__ void __launch_bounds__(256) tr_out(const float* __restrict
     }
 }
 
-// g[j] = sum over the CH chunks of partial[c * np + j], in chunk order.
+// g[j] = sum over the CH chunks of partial[c * np + j]: a block takes 32 parameters (a warp's
+// lanes, so each row's loads are one line), each warp an eighth of the chunks in order, and
+// the warps' sums are added in order (a fixed order). Grid (ceil(np / 32)), 256 threads.
 extern "C" __global__ void tr_reduce(const float* partial, int CH, int np, float* g) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= np) return;
+    __shared__ float sh[8 * 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int j = blockIdx.x * 32 + lane;
+    const int len = (CH + 7) / 8, lo = warp * len, hi = lo + len < CH ? lo + len : CH;
     float acc = 0.0f;
-    for (int c = 0; c < CH; c++) acc += partial[(i64)c * np + j];
-    g[j] = acc;
+    if (j < np)
+        for (int c = lo; c < hi; c++) acc += partial[(i64)c * np + j];
+    sh[warp * 32 + lane] = acc;
+    __syncthreads();
+    if (warp != 0 || j >= np) return;
+    float v = 0.0f;
+    for (int k = 0; k < 8; k++) v += sh[k * 32 + lane];
+    g[j] = v;
 }
 
 // Adam on the gradient summed over the batch, divided by the number of points that counted

@@ -140,7 +140,8 @@ pub fn tensor_cores_usable(g: &Cuda) -> bool {
 }
 
 /// The device check's layer: 12 -> 6 channels over 2 planes of 19 x 37 (stride 1, and
-/// stride 2 for the weight gradients).
+/// stride 2 for the weight gradients), and the transposed convolution's weight gradients up to
+/// 19 x 37.
 const AGREE_SHAPE: (usize, usize, usize, usize, usize) = (2, 19, 37, 12, 6);
 
 /// Runs [`AGREE_SHAPE`]'s layer forward, its input gradient and its weight gradients on both
@@ -176,6 +177,8 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
         g.zeros::<f32>(PARTIAL_ROWS * np)?,
         g.zeros::<f32>(PARTIAL_ROWS * np)?,
         g.zeros::<f32>(PARTIAL_ROWS * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
+        g.zeros::<f32>(PARTIAL_ROWS * np)?,
     ];
     let addrs = [g.ptr(&x), g.ptr(&wt), g.ptr(&bias), g.ptr(&dout)];
     let launches = agree_launches(addrs, std::array::from_fn(|k| g.ptr(&outs[k])));
@@ -203,13 +206,14 @@ pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
     Ok(agree(&got[0], &got[1])
         && agree(&got[2], &got[3])
         && agree(&total(&got[4]), &total(&got[5]))
-        && agree(&total(&got[6]), &total(&got[7])))
+        && agree(&total(&got[6]), &total(&got[7]))
+        && agree(&total(&got[8]), &total(&got[9])))
 }
 
 /// [`tensor_cores_agree`]'s launches: the layer's input, taps, biases and output gradient at
 /// `x, wt, bias, dout`, its results at `outs` (forward, input gradient, weight gradients; the
 /// FMA kernels' first of each pair).
-fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 8]) -> Vec<Launch> {
+fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 10]) -> Vec<Launch> {
     let (b, h, w, cin, cout) = AGREE_SHAPE;
     let fma = Conv3Layer {
         cin,
@@ -235,7 +239,7 @@ fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 8]) -> Vec<Launch> 
         Conv3Layer { stride: 2, ..fma },
         Conv3Layer { stride: 2, ..tc },
     );
-    vec![
+    let mut launches = vec![
         fma.forward(x, outs[0]),
         tc.forward(x, outs[1]),
         fma.input_grad(dout, 0, 0, outs[2]),
@@ -245,7 +249,22 @@ fn agree_launches([x, wt, bias, dout]: [u64; 4], outs: [u64; 8]) -> Vec<Launch> 
         // At stride 2 (the output gradient's first quarter).
         fma2.weight_grad(x, dout, sums, outs[6]),
         tc2.weight_grad(x, dout, sums, outs[7]),
-    ]
+    ];
+    // The transposed convolution cin -> cout up to h x w (cropped: h and w are odd).
+    let shape = (b, h.div_ceil(2), w.div_ceil(2), h, w);
+    // Rows as long as the 3x3 layer's, as `tensor_cores_agree` adds them.
+    let sums = (0, cout * cin * 4, cout * cin * 9 + cout);
+    for (tc, out) in [(false, outs[8]), (true, outs[9])] {
+        launches.push(deconv2_weight_grad(
+            (x, cin),
+            shape,
+            (dout, cout),
+            sums,
+            out,
+            tc,
+        ));
+    }
+    launches
 }
 
 /// Device buffers for steps of `batch` patches of `ph x pw`, and what a step launches.
@@ -537,6 +556,44 @@ impl Conv3Layer {
         let blocks = cin * groups(cout);
         ("tr_conv3_bw", (blocks, fma_chunks(blocks), 1), args)
     }
+}
+
+/// The 2x2 transposed convolution's weight and bias gradients from its input `x` (`cin`
+/// channels of `b` planes of `h2 x w2`) and output gradient `dout` (`cout` channels of `h x w`),
+/// as partial sums into `partial` at `(wbase, bbase, np)`: on the tensor cores when `tc`
+/// (`tr_deconv2_bw_tc`, 16 input channels a block, [`TC_CHUNKS`] chunks; the FMA kernel took
+/// 0.079 ms of a 0.86 ms step on an H100, BENCHMARKS.md), else two input channels a block on
+/// FMA (`tr_deconv2_bw`, [`fma_chunks`]).
+fn deconv2_weight_grad(
+    (x, cin): (u64, usize),
+    (b, h2, w2, h, w): (usize, usize, usize, usize, usize),
+    (dout, cout): (u64, usize),
+    (wbase, bbase, np): (usize, usize, usize),
+    partial: u64,
+    tc: bool,
+) -> Launch {
+    let i = |v: usize| Arg::I32(v as i32);
+    let args = vec![
+        Arg::Ptr(x),
+        i(cin),
+        i(b),
+        i(h2),
+        i(w2),
+        i(h),
+        i(w),
+        Arg::Ptr(dout),
+        i(cout),
+        i(wbase),
+        i(bbase),
+        i(np),
+        Arg::Ptr(partial),
+    ];
+    if tc {
+        let grid = (cin.div_ceil(16) * cout.div_ceil(8), TC_CHUNKS, 1);
+        return ("tr_deconv2_bw_tc", grid, args);
+    }
+    let blocks = cin.div_ceil(2) * groups(cout);
+    ("tr_deconv2_bw", (blocks, fma_chunks(blocks), 1), args)
 }
 
 impl<'a> Trainer<'a> {
@@ -843,21 +900,15 @@ impl StepPlan {
         conv3_bw(4, cat, h, w, 1, d4)?;
         // [d3, d0 skip], each masked by its activation ([layer 3, layer 0] = cat).
         conv3_bx(4, d4, h, w, 1, 0, cat, dcat)?;
-        let mut args = vec![
-            Arg::Ptr(a2),
-            i(2 * c),
-            i(b),
-            i(h2),
-            i(w2),
-            i(h),
-            i(w),
-            Arg::Ptr(dcat),
-            i(c),
-        ];
-        args.extend(base(3));
-        // Two input channels a block.
-        let blocks = c * groups(c);
-        launch("tr_deconv2_bw", (blocks, fma_chunks(blocks), 1), &args)?;
+        let sums = (self.offs[3].0, self.offs[3].1, self.np);
+        run(deconv2_weight_grad(
+            (a2, 2 * c),
+            (b, h2, w2, h, w),
+            (dcat, c),
+            sums,
+            self.p(PARTIAL),
+            self.tc.grads,
+        ))?;
         launch(
             "tr_deconv2_bx",
             (blocks_for(n2), groups(2 * c), b),
@@ -883,7 +934,7 @@ impl StepPlan {
         conv3_bw(0, self.p(X), h, w, 1, d0)?;
         launch(
             "tr_reduce",
-            (blocks_for(self.np), 1, 1),
+            (self.np.div_ceil(32), 1, 1),
             &[partial, i(PARTIAL_ROWS), i(self.np), Arg::Ptr(self.p(GRAD))],
         )
     }
@@ -1125,7 +1176,7 @@ mod tests {
     /// and the tensor-core ones, in pairs.
     #[test]
     fn device_check_launches_match_the_kernels() {
-        let launches = agree_launches([1 << 32, 2 << 32, 3 << 32, 4 << 32], [5 << 32; 8]);
+        let launches = agree_launches([1 << 32, 2 << 32, 3 << 32, 4 << 32], [5 << 32; 10]);
         let names: Vec<&str> = launches.iter().map(|l| l.0).collect();
         assert_eq!(
             names,
@@ -1137,7 +1188,9 @@ mod tests {
                 "tr_conv3_bw",
                 "tr_conv3_bw_tc",
                 "tr_conv3_bw",
-                "tr_conv3_bw_tc"
+                "tr_conv3_bw_tc",
+                "tr_deconv2_bw",
+                "tr_deconv2_bw_tc"
             ]
         );
         for (name, _, args) in &launches {
@@ -1187,6 +1240,8 @@ mod tests {
                     // layer of 4 or more inputs go to the tensor cores.
                     assert!(used("tr_conv3") && used("tr_conv3_bx2"));
                     assert_eq!(used("tr_conv3_bw"), !tc.grads || !tc_pays(cin), "{arch:?}");
+                    assert_eq!(used("tr_deconv2_bw_tc"), tc.grads, "{arch:?}");
+                    assert_eq!(used("tr_deconv2_bw"), !tc.grads, "{arch:?}");
                     let reduce = launches.last().unwrap();
                     assert_eq!(reduce.0, "tr_reduce");
                     assert!(matches!(reduce.2[1], Arg::I32(n) if n as usize == PARTIAL_ROWS));

@@ -89,6 +89,7 @@ pub const CONV_TRAIN: Module = Module {
         "tr_conv3_bw",
         "tr_conv3_bw_tc",
         "tr_deconv2_bw",
+        "tr_deconv2_bw_tc",
         "tr_conv1_bw",
         "tr_out",
         "tr_reduce",

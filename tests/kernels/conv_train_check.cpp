@@ -92,7 +92,7 @@ std::vector<int> chunk_counts(Shape s) {
 // The gradient: tr_reduce over the chunks' partial sums.
 std::vector<float> reduced(std::vector<float>& partial, int chunks, int np) {
     std::vector<float> g(np, NAN);
-    emu::launch(dim3(blocks_for(np)), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
+    emu::launch(dim3((np + 31) / 32), dim3(256), [&] { tr_reduce(partial.data(), chunks, np, g.data()); });
     return g;
 }
 
@@ -278,6 +278,18 @@ void deconv2_case(Rng& rng, Shape s, int cin, int cout) {
         const std::string name = "tr_deconv2_bw " + std::to_string(chunks) + " chunks";
         check(label(name.c_str(), s, cin, cout, 2), g, gw);
     }
+    // The same on the tensor cores.
+    for (int chunks : chunk_counts(s)) {
+        if (!want("tr_deconv2_bw_tc")) break;
+        std::vector<float> partial((size_t)chunks * np, 0.0f);
+        emu::launch(dim3((cin + 15) / 16 * ((cout + 7) / 8), chunks), dim3(256), [&] {
+            tr_deconv2_bw_tc(x.data(), cin, B, h2, w2, h, w, dout.data(), cout, wbase, bbase, np,
+                             partial.data());
+        });
+        const auto g = reduced(partial, chunks, np);
+        const std::string name = "tr_deconv2_bw_tc " + std::to_string(chunks) + " chunks";
+        check(label(name.c_str(), s, cin, cout, 2), g, gw);
+    }
 }
 
 void conv1_case(Rng& rng, Shape s, int cin, int cout) {
@@ -396,6 +408,7 @@ int main(int argc, char** argv) {
         }
         deconv2_case(rng, s, 12, 6);
         deconv2_case(rng, s, 5, 7);
+        deconv2_case(rng, s, 20, 9);
         conv1_case(rng, s, 6, 1);
         conv1_case(rng, s, 7, 8);
         if (want("tr_out"))
