@@ -938,20 +938,43 @@ __device__ __forceinline__ void tr_bw_tc_load(const float* row, bool row_ok, con
         tr_split(row_ok && cv[k] ? row[4 * S * (k / 3) + k % 3 - 1] : 0.0f, &hi[k], &lo[k]);
 }
 
+// Output row yy's new input rows' values for the lane's windows (stride 1: row yy + 1;
+// stride 2: rows 2 yy and 2 yy + 1; `row` points at the first of them, column S xa), zero
+// outside the plane, not yet split: fetched a row ahead of their products.
+template <int S>
+__device__ __forceinline__ void tr_bw_tc_fetch(const float* row, int yy, int h, int w, const bool* cv,
+                                               float (&px)[S][6]) {
+#pragma unroll
+    for (int s = 0; s < S; s++) {
+        const bool ok = S * yy + 2 - S + s < h;
+#pragma unroll
+        for (int k = 0; k < 6; k++) px[s][k] = ok && cv[k] ? row[s * w + 4 * S * (k / 3) + k % 3 - 1] : 0.0f;
+    }
+}
+
 // Output row y's products: window slots (U, U + 1, U + 2) % 3 hold its input rows S y - 1,
-// S y, S y + 1, of which the last (stride 1; at stride 2 the last two) are loaded here from
-// xr (`next_ok`: whether input row S y + 1 lies inside the plane). dr points at the output
-// gradient's row y (column xa, then xa + 4: dv says which lie inside), wo apart. Both move
-// down an output row. The next row's slots start at (U + S) % 3.
+// S y, S y + 1, of which the last (stride 1; at stride 2 the last two) arrive here in px,
+// and its output gradient (columns xa, xa + 4) in pd, fetched during the row before. Row
+// y + 1's are fetched from xr and dr (planes h x w and ho x wo) before this row's products,
+// so their loads are in flight while the tensor cores work; both move down a row. The next
+// row's slots start at (U + S) % 3.
 template <int U, int S>
-__device__ __forceinline__ void tr_bw_tc_row(const float*& xr, const float*& dr, bool next_ok, int w,
-                                             int wo, const bool* cv, const bool* dv, u32 (&wh)[3][6],
-                                             u32 (&wl)[3][6], float (&acc)[5][4]) {
-    if (S == 2) tr_bw_tc_load<S>(xr, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);
-    tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);
+__device__ __forceinline__ void tr_bw_tc_row(const float*& xr, const float*& dr, int y, int h, int ho, int w,
+                                             int wo, const bool* cv, const bool* dv, float (&px)[S][6],
+                                             float (&pd)[2], u32 (&wh)[3][6], u32 (&wl)[3][6],
+                                             float (&acc)[5][4]) {
+#pragma unroll
+    for (int k = 0; k < 6; k++) {
+        if (S == 2) tr_split(px[0][k], &wh[(U + 1) % 3][k], &wl[(U + 1) % 3][k]);
+        tr_split(px[S - 1][k], &wh[(U + 2) % 3][k], &wl[(U + 2) % 3][k]);
+    }
     u32 bh[2], bl[2];
-    tr_split(dv[0] ? dr[0] : 0.0f, &bh[0], &bl[0]);
-    tr_split(dv[1] ? dr[4] : 0.0f, &bh[1], &bl[1]);
+    tr_split(pd[0], &bh[0], &bl[0]);
+    tr_split(pd[1], &bh[1], &bl[1]);
+    tr_bw_tc_fetch<S>(xr, y + 1, h, w, cv, px);
+    const bool next = y + 1 < ho;
+    pd[0] = next && dv[0] ? dr[0] : 0.0f;
+    pd[1] = next && dv[1] ? dr[4] : 0.0f;
     xr += S * w;
     dr += wo;
     const u32 one = 0x3f800000u;
@@ -1005,16 +1028,23 @@ __device__ __forceinline__ void tr_conv3_bw_tc_rows(const float* x, int c, bool 
             u32 wh[3][6], wl[3][6];
             tr_bw_tc_load<S>(xs + (i64)(S * y0 - 1) * w, y0 > 0, cv, wh[0], wl[0]);
             if (S == 1) tr_bw_tc_load<S>(xs + (i64)y0 * w, true, cv, wh[1], wl[1]);
+            // Row y0's new input rows and output gradient, then row by row a row ahead.
             const float* xr = xs + (i64)(S * y0 + 2 - S) * w;
             const float* dr = dout + ((i64)o * B + b) * ho * wo + (i64)y0 * wo + xa;
+            float px[S][6], pd[2];
+            tr_bw_tc_fetch<S>(xr, y0, h, w, cv, px);
+            pd[0] = dv[0] ? dr[0] : 0.0f;
+            pd[1] = dv[1] ? dr[4] : 0.0f;
+            xr += S * w;
+            dr += wo;
             int y = y0;
             for (; y + 3 <= yend; y += 3) {
-                tr_bw_tc_row<0, S>(xr, dr, S * y + 1 < h, w, wo, cv, dv, wh, wl, acc);
-                tr_bw_tc_row<U1, S>(xr, dr, S * y + S + 1 < h, w, wo, cv, dv, wh, wl, acc);
-                tr_bw_tc_row<U2, S>(xr, dr, S * y + 2 * S + 1 < h, w, wo, cv, dv, wh, wl, acc);
+                tr_bw_tc_row<0, S>(xr, dr, y, h, ho, w, wo, cv, dv, px, pd, wh, wl, acc);
+                tr_bw_tc_row<U1, S>(xr, dr, y + 1, h, ho, w, wo, cv, dv, px, pd, wh, wl, acc);
+                tr_bw_tc_row<U2, S>(xr, dr, y + 2, h, ho, w, wo, cv, dv, px, pd, wh, wl, acc);
             }
-            if (y < yend) tr_bw_tc_row<0, S>(xr, dr, S * y + 1 < h, w, wo, cv, dv, wh, wl, acc);
-            if (y + 1 < yend) tr_bw_tc_row<U1, S>(xr, dr, S * y + S + 1 < h, w, wo, cv, dv, wh, wl, acc);
+            if (y < yend) tr_bw_tc_row<0, S>(xr, dr, y, h, ho, w, wo, cv, dv, px, pd, wh, wl, acc);
+            if (y + 1 < yend) tr_bw_tc_row<U1, S>(xr, dr, y + 1, h, ho, w, wo, cv, dv, px, pd, wh, wl, acc);
             r += yend - y0;
         }
     }
