@@ -355,9 +355,9 @@ fn encode_coded<T: Element>(
         coder: params.coder,
         single,
     };
-    // With the CUDA backend asked for by name, the blocks NGLR codes whole (every block when
-    // it is forced) are coded on the GPU together once the choices are made: the same codes
-    // as the CPU's, so the same chunk.
+    // With the CUDA backend (by name, or auto from ENCODE_AUTO_MIN_BYTES on), the blocks NGLR
+    // codes whole (every block when it is forced) are coded on the GPU together once the
+    // choices are made: the same codes as the CPU's, so the same chunk.
     let nglr_dev = (learned.is_some() && gpu_blocks.is_none())
         .then(|| {
             let auto_min = crate::backend::cuda_nglr::ENCODE_AUTO_MIN_BYTES;
@@ -1541,8 +1541,8 @@ fn block_codes<'a>(
 /// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
 /// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
 /// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`; `auto`
-/// from [`crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES`] on, which no chunk reaches since the GPU was
-/// measured no faster), with the CPU's values bit for bit; on
+/// from [`crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES`] on), with the CPU's values bit
+/// for bit; on
 /// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
 /// finished as soon as they are decoded, so they are never all held at once.
 fn decode_blocks<R: Send>(

@@ -65,11 +65,11 @@ def test_training_kernels_match_the_reference(tmp_path):
     # The product's low halves dropped (TF32 alone: not float accuracy).
     ("tr_conv3_tc", "    tr_mma(d, alo, bhi);\n    tr_mma(d, ahi, blo);\n", ""),
     # The weight gradients' next input row into the window slot still in use.
-    ("tr_conv3_bw_tc", "tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 2) % 3], wl[(U + 2) % 3]);",
-     "tr_bw_tc_load<S>(xr + (S - 1) * w, next_ok, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
-    # At stride 2, the output row's middle input row read from the row above it.
-    ("tr_conv3_bw_tc", "if (S == 2) tr_bw_tc_load<S>(xr, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);",
-     "if (S == 2) tr_bw_tc_load<S>(xr - w, true, cv, wh[(U + 1) % 3], wl[(U + 1) % 3]);"),
+    ("tr_conv3_bw_tc", "tr_split(px[S - 1][k], &wh[(U + 2) % 3][k], &wl[(U + 2) % 3][k]);",
+     "tr_split(px[S - 1][k], &wh[(U + 1) % 3][k], &wl[(U + 1) % 3][k]);"),
+    # At stride 2, an output row's two new input rows fetched in each other's place.
+    ("tr_conv3_bw_tc", "px[s][k] = ok && cv[k] ? row[s * w + 4 * S * (k / 3) + k % 3 - 1] : 0.0f;",
+     "px[s][k] = ok && cv[k] ? row[(S - 1 - s) * w + 4 * S * (k / 3) + k % 3 - 1] : 0.0f;"),
     # The transposed convolution's bias sums on the tensor cores missing one lane's points.
     ("tr_deconv2_bw_tc", "for (int qq = 0; qq < 4; qq++) v += sh[u * 17 * 32 + k + qq];",
      "for (int qq = 0; qq < 3; qq++) v += sh[u * 17 * 32 + k + qq];"),

@@ -74,16 +74,17 @@ pub const MAX_BATCH: usize = 128;
 pub const AUTO_MIN_VISITS: usize = 1 << 20;
 
 /// Under `auto`, encoding runs NGLR's prediction on the GPU from chunks of this many bytes
-/// on: none. On an H200 a 64 MiB chunk with NGLR on every block compressed in 0.30-0.33 s
-/// with the prediction on the GPU against 0.27-0.32 s on 16 CPU threads (BENCHMARKS.md), so
-/// only the CUDA backend asked for by name (cd word 7 = 2, or `RESID_BACKEND=cuda`) uses it.
-pub const ENCODE_AUTO_MIN_BYTES: usize = usize::MAX;
+/// on: 4 MiB, the smallest chunk measured, where it already won. With NGLR on every block
+/// and the transfers staged, chunks of 4, 16 and 64 MiB compressed in 0.079, 0.091 and 0.203 s
+/// against 0.118, 0.104 and 0.332 s on 16 CPU threads (H100, BENCHMARKS.md).
+pub const ENCODE_AUTO_MIN_BYTES: usize = 4 << 20;
 
 /// Under `auto` (`RESID_BACKEND=auto`), decoding runs NGLR's prediction on the GPU from
-/// chunks of this many bytes on: none. The prediction alone ran 2.5-3x faster there (the
-/// network, 64 blocks of 64^3), but the whole 64 MiB chunk decoded in 0.213 s against the
-/// CPU's 0.197 s (BENCHMARKS.md); `RESID_BACKEND=cuda` still asks for it.
-pub const DECODE_AUTO_MIN_BYTES: usize = usize::MAX;
+/// chunks of this many bytes on: 16 MiB. There a chunk decoded in 0.041 s against the CPU's
+/// 0.047-0.055 s; at 64 MiB the two tied (0.213 against 0.212 s) and at 4 MiB the CPU won
+/// (0.033 against 0.039 s), as the codes are decoded on the CPU either way (H100,
+/// BENCHMARKS.md).
+pub const DECODE_AUTO_MIN_BYTES: usize = 16 << 20;
 
 /// [`train::fit`] with its Adam phase on the backend selected for `backend`
 /// (`super::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
