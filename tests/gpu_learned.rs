@@ -418,6 +418,42 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     }
 }
 
+/// A chunk with NGLR on every block, large enough that auto takes the GPU for NGLR's prediction
+/// both ways (`cuda_nglr::ENCODE_AUTO_MIN_BYTES`, `DECODE_AUTO_MIN_BYTES` with
+/// `RESID_BACKEND=auto`): at the default training budget the fit stays on the CPU, so auto
+/// writes the CPU backend's chunk byte for byte, and reads it back to the CPU's values.
+#[test]
+fn nglr_chunk_under_auto_matches_the_cpu() {
+    let Some(_g) = gpu() else { return };
+    let shape = [64, 256, 256];
+    let x = field(64, 256, 256);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(data.len() >= backend::cuda_nglr::ENCODE_AUTO_MIN_BYTES);
+    assert!(data.len() >= backend::cuda_nglr::DECODE_AUTO_MIN_BYTES);
+    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let base = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
+    let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
+    let (auto, cpu) = (on(Backend::Auto), on(Backend::Cpu));
+    assert!(
+        auto == cpu,
+        "auto ({} B) and CPU ({} B) chunks differ",
+        auto.len(),
+        cpu.len()
+    );
+    let read = |env: &str| {
+        std::env::set_var(backend::ENV, env);
+        let d = resid::decompress(&auto).unwrap();
+        std::env::remove_var(backend::ENV);
+        d
+    };
+    assert!(read("auto") == read("cpu"), "auto and CPU decodes differ");
+    eprintln!(
+        "NGLR chunk under auto: {} MiB -> {} KiB, CPU == GPU (auto's NGLR prediction on the GPU both ways)",
+        data.len() >> 20,
+        auto.len() >> 10
+    );
+}
+
 /// NGLR blocks' codes, small with a few huge ones (wrapping indices), one block after another.
 fn nglr_codes(rng: &mut nglr_models::Rng, n: usize) -> Vec<i32> {
     (0..n)
