@@ -1304,8 +1304,9 @@ extern "C" __global__ void tr_conv1_bw(const float* x, int cin, int B, int h, in
 // not positive) and the weight and bias sums as tr_conv1_bw, point by point: those four
 // kernels read the c input planes three times and wrote and read z and dz, for 6 multiply-adds
 // a point; this reads each input value once and writes only the input gradient. z, dz and the
-// input gradient come out bit for bit as theirs (the same operations in the same order). It
-// also sums the mask (the points that count, as tr_sum). For networks of at most OUT_MAX
+// input gradient are the same operations in the same order as theirs (bit for bit in the CPU
+// stand-in; on the device, where this module may contract into FMA, the compiler's choices
+// could differ in a last bit, which training allows). It also sums the mask (the points that count, as tr_sum). For networks of at most OUT_MAX
 // outputs and OUT_WIDTH inputs to the output layer (the encoder's: one or two fields, width 4
 // or 6); the host runs the four kernels for the others.
 #define OUT_MAX 2
