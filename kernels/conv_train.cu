@@ -146,6 +146,29 @@ __device__ __forceinline__ void tr_stage_tiles(const float* src, i64 plane, int 
     tr_copy_commit();
 }
 
+// Starts copying channels c0 .. c0 + NC_ (those below n) of patch b's planes in `src`
+// (channel-major over the B patches) into stage (c0 / NC_) % 2 of `tile`, the stages `stage`
+// floats apart, as tr_stage_tiles.
+template <int TH_, int TW_, int NC_>
+__device__ __forceinline__ void tr_stage_channels(const float* src, int B, int b, int c0, int n, int h, int w,
+                                                  int y0, int x0, float* tile, int stage) {
+    tr_stage_tiles<TH_, TW_, NC_>(src + (c0 * B + b) * (i64)h * w, (i64)B * h * w, n - c0 < NC_ ? n - c0 : NC_,
+                                  h, w, y0, x0, tile + ((c0 / NC_) & 1) * stage);
+}
+
+// Before a block uses channels c0 .. c0 + NC_ (staged by the call before): starts copying the
+// next ones into the other stage, if there are any, and waits for c0's (a barrier must follow).
+template <int TH_, int TW_, int NC_>
+__device__ __forceinline__ void tr_stage_next(const float* src, int B, int b, int c0, int n, int h, int w, int y0,
+                                              int x0, float* tile, int stage) {
+    if (c0 + NC_ < n) {
+        tr_stage_channels<TH_, TW_, NC_>(src, B, b, c0 + NC_, n, h, w, y0, x0, tile, stage);
+        tr_copy_wait<1>();
+    } else {
+        tr_copy_wait<0>();
+    }
+}
+
 // Where this thread's tile lies: tile index `tile` of a plane ho x wo, the thread's column
 // and first row in it.
 struct TilePos {
@@ -185,20 +208,11 @@ __device__ __forceinline__ void tr_conv3_tile(const float* x, int cin, int B, in
     // space), in two stages of the tile: the next channels are copied in while these are used.
     constexpr int NC = S == 1 ? NC1 : 1;
     static_assert(NC * th * tw <= TILE_MAX, "staged windows exceed the tile");
-    const i64 plane = (i64)B * h * w;
     const int y0 = tp.ty * TH * S - 1, x0 = tp.tx * TW * S - 1;
-    tr_stage_tiles<th, tw, NC>(x + (i64)b * h * w, plane, cin < NC ? cin : NC, h, w, y0, x0, tile);
+    tr_stage_channels<th, tw, NC>(x, B, b, 0, cin, h, w, y0, x0, tile, TILE_MAX);
     for (int i0 = 0; i0 < cin; i0 += NC) {
         const int nc = cin - i0 < NC ? cin - i0 : NC;
-        const int next = i0 + NC;
-        if (next < cin) {
-            const int nn = cin - next < NC ? cin - next : NC;
-            tr_stage_tiles<th, tw, NC>(x + (next * B + b) * (i64)h * w, plane, nn, h, w, y0, x0,
-                                       tile + ((next / NC) & 1) * TILE_MAX);
-            tr_copy_wait<1>();
-        } else {
-            tr_copy_wait<0>();
-        }
+        tr_stage_next<th, tw, NC>(x, B, b, i0, cin, h, w, y0, x0, tile, TILE_MAX);
         if ((int)threadIdx.x < nc * G * 9) {
             const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, o = o0 + j < cout ? o0 + j : cout - 1;
             wsh[threadIdx.x] = wt[(o * cin + i0 + c) * 9 + threadIdx.x % 9];
@@ -379,21 +393,11 @@ extern "C" __global__ void __launch_bounds__(256, 3) tr_conv3_bx1(const float* d
 #pragma unroll
         for (int j = 0; j < G; j++) acc[m][j] = 0.0f;
     // Output-gradient channels o0 .. o0 + nc a barrier, in two stages as tr_conv3_tile.
-    const i64 plane = (i64)B * h * w;
     const int wy = tp.ty * TH - 1, wx = tp.tx * TW - 1;
-    tr_stage_tiles<TH + 2, TW + 2, NC1>(dout + (i64)b * h * w, plane, cout < NC1 ? cout : NC1, h, w, wy, wx,
-                                        tile);
+    tr_stage_channels<TH + 2, TW + 2, NC1>(dout, B, b, 0, cout, h, w, wy, wx, tile, NC1 * win);
     for (int o0 = 0; o0 < cout; o0 += NC1) {
         const int nc = cout - o0 < NC1 ? cout - o0 : NC1;
-        const int next = o0 + NC1;
-        if (next < cout) {
-            const int nn = cout - next < NC1 ? cout - next : NC1;
-            tr_stage_tiles<TH + 2, TW + 2, NC1>(dout + (next * B + b) * (i64)h * w, plane, nn, h, w, wy, wx,
-                                                tile + ((next / NC1) & 1) * NC1 * win);
-            tr_copy_wait<1>();
-        } else {
-            tr_copy_wait<0>();
-        }
+        tr_stage_next<TH + 2, TW + 2, NC1>(dout, B, b, o0, cout, h, w, wy, wx, tile, NC1 * win);
         if ((int)threadIdx.x < nc * G * 9) {
             const int c = threadIdx.x / (G * 9), j = threadIdx.x / 9 % G, i = i0 + j < cin ? i0 + j : cin - 1;
             wsh[threadIdx.x] = wt[((o0 + c) * cin + i) * 9 + threadIdx.x % 9];
