@@ -267,6 +267,22 @@ fn tensor_core_convolution_agrees_with_fma() {
     assert!(cuda_train::tensor_cores_usable(&g));
 }
 
+/// [`field`] of `[n0, n1, n2]`, its bytes and the f32 chunk of that shape.
+fn field_chunk(n0: usize, n1: usize, n2: usize) -> (Vec<f32>, Vec<u8>, ChunkInfo) {
+    let x = field(n0, n1, n2);
+    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let chunk = ChunkInfo::new(DType::F32, &[n0, n1, n2]).unwrap();
+    (x, data, chunk)
+}
+
+/// `resid::decompress` with `RESID_BACKEND` set to `env` (cleared again after).
+fn decompress_with(env: &str, bytes: &[u8]) -> Vec<u8> {
+    std::env::set_var(backend::ENV, env);
+    let d = resid::decompress(bytes).unwrap();
+    std::env::remove_var(backend::ENV);
+    d
+}
+
 fn field(n0: usize, n1: usize, n2: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n0 * n1 * n2);
     for z in 0..n0 {
@@ -289,10 +305,7 @@ fn field(n0: usize, n1: usize, n2: usize) -> Vec<f32> {
 #[test]
 fn gpu_trained_chunk_decodes_the_same_on_the_cpu() {
     let Some(_g) = gpu() else { return };
-    let shape = [8, 96, 96];
-    let x = field(8, 96, 96);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let (x, data, chunk) = field_chunk(8, 96, 96);
     for e in [Enhancer::Strict, Enhancer::Relaxed] {
         let base = Params::rel(1e-2)
             .with_enhancer(e)
@@ -307,10 +320,7 @@ fn gpu_trained_chunk_decodes_the_same_on_the_cpu() {
         let tc = t.elapsed();
         // Decoded under auto (the GPU for this size) and on the CPU.
         let dg = resid::decompress(&cg).unwrap();
-        std::env::set_var(backend::ENV, "cpu");
-        let dc = resid::decompress(&cg).unwrap();
-        let dcc = resid::decompress(&cc).unwrap();
-        std::env::remove_var(backend::ENV);
+        let (dc, dcc) = (decompress_with("cpu", &cg), decompress_with("cpu", &cc));
         assert!(dg == dc, "{e:?}: GPU and CPU decode differ");
         let eb = resid::inspect(&cg).unwrap().header.eb;
         let limit = if e == Enhancer::Strict { eb } else { 2.0 * eb };
@@ -386,17 +396,12 @@ fn nglr_adam_reaches_the_cpu_loss() {
 #[test]
 fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
     let Some(_g) = gpu() else { return };
-    let shape = [24, 80, 80];
-    let x = field(24, 80, 80);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let (x, data, chunk) = field_chunk(24, 80, 80);
     for predictor in [PredictorChoice::Nglr, PredictorChoice::AutoNglr] {
         let base = Params::rel(1e-4).with_predictor(predictor);
         let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
         let (cg, cc) = (on(Backend::Cuda), on(Backend::Cpu));
-        std::env::set_var(backend::ENV, "cpu");
-        let d = resid::decompress(&cg).unwrap();
-        std::env::remove_var(backend::ENV);
+        let d = decompress_with("cpu", &cg);
         let eb = resid::inspect(&cg).unwrap().header.eb;
         let max = d
             .chunks_exact(4)
@@ -425,12 +430,9 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
 #[test]
 fn nglr_chunk_under_auto_matches_the_cpu() {
     let Some(_g) = gpu() else { return };
-    let shape = [64, 256, 256];
-    let x = field(64, 256, 256);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (_, data, chunk) = field_chunk(64, 256, 256);
     assert!(data.len() >= backend::cuda_nglr::ENCODE_AUTO_MIN_BYTES);
     assert!(data.len() >= backend::cuda_nglr::DECODE_AUTO_MIN_BYTES);
-    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
     let base = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
     let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
     let (auto, cpu) = (on(Backend::Auto), on(Backend::Cpu));
@@ -440,13 +442,11 @@ fn nglr_chunk_under_auto_matches_the_cpu() {
         auto.len(),
         cpu.len()
     );
-    let read = |env: &str| {
-        std::env::set_var(backend::ENV, env);
-        let d = resid::decompress(&auto).unwrap();
-        std::env::remove_var(backend::ENV);
-        d
-    };
-    assert!(read("auto") == read("cpu"), "auto and CPU decodes differ");
+    let (da, dc) = (
+        decompress_with("auto", &auto),
+        decompress_with("cpu", &auto),
+    );
+    assert!(da == dc, "auto and CPU decodes differ");
     eprintln!(
         "NGLR chunk under auto: {} MiB -> {} KiB, CPU == GPU (auto's NGLR prediction on the GPU both ways)",
         data.len() >> 20,
@@ -521,10 +521,7 @@ fn nglr_decode_matches_cpu() {
             assert_eq!(bad, 0, "{label} m {m}: {bad} of {n} indices differ");
         }
     }
-    let shape = [40, 100, 100];
-    let x = field(40, 100, 100);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let (_, data, chunk) = field_chunk(40, 100, 100);
     for predictor in [PredictorChoice::Nglr, PredictorChoice::AutoNglr] {
         let p = Params::rel(1e-4).with_predictor(predictor);
         let c = resid::compress(
@@ -536,11 +533,7 @@ fn nglr_decode_matches_cpu() {
             },
         )
         .unwrap();
-        std::env::set_var(backend::ENV, "cpu");
-        let cpu = resid::decompress(&c).unwrap();
-        std::env::set_var(backend::ENV, "cuda");
-        let gpu = resid::decompress(&c).unwrap();
-        std::env::remove_var(backend::ENV);
+        let (cpu, gpu) = (decompress_with("cpu", &c), decompress_with("cuda", &c));
         assert!(cpu == gpu, "{predictor:?}: the GPU decoded other bytes");
     }
     eprintln!("NGLR decode: GPU and CPU reconstructions equal");
@@ -635,10 +628,7 @@ fn gpu_nglr_bench() {
             .fold(f64::INFINITY, f64::min)
     };
     for depth in [4, 16, 64] {
-        let dims = [depth, 512, 512];
-        let x = field(depth, 512, 512);
-        let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let chunk = ChunkInfo::new(DType::F32, &dims).unwrap();
+        let (_, data, chunk) = field_chunk(depth, 512, 512);
         let p = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
         let enc: Vec<f64> = [Backend::Cpu, Backend::Cuda]
             .into_iter()
@@ -652,12 +642,9 @@ fn gpu_nglr_bench() {
         let dec: Vec<f64> = ["cpu", "cuda"]
             .into_iter()
             .map(|env| {
-                std::env::set_var(backend::ENV, env);
-                let t = best(&mut || {
-                    assert_eq!(resid::decompress(&c).unwrap().len(), data.len());
-                });
-                std::env::remove_var(backend::ENV);
-                t
+                best(&mut || {
+                    assert_eq!(decompress_with(env, &c).len(), data.len());
+                })
             })
             .collect();
         let mib = data.len() >> 20;
@@ -692,10 +679,7 @@ fn learned_stages_fall_back_to_the_cpu() {
         eprintln!("a GPU is present: the fallback is checked on machines without one");
         return;
     }
-    let shape = [8, 64, 64];
-    let x = field(8, 64, 64);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
+    let (_, data, chunk) = field_chunk(8, 64, 64);
     for base in [
         Params::rel(1e-2)
             .with_enhancer(Enhancer::Relaxed)
@@ -707,9 +691,7 @@ fn learned_stages_fall_back_to_the_cpu() {
         let c = on(Backend::Cpu);
         assert!(on(Backend::Cuda) == c, "{base:?}");
         // Decoding too (NGLR's prediction, NeurLZ's inference).
-        std::env::set_var(backend::ENV, "cuda");
-        let asked = resid::decompress(&c).unwrap();
-        std::env::remove_var(backend::ENV);
+        let asked = decompress_with("cuda", &c);
         assert!(asked == resid::decompress(&c).unwrap(), "{base:?}");
     }
 }
