@@ -744,6 +744,20 @@ impl StepPlan {
         self.bufs[i]
     }
 
+    /// Where layer `l`'s gradient sums go in the partial rows: its weights' and biases'
+    /// offsets, and the row length.
+    fn sums(&self, l: usize) -> (usize, usize, usize) {
+        (self.offs[l].0, self.offs[l].1, self.np)
+    }
+
+    /// [`StepPlan::sums`] and the partial rows as the FMA weight-gradient kernels and `tr_out`
+    /// take them (`wbase, bbase, np, partial`).
+    fn sum_args(&self, l: usize) -> [Arg; 4] {
+        let (wbase, bbase, np) = self.sums(l);
+        let i = |v: usize| Arg::I32(v as i32);
+        [i(wbase), i(bbase), i(np), Arg::Ptr(self.p(PARTIAL))]
+    }
+
     /// The launches of one gradient step ([`Trainer::grad`]), in order.
     fn grad(&self, picks: u64, params: u64) -> Result<Vec<Launch>> {
         let out = RefCell::new(Vec::new());
@@ -858,8 +872,6 @@ impl StepPlan {
             ],
         )?;
         conv3(4, cat, h, w, 1, a4)?;
-        let partial = Arg::Ptr(self.p(PARTIAL));
-        let base = |l: usize| [i(self.offs[l].0), i(self.offs[l].1), i(self.np), partial];
         let (d4, dcat) = (self.p(D4), self.p(DCAT));
         let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
         if fused_out {
@@ -875,7 +887,7 @@ impl StepPlan {
                 Arg::Ptr(self.p(M)),
                 Arg::Ptr(d4),
             ];
-            args.extend(base(5));
+            args.extend(self.sum_args(5));
             args.push(Arg::Ptr(self.p(SUM_PARTS)));
             launch("tr_out", (PARTIAL_ROWS, 1, 1), &args)?;
             sum_final(PARTIAL_ROWS)?;
@@ -884,8 +896,7 @@ impl StepPlan {
         }
         // Backward: weight gradients (partial sums) and input gradients, layer 4 to 0.
         let conv3_bw = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, dout: u64| {
-            let sums = (self.offs[l].0, self.offs[l].1, self.np);
-            run(layer(l, hh, ww, stride).weight_grad(x, dout, sums, self.p(PARTIAL)))
+            run(layer(l, hh, ww, stride).weight_grad(x, dout, self.sums(l), self.p(PARTIAL)))
         };
         #[allow(clippy::too_many_arguments)]
         let conv3_bx =
@@ -900,12 +911,11 @@ impl StepPlan {
         conv3_bw(4, cat, h, w, 1, d4)?;
         // [d3, d0 skip], each masked by its activation ([layer 3, layer 0] = cat).
         conv3_bx(4, d4, h, w, 1, 0, cat, dcat)?;
-        let sums = (self.offs[3].0, self.offs[3].1, self.np);
         run(deconv2_weight_grad(
             (a2, 2 * c),
             (b, h2, w2, h, w),
             (dcat, c),
-            sums,
+            self.sums(3),
             self.p(PARTIAL),
             self.tc.grads,
         ))?;
@@ -935,7 +945,12 @@ impl StepPlan {
         launch(
             "tr_reduce",
             (self.np.div_ceil(32), 1, 1),
-            &[partial, i(PARTIAL_ROWS), i(self.np), Arg::Ptr(self.p(GRAD))],
+            &[
+                Arg::Ptr(self.p(PARTIAL)),
+                i(PARTIAL_ROWS),
+                i(self.np),
+                Arg::Ptr(self.p(GRAD)),
+            ],
         )
     }
 
@@ -976,8 +991,6 @@ impl StepPlan {
                 Arg::Ptr(dz),
             ],
         )?;
-        let partial = Arg::Ptr(self.p(PARTIAL));
-        let base = [i(self.offs[5].0), i(self.offs[5].1), i(self.np), partial];
         let mut args = vec![
             Arg::Ptr(a4),
             i(c),
@@ -987,7 +1000,7 @@ impl StepPlan {
             Arg::Ptr(dz),
             i(o),
         ];
-        args.extend(base);
+        args.extend(self.sum_args(5));
         let blocks = c * groups(o);
         launch("tr_conv1_bw", (blocks, fma_chunks(blocks), 1), &args)?;
         launch(
