@@ -6,8 +6,12 @@ use crate::error::{ensure, Error, Result};
 use crate::params::{Coder, DType, ErrorMode, MAX_RANK};
 
 pub const MAGIC: [u8; 4] = *b"RSID";
-/// The newest container version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest container version this build writes and reads. Version 2 is version 1 with a
+/// REGION section (an HDF5 edge chunk's data region); every other chunk is written as
+/// version 1, which readers of version 1 read.
+pub const FORMAT_VERSION: u8 = 2;
+/// The version of a chunk with no REGION section.
+pub const BASE_VERSION: u8 = 1;
 /// Largest possible header plus one section header: a stored chunk is never bigger than its
 /// data plus this.
 pub const MAX_OVERHEAD: usize = 8 + 8 * MAX_RANK + HEADER_TAIL + SECTION_HEADER;
@@ -37,11 +41,15 @@ pub mod section {
     pub const WEIGHTS: u8 = 3;
     /// The NeurLZ enhancer: network, normalization and outliers (after ESCAPES).
     pub const ENHANCE: u8 = 4;
+    /// An edge chunk's data region and padding value (version 2, first section).
+    pub const REGION: u8 = 5;
 }
 
 /// Everything the header says about a chunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
+    /// Container version: [`BASE_VERSION`], or 2 when a REGION section comes first.
+    pub version: u8,
     pub layout: Layout,
     pub dtype: DType,
     pub shape: Vec<usize>,
@@ -74,7 +82,7 @@ impl Header {
     pub fn write(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(self.version);
         out.push(self.layout as u8);
         out.push(self.dtype as u8);
         out.push(self.shape.len() as u8);
@@ -151,6 +159,7 @@ impl Header {
             Error::ChecksumMismatch { what: "header" }
         );
         Ok(Header {
+            version,
             layout,
             dtype,
             shape,
@@ -165,6 +174,49 @@ impl Header {
             sections,
         })
     }
+}
+
+/// The REGION section's payload: rank `u8`, the data box's extent per dimension (`u64`), the
+/// padding value's bits (`u64`, the element's bits in the low bytes).
+pub fn write_region(out: &mut Vec<u8>, extent: &[usize], pad: u64) {
+    out.push(extent.len() as u8);
+    for &e in extent {
+        out.extend_from_slice(&(e as u64).to_le_bytes());
+    }
+    out.extend_from_slice(&pad.to_le_bytes());
+}
+
+/// Reads a REGION payload of a chunk of `shape` whose elements are `size` bytes: the box's
+/// extents and the padding value's bits.
+pub fn read_region(payload: &[u8], shape: &[usize], size: usize) -> Result<(Vec<usize>, u64)> {
+    let mut r = Reader::new(payload);
+    let rank = r.u8("region")? as usize;
+    ensure!(
+        rank == shape.len(),
+        Error::Corrupt(format!(
+            "region of rank {rank} in a chunk of rank {}",
+            shape.len()
+        ))
+    );
+    let mut extent = Vec::with_capacity(rank);
+    for &s in shape {
+        let e = r.u64("region")?;
+        ensure!(
+            e >= 1 && e <= s as u64,
+            Error::Corrupt(format!("region extent {e} outside 1..={s}"))
+        );
+        extent.push(e as usize);
+    }
+    let pad = r.u64("region")?;
+    ensure!(
+        size == 8 || pad >> 32 == 0,
+        Error::Corrupt("region padding value wider than the element".into())
+    );
+    ensure!(
+        r.remaining() == 0,
+        Error::Corrupt(format!("{} trailing bytes in the region", r.remaining()))
+    );
+    Ok((extent, pad))
 }
 
 /// Appends a section: id, three reserved zero bytes, u64 length, crc32 of the payload, payload.
@@ -299,6 +351,9 @@ pub struct ChunkSummary {
     pub sections: Vec<(u8, usize)>,
     /// Predictor id of each block, in block order (empty when stored).
     pub block_predictors: Vec<u8>,
+    /// In an HDF5 edge chunk (REGION section): the extent of the data box the bound was taken
+    /// over, and the padding value's bits.
+    pub region: Option<(Vec<usize>, u64)>,
 }
 
 pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
@@ -306,9 +361,13 @@ pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
     let header = Header::read(&mut r)?;
     let mut sections = Vec::new();
     let mut block_predictors = Vec::new();
+    let mut region = None;
     for _ in 0..header.sections {
         let (id, payload) = read_section(&mut r)?;
         sections.push((id, payload.len()));
+        if id == section::REGION {
+            region = Some(read_region(payload, &header.shape, header.dtype.size())?);
+        }
         if id == section::BLOCKS {
             let mut d = Reader::new(payload);
             let count = d.u32("block directory")? as usize;
@@ -328,6 +387,7 @@ pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
         compressed_len: data.len(),
         sections,
         block_predictors,
+        region,
     })
 }
 
@@ -337,6 +397,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            version: BASE_VERSION,
             layout: Layout::Coded,
             dtype: DType::F32,
             shape: vec![3, 4, 5],

@@ -25,6 +25,7 @@ mod pipeline;
 pub mod pool;
 pub mod predict;
 pub mod quant;
+pub mod region;
 
 pub use error::{Error, Result};
 

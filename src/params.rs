@@ -11,7 +11,7 @@
 //! | 5 | bits 0-7 predictor: 0 auto (per block), 1 Lorenzo, 2 interpolation, 3 NGLR; bits 8-15 NGLR training budget (thousands of sample points, 0 = default); bits 16-31 zero (optional word) |
 //! | 6 | bits 0-7 enhancer (NeurLZ): 0 off, 1 strict, 2 relaxed (bound 2x), 3 strict cross-field, 4 relaxed cross-field; bits 8-15 enhancer training budget (units of 20 steps, 0 = default); bit 16 keep the enhancer whenever it lowers the error (skip the rate check); bits 17-31 zero (optional word) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
-//! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims |
+//! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims, then optionally `1` and the dataset's fill value's bits (high word, low word): the value HDF5 pads edge chunks with |
 
 use crate::error::{ensure, Error, Result};
 
@@ -167,6 +167,10 @@ pub struct ChunkInfo {
     pub dtype: DType,
     /// Chunk dimensions, C order (first slowest).
     pub shape: Vec<usize>,
+    /// The bits of the value HDF5 pads edge chunks with (the dataset's fill value), when the
+    /// chunk comes from an HDF5 dataset: trailing slabs holding only it (or zeros) are then
+    /// left out of the range and error a bound is taken over (`crate::region`).
+    pub padding: Option<u64>,
 }
 
 impl ChunkInfo {
@@ -182,6 +186,7 @@ impl ChunkInfo {
         let info = ChunkInfo {
             dtype,
             shape: shape.to_vec(),
+            padding: None,
         };
         info.byte_len()?;
         Ok(info)
@@ -197,6 +202,13 @@ impl ChunkInfo {
 
     pub fn is_empty(&self) -> bool {
         self.shape.contains(&0)
+    }
+
+    /// The chunk of an HDF5 dataset whose fill value has the bits `fill` (an `f32`'s in the
+    /// low 32 bits).
+    pub fn with_padding(mut self, fill: u64) -> ChunkInfo {
+        self.padding = Some(fill);
+        self
     }
 
     /// Size of the chunk in bytes.
@@ -434,8 +446,11 @@ impl Params {
     }
 }
 
+/// Marks the padding words after the chunk dimensions (flag `1`, then the fill value's bits).
+const PADDING_FLAG: u32 = 1;
+
 /// The words `set_local` stores: the user's words (defaults filled in) then the chunk's
-/// element type, rank and dimensions.
+/// element type, rank and dimensions, and the padding value when there is one.
 pub fn local_cd_values(params: &Params, chunk: &ChunkInfo) -> Result<Vec<u32>> {
     let mut cd = params.to_cd_values();
     cd.push(chunk.dtype as u32);
@@ -444,6 +459,9 @@ pub fn local_cd_values(params: &Params, chunk: &ChunkInfo) -> Result<Vec<u32>> {
         let d = u32::try_from(d)
             .map_err(|_| Error::Unsupported(format!("chunk dimension {d} exceeds 2^32-1")))?;
         cd.push(d);
+    }
+    if let Some(fill) = chunk.padding {
+        cd.extend([PADDING_FLAG, (fill >> 32) as u32, fill as u32]);
     }
     Ok(cd)
 }
@@ -460,15 +478,34 @@ pub fn parse_local_cd_values(cd: &[u32]) -> Result<(Params, ChunkInfo)> {
     );
     let dtype = DType::from_code(cd[USER_WORDS])?;
     let rank = cd[USER_WORDS + 1] as usize;
+    let dims_end = USER_WORDS + 2 + rank;
     ensure!(
-        (1..=MAX_RANK).contains(&rank) && cd.len() == USER_WORDS + 2 + rank,
+        (1..=MAX_RANK).contains(&rank) && (cd.len() == dims_end || cd.len() == dims_end + 3),
         Error::BadParams(format!(
             "cd_values declare rank {rank} but hold {} words",
             cd.len()
         ))
     );
-    let shape: Vec<usize> = cd[USER_WORDS + 2..].iter().map(|&d| d as usize).collect();
-    Ok((params, ChunkInfo::new(dtype, &shape)?))
+    let shape: Vec<usize> = cd[USER_WORDS + 2..dims_end]
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let mut chunk = ChunkInfo::new(dtype, &shape)?;
+    if let [flag, hi, lo] = cd[dims_end..] {
+        ensure!(
+            flag == PADDING_FLAG,
+            Error::BadParams(format!(
+                "cd_values[{dims_end}] (padding flag) is {flag}, expected {PADDING_FLAG}"
+            ))
+        );
+        let fill = (hi as u64) << 32 | lo as u64;
+        ensure!(
+            dtype == DType::F64 || hi == 0,
+            Error::BadParams("the fill value's bits are wider than an f32".into())
+        );
+        chunk = chunk.with_padding(fill);
+    }
+    Ok((params, chunk))
 }
 
 /// Splits an f64 into (high word, low word), the order used in `cd_values`.
@@ -504,7 +541,16 @@ mod tests {
         let chunk = ChunkInfo::new(DType::F64, &[4, 5, 6]).unwrap();
         let cd = local_cd_values(&p, &chunk).unwrap();
         assert_eq!(cd.len(), 8 + 2 + 3);
-        assert_eq!(parse_local_cd_values(&cd).unwrap(), (p, chunk));
+        assert_eq!(parse_local_cd_values(&cd).unwrap(), (p, chunk.clone()));
+        let padded = chunk.with_padding(1.5f64.to_bits());
+        let cd = local_cd_values(&p, &padded).unwrap();
+        assert_eq!(cd.len(), 8 + 2 + 3 + 3);
+        assert_eq!(parse_local_cd_values(&cd).unwrap(), (p, padded));
+        let mut bad = cd.clone();
+        bad[13] = 2;
+        let e = parse_local_cd_values(&bad).unwrap_err().to_string();
+        assert!(e.contains("padding flag"), "{e}");
+        assert!(parse_local_cd_values(&cd[..15]).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::predict::{
     nglr, BlockEncoder, Predictor,
 };
 use crate::quant::{self, dequantize, Grid, Plan};
+use crate::region::Region;
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
     params.validate()?;
@@ -33,6 +34,63 @@ pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u
 }
 
 fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
+    if let Some(fill) = chunk.padding {
+        let x: Vec<T> = field::from_bytes(data);
+        if let Some(region) = Region::find(&x, &chunk.shape, fill) {
+            return Ok(compress_edge(&x, data, chunk, params, &region));
+        }
+    }
+    Ok(compress_values::<T>(data, chunk, params, None))
+}
+
+/// An HDF5 edge chunk: the values outside its data box are replaced by copies of values inside
+/// it, so the chunk's range is the box's; the chunk is coded so, with an NRMSE or PSNR target
+/// measured over the box, and a REGION section tells the decoder to put the padding back.
+fn compress_edge<T: Element>(
+    x: &[T],
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+    region: &Region,
+) -> Vec<u8> {
+    let filled = field::to_bytes(&region.replicate(x));
+    let plain = ChunkInfo {
+        padding: None,
+        ..chunk.clone()
+    };
+    let coded = compress_values::<T>(&filled, &plain, params, Some(region));
+    let mut r = Reader::new(&coded);
+    let header = Header::read(&mut r).expect("the encoder's own header");
+    if header.layout == Layout::Stored {
+        // Stored exactly: the chunk as it came, padding and all.
+        return encode_stored(data, chunk, params);
+    }
+    let mut payload = Vec::new();
+    format::write_region(&mut payload, &region.extent, region.pad);
+    let mut out = Vec::with_capacity(coded.len() + format::SECTION_HEADER + payload.len());
+    Header {
+        version: format::FORMAT_VERSION,
+        sections: header.sections + 1,
+        ..header
+    }
+    .write(&mut out);
+    format::write_section(&mut out, section::REGION, &payload);
+    out.extend_from_slice(&coded[r.pos..]);
+    if out.len() < format::stored_len(chunk.shape.len(), data.len()) {
+        out
+    } else {
+        encode_stored(data, chunk, params)
+    }
+}
+
+/// Codes a chunk's values; an NRMSE or PSNR target is measured over `region` when one is
+/// given (the whole chunk otherwise).
+fn compress_values<T: Element>(
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+    region: Option<&Region>,
+) -> Vec<u8> {
     let coded = match gpu_encode(data, chunk, params) {
         // The GPU coded every block: the values are needed only as bytes, for the escapes.
         Some((plan, blocks)) => Some(encode_coded::<T>(
@@ -45,22 +103,44 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
         )),
         None => {
             let x: Vec<T> = field::from_bytes(data);
-            quant::plan(&x, params).map(|plan| match quant::target_nrmse(params) {
-                Some(target) => encode_for_target(&x, data, chunk, params, plan, target),
+            let target = Target {
+                nrmse: quant::target_nrmse(params),
+                region,
+            };
+            quant::plan_in(&x, params, region).map(|plan| match target.nrmse {
+                Some(_) => encode_for_target(&x, data, chunk, params, plan, &target),
                 None => encode_coded(&x, data, chunk, params, &plan, None),
             })
         }
     };
     match coded {
-        Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => Ok(bytes),
-        _ => Ok(encode_stored(data, chunk, params)),
+        Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => bytes,
+        _ => encode_stored(data, chunk, params),
     }
 }
 
-/// The NRMSE of a chunk's decoded values against `x` (`None` if it does not decode).
-fn decoded_nrmse<T: Element>(x: &[T], bytes: &[u8]) -> Option<f64> {
-    let back = decompress(bytes, usize::MAX).ok()?;
-    Some(quant::nrmse(x, &field::from_bytes::<T>(&back)))
+/// An NRMSE or PSNR target and the values it is measured over (an edge chunk's data box, or
+/// the whole chunk).
+struct Target<'a> {
+    nrmse: Option<f64>,
+    region: Option<&'a Region>,
+}
+
+impl Target<'_> {
+    /// The NRMSE asked for.
+    fn value(&self) -> f64 {
+        self.nrmse.expect("an NRMSE or PSNR target")
+    }
+
+    /// The NRMSE of a chunk's decoded values against `x` (`None` if it does not decode).
+    fn decoded<T: Element>(&self, x: &[T], bytes: &[u8]) -> Option<f64> {
+        let back = decompress(bytes, usize::MAX).ok()?;
+        Some(quant::nrmse_in(
+            x,
+            &field::from_bytes::<T>(&back),
+            self.region,
+        ))
+    }
 }
 
 /// Codes a chunk for an NRMSE or PSNR target. `plan` is the target's grid with feedback step
@@ -77,8 +157,9 @@ fn encode_for_target<T: Element>(
     chunk: &ChunkInfo,
     params: &Params,
     plan: Plan,
-    target: f64,
+    t: &Target<'_>,
 ) -> Vec<u8> {
+    let target = t.value();
     let plain = Params {
         enhancer: Enhancer::Off,
         ..*params
@@ -91,7 +172,7 @@ fn encode_for_target<T: Element>(
                 break;
             };
             let bytes = encode_coded(x, data, chunk, &plain, &p, None);
-            let Some(e) = decoded_nrmse(x, &bytes).filter(|&e| e > 0.0) else {
+            let Some(e) = t.decoded(x, &bytes).filter(|&e| e > 0.0) else {
                 break;
             };
             if e <= target {
@@ -122,7 +203,7 @@ fn encode_for_target<T: Element>(
     if params.enhancer == Enhancer::Off {
         return bytes;
     }
-    quality_target(x, data, chunk, params, &plan, bytes, target)
+    quality_target(x, data, chunk, params, &plan, bytes, t)
 }
 
 /// Bits per value up to which an NRMSE or PSNR target is coded with error feedback alone
@@ -144,15 +225,16 @@ fn quality_target<T: Element>(
     params: &Params,
     plan: &Plan,
     plain: Vec<u8>,
-    target: f64,
+    t: &Target<'_>,
 ) -> Vec<u8> {
+    let target = t.value();
     let forced = Params {
         enhancer_force: true,
         ..*params
     };
     let mut best = plain;
     let enhanced = encode_coded(x, data, chunk, &forced, plan, None);
-    let Some(e0) = decoded_nrmse(x, &enhanced) else {
+    let Some(e0) = t.decoded(x, &enhanced) else {
         return best;
     };
     if e0 <= target && enhanced.len() < best.len() {
@@ -169,7 +251,7 @@ fn quality_target<T: Element>(
             break;
         };
         let bytes = encode_coded(x, data, chunk, &forced, &loose, None);
-        let Some(e) = decoded_nrmse(x, &bytes) else {
+        let Some(e) = t.decoded(x, &bytes) else {
             break;
         };
         if e <= target {
@@ -283,6 +365,7 @@ fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Plan, 
 
 fn base_header(chunk: &ChunkInfo, params: &Params) -> Header {
     Header {
+        version: format::BASE_VERSION,
         layout: Layout::Stored,
         dtype: chunk.dtype,
         shape: chunk.shape.clone(),
@@ -1268,16 +1351,53 @@ fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
             );
             out.buf().copy_from_slice(payload);
         }
-        Layout::Coded => match header.dtype {
-            DType::F32 => decode_coded::<f32>(&header, &mut r, out)?,
-            DType::F64 => decode_coded::<f64>(&header, &mut r, out)?,
-        },
+        Layout::Coded => {
+            let (header, region) = read_region(header, &mut r)?;
+            match header.dtype {
+                DType::F32 => decode_coded::<f32>(&header, &mut r, out)?,
+                DType::F64 => decode_coded::<f64>(&header, &mut r, out)?,
+            }
+            if let Some(region) = region {
+                region.restore(out.buf(), header.dtype.size());
+            }
+        }
     }
     ensure!(
         r.remaining() == 0,
         Error::Corrupt(format!("{} trailing bytes", r.remaining()))
     );
     Ok(())
+}
+
+/// The REGION section of a version-2 coded chunk (it comes first), and the header of the
+/// version-1 chunk that follows it (one section fewer).
+fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Region>)> {
+    if header.version == format::BASE_VERSION {
+        return Ok((header, None));
+    }
+    ensure!(
+        header.sections >= 3,
+        Error::Corrupt(format!(
+            "version-2 chunk declares {} sections",
+            header.sections
+        ))
+    );
+    let (id, payload) = format::read_section(r)?;
+    ensure!(
+        id == section::REGION,
+        Error::Corrupt(format!("expected the region section, found id {id}"))
+    );
+    let (extent, pad) = format::read_region(payload, &header.shape, header.dtype.size())?;
+    let region = Region {
+        shape: header.shape.clone(),
+        extent,
+        pad,
+    };
+    let header = Header {
+        sections: header.sections - 1,
+        ..header
+    };
+    Ok((header, Some(region)))
 }
 
 fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<()> {

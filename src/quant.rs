@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::field::Element;
 use crate::params::{ErrorMode, Params, PredictorChoice};
+use crate::region::Region;
 
 /// Largest quantization index magnitude. Keeps every Lorenzo residual (a sum of 8 grid values)
 /// below 2^30 in magnitude, so its zigzag code has at most 31 bit-planes.
@@ -64,14 +65,26 @@ impl Stats {
     }
 }
 
+/// The statistics of no values.
+const EMPTY: Stats = Stats {
+    min: f64::INFINITY,
+    max: f64::NEG_INFINITY,
+    finite: 0,
+};
+
+/// The statistics of two sets of values together.
+fn merge(a: Stats, b: Stats) -> Stats {
+    Stats {
+        min: a.min.min(b.min),
+        max: a.max.max(b.max),
+        finite: a.finite + b.finite,
+    }
+}
+
 pub fn stats<T: Element>(x: &[T]) -> Stats {
     x.par_chunks(1 << 16)
         .map(|c| {
-            let mut s = Stats {
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                finite: 0,
-            };
+            let mut s = EMPTY;
             for &v in c {
                 let v = v.to_f64();
                 if v.is_finite() {
@@ -82,18 +95,7 @@ pub fn stats<T: Element>(x: &[T]) -> Stats {
             }
             s
         })
-        .reduce(
-            || Stats {
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                finite: 0,
-            },
-            |a, b| Stats {
-                min: a.min.min(b.min),
-                max: a.max.max(b.max),
-                finite: a.finite + b.finite,
-            },
-        )
+        .reduce(|| EMPTY, merge)
 }
 
 /// Indices of one chunk plus the values that must be stored exactly.
@@ -186,6 +188,12 @@ pub struct Plan {
 /// Chooses the grid for `params` and quantizes. Returns `None` when no grid meets the target
 /// (the caller then stores the chunk exactly).
 pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
+    plan_in(x, params, None)
+}
+
+/// [`plan`] for a chunk whose NRMSE or PSNR target is measured over `region` only (an HDF5 edge
+/// chunk's data box, the values outside it copies of values inside: its range is the box's).
+pub fn plan_in<T: Element>(x: &[T], params: &Params, region: Option<&Region>) -> Option<Plan> {
     let st = stats(x);
     let range = st.range();
     let mid = if st.finite == 0 {
@@ -216,11 +224,16 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     let Some(t) = target_nrmse else {
         return make(eb);
     };
+    // Over the finite values (specials are kept exactly), as a user computes it.
+    let n = finite_in(x, region).max(1) as f64;
     for _ in 0..16 {
         let p = make(eb)?;
-        let n = x.len().max(1) as f64;
+        let sse = match region {
+            None => p.quantized.sse,
+            Some(r) => grid_sse_in(x, &p, r),
+        };
         let nrmse = if range > 0.0 {
-            (p.quantized.sse / n).sqrt() / range
+            (sse / n).sqrt() / range
         } else {
             0.0
         };
@@ -379,14 +392,60 @@ pub fn sse<T: Element>(x: &[T], y: &[T]) -> f64 {
     })
 }
 
-/// Root-mean-square error of `y` against `x` over the finite errors, divided by the range of
-/// `x` (0 for a constant chunk): what NRMSE and PSNR targets measure.
+/// Root-mean-square error of `y` against `x` over the finite values of `x`, divided by their
+/// range (0 for a constant chunk): what NRMSE and PSNR targets measure.
 pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
-    let range = stats(x).range();
+    nrmse_in(x, y, None)
+}
+
+/// [`nrmse`] over the values of `region` only (the whole chunk when `None`).
+pub fn nrmse_in<T: Element>(x: &[T], y: &[T], region: Option<&Region>) -> f64 {
+    let (st, sse) = match region {
+        None => (stats(x), sse(x, y)),
+        Some(r) => r.runs().fold((EMPTY, 0.0), |(st, e), run| {
+            (
+                merge(st, stats(&x[run.clone()])),
+                e + sse(&x[run.clone()], &y[run]),
+            )
+        }),
+    };
+    let range = st.range();
     if !(range > 0.0) {
         return 0.0;
     }
-    (sse(x, y) / x.len().max(1) as f64).sqrt() / range
+    (sse / st.finite.max(1) as f64).sqrt() / range
+}
+
+/// Number of finite values of `x` in `region` (the whole chunk when `None`).
+fn finite_in<T: Element>(x: &[T], region: Option<&Region>) -> usize {
+    match region {
+        None => stats(x).finite,
+        Some(r) => r.runs().map(|run| stats(&x[run]).finite).sum(),
+    }
+}
+
+/// Sum of the squared errors of the grid values of `plan` (its quantized indices, escapes
+/// exact) against `x`, over `region`.
+fn grid_sse_in<T: Element>(x: &[T], plan: &Plan, region: &Region) -> f64 {
+    let escapes = &plan.quantized.escapes;
+    let mut e = 0;
+    let mut sse = 0.0;
+    for run in region.runs() {
+        for i in run {
+            while e < escapes.len() && escapes[e] < i {
+                e += 1;
+            }
+            if e < escapes.len() && escapes[e] == i {
+                continue;
+            }
+            let v = x[i].to_f64();
+            let err = v - T::from_f64(dequantize_f64(plan.quantized.q[i], plan.grid)).to_f64();
+            if err.is_finite() {
+                sse += err * err;
+            }
+        }
+    }
+    sse
 }
 
 #[cfg(test)]

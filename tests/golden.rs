@@ -164,7 +164,35 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             ChunkInfo::new(DType::F32, &[64]).unwrap(),
             Params::abs(1e-4),
         ),
+        (
+            // Format version 2: an HDF5 edge chunk (data 5x9 of 8x12, padded with a netCDF-style
+            // fill value), its REGION section first, the padding restored exactly.
+            "v2_f32_2d_rel_edge_region",
+            edge_chunk(),
+            ChunkInfo::new(DType::F32, &[8, 12])
+                .unwrap()
+                .with_padding(EDGE_FILL.to_bits() as u64),
+            Params::rel(1e-3),
+        ),
     ]
+}
+
+/// netCDF's default `float` fill value.
+const EDGE_FILL: f32 = 9.96921e36;
+
+/// An 8x12 chunk whose first 5x9 values are data and the rest the fill value.
+fn edge_chunk() -> Vec<u8> {
+    (0..8 * 12)
+        .map(|i| {
+            let (y, x) = (i / 12, i % 12);
+            if y < 5 && x < 9 {
+                280.0 + (x as f32 * 0.4).sin() * 3.0 + y as f32 * 0.7
+            } else {
+                EDGE_FILL
+            }
+        })
+        .flat_map(|v: f32| v.to_le_bytes())
+        .collect()
 }
 
 #[test]
@@ -176,7 +204,22 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 14);
+    assert_eq!(seen, 15);
+}
+
+#[test]
+fn edge_golden_is_version_2_with_its_region() {
+    let chunk = std::fs::read(dir().join("v2_f32_2d_rel_edge_region.rsid")).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert_eq!(s.header.version, 2);
+    assert_eq!(s.sections[0].0, resid::format::section::REGION, "{s:?}");
+    assert_eq!(
+        s.region,
+        Some((vec![5, 9], EDGE_FILL.to_bits() as u64)),
+        "{s:?}"
+    );
+    // The bound is relative to the data's range (about 13), not to the fill value's.
+    assert!(s.header.eb < 0.02, "{s:?}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn section_name(id: u8) -> String {
         resid::format::section::ESCAPES => "escapes".into(),
         resid::format::section::WEIGHTS => "weights (NGLR)".into(),
         resid::format::section::ENHANCE => "enhancer (NeurLZ)".into(),
+        resid::format::section::REGION => "region (edge chunk)".into(),
         other => format!("#{other}"),
     }
 }
@@ -84,6 +85,7 @@ pub fn chunk_details(s: &ChunkSummary) -> String {
         h.requested
     );
     out += &format!("pointwise:   |x - x'| <= {:e} (eb)\n", h.eb);
+    out += &format!("bound over:  {}\n", bound_scope(s));
     out += &format!("coder:       {}\n", lower(h.coder));
     out += &format!("layout:      {}\n", lower(h.layout));
     out += &format!("grid:        mid {:e}, step {:e}\n", h.mid, h.step);
@@ -102,6 +104,24 @@ pub fn chunk_details(s: &ChunkSummary) -> String {
         out += &format!("section:     {} ({} bytes)\n", section_name(*id), len);
     }
     out
+}
+
+/// Which values the bound's range and error were taken over: the whole chunk, or the data
+/// box of an HDF5 edge chunk (its padding restored exactly).
+fn bound_scope(s: &ChunkSummary) -> String {
+    match &s.region {
+        None => "the whole chunk".into(),
+        Some((extent, pad)) => {
+            let pad = match s.header.dtype {
+                resid::DType::F32 => f32::from_bits(*pad as u32) as f64,
+                resid::DType::F64 => f64::from_bits(*pad),
+            };
+            format!(
+                "the data box {} at the origin (edge chunk; padding {pad:e} kept exactly)",
+                shape(extent)
+            )
+        }
+    }
 }
 
 /// How many blocks each predictor coded: `lorenzo 3, interp-md 5`.

@@ -20,8 +20,8 @@ use crate::FILTER_ID;
 /// `H5Z_FLAG_REVERSE`: the filter is called to decode.
 pub const H5Z_FLAG_REVERSE: c_uint = 0x0100;
 
-/// Most `cd_values` words the plugin ever reads back: user words, type, rank, dims.
-const MAX_CD_WORDS: usize = USER_WORDS + 2 + MAX_RANK;
+/// Most `cd_values` words the plugin ever reads back: user words, type, rank, dims, padding.
+const MAX_CD_WORDS: usize = USER_WORDS + 2 + MAX_RANK + 3;
 
 /// `H5Z_can_apply_func_t`: 1 = the filter can handle this dataset, 0 = not applicable (non-float
 /// element type), -1 = error (pushed on the HDF5 error stack).
@@ -55,7 +55,10 @@ pub unsafe extern "C" fn set_local(dcpl: Hid, type_id: Hid, _space: Hid) -> Herr
         let dims = chunk_dims(api, dcpl)?;
         let (flags, cd) = user_cd_values(api, dcpl)?;
         let params = Params::from_cd_values(&cd).map_err(|e| format!("resid: {e}"))?;
-        let chunk = ChunkInfo::new(dtype, &dims).map_err(|e| format!("resid: {e}"))?;
+        refuse_filters_ahead(api, dcpl)?;
+        let chunk = ChunkInfo::new(dtype, &dims)
+            .map_err(|e| format!("resid: {e}"))?
+            .with_padding(fill_bits(api, dcpl, type_id, dtype));
         let full = local_cd_values(&params, &chunk).map_err(|e| format!("resid: {e}"))?;
         // SAFETY: `full` holds `full.len()` words and outlives the call.
         let rc = unsafe { (api.modify_filter)(dcpl, FILTER_ID, flags, full.len(), full.as_ptr()) };
@@ -250,6 +253,83 @@ fn float_type(api: &H5Api, type_id: Hid) -> Result<Option<DType>, String> {
         );
     }
     Ok(Some(dtype))
+}
+
+/// The bits of the dataset's fill value, the value HDF5 pads edge chunks with; 0 (HDF5's
+/// default, and what it pads with when the fill time is "never") when it cannot be read.
+fn fill_bits(api: &H5Api, dcpl: Hid, type_id: Hid, dtype: DType) -> u64 {
+    let Some(get) = api.get_fill_value else {
+        return 0;
+    };
+    let mut value = [0u8; 8];
+    // SAFETY: `value` has room for one element of the dataset's type (4 or 8 bytes).
+    if unsafe { get(dcpl, type_id, value.as_mut_ptr() as *mut c_void) } < 0 {
+        return 0;
+    }
+    match dtype {
+        DType::F32 => u32::from_le_bytes(value[..4].try_into().unwrap()) as u64,
+        DType::F64 => u64::from_le_bytes(value),
+    }
+}
+
+/// Refuses a dataset whose filter pipeline changes the bytes before resid sees them: resid must
+/// receive the values themselves (a shuffled chunk codes to nothing smaller, so every chunk
+/// would be stored raw). Filters after resid (fletcher32, a lossless compressor) are fine.
+fn refuse_filters_ahead(api: &H5Api, dcpl: Hid) -> Result<(), String> {
+    let (Some(nfilters), Some(get)) = (api.get_nfilters, api.get_filter2) else {
+        return Ok(());
+    };
+    // SAFETY: HDF5 query on the dcpl HDF5 gave us.
+    let n = unsafe { nfilters(dcpl) };
+    for idx in 0..n.max(0) as c_uint {
+        let (mut flags, mut nelmts, mut config) = (0 as c_uint, 0usize, 0 as c_uint);
+        let mut name = [0 as std::ffi::c_char; 64];
+        // SAFETY: no cd_values are requested (count 0); `name` holds 64 bytes.
+        let id = unsafe {
+            get(
+                dcpl,
+                idx,
+                &mut flags,
+                &mut nelmts,
+                ptr::null_mut(),
+                name.len(),
+                name.as_mut_ptr(),
+                &mut config,
+            )
+        };
+        if id == FILTER_ID || id < 0 {
+            return Ok(());
+        }
+        // SAFETY: HDF5 wrote a NUL-terminated name of at most 64 bytes (zeroed otherwise).
+        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+        return Err(filter_ahead_message(id, &name));
+    }
+    Ok(())
+}
+
+/// What to tell a user whose filter `id` (`name`) comes before resid.
+pub fn filter_ahead_message(id: c_int, name: &str) -> String {
+    let what = match id {
+        1 => "deflate (gzip)".to_string(),
+        2 => "shuffle".to_string(),
+        3 => "fletcher32".to_string(),
+        4 => "szip".to_string(),
+        5 => "n-bit".to_string(),
+        6 => "scale-offset".to_string(),
+        _ if name.is_empty() => format!("filter {id}"),
+        _ => format!("{name} (filter {id})"),
+    };
+    let advice = match id {
+        2 => "drop shuffle (h5py: shuffle=False; h5repack: no SHUF): resid does its own \
+              bit-plane work"
+            .to_string(),
+        _ => "put resid first: filters after it (fletcher32, a lossless compressor) are fine"
+            .to_string(),
+    };
+    format!(
+        "resid: the {what} filter comes before resid in this dataset's filter pipeline, so \
+         resid would receive changed bytes instead of the values; {advice}"
+    )
 }
 
 /// The chunk dimensions of `dcpl`, or an error when the layout is not chunked.

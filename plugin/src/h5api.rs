@@ -46,6 +46,18 @@ type GetFilterById2 = unsafe extern "C" fn(
     *mut c_uint,
 ) -> Herr;
 type ModifyFilter = unsafe extern "C" fn(Hid, c_int, c_uint, usize, *const c_uint) -> Herr;
+type GetFillValue = unsafe extern "C" fn(Hid, Hid, *mut c_void) -> Herr;
+type GetNFilters = unsafe extern "C" fn(Hid) -> c_int;
+type GetFilter2 = unsafe extern "C" fn(
+    Hid,
+    c_uint,
+    *mut c_uint,
+    *mut usize,
+    *mut c_uint,
+    usize,
+    *mut c_char,
+    *mut c_uint,
+) -> c_int;
 type Epush2 = unsafe extern "C" fn(
     Hid,
     *const c_char,
@@ -104,6 +116,11 @@ pub struct H5Api {
     pub tget_order: TypeInt,
     pub get_filter_by_id2: GetFilterById2,
     pub modify_filter: ModifyFilter,
+    /// `H5Pget_fill_value`: the value HDF5 pads edge chunks with.
+    pub get_fill_value: Option<GetFillValue>,
+    /// `H5Pget_nfilters` and `H5Pget_filter2`: the filters ahead of resid in the pipeline.
+    pub get_nfilters: Option<GetNFilters>,
+    pub get_filter2: Option<GetFilter2>,
     epush2: Option<Epush2>,
     err_ids: Option<ErrIds>,
     memory: Option<(AllocMemory, FreeMemory)>,
@@ -261,6 +278,9 @@ impl H5Api {
                 tget_order: req!("H5Tget_order", TypeInt),
                 get_filter_by_id2: req!("H5Pget_filter_by_id2", GetFilterById2),
                 modify_filter: req!("H5Pmodify_filter", ModifyFilter),
+                get_fill_value: opt!("H5Pget_fill_value", GetFillValue),
+                get_nfilters: opt!("H5Pget_nfilters", GetNFilters),
+                get_filter2: opt!("H5Pget_filter2", GetFilter2),
                 epush2: opt!("H5Epush2", Epush2),
                 err_ids,
                 memory,
