@@ -40,12 +40,12 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
             return Ok(compress_edge(&x, data, chunk, params, &region));
         }
     }
-    Ok(compress_values::<T>(data, chunk, params, None))
+    Ok(compress_values::<T>(data, chunk, params))
 }
 
-/// An HDF5 edge chunk: the values outside its data box are replaced by copies of values inside
-/// it, so the chunk's range is the box's; the chunk is coded so, with an NRMSE or PSNR target
-/// measured over the box, and a REGION section tells the decoder to put the padding back.
+/// An HDF5 edge chunk: its data box is coded as a chunk of its own (so the bound is taken over
+/// the user's values only), behind a header of the whole chunk's shape and a REGION section
+/// that tells the decoder where the box goes and what the padding holds.
 fn compress_edge<T: Element>(
     x: &[T],
     data: &[u8],
@@ -53,12 +53,8 @@ fn compress_edge<T: Element>(
     params: &Params,
     region: &Region,
 ) -> Vec<u8> {
-    let filled = field::to_bytes(&region.replicate(x));
-    let plain = ChunkInfo {
-        padding: None,
-        ..chunk.clone()
-    };
-    let coded = compress_values::<T>(&filled, &plain, params, Some(region));
+    let boxed = ChunkInfo::new(chunk.dtype, &region.extent).expect("a box inside the chunk");
+    let coded = compress_values::<T>(&field::to_bytes(&region.gather(x)), &boxed, params);
     let mut r = Reader::new(&coded);
     let header = Header::read(&mut r).expect("the encoder's own header");
     if header.layout == Layout::Stored {
@@ -70,6 +66,7 @@ fn compress_edge<T: Element>(
     let mut out = Vec::with_capacity(coded.len() + format::SECTION_HEADER + payload.len());
     Header {
         version: format::FORMAT_VERSION,
+        shape: chunk.shape.clone(),
         sections: header.sections + 1,
         ..header
     }
@@ -83,14 +80,8 @@ fn compress_edge<T: Element>(
     }
 }
 
-/// Codes a chunk's values; an NRMSE or PSNR target is measured over `region` when one is
-/// given (the whole chunk otherwise).
-fn compress_values<T: Element>(
-    data: &[u8],
-    chunk: &ChunkInfo,
-    params: &Params,
-    region: Option<&Region>,
-) -> Vec<u8> {
+/// Codes a chunk's values (the GPU's when it takes the chunk).
+fn compress_values<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Vec<u8> {
     let coded = match gpu_encode(data, chunk, params) {
         // The GPU coded every block: the values are needed only as bytes, for the escapes.
         Some((plan, blocks)) => Some(encode_coded::<T>(
@@ -103,12 +94,8 @@ fn compress_values<T: Element>(
         )),
         None => {
             let x: Vec<T> = field::from_bytes(data);
-            let target = Target {
-                nrmse: quant::target_nrmse(params),
-                region,
-            };
-            quant::plan_in(&x, params, region).map(|plan| match target.nrmse {
-                Some(_) => encode_for_target(&x, data, chunk, params, plan, &target),
+            quant::plan(&x, params).map(|plan| match quant::target_nrmse(params) {
+                Some(target) => encode_for_target(&x, data, chunk, params, plan, target),
                 None => encode_coded(&x, data, chunk, params, &plan, None),
             })
         }
@@ -119,28 +106,10 @@ fn compress_values<T: Element>(
     }
 }
 
-/// An NRMSE or PSNR target and the values it is measured over (an edge chunk's data box, or
-/// the whole chunk).
-struct Target<'a> {
-    nrmse: Option<f64>,
-    region: Option<&'a Region>,
-}
-
-impl Target<'_> {
-    /// The NRMSE asked for.
-    fn value(&self) -> f64 {
-        self.nrmse.expect("an NRMSE or PSNR target")
-    }
-
-    /// The NRMSE of a chunk's decoded values against `x` (`None` if it does not decode).
-    fn decoded<T: Element>(&self, x: &[T], bytes: &[u8]) -> Option<f64> {
-        let back = decompress(bytes, usize::MAX).ok()?;
-        Some(quant::nrmse_in(
-            x,
-            &field::from_bytes::<T>(&back),
-            self.region,
-        ))
-    }
+/// The NRMSE of a chunk's decoded values against `x` (`None` if it does not decode).
+fn decoded_nrmse<T: Element>(x: &[T], bytes: &[u8]) -> Option<f64> {
+    let back = decompress(bytes, usize::MAX).ok()?;
+    Some(quant::nrmse(x, &field::from_bytes::<T>(&back)))
 }
 
 /// Codes a chunk for an NRMSE or PSNR target. `plan` is the target's grid with feedback step
@@ -157,9 +126,8 @@ fn encode_for_target<T: Element>(
     chunk: &ChunkInfo,
     params: &Params,
     plan: Plan,
-    t: &Target<'_>,
+    target: f64,
 ) -> Vec<u8> {
-    let target = t.value();
     let plain = Params {
         enhancer: Enhancer::Off,
         ..*params
@@ -172,7 +140,7 @@ fn encode_for_target<T: Element>(
                 break;
             };
             let bytes = encode_coded(x, data, chunk, &plain, &p, None);
-            let Some(e) = t.decoded(x, &bytes).filter(|&e| e > 0.0) else {
+            let Some(e) = decoded_nrmse(x, &bytes).filter(|&e| e > 0.0) else {
                 break;
             };
             if e <= target {
@@ -203,7 +171,7 @@ fn encode_for_target<T: Element>(
     if params.enhancer == Enhancer::Off {
         return bytes;
     }
-    quality_target(x, data, chunk, params, &plan, bytes, t)
+    quality_target(x, data, chunk, params, &plan, bytes, target)
 }
 
 /// Bits per value up to which an NRMSE or PSNR target is coded with error feedback alone
@@ -225,16 +193,15 @@ fn quality_target<T: Element>(
     params: &Params,
     plan: &Plan,
     plain: Vec<u8>,
-    t: &Target<'_>,
+    target: f64,
 ) -> Vec<u8> {
-    let target = t.value();
     let forced = Params {
         enhancer_force: true,
         ..*params
     };
     let mut best = plain;
     let enhanced = encode_coded(x, data, chunk, &forced, plan, None);
-    let Some(e0) = t.decoded(x, &enhanced) else {
+    let Some(e0) = decoded_nrmse(x, &enhanced) else {
         return best;
     };
     if e0 <= target && enhanced.len() < best.len() {
@@ -251,7 +218,7 @@ fn quality_target<T: Element>(
             break;
         };
         let bytes = encode_coded(x, data, chunk, &forced, &loose, None);
-        let Some(e) = t.decoded(x, &bytes) else {
+        let Some(e) = decoded_nrmse(x, &bytes) else {
             break;
         };
         if e <= target {
@@ -1351,16 +1318,15 @@ fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
             );
             out.buf().copy_from_slice(payload);
         }
-        Layout::Coded => {
-            let (header, region) = read_region(header, &mut r)?;
-            match header.dtype {
-                DType::F32 => decode_coded::<f32>(&header, &mut r, out)?,
-                DType::F64 => decode_coded::<f64>(&header, &mut r, out)?,
+        Layout::Coded => match read_region(header, &mut r)? {
+            (header, None) => decode_typed(&header, &mut r, out)?,
+            // An edge chunk: its data box, coded as a chunk of its own, then the padding.
+            (boxed, Some(region)) => {
+                let mut values = Output::Owned(Vec::new(), boxed.len() * boxed.dtype.size());
+                decode_typed(&boxed, &mut r, &mut values)?;
+                region.scatter(values.buf(), out.buf(), boxed.dtype.size());
             }
-            if let Some(region) = region {
-                region.restore(out.buf(), header.dtype.size());
-            }
-        }
+        },
     }
     ensure!(
         r.remaining() == 0,
@@ -1369,8 +1335,15 @@ fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
     Ok(())
 }
 
+fn decode_typed(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<()> {
+    match h.dtype {
+        DType::F32 => decode_coded::<f32>(h, r, out),
+        DType::F64 => decode_coded::<f64>(h, r, out),
+    }
+}
+
 /// The REGION section of a version-2 coded chunk (it comes first), and the header of the
-/// version-1 chunk that follows it (one section fewer).
+/// chunk of the data box that follows it (the box's shape, one section fewer).
 fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Region>)> {
     if header.version == format::BASE_VERSION {
         return Ok((header, None));
@@ -1394,6 +1367,8 @@ fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Reg
         pad,
     };
     let header = Header {
+        version: format::BASE_VERSION,
+        shape: region.extent.clone(),
         sections: header.sections - 1,
         ..header
     };

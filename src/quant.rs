@@ -10,7 +10,6 @@ use rayon::prelude::*;
 
 use crate::field::Element;
 use crate::params::{ErrorMode, Params, PredictorChoice};
-use crate::region::Region;
 
 /// Largest quantization index magnitude. Keeps every Lorenzo residual (a sum of 8 grid values)
 /// below 2^30 in magnitude, so its zigzag code has at most 31 bit-planes.
@@ -188,12 +187,6 @@ pub struct Plan {
 /// Chooses the grid for `params` and quantizes. Returns `None` when no grid meets the target
 /// (the caller then stores the chunk exactly).
 pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
-    plan_in(x, params, None)
-}
-
-/// [`plan`] for a chunk whose NRMSE or PSNR target is measured over `region` only (an HDF5 edge
-/// chunk's data box, the values outside it copies of values inside: its range is the box's).
-pub fn plan_in<T: Element>(x: &[T], params: &Params, region: Option<&Region>) -> Option<Plan> {
     let st = stats(x);
     let range = st.range();
     let mid = if st.finite == 0 {
@@ -225,15 +218,11 @@ pub fn plan_in<T: Element>(x: &[T], params: &Params, region: Option<&Region>) ->
         return make(eb);
     };
     // Over the finite values (specials are kept exactly), as a user computes it.
-    let n = finite_in(x, region).max(1) as f64;
+    let n = st.finite.max(1) as f64;
     for _ in 0..16 {
         let p = make(eb)?;
-        let sse = match region {
-            None => p.quantized.sse,
-            Some(r) => grid_sse_in(x, &p, r),
-        };
         let nrmse = if range > 0.0 {
-            (sse / n).sqrt() / range
+            (p.quantized.sse / n).sqrt() / range
         } else {
             0.0
         };
@@ -395,57 +384,12 @@ pub fn sse<T: Element>(x: &[T], y: &[T]) -> f64 {
 /// Root-mean-square error of `y` against `x` over the finite values of `x`, divided by their
 /// range (0 for a constant chunk): what NRMSE and PSNR targets measure.
 pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
-    nrmse_in(x, y, None)
-}
-
-/// [`nrmse`] over the values of `region` only (the whole chunk when `None`).
-pub fn nrmse_in<T: Element>(x: &[T], y: &[T], region: Option<&Region>) -> f64 {
-    let (st, sse) = match region {
-        None => (stats(x), sse(x, y)),
-        Some(r) => r.runs().fold((EMPTY, 0.0), |(st, e), run| {
-            (
-                merge(st, stats(&x[run.clone()])),
-                e + sse(&x[run.clone()], &y[run]),
-            )
-        }),
-    };
+    let st = stats(x);
     let range = st.range();
     if !(range > 0.0) {
         return 0.0;
     }
-    (sse / st.finite.max(1) as f64).sqrt() / range
-}
-
-/// Number of finite values of `x` in `region` (the whole chunk when `None`).
-fn finite_in<T: Element>(x: &[T], region: Option<&Region>) -> usize {
-    match region {
-        None => stats(x).finite,
-        Some(r) => r.runs().map(|run| stats(&x[run]).finite).sum(),
-    }
-}
-
-/// Sum of the squared errors of the grid values of `plan` (its quantized indices, escapes
-/// exact) against `x`, over `region`.
-fn grid_sse_in<T: Element>(x: &[T], plan: &Plan, region: &Region) -> f64 {
-    let escapes = &plan.quantized.escapes;
-    let mut e = 0;
-    let mut sse = 0.0;
-    for run in region.runs() {
-        for i in run {
-            while e < escapes.len() && escapes[e] < i {
-                e += 1;
-            }
-            if e < escapes.len() && escapes[e] == i {
-                continue;
-            }
-            let v = x[i].to_f64();
-            let err = v - T::from_f64(dequantize_f64(plan.quantized.q[i], plan.grid)).to_f64();
-            if err.is_finite() {
-                sse += err * err;
-            }
-        }
-    }
-    sse
+    (sse(x, y) / st.finite.max(1) as f64).sqrt() / range
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! full-size edge chunks whose part outside the dataset holds the fill value (zeros when the
 //! fill time is "never" or no fill value is set). The filter is not told where a chunk sits,
 //! so [`Region::find`] reads every trailing slab of the chunk that holds nothing but the
-//! padding value as outside the data. A relative, NRMSE or PSNR bound is then taken over the
-//! box that remains, and the padding is restored bit for bit on decode. Leaving values out of
+//! padding value as outside the data. The box that remains is coded as a chunk of its own (so
+//! a relative, NRMSE or PSNR bound is taken over it), and the padding is restored bit for bit
+//! on decode. Leaving values out of
 //! the range and the error can only tighten the bound the user measures (docs/RELIABILITY.md,
 //! "Edge chunks"), so an interior chunk whose last rows really hold the fill value is safe.
 
@@ -77,50 +78,33 @@ impl Region {
         self.len() == 0
     }
 
-    /// `x` with every value outside the box replaced by the nearest value inside it (each
-    /// coordinate clamped to the box): the padding then costs the predictors nearly nothing,
-    /// and the chunk's range is the box's.
-    pub fn replicate<T: Copy>(&self, x: &[T]) -> Vec<T> {
-        let r = self.shape.len();
-        let mut strides = vec![1usize; r];
-        for d in (0..r - 1).rev() {
-            strides[d] = strides[d + 1] * self.shape[d + 1];
+    /// The values of the box, row after row: the chunk an edge chunk is coded as.
+    pub fn gather<T: Copy>(&self, x: &[T]) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.len());
+        for run in self.runs() {
+            out.extend_from_slice(&x[run]);
         }
-        let mut y = x.to_vec();
-        let mut coord = vec![0usize; r];
-        for v in y.iter_mut() {
-            if coord.iter().zip(&self.extent).any(|(c, e)| c >= e) {
-                let src: usize = (0..r)
-                    .map(|d| coord[d].min(self.extent[d] - 1) * strides[d])
-                    .sum();
-                *v = x[src];
-            }
-            for d in (0..r).rev() {
-                coord[d] += 1;
-                if coord[d] < self.shape[d] {
-                    break;
-                }
-                coord[d] = 0;
-            }
-        }
-        y
+        out
     }
 
-    /// Writes the padding value over every element outside the box of `out`, the chunk's
-    /// little-endian element bytes (`size` bytes each).
-    pub fn restore(&self, out: &mut [u8], size: usize) {
+    /// The whole chunk's little-endian element bytes (`size` bytes each) into `out`: the box's
+    /// from `boxed` (as [`Region::gather`] lists them), the padding value everywhere else.
+    pub fn scatter(&self, boxed: &[u8], out: &mut [u8], size: usize) {
         let pad = self.pad.to_le_bytes();
         let pad = &pad[..size];
-        let mut next = 0;
-        for run in self.runs() {
-            for e in out[next * size..run.start * size].chunks_exact_mut(size) {
+        let fill = |part: &mut [u8]| {
+            for e in part.chunks_exact_mut(size) {
                 e.copy_from_slice(pad);
             }
-            next = run.end;
+        };
+        let (mut next, mut from) = (0, 0);
+        for run in self.runs() {
+            fill(&mut out[next * size..run.start * size]);
+            let n = run.len() * size;
+            out[run.start * size..run.end * size].copy_from_slice(&boxed[from..from + n]);
+            (next, from) = (run.end, from + n);
         }
-        for e in out[next * size..].chunks_exact_mut(size) {
-            e.copy_from_slice(pad);
-        }
+        fill(&mut out[next * size..]);
     }
 }
 
@@ -152,16 +136,17 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_box_restores_and_replicates() {
+    fn finds_the_box_gathers_and_scatters() {
         let x = edge(0.0);
         let r = Region::find(&x, &[5, 7], 0).unwrap();
         assert_eq!(r.extent, vec![3, 4]);
         assert_eq!(r.runs().collect::<Vec<_>>(), vec![0..4, 7..11, 14..18]);
-        let y = r.replicate(&x);
-        assert_eq!(y[4], x[3]); // row 0, past the box: the row's last value
-        assert_eq!(y[34], x[2 * 7 + 3]); // the far corner: the box's
-        let mut bytes: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
-        r.restore(&mut bytes, 4);
+        let boxed = r.gather(&x);
+        assert_eq!(boxed.len(), 12);
+        assert_eq!((boxed[4], boxed[11]), (x[7], x[2 * 7 + 3]));
+        let boxed: Vec<u8> = boxed.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = vec![0xAAu8; 35 * 4];
+        r.scatter(&boxed, &mut bytes, 4);
         let back: Vec<f32> = bytes
             .chunks(4)
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
