@@ -108,7 +108,7 @@ impl Header {
         ensure!(r.take(4, "magic")? == MAGIC, Error::WrongMagic);
         let version = r.u8("header")?;
         ensure!(
-            version >= 1 && version <= FORMAT_VERSION,
+            (1..=FORMAT_VERSION).contains(&version),
             Error::UnsupportedVersion(version)
         );
         let layout = match r.u8("header")? {

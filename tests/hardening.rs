@@ -245,6 +245,7 @@ fn wrong_magic_version_checksum_and_trailing_bytes() {
 fn huge_header(layout: Layout, shape: Vec<usize>, block: [usize; 3]) -> Vec<u8> {
     let mut out = Vec::new();
     Header {
+        version: resid::format::BASE_VERSION,
         layout,
         dtype: DType::F32,
         shape,

@@ -173,6 +173,7 @@ fn tiny_blocks_chunk(n: usize) -> Vec<u8> {
     use resid::format::{self, section, Header, Layout};
     let mut c = Vec::new();
     Header {
+        version: resid::format::BASE_VERSION,
         layout: Layout::Coded,
         dtype: DType::F32,
         shape: vec![n],

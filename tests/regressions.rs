@@ -48,6 +48,7 @@ fn chunk_with_block(shape: Vec<usize>, block: &[u8]) -> Vec<u8> {
     let dims = resid::field::grid_dims(&shape);
     let mut c = Vec::new();
     Header {
+        version: resid::format::BASE_VERSION,
         layout: Layout::Coded,
         dtype: DType::F32,
         shape,

@@ -280,31 +280,32 @@ fn refuse_filters_ahead(api: &H5Api, dcpl: Hid) -> Result<(), String> {
         return Ok(());
     };
     // SAFETY: HDF5 query on the dcpl HDF5 gave us.
-    let n = unsafe { nfilters(dcpl) };
-    for idx in 0..n.max(0) as c_uint {
-        let (mut flags, mut nelmts, mut config) = (0 as c_uint, 0usize, 0 as c_uint);
-        let mut name = [0 as std::ffi::c_char; 64];
-        // SAFETY: no cd_values are requested (count 0); `name` holds 64 bytes.
-        let id = unsafe {
-            get(
-                dcpl,
-                idx,
-                &mut flags,
-                &mut nelmts,
-                ptr::null_mut(),
-                name.len(),
-                name.as_mut_ptr(),
-                &mut config,
-            )
-        };
-        if id == FILTER_ID || id < 0 {
-            return Ok(());
-        }
-        // SAFETY: HDF5 wrote a NUL-terminated name of at most 64 bytes (zeroed otherwise).
-        let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
-        return Err(filter_ahead_message(id, &name));
+    if unsafe { nfilters(dcpl) } <= 0 {
+        return Ok(());
     }
-    Ok(())
+    // The first filter of the pipeline is the one that must be resid.
+    let (mut flags, mut nelmts, mut config) = (0 as c_uint, 0usize, 0 as c_uint);
+    let mut name = [0 as std::ffi::c_char; 64];
+    // SAFETY: no cd_values are requested (count 0); `name` holds 64 bytes.
+    let id = unsafe {
+        get(
+            dcpl,
+            0,
+            &mut flags,
+            &mut nelmts,
+            ptr::null_mut(),
+            name.len(),
+            name.as_mut_ptr(),
+            &mut config,
+        )
+    };
+    if id == FILTER_ID || id < 0 {
+        return Ok(());
+    }
+    name[name.len() - 1] = 0;
+    // SAFETY: `name` is NUL-terminated (its last byte at the latest).
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy();
+    Err(filter_ahead_message(id, &name))
 }
 
 /// What to tell a user whose filter `id` (`name`) comes before resid.
