@@ -31,7 +31,8 @@ pub enum ErrorMode {
     Abs = 0,
     /// `|x - x'| <= bound * (max - min)` of the chunk's finite values.
     Rel = 1,
-    /// Root-mean-square error divided by the chunk's value range at most `bound`.
+    /// Root-mean-square error over the chunk's finite values divided by their range at most
+    /// `bound`.
     Nrmse = 2,
     /// Peak signal-to-noise ratio `20 log10(range / RMSE)` at least `bound` dB.
     Psnr = 3,
