@@ -3,7 +3,8 @@
 //! decoder alike. The chunk's grid indices go up once; the slices are run in batches that fit
 //! [`BATCH_BYTES`] of activations; the corrections come back once.
 
-use super::cuda::{blocks_for, guard, Arg, Cuda};
+use super::launch::{blocks_for, Arg};
+use super::{guard, Cuda};
 use crate::enhance::neurlz::{self, Inputs, Norm};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Kind, QNet};
@@ -15,7 +16,7 @@ const NZG: usize = 6;
 /// Device memory the activations of one batch of slices may take.
 pub const BATCH_BYTES: usize = 1 << 30;
 
-/// [`neurlz::corrections`] on the backend selected for `backend` (`super::learned_gpu`); the
+/// [`neurlz::corrections`] on the backend selected for `backend` (`crate::backend::learned_gpu`); the
 /// CPU computes them when no GPU is selected or the GPU fails (logged). Same values either way.
 pub fn corrections(
     backend: Backend,
@@ -26,10 +27,10 @@ pub fn corrections(
     dims: [usize; 3],
     m: i64,
 ) -> Vec<i32> {
-    if let Some(g) = super::learned_gpu(backend, q.len()) {
+    if let Some(g) = crate::backend::learned_gpu(backend, q.len()) {
         match g.neurlz_corrections(inputs, net, norm, q, dims, m) {
             Ok(c) => return c,
-            Err(e) => _ = super::gpu_failed("NeurLZ inference", &e, "the CPU runs it"),
+            Err(e) => _ = crate::backend::gpu_failed("NeurLZ inference", &e, "the CPU runs it"),
         }
     }
     neurlz::corrections(inputs, net, norm, q, dims, m)
