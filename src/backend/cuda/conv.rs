@@ -3,11 +3,11 @@
 //! decoder alike. The chunk's grid indices go up once; the slices are run in batches that fit
 //! [`BATCH_BYTES`] of activations; the corrections come back once.
 
-use super::launch::{blocks_for, Arg};
+use super::launch::{blocks_for, Arg, Launch};
 use super::{guard, Cuda};
 use crate::enhance::neurlz::{self, Inputs, Norm};
 use crate::error::{ensure, Error, Result};
-use crate::nn::conv::{Kind, QNet};
+use crate::nn::conv::{Kind, LayerShape, QNet};
 use crate::params::Backend;
 
 /// Output channels one thread computes (`NZG` in `neurlz.cu`).
@@ -140,118 +140,220 @@ impl Cuda {
         let a4d = self.zeros::<i32>(batch * c * hw)?;
         let zd = self.zeros::<i32>(batch * fields * hw)?;
         let corrd = self.zeros::<i32>(q.len())?;
-        let (qp, normp, xp, catp) = (
-            self.ptr(&qd),
-            self.ptr(&normd),
-            self.ptr(&xd),
-            self.ptr(&catd),
-        );
-        let (a1p, a2p, a4p, zp) = (
-            self.ptr(&a1d),
-            self.ptr(&a2d),
-            self.ptr(&a4d),
-            self.ptr(&zd),
-        );
-        let lp = |n: usize| Arg::Ptr(self.ptr(&pd) + 4 * starts[n] as u64);
-        let layers = arch.layers();
-        let relu = |n: usize| Arg::I32(layers[n].relu as i32);
-        let (hi, wi, h2i, w2i) = (h as i32, w as i32, h2 as i32, w2 as i32);
+        let run = Inference {
+            layers: arch.layers(),
+            starts: &starts,
+            shape: (k, c, fields, per_field),
+            plane: (h, w),
+            m,
+            params: self.ptr(&pd),
+            q: self.ptr(&qd),
+            norm: self.ptr(&normd),
+            x: self.ptr(&xd),
+            cat: self.ptr(&catd),
+            a1: self.ptr(&a1d),
+            a2: self.ptr(&a2d),
+            a4: self.ptr(&a4d),
+            z: self.ptr(&zd),
+            corr: self.ptr(&corrd),
+        };
         let mut s0 = 0;
         while s0 < per_field {
             let sb = batch.min(per_field - s0);
-            let si = Arg::I32(sb as i32);
-            // Layer 0 writes the second half of `cat`.
-            let a0p = catp + 4 * (c * sb * hw) as u64;
-            self.launch(
-                "nz_inputs",
-                (blocks_for(hw), fields, sb),
-                &[
-                    Arg::Ptr(qp),
-                    Arg::I32(k as i32),
-                    Arg::I32(fields as i32),
-                    Arg::I32(per_field as i32),
-                    Arg::I32(s0 as i32),
-                    si,
-                    Arg::I32(hi),
-                    Arg::I32(wi),
-                    Arg::Ptr(normp),
-                    Arg::I64(m),
-                    Arg::Ptr(xp),
-                ],
-            )?;
-            let conv3 = |n: usize, x: u64, h: i32, w: i32, out: u64| -> Result<()> {
-                let l = layers[n];
-                let Kind::Conv3 { stride } = l.kind else {
-                    unreachable!("layer {n} is a 3x3 convolution")
-                };
-                let (ho, wo) = ((h as usize).div_ceil(stride), (w as usize).div_ceil(stride));
-                self.launch(
-                    "nz_conv3",
-                    (blocks_for(ho * wo), l.cout.div_ceil(NZG), sb),
-                    &[
-                        Arg::Ptr(x),
-                        Arg::I32(l.cin as i32),
-                        si,
-                        Arg::I32(h),
-                        Arg::I32(w),
-                        Arg::I32(stride as i32),
-                        lp(n),
-                        Arg::I32(l.cout as i32),
-                        relu(n),
-                        Arg::Ptr(out),
-                    ],
-                )
-            };
-            conv3(0, xp, hi, wi, a0p)?;
-            conv3(1, a0p, hi, wi, a1p)?;
-            conv3(2, a1p, h2i, w2i, a2p)?;
-            self.launch(
-                "nz_deconv2",
-                (blocks_for(hw), layers[3].cout.div_ceil(NZG), sb),
-                &[
-                    Arg::Ptr(a2p),
-                    Arg::I32(layers[3].cin as i32),
-                    si,
-                    Arg::I32(h2i),
-                    Arg::I32(w2i),
-                    Arg::I32(hi),
-                    Arg::I32(wi),
-                    lp(3),
-                    Arg::I32(layers[3].cout as i32),
-                    relu(3),
-                    Arg::Ptr(catp),
-                ],
-            )?;
-            conv3(4, catp, hi, wi, a4p)?;
-            self.launch(
-                "nz_conv1",
-                (blocks_for(hw), fields.div_ceil(NZG), sb),
-                &[
-                    Arg::Ptr(a4p),
-                    Arg::I32(layers[5].cin as i32),
-                    si,
-                    Arg::I64(hw as i64),
-                    lp(5),
-                    Arg::I32(fields as i32),
-                    relu(5),
-                    Arg::Ptr(zp),
-                ],
-            )?;
-            self.launch(
-                "nz_correct",
-                (blocks_for(hw), fields, sb),
-                &[
-                    Arg::Ptr(zp),
-                    Arg::I32(per_field as i32),
-                    Arg::I32(s0 as i32),
-                    si,
-                    Arg::I64(hw as i64),
-                    Arg::Ptr(self.ptr(&corrd)),
-                ],
-            )?;
+            for (name, grid, args) in run.batch(s0, sb) {
+                self.launch(name, grid, &args)?;
+            }
             s0 += sb;
         }
         // The download synchronizes: every buffer above is still alive.
         self.download_staged(&corrd)
+    }
+}
+
+/// What the launches of every batch share: the network's layers and where each layer's
+/// parameters start, the shapes, and the device addresses of the buffers.
+struct Inference<'a> {
+    layers: [LayerShape; 6],
+    starts: &'a [usize],
+    /// Input planes a field, network width, fields, slices a field.
+    shape: (usize, usize, usize, usize),
+    /// A slice's `h x w`.
+    plane: (usize, usize),
+    m: i64,
+    /// The network's parameters, the grid indices and the norms.
+    params: u64,
+    q: u64,
+    norm: u64,
+    /// The batch's activations: inputs, [layer 3, layer 0], layers 1, 2 and 4, outputs.
+    x: u64,
+    cat: u64,
+    a1: u64,
+    a2: u64,
+    a4: u64,
+    z: u64,
+    /// The chunk's corrections.
+    corr: u64,
+}
+
+impl Inference<'_> {
+    /// The launches that take slices `s0..s0 + sb` of every field through the network into
+    /// their corrections, in order.
+    fn batch(&self, s0: usize, sb: usize) -> Vec<Launch> {
+        let (k, c, fields, per_field) = self.shape;
+        let (h, w) = self.plane;
+        let hw = h * w;
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let (hi, wi, h2i, w2i) = (h as i32, w as i32, h2 as i32, w2 as i32);
+        let layers = &self.layers;
+        let lp = |n: usize| Arg::Ptr(self.params + 4 * self.starts[n] as u64);
+        let relu = |n: usize| Arg::I32(layers[n].relu as i32);
+        let si = Arg::I32(sb as i32);
+        let mut out: Vec<Launch> = Vec::new();
+        // Layer 0 writes the second half of `cat`.
+        let a0p = self.cat + 4 * (c * sb * hw) as u64;
+        out.push((
+            "nz_inputs",
+            (blocks_for(hw), fields, sb),
+            vec![
+                Arg::Ptr(self.q),
+                Arg::I32(k as i32),
+                Arg::I32(fields as i32),
+                Arg::I32(per_field as i32),
+                Arg::I32(s0 as i32),
+                si,
+                Arg::I32(hi),
+                Arg::I32(wi),
+                Arg::Ptr(self.norm),
+                Arg::I64(self.m),
+                Arg::Ptr(self.x),
+            ],
+        ));
+        let conv3 = |n: usize, x: u64, h: i32, w: i32, out: u64| -> Launch {
+            let l = layers[n];
+            let Kind::Conv3 { stride } = l.kind else {
+                unreachable!("layer {n} is a 3x3 convolution")
+            };
+            let (ho, wo) = ((h as usize).div_ceil(stride), (w as usize).div_ceil(stride));
+            (
+                "nz_conv3",
+                (blocks_for(ho * wo), l.cout.div_ceil(NZG), sb),
+                vec![
+                    Arg::Ptr(x),
+                    Arg::I32(l.cin as i32),
+                    si,
+                    Arg::I32(h),
+                    Arg::I32(w),
+                    Arg::I32(stride as i32),
+                    lp(n),
+                    Arg::I32(l.cout as i32),
+                    relu(n),
+                    Arg::Ptr(out),
+                ],
+            )
+        };
+        out.push(conv3(0, self.x, hi, wi, a0p));
+        out.push(conv3(1, a0p, hi, wi, self.a1));
+        out.push(conv3(2, self.a1, h2i, w2i, self.a2));
+        out.push((
+            "nz_deconv2",
+            (blocks_for(hw), layers[3].cout.div_ceil(NZG), sb),
+            vec![
+                Arg::Ptr(self.a2),
+                Arg::I32(layers[3].cin as i32),
+                si,
+                Arg::I32(h2i),
+                Arg::I32(w2i),
+                Arg::I32(hi),
+                Arg::I32(wi),
+                lp(3),
+                Arg::I32(layers[3].cout as i32),
+                relu(3),
+                Arg::Ptr(self.cat),
+            ],
+        ));
+        out.push(conv3(4, self.cat, hi, wi, self.a4));
+        out.push((
+            "nz_conv1",
+            (blocks_for(hw), fields.div_ceil(NZG), sb),
+            vec![
+                Arg::Ptr(self.a4),
+                Arg::I32(layers[5].cin as i32),
+                si,
+                Arg::I64(hw as i64),
+                lp(5),
+                Arg::I32(fields as i32),
+                relu(5),
+                Arg::Ptr(self.z),
+            ],
+        ));
+        out.push((
+            "nz_correct",
+            (blocks_for(hw), fields, sb),
+            vec![
+                Arg::Ptr(self.z),
+                Arg::I32(per_field as i32),
+                Arg::I32(s0 as i32),
+                si,
+                Arg::I64(hw as i64),
+                Arg::Ptr(self.corr),
+            ],
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::launch::check_args;
+    use crate::nn::conv::Arch;
+
+    /// A batch's launches pass the arguments their kernels declare, in the network's order.
+    #[test]
+    fn batch_launches_match_the_kernels() {
+        for (k, fields, width) in [(2, 1, 4), (3, 2, 6)] {
+            let arch = Arch {
+                cin: k * fields,
+                width,
+                cout: fields,
+            };
+            let starts = [0, 100, 200, 300, 400, 500];
+            let run = Inference {
+                layers: arch.layers(),
+                starts: &starts,
+                shape: (k, width, fields, 7),
+                plane: (17, 33),
+                m: 3,
+                params: 1 << 32,
+                q: 2 << 32,
+                norm: 3 << 32,
+                x: 4 << 32,
+                cat: 5 << 32,
+                a1: 6 << 32,
+                a2: 7 << 32,
+                a4: 8 << 32,
+                z: 9 << 32,
+                corr: 10 << 32,
+            };
+            let launches = run.batch(2, 5);
+            let names: Vec<&str> = launches.iter().map(|l| l.0).collect();
+            assert_eq!(
+                names,
+                [
+                    "nz_inputs",
+                    "nz_conv3",
+                    "nz_conv3",
+                    "nz_conv3",
+                    "nz_deconv2",
+                    "nz_conv3",
+                    "nz_conv1",
+                    "nz_correct"
+                ]
+            );
+            for (name, grid, args) in &launches {
+                check_args(name, args).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(grid.2, 5, "{name}");
+            }
+        }
     }
 }

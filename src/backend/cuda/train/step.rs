@@ -131,19 +131,60 @@ impl StepPlan {
 
     /// [`StepPlan::grad`]'s launches, each given to `launch`.
     fn push_grad(&self, picks: u64, params: u64, launch: &LaunchFn<'_>) -> Result<()> {
-        let (k, o, c, b) = (self.k, self.o, self.c, self.batch);
+        self.push_gather(picks, launch)?;
+        self.push_forward(params, launch)?;
+        self.push_backward(params, launch)
+    }
+
+    /// The weights of layer `l` in the network at `params` (device address).
+    fn wt_at(&self, params: u64, l: usize) -> u64 {
+        params + 4 * self.offs[l].0 as u64
+    }
+
+    /// The biases of layer `l` in the network at `params` (device address).
+    fn bias_at(&self, params: u64, l: usize) -> u64 {
+        params + 4 * self.offs[l].1 as u64
+    }
+
+    /// Layer `l` (3x3) over planes of `hh x ww` at `stride`, weights at `params`.
+    fn layer(&self, params: u64, l: usize, (hh, ww): (usize, usize), stride: usize) -> Conv3Layer {
+        let s = &self.layers[l];
+        Conv3Layer {
+            cin: s.cin,
+            cout: s.cout,
+            b: self.batch,
+            h: hh,
+            w: ww,
+            stride,
+            relu: s.relu,
+            wt: self.wt_at(params, l),
+            bias: self.bias_at(params, l),
+            tc: self.tc,
+        }
+    }
+
+    /// `tr_sum_final` over `parts` partial counts of the points that count.
+    fn sum_final(&self, parts: usize, launch: &LaunchFn<'_>) -> Result<()> {
+        let i = |v: usize| Arg::I32(v as i32);
+        launch(
+            "tr_sum_final",
+            (1, 1, 1),
+            &[
+                Arg::Ptr(self.p(SUM_PARTS)),
+                i(parts),
+                Arg::Ptr(self.p(TOTAL)),
+            ],
+        )
+    }
+
+    /// The batch's patches at `picks` gathered, and the points that count counted where the
+    /// output layer is not fused (the fused one counts them).
+    fn push_gather(&self, picks: u64, launch: &LaunchFn<'_>) -> Result<()> {
+        let (k, o, b) = (self.k, self.o, self.batch);
         let (h, w) = (self.ph, self.pw);
-        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-        let (n, n2) = (h * w, h2 * w2);
+        let n = h * w;
         let p = b * n;
         let i = |v: usize| Arg::I32(v as i32);
-        let wt_at = |l: usize| params + 4 * self.offs[l].0 as u64;
-        let bias_at = |l: usize| params + 4 * self.offs[l].1 as u64;
-        let wt = |l: usize| Arg::Ptr(wt_at(l));
-        let bias = |l: usize| Arg::Ptr(bias_at(l));
-        let cat = self.p(CAT);
-        let a0 = cat + 4 * (c * p) as u64;
-        let (a1, a2, a4) = (self.p(A1), self.p(A2), self.p(A4));
         let set = |j: usize| Arg::Ptr(self.set[j]);
         launch(
             "tr_gather",
@@ -165,19 +206,7 @@ impl StepPlan {
                 Arg::Ptr(self.p(M)),
             ],
         )?;
-        let fused_out = fused_output_layer(c, o);
-        let sum_final = |parts: usize| {
-            launch(
-                "tr_sum_final",
-                (1, 1, 1),
-                &[
-                    Arg::Ptr(self.p(SUM_PARTS)),
-                    i(parts),
-                    Arg::Ptr(self.p(TOTAL)),
-                ],
-            )
-        };
-        if !fused_out {
+        if !fused_output_layer(self.c, o) {
             launch(
                 "tr_sum",
                 (PARTS, 1, 1),
@@ -187,28 +216,29 @@ impl StepPlan {
                     Arg::Ptr(self.p(SUM_PARTS)),
                 ],
             )?;
-            sum_final(PARTS)?;
+            self.sum_final(PARTS, launch)?;
         }
-        // Forward.
+        Ok(())
+    }
+
+    /// The forward pass of the network at `params`, then the loss and the output layer's
+    /// gradients (`tr_out` with the count where [`fused_output_layer`], else
+    /// [`StepPlan::push_output_layer`]).
+    fn push_forward(&self, params: u64, launch: &LaunchFn<'_>) -> Result<()> {
+        let (o, c, b) = (self.o, self.c, self.batch);
+        let (h, w) = (self.ph, self.pw);
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let n2 = h2 * w2;
+        let p = b * h * w;
+        let i = |v: usize| Arg::I32(v as i32);
+        let wt = |l: usize| Arg::Ptr(self.wt_at(params, l));
+        let bias = |l: usize| Arg::Ptr(self.bias_at(params, l));
+        let cat = self.p(CAT);
+        let a0 = cat + 4 * (c * p) as u64;
+        let (a1, a2, a4) = (self.p(A1), self.p(A2), self.p(A4));
         let run = |(name, grid, args): Launch| launch(name, grid, &args);
-        // Layer l (3x3) over planes of hh x ww at `stride`.
-        let layer = |l: usize, hh: usize, ww: usize, stride: usize| {
-            let s = &self.layers[l];
-            Conv3Layer {
-                cin: s.cin,
-                cout: s.cout,
-                b,
-                h: hh,
-                w: ww,
-                stride,
-                relu: s.relu,
-                wt: wt_at(l),
-                bias: bias_at(l),
-                tc: self.tc,
-            }
-        };
         let conv3 = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, out: u64| {
-            run(layer(l, hh, ww, stride).forward(x, out))
+            run(self.layer(params, l, (hh, ww), stride).forward(x, out))
         };
         conv3(0, self.p(X), h, w, 1, a0)?;
         conv3(1, a0, h, w, 2, a1)?;
@@ -232,9 +262,7 @@ impl StepPlan {
             ],
         )?;
         conv3(4, cat, h, w, 1, a4)?;
-        let (d4, dcat) = (self.p(D4), self.p(DCAT));
-        let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
-        if fused_out {
+        if fused_output_layer(c, o) {
             // The output layer, the loss and the output layer's gradients, and the count.
             let mut args = vec![
                 Arg::Ptr(a4),
@@ -245,16 +273,35 @@ impl StepPlan {
                 i(o),
                 Arg::Ptr(self.p(T)),
                 Arg::Ptr(self.p(M)),
-                Arg::Ptr(d4),
+                Arg::Ptr(self.p(D4)),
             ];
             args.extend(self.sum_args(5));
             args.push(Arg::Ptr(self.p(SUM_PARTS)));
             launch("tr_out", (PARTIAL_ROWS, 1, 1), &args)?;
-            sum_final(PARTIAL_ROWS)?;
+            self.sum_final(PARTIAL_ROWS, launch)
         } else {
-            self.push_output_layer(params, launch)?;
+            self.push_output_layer(params, launch)
         }
-        // Backward: weight gradients (partial sums) and input gradients, layer 4 to 0.
+    }
+
+    /// The backward pass from the output layer's input gradient: weight gradients (partial
+    /// sums) and input gradients, layer 4 to 0, then the partial sums reduced into `GRAD`.
+    fn push_backward(&self, params: u64, launch: &LaunchFn<'_>) -> Result<()> {
+        let (c, b) = (self.c, self.batch);
+        let (h, w) = (self.ph, self.pw);
+        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+        let n2 = h2 * w2;
+        let p = b * h * w;
+        let i = |v: usize| Arg::I32(v as i32);
+        let wt = |l: usize| Arg::Ptr(self.wt_at(params, l));
+        let cat = self.p(CAT);
+        let a0 = cat + 4 * (c * p) as u64;
+        let (a1, a2) = (self.p(A1), self.p(A2));
+        let (d4, dcat) = (self.p(D4), self.p(DCAT));
+        let (d2, d1, d0) = (self.p(D2), self.p(D1), self.p(D0));
+        let run = |(name, grid, args): Launch| launch(name, grid, &args);
+        let layer =
+            |l: usize, hh: usize, ww: usize, stride: usize| self.layer(params, l, (hh, ww), stride);
         let conv3_bw = |l: usize, x: u64, hh: usize, ww: usize, stride: usize, dout: u64| {
             run(layer(l, hh, ww, stride).weight_grad(x, dout, self.sums(l), self.p(PARTIAL)))
         };
