@@ -1,7 +1,7 @@
 //! The CUDA backend: the kernels of `kernels/*.cu`, compiled at run time by NVRTC to a CUBIN for
 //! the device's architecture, launched through cudarc (driver API, libraries opened at run
 //! time). With `nn::simd`, the only modules of the crate allowed `unsafe` (kernel launches, raw
-//! NVRTC calls); `codec`, `kernels` and `kernel_cache` need none.
+//! NVRTC calls); this file, `codec`, `kernels` and `kernel_cache` need none.
 //!
 //! cudarc panics when libcuda or libnvrtc is missing, so presence is checked first and every
 //! entry point runs under `catch_unwind`: a failure is an `Err`, and the caller falls back to
