@@ -97,7 +97,7 @@ pub fn compile(m: &Module, arch: &str) -> Result<Compiled> {
 
 /// Every module of [`kernels::MODULES`] for `arch`, as [`compile_cached`] gives them, on all
 /// threads (NVRTC programs are independent; the largest module then sets the time a
-/// process's first GPU use takes when the cache is empty). What [`Cuda::probe`] loads.
+/// process's first GPU use takes when the cache is empty). What [`Cuda::probe`](super::Cuda::probe) loads.
 pub fn compile_all(
     arch: &str,
     nvrtc: (i32, i32),
