@@ -5,10 +5,10 @@
 //! carries its own element type, shape and bound, so it decodes with no outside information.
 //! The byte layout is specified in `docs/FORMAT.md`.
 
-// Unsafe code is denied everywhere except the CUDA modules `backend::{cuda, cuda_context,
-// cuda_conv, cuda_train, cuda_nglr}` (driver and NVRTC calls, the caller's current context,
-// kernel launches over raw device addresses) and `nn::simd` (SSE2 intrinsics for NGLR
-// inference), which allow it at module level.
+// Unsafe code is denied everywhere except the CUDA modules `backend::cuda::{bitplane, compile,
+// context, conv, launch, lorenzo, nglr, packed, probe, staging, stats, train}` (driver and
+// NVRTC calls, the caller's current context, kernel launches over raw device addresses) and
+// `nn::simd` (SSE2 intrinsics for NGLR inference), which allow it at module level.
 #![deny(unsafe_code)]
 // Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

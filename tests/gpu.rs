@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use resid::backend::{self, cpu::Cpu, cuda, kernels, DecodeJob, EncodeJob, Stages};
+use resid::backend::cuda::{self, kernels};
+use resid::backend::{self, cpu::Cpu, DecodeJob, EncodeJob, Stages};
 use resid::field;
 use resid::quant::{self, Grid};
 use resid::{Backend, ChunkInfo, Coder, DType, Params, PredictorChoice};
@@ -162,10 +163,10 @@ fn kernel_cache_serves_the_probe() {
     let sm = &cold.arch();
     let v = cuda::nvrtc_version().unwrap();
     let key = cuda::cache_key(&kernels::LORENZO, sm, v);
-    resid::backend::kernel_cache::store(&dir, &key, b"not a cubin");
+    resid::backend::cuda::kernel_cache::store(&dir, &key, b"not a cubin");
     let mended = cuda::Cuda::probe_with(Some(&dir)).unwrap();
     assert_eq!(mended.startup().cached, all - 1);
-    let fixed = resid::backend::kernel_cache::load(&dir, &key).unwrap();
+    let fixed = resid::backend::cuda::kernel_cache::load(&dir, &key).unwrap();
     assert_eq!(fixed, cuda::compile(&kernels::LORENZO, sm).unwrap().cubin);
     let shape = [40usize, 50, 60];
     let x: Vec<f32> = synth(shape, true, 5).iter().map(|&v| v as f32).collect();

@@ -1,7 +1,7 @@
 //! NGLR's GPU decode kernel (`kernels/nglr.cu`) checked on the CPU: `tests/kernels/nglr_check.cpp`
 //! runs it through the CUDA stand-in (`tests/kernels/emu.h`: a fiber per thread, real
 //! barriers) on cases this test writes, with the model words and block tables exactly as
-//! `backend::cuda_nglr` passes them, and compares with the Rust decoder's reconstruction bit
+//! `backend::cuda::nglr` passes them, and compares with the Rust decoder's reconstruction bit
 //! for bit. The kernel is also broken on purpose, and the check must then fail. A GPU run
 //! (`tests/gpu_learned.rs`) only has to confirm it on the device.
 //!
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use resid::backend::cuda::block_table;
-use resid::backend::cuda_nglr::{model_words, Coding};
+use resid::backend::cuda::nglr::{model_words, Coding};
 use resid::field::{self, Block};
 use resid::nn::weights::Model;
 use resid::predict::nglr::Nglr;

@@ -9,30 +9,22 @@
 //! once each way; the range coder and LZ4 are sequential and stay on the CPU.
 //!
 //! The learned stages have their own GPU paths, chosen by [`learned_gpu`] and
-//! [`gpu_for_work`]: NeurLZ's fixed-point inference ([`cuda_conv`], decode side, the CPU's
-//! corrections bit for bit), its training and NGLR's fit ([`cuda_train`], [`cuda_nglr`],
-//! encode only, floats), and NGLR's prediction ([`cuda_nglr`], integer: the CPU's
+//! [`gpu_for_work`]: NeurLZ's fixed-point inference ([`cuda::conv`], decode side, the CPU's
+//! corrections bit for bit), its training and NGLR's fit ([`cuda::train`], [`cuda::nglr`],
+//! encode only, floats), and NGLR's prediction ([`cuda::nglr`], integer: the CPU's
 //! reconstruction, codes and escapes bit for bit).
 //!
 //! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
 //! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
 //! least [`AUTO_MIN_BYTES`]; `cuda` uses it for any chunk. When no device is usable (no driver,
 //! no NVRTC, no GPU, a failing kernel), the CPU does the work and `log` says why, once.
-//! Compiled kernels are kept on disk between processes ([`kernel_cache`]).
+//! Compiled kernels are kept on disk between processes ([`cuda::kernel_cache`]).
 
 pub mod cpu;
-#[allow(unsafe_code)]
 pub mod cuda;
-#[allow(unsafe_code)]
-pub mod cuda_context;
-#[allow(unsafe_code)]
-pub mod cuda_conv;
-#[allow(unsafe_code)]
-pub mod cuda_nglr;
-#[allow(unsafe_code)]
-pub mod cuda_train;
-pub mod kernel_cache;
-pub mod kernels;
+
+// `pipeline` names NGLR's GPU stage by this path.
+pub use cuda::nglr as cuda_nglr;
 
 use std::sync::{Arc, OnceLock};
 
@@ -244,7 +236,7 @@ pub fn device_or_why() -> std::result::Result<Arc<cuda::Cuda>, String> {
                         c.describe(),
                         s.time.as_secs_f64(),
                         s.cached,
-                        kernels::MODULES.len()
+                        cuda::kernels::MODULES.len()
                     );
                     Ok(Arc::new(c))
                 }

@@ -305,7 +305,7 @@ pub fn apply<T: Element>(
     m: i64,
     values: &mut [T],
 ) {
-    let corr = crate::backend::cuda_conv::corrections(
+    let corr = crate::backend::cuda::conv::corrections(
         crate::params::Backend::Auto,
         model.inputs,
         &model.net,

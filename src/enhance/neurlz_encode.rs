@@ -2,7 +2,7 @@
 //! decoder's fixed-point inference to find the corrections and the outliers, and keeps the
 //! enhancer only when it pays (`docs/NEURLZ.md`, "When the enhancer is kept").
 
-use crate::backend::{cuda_conv, cuda_train};
+use crate::backend::cuda;
 use crate::enhance::neurlz::{self, Inputs, Model, Norm, Regulation, FULL_SCALE};
 use crate::field::Element;
 use crate::format::SECTION_HEADER;
@@ -237,7 +237,7 @@ fn train_model<T: Element>(
         steps,
         ..TrainConfig::default()
     };
-    let net: QNet = cuda_train::train(params.backend, arch, &set, &cfg).quantize();
+    let net: QNet = cuda::train::train(params.backend, arch, &set, &cfg).quantize();
     Model {
         inputs,
         regulation: if params.enhancer.is_strict() {
@@ -255,7 +255,7 @@ fn train_model<T: Element>(
 
 /// The decoder's corrections for `model` (on the GPU when `params.backend` selects it).
 fn corrections<T>(params: &Params, model: &Model, c: &Chunk<'_, T>) -> Vec<i32> {
-    cuda_conv::corrections(
+    cuda::conv::corrections(
         params.backend,
         model.inputs,
         &model.net,

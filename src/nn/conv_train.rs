@@ -154,7 +154,7 @@ pub fn patch_size(set: &TrainSet<'_>, cfg: &TrainConfig) -> (usize, usize) {
 }
 
 /// Every step's patches, `(slice, y0, x0)`, `cfg.batch` per step: the one random sequence both
-/// trainers (CPU here, GPU in `backend::cuda_train`) follow.
+/// trainers (CPU here, GPU in `backend::cuda::train`) follow.
 pub fn schedule(set: &TrainSet<'_>, cfg: &TrainConfig) -> Vec<(usize, usize, usize)> {
     let (ph, pw) = patch_size(set, cfg);
     let mut rng = Rng(cfg.seed ^ 0xA5A5_A5A5);

@@ -195,7 +195,7 @@ fn sample_target(net: &Net, t: i64) -> f64 {
 /// The Adam phase of [`fit`], everything it reads: the samples as the network sees them, the
 /// starting parameters (`w1` (hidden x INPUTS), `b1`, `w2`, `v`, `b2`), every epoch's order of
 /// the samples, and the loss scale. [`adam`] runs it on the CPU; the GPU trainer
-/// (`backend::cuda_nglr`) runs the same steps.
+/// (`backend::cuda::nglr`) runs the same steps.
 pub struct AdamProblem {
     pub xs: Vec<[f32; INPUTS]>,
     pub ts: Vec<f32>,

@@ -2,7 +2,7 @@
 //! kernels
 //! (`tests/nglr_kernel_cpu.rs` on the CPU stand-in, `tests/gpu_learned.rs` on a GPU).
 
-use resid::backend::cuda_nglr::{encode_on_cpu, Coding};
+use resid::backend::cuda::nglr::{encode_on_cpu, Coding};
 use resid::field::Block;
 use resid::nn::infer::{Net, B1_MAX, INPUTS};
 use resid::nn::linear::Linear;

@@ -2,7 +2,7 @@
 //! NVRTC (candle's layout: one module per `.cu`, `common.cuh` shared). Pure data: no CUDA here.
 
 /// Shared helpers, prepended to every module in place of its `#include "common.cuh"`.
-pub const COMMON: &str = include_str!("../../kernels/common.cuh");
+pub const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
 /// One `.cu` file and the kernels it defines.
 #[derive(Debug, Clone, Copy)]
@@ -17,14 +17,14 @@ pub struct Module {
 
 pub const QUANT: Module = Module {
     name: "quant.cu",
-    source: include_str!("../../kernels/quant.cu"),
+    source: include_str!("../../../kernels/quant.cu"),
     kernels: &["stats_f32", "stats_f64"],
     exact: true,
 };
 
 pub const LORENZO: Module = Module {
     name: "lorenzo.cu",
-    source: include_str!("../../kernels/lorenzo.cu"),
+    source: include_str!("../../../kernels/lorenzo.cu"),
     kernels: &[
         "lorenzo_encode_f32",
         "lorenzo_encode_f64",
@@ -40,14 +40,14 @@ pub const LORENZO: Module = Module {
 
 pub const BITPLANE: Module = Module {
     name: "bitplane.cu",
-    source: include_str!("../../kernels/bitplane.cu"),
+    source: include_str!("../../../kernels/bitplane.cu"),
     kernels: &["bitplane_transpose", "bitplane_untranspose"],
     exact: true,
 };
 
 pub const PACKED: Module = Module {
     name: "packed.cu",
-    source: include_str!("../../kernels/packed.cu"),
+    source: include_str!("../../../kernels/packed.cu"),
     kernels: &[
         "packed_widths",
         "packed_scan",
@@ -59,7 +59,7 @@ pub const PACKED: Module = Module {
 
 pub const NEURLZ: Module = Module {
     name: "neurlz.cu",
-    source: include_str!("../../kernels/neurlz.cu"),
+    source: include_str!("../../../kernels/neurlz.cu"),
     kernels: &[
         "nz_inputs",
         "nz_conv3",
@@ -72,7 +72,7 @@ pub const NEURLZ: Module = Module {
 
 pub const CONV_TRAIN: Module = Module {
     name: "conv_train.cu",
-    source: include_str!("../../kernels/conv_train.cu"),
+    source: include_str!("../../../kernels/conv_train.cu"),
     kernels: &[
         "tr_gather",
         "tr_sum",
@@ -100,7 +100,7 @@ pub const CONV_TRAIN: Module = Module {
 
 pub const NGLR_TRAIN: Module = Module {
     name: "nglr_train.cu",
-    source: include_str!("../../kernels/nglr_train.cu"),
+    source: include_str!("../../../kernels/nglr_train.cu"),
     kernels: &["nglr_adam"],
     exact: false,
 };
@@ -108,7 +108,7 @@ pub const NGLR_TRAIN: Module = Module {
 /// NGLR's prediction (decode and encode): the CPU's values and codes bit for bit.
 pub const NGLR: Module = Module {
     name: "nglr.cu",
-    source: include_str!("../../kernels/nglr.cu"),
+    source: include_str!("../../../kernels/nglr.cu"),
     kernels: &["nglr_decode", "nglr_encode"],
     exact: true,
 };

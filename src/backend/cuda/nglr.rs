@@ -10,7 +10,8 @@
 //!   model, and the encoder's bound check in the CPU's IEEE order, so the reconstruction, codes
 //!   and escapes are the CPU's ([`crate::predict::nglr`]) bit for bit.
 
-use super::cuda::{block_table, guard, Arg, Cuda};
+use super::launch::Arg;
+use super::{block_table, guard, Cuda};
 use crate::error::{ensure, Error, Result};
 use crate::field::Block;
 use crate::nn::infer::{Net, INPUTS, MAX_HIDDEN};
@@ -87,15 +88,15 @@ pub const ENCODE_AUTO_MIN_BYTES: usize = 4 << 20;
 pub const DECODE_AUTO_MIN_BYTES: usize = 16 << 20;
 
 /// [`train::fit`] with its Adam phase on the backend selected for `backend`
-/// (`super::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
+/// (`crate::backend::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
 /// selected or the GPU fails (logged).
 pub fn fit(backend: Backend, f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let gpu = super::gpu_for_work(backend, f.len() * cfg.epochs, AUTO_MIN_VISITS);
+    let gpu = crate::backend::gpu_for_work(backend, f.len() * cfg.epochs, AUTO_MIN_VISITS);
     train::fit_with(f, t, cfg, |p| {
         if let Some(g) = gpu {
             match g.nglr_adam(p) {
                 Ok(params) => return params,
-                Err(e) => _ = super::gpu_failed("NGLR training", &e, "the CPU trains"),
+                Err(e) => _ = crate::backend::gpu_failed("NGLR training", &e, "the CPU trains"),
             }
         }
         train::adam(p)
@@ -354,7 +355,7 @@ impl Cuda {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cuda::check_args;
+    use crate::backend::cuda::launch::check_args;
 
     /// The launches' argument lists agree with the kernels' declarations (count and kinds),
     /// checked here since a disagreement would otherwise show only on a GPU.
@@ -399,7 +400,7 @@ mod tests {
         assert_eq!(w[21 + 15], -15);
         assert_eq!(w[MODEL_HEAD + 2 * INPUTS - 1], 31);
         assert_eq!(&w[MODEL_HEAD + 2 * INPUTS..], &[-7, 9, 100, -200]);
-        let src = crate::backend::kernels::NGLR.source;
+        let src = crate::backend::cuda::kernels::NGLR.source;
         assert!(src.contains(&format!("#define NG_HEAD {MODEL_HEAD}")));
         let lin = crate::nn::linear::Linear {
             w: std::array::from_fn(|i| i as i32 * 1000),
