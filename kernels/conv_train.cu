@@ -2,7 +2,7 @@
 // of B patches is gather, forward (six layers), the loss gradient, backward (input gradients
 // and weight gradients per layer), a fixed-order reduction and the Adam update. Floats: the
 // trained weights may differ from the CPU's in the last bits, which is allowed (only the
-// stored, quantized weights matter to the decoder; DESIGN.md invariant 2). Every sum runs in
+// stored, quantized weights matter to the decoder; ARCHITECTURE.md invariant 2). Every sum runs in
 // a fixed order (no atomics), so one device always trains the same weights.
 //
 // Tensors are channel-major over the batch: channel c of patch b is the plane at

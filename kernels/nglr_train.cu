@@ -3,7 +3,7 @@
 // sample of the batch computes the forward pass and the loss gradient, then one thread per
 // parameter sums its gradient over the batch (in sample order) and takes the Adam step.
 // Floats: the weights may differ from the CPU's in the last bits, which is allowed (only the
-// quantized network the encoder stores matters; DESIGN.md invariant 2).
+// quantized network the encoder stores matters; ARCHITECTURE.md invariant 2).
 #include "common.cuh"
 
 typedef long long i64;

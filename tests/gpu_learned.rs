@@ -671,7 +671,7 @@ fn gpu_nglr_bench() {
 }
 
 /// Without a usable GPU, asking for the CUDA backend trains and enhances on the CPU: the same
-/// chunk as the CPU backend writes, byte for byte (DESIGN.md invariant 5), decoded to the
+/// chunk as the CPU backend writes, byte for byte (ARCHITECTURE.md invariant 5), decoded to the
 /// same values.
 #[test]
 fn learned_stages_fall_back_to_the_cpu() {

@@ -1,6 +1,6 @@
 //! Regression tests for bugs found by fuzzing and the hardening audit (issue #8).
 //!
-//! Each fuzz find becomes `bug_fuzz_N` (STYLE.md, as lz4_flex does), with the minimized input
+//! Each fuzz find becomes `bug_fuzz_N` (as lz4_flex names them), with the minimized input
 //! inline. A bug not fixed yet is `#[ignore = "known bug: ..."]` so `scripts/test` stays green;
 //! `cargo test --release --test regressions -- --ignored` shows which still fail.
 //! docs/RELIABILITY.md lists them with the fix each needs.
@@ -89,7 +89,7 @@ fn child_decompress_unlimited_huge_shape() {
 /// abort, not a panic, so the plugin's catch_unwind cannot help; the plugin itself is safe
 /// because it calls `decompress_limited` with the dataset's chunk size). A smaller absurd
 /// shape (a few GiB) is worse: the allocation succeeds under overcommit and the range decoder
-/// then "decodes" zeros past the end of its input for minutes (DESIGN.md invariant 3: no
+/// then "decodes" zeros past the end of its input for minutes (ARCHITECTURE.md invariant 3: no
 /// unbounded allocation, no hang).
 /// Fix (src/pipeline.rs, src/code/range.rs): (1) allocate the decoded values and the block
 /// buffers with `try_reserve_exact` and return `Error::TooLarge` on failure; (2) make the
@@ -129,7 +129,7 @@ fn range_decoder_past_the_end_is_bounded_by_the_limit() {
 /// one-value block whose range-coded stream says "plane count not equal to the expected 0,
 /// and below it". `decode_k` (src/code/bitplane.rs) computes `e - 1` with e = 0, which wraps
 /// to u32::MAX (an overflow panic in debug builds) and then indexes `m.planes[class][k]` out
-/// of bounds: a panic inside the decoder (DESIGN.md invariant 3). Likewise `e + 1` with
+/// of bounds: a panic inside the decoder (ARCHITECTURE.md invariant 3). Likewise `e + 1` with
 /// e = expected(127) = 32 indexes `planes[..][32]` (length 32).
 /// Fix: in `decode_k`, return `Err(Error::Corrupt)` (or clamp) when the stream asks to go
 /// below 0 (e == 0 on the "below" branch) or above 31, e.g. make it return `Result<u32>`

@@ -1,4 +1,4 @@
-"""Hostile chunks through HDF5 (issue #8, DESIGN.md invariant 3: bad input never crashes).
+"""Hostile chunks through HDF5 (issue #8, ARCHITECTURE.md invariant 3: bad input never crashes).
 
 A corpus of damaged chunks (truncated, bit-flipped, wrong version / checksum / magic, huge
 declared shape, wrong size, garbage) is generated here from a real chunk and written into an

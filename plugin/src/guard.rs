@@ -1,5 +1,5 @@
 //! The FFI boundary: every callback body runs inside [`guarded`], which catches panics and turns
-//! any failure into an HDF5 error-stack entry (DESIGN.md invariant 3: nothing unwinds into C).
+//! any failure into an HDF5 error-stack entry (ARCHITECTURE.md invariant 3: nothing unwinds into C).
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};

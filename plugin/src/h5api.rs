@@ -1,5 +1,5 @@
 //! The few HDF5 functions the plugin calls, resolved at run time from the libhdf5 that loaded
-//! it (DESIGN.md invariant 4: the plugin never links libhdf5).
+//! it (ARCHITECTURE.md invariant 4: the plugin never links libhdf5).
 //!
 //! h5py loads its bundled HDF5 with `RTLD_LOCAL`, so its symbols are not in the global scope.
 //! We therefore look for a loaded libhdf5 among the process's objects (`dl_iterate_phdr`) and
