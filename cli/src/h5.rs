@@ -331,6 +331,21 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
         )));
     }
     hdf5::silence_errors(true);
+    let (selected, layouts) = select_datasets(a)?;
+    if selected.is_empty() {
+        return Err(Failure::usage(format!(
+            "{} has no little-endian float32/float64 dataset to compress",
+            a.input.display()
+        )));
+    }
+    check_output(&a.input, &a.output, a.force)?;
+    repack(a, &params, &selected, &layouts)?;
+    report_compressed(a, &params, &selected)
+}
+
+/// The datasets `compress` takes (name, raw bytes), and the `h5repack -l` layouts of those
+/// that need chunks (contiguous ones, or all with `--chunks`).
+fn select_datasets(a: &H5CompressArgs) -> Result<(Vec<(String, usize)>, Vec<String>), Failure> {
     let file = File::open(&a.input).map_err(h5err(format!("cannot open {}", a.input.display())))?;
     let datasets = open_named(&file, &a.datasets)?;
     let mut selected = Vec::new();
@@ -343,24 +358,7 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
             Some((true, size)) if ds.ndim() > 0 && ds.size() > 0 => {
                 let dims = ds.shape();
                 if !ds.is_chunked() || a.chunks.is_some() {
-                    let c = match a.chunks.as_ref().map(|c| &c.0) {
-                        Some(c) if c.len() != dims.len() => {
-                            return Err(Failure::usage(format!(
-                                "--chunks {} has rank {}, but {name} has rank {} ({})",
-                                shape(c),
-                                c.len(),
-                                dims.len(),
-                                shape(&dims)
-                            )))
-                        }
-                        Some(c) if !ds.is_chunked() => c
-                            .iter()
-                            .zip(&dims)
-                            .map(|(&c, &d)| c.min(d.max(1)))
-                            .collect(),
-                        Some(c) => c.clone(),
-                        None => default_chunks(&dims, size),
-                    };
+                    let c = chunks_for(a, ds.is_chunked(), &name, &dims, size)?;
                     layouts.push(format!("{name}:CHUNK={}", shape(&c)));
                 }
                 selected.push((name, ds.size() * size));
@@ -378,15 +376,40 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
             _ => {}
         }
     }
-    drop(datasets);
-    drop(file);
-    if selected.is_empty() {
-        return Err(Failure::usage(format!(
-            "{} has no little-endian float32/float64 dataset to compress",
-            a.input.display()
-        )));
-    }
-    check_output(&a.input, &a.output, a.force)?;
+    Ok((selected, layouts))
+}
+
+/// The chunk shape `--chunks` asks for (clipped to a contiguous dataset's dims), or a default.
+fn chunks_for(
+    a: &H5CompressArgs,
+    chunked: bool,
+    name: &str,
+    dims: &[usize],
+    size: usize,
+) -> Result<Vec<usize>, Failure> {
+    Ok(match a.chunks.as_ref().map(|c| &c.0) {
+        Some(c) if c.len() != dims.len() => {
+            return Err(Failure::usage(format!(
+                "--chunks {} has rank {}, but {name} has rank {} ({})",
+                shape(c),
+                c.len(),
+                dims.len(),
+                shape(dims)
+            )))
+        }
+        Some(c) if !chunked => c.iter().zip(dims).map(|(&c, &d)| c.min(d.max(1))).collect(),
+        Some(c) => c.clone(),
+        None => default_chunks(dims, size),
+    })
+}
+
+/// Runs h5repack with the plugin on the selected datasets, showing its progress.
+fn repack(
+    a: &H5CompressArgs,
+    params: &resid::Params,
+    selected: &[(String, usize)],
+    layouts: &[String],
+) -> Result<(), Failure> {
     let dir = plugin_dir()?;
     let words = params.to_cd_values();
     let ud = |name: &str| {
@@ -402,10 +425,10 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
     };
     let mut cmd = Command::new("h5repack");
     cmd.arg("-v").arg("--enable-error-stack");
-    for l in &layouts {
+    for l in layouts {
         cmd.arg("-l").arg(l);
     }
-    for (name, _) in &selected {
+    for (name, _) in selected {
         cmd.arg("-f").arg(ud(name));
     }
     cmd.arg(&a.input).arg(&a.output);
@@ -420,19 +443,6 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
             "cannot run h5repack ({e}); install it (Debian: apt-get install hdf5-tools)"
         ))
     })?;
-    let total: usize = selected.iter().map(|(_, b)| b).sum();
-    let bar = if a.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(selected.len() as u64)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {pos}/{len} datasets {wide_msg}",
-        )
-        .unwrap(),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
     let stderr = child.stderr.take().unwrap();
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();
@@ -442,32 +452,11 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
         }
         s
     });
-    let names: Vec<&str> = selected
-        .iter()
-        .map(|(n, _)| n.trim_start_matches('/'))
-        .collect();
-    let mut log = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        if line.contains("dset")
-            && names.iter().any(|n| {
-                line.split_whitespace()
-                    .any(|w| w.trim_start_matches('/') == *n)
-            })
-        {
-            bar.inc(1);
-        }
-        bar.set_message(line.trim().to_string());
-        log += &line;
-        log.push('\n');
-    }
+    follow_progress(a.quiet, selected, child.stdout.take().unwrap());
     let status = child
         .wait()
         .map_err(|e| Failure::run(format!("h5repack: {e}")))?;
     let err = err_thread.join().unwrap_or_default();
-    bar.finish_and_clear();
     if !status.success() {
         let _ = std::fs::remove_file(&a.output);
         let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -485,10 +474,52 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
             }
         )));
     }
+    Ok(())
+}
+
+/// A progress bar over h5repack's verbose output: one step per selected dataset it names.
+fn follow_progress(quiet: bool, selected: &[(String, usize)], stdout: impl std::io::Read) {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(selected.len() as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {pos}/{len} datasets {wide_msg}",
+        )
+        .unwrap(),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let names: Vec<&str> = selected
+        .iter()
+        .map(|(n, _)| n.trim_start_matches('/'))
+        .collect();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.contains("dset")
+            && names.iter().any(|n| {
+                line.split_whitespace()
+                    .any(|w| w.trim_start_matches('/') == *n)
+            })
+        {
+            bar.inc(1);
+        }
+        bar.set_message(line.trim().to_string());
+    }
+    bar.finish_and_clear();
+}
+
+/// Checks that every selected dataset of the output carries the filter, and prints the sizes.
+fn report_compressed(
+    a: &H5CompressArgs,
+    params: &resid::Params,
+    selected: &[(String, usize)],
+) -> Result<(), Failure> {
     let out =
         File::open(&a.output).map_err(h5err(format!("cannot open {}", a.output.display())))?;
+    let total: usize = selected.iter().map(|(_, b)| b).sum();
     let mut stored_total = 0u64;
-    for (name, raw) in &selected {
+    for (name, raw) in selected {
         let ds = out
             .dataset(name)
             .map_err(h5err(format!("{}: {name}", a.output.display())))?;
