@@ -6,7 +6,9 @@ use crate::code;
 use crate::enhance::{neurlz, neurlz_encode};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
-use crate::format::{self, section, Header, Layout, Reader};
+use crate::format::{
+    self, directory, directory::BlockPart, escapes, section, Header, Layout, Reader,
+};
 use crate::params::{ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, PredictorChoice};
 use crate::predict::{
     self, fitted,
@@ -239,24 +241,6 @@ fn quality_target<T: Element>(
     best
 }
 
-/// The values the grid cannot hold, per block, as indices inside the block (increasing).
-fn local_escapes(
-    plan: &Plan,
-    dims: [usize; 3],
-    ext: [usize; 3],
-    blocks: &[Block],
-) -> Vec<Vec<usize>> {
-    let mut local: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
-    let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
-    for &i in &plan.quantized.escapes {
-        let (b, pos) = field::locate(i, dims, ext);
-        let n = (b[0] * counts[1] + b[1]) * counts[2] + b[2];
-        let bext = blocks[n].ext;
-        local[n].push((pos[0] * bext[1] + pos[1]) * bext[2] + pos[2]);
-    }
-    local
-}
-
 /// NGLR's prediction and coding of blocks laid out one after another, in the GPU's place
 /// ([`Source::nglr_offloaded`]).
 type NglrEncode<'a> = dyn Fn(
@@ -369,7 +353,7 @@ fn encode_coded<T: Element>(
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).expect("extents are positive");
 
-    let local_escapes = local_escapes(plan, dims, ext, &blocks);
+    let local_escapes = escapes::per_block(&plan.quantized.escapes, dims, ext, &blocks);
 
     // NGLR: one network per chunk, fitted on a subsample, shared by the blocks that use it.
     // Only when asked for: it slows coding down (docs/NGLR.md). In auto modes it is one more
@@ -605,44 +589,19 @@ fn encode_coded<T: Element>(
         })
         .flatten();
 
-    // The directory, then the payloads; their checksums (on all threads) serve both the
-    // directory and the section's own.
-    let crcs: Vec<u32> = coded
+    // The payloads' checksums, on all threads.
+    let parts: Vec<BlockPart<'_>> = coded
         .par_iter()
-        .map(|c| crc32fast::hash(&c.bytes))
+        .map(|c| BlockPart {
+            predictor: c.id,
+            coarse: coarse_step_of(c.id, plan),
+            kernel: c.kernel,
+            coder: code::BlockCoder::for_block(params.coder, c.id),
+            bytes: &c.bytes,
+            crc: crc32fast::hash(&c.bytes),
+        })
         .collect();
-    let mut directory = Vec::with_capacity(4 + 12 * coded.len());
-    directory.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    for (c, crc) in coded.iter().zip(&crcs) {
-        directory.push(c.id);
-        directory.push(code::BlockCoder::for_block(params.coder, c.id).id());
-        directory.extend_from_slice(&[coarse_step_of(c.id, plan), c.kernel]);
-        directory.extend_from_slice(&(c.bytes.len() as u32).to_le_bytes());
-        directory.extend_from_slice(&crc.to_le_bytes());
-    }
-    let dir_crc = crc32fast::hash(&directory);
-    let blocks_section: Vec<(&[u8], u32)> = std::iter::once((&directory[..], dir_crc))
-        .chain(coded.iter().zip(&crcs).map(|(c, &crc)| (&c.bytes[..], crc)))
-        .collect();
-    let blocks_len: usize = blocks_section.iter().map(|p| p.0.len()).sum();
-
-    let mut esc_payload = Vec::new();
-    esc_payload.extend_from_slice(&(escapes.len() as u64).to_le_bytes());
-    let mut prev = None;
-    for &i in &escapes {
-        format::put_varint(
-            &mut esc_payload,
-            match prev {
-                None => i as u64,
-                Some(p) => (i - p - 1) as u64,
-            },
-        );
-        prev = Some(i);
-    }
-    // The escaped values' own bytes (what `x[i].write_le` gives).
-    for &i in &escapes {
-        esc_payload.extend_from_slice(&data[i * T::SIZE..(i + 1) * T::SIZE]);
-    }
+    let esc_payload = escapes::write(&escapes, data, T::SIZE);
 
     let header = Header {
         layout: Layout::Coded,
@@ -657,8 +616,7 @@ fn encode_coded<T: Element>(
     let mut out = Vec::with_capacity(
         64 + 8 * chunk.shape.len()
             + weights.as_ref().map_or(0, |w| 16 + w.len())
-            + 16
-            + blocks_len
+            + directory::section_len(&parts)
             + 16
             + esc_payload.len()
             + enhance.as_ref().map_or(0, |e| 16 + e.len()),
@@ -667,7 +625,7 @@ fn encode_coded<T: Element>(
     if let Some(w) = &weights {
         format::write_section(&mut out, section::WEIGHTS, w);
     }
-    format::write_section_parts(&mut out, section::BLOCKS, &blocks_section);
+    directory::write_section(&mut out, &parts);
     format::write_section(&mut out, section::ESCAPES, &esc_payload);
     if let Some(e) = &enhance {
         format::write_section(&mut out, section::ENHANCE, e);
@@ -824,17 +782,11 @@ impl<T: Element> Source<'_, T> {
         bytes: Vec<u8>,
         escaped: &[bool],
     ) -> Coded {
-        let global = escaped
-            .iter()
-            .enumerate()
-            .filter(|(_, &e)| e)
-            .map(|(li, _)| b.global_index(self.dims, li))
-            .collect();
         Coded {
             id: predictor.id(),
             kernel: predictor.kernel(),
             bytes,
-            escapes: global,
+            escapes: escapes::in_chunk(b, self.dims, escaped),
         }
     }
 
@@ -1433,7 +1385,7 @@ fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>
         id == section::BLOCKS,
         Error::Corrupt(format!("expected the blocks section, found id {id}"))
     );
-    let parts = split_blocks(payload, blocks.len())?;
+    let parts = directory::read(payload, blocks.len())?;
     let mut values = match gpu_decode(h, &parts, &blocks, dims, grid, out) {
         // With no enhancer to run, the escapes go straight into the GPU's bytes.
         true if h.sections == 2 + learned.is_some() as u32 => {
@@ -1540,51 +1492,6 @@ fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
         interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
         _ => 0,
     }
-}
-
-/// One entry of the block directory, with its payload.
-#[derive(Clone)]
-struct BlockPart<'a> {
-    predictor: u8,
-    /// Coarse-level feedback step of an interpolated block (directory byte 2; 0: none).
-    coarse: u8,
-    /// Cubic kernel of an interpolated block (directory byte 3; 0 otherwise).
-    kernel: u8,
-    coder: code::BlockCoder,
-    bytes: &'a [u8],
-    crc: u32,
-}
-
-fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
-    let mut r = Reader::new(payload);
-    let count = r.u32("block directory")? as usize;
-    ensure!(
-        count == expected,
-        Error::Corrupt(format!("{count} blocks, the grid has {expected}"))
-    );
-    let dir = r.take(
-        count.checked_mul(12).ok_or(Error::Truncated {
-            what: "block directory",
-        })?,
-        "block directory",
-    )?;
-    let mut parts = Vec::with_capacity(count);
-    for e in dir.chunks_exact(12) {
-        let len = u32::from_le_bytes(e[4..8].try_into().unwrap()) as usize;
-        parts.push(BlockPart {
-            predictor: e[0],
-            coarse: e[2],
-            kernel: e[3],
-            coder: code::BlockCoder::from_id(e[1])?,
-            bytes: r.take(len, "block")?,
-            crc: u32::from_le_bytes(e[8..12].try_into().unwrap()),
-        });
-    }
-    ensure!(
-        r.remaining() == 0,
-        Error::Corrupt("bytes after the last block".into())
-    );
-    Ok(parts)
 }
 
 /// The predictor that decodes a block: the chunk's NGLR model, or one made from the block's
@@ -1751,55 +1658,15 @@ fn decode_grid(
 
 fn apply_escapes<T: Element>(payload: &[u8], values: &mut [T]) -> Result<()> {
     let n = values.len();
-    for_each_escape::<T>(payload, n, |i, raw| values[i] = T::read_le(raw))
+    escapes::for_each(payload, n, T::SIZE, |i, raw| values[i] = T::read_le(raw))
 }
 
 /// [`apply_escapes`] on the values' little-endian bytes (the GPU decoder's output).
 fn apply_escapes_to_bytes<T: Element>(payload: &[u8], bytes: &mut [u8]) -> Result<()> {
     let n = bytes.len() / T::SIZE;
-    for_each_escape::<T>(payload, n, |i, raw| {
+    escapes::for_each(payload, n, T::SIZE, |i, raw| {
         bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
     })
-}
-
-/// Reads the escapes section of a chunk of `n` values, calling `put(index, value bytes)` for
-/// each escaped value (indices checked against `n`).
-fn for_each_escape<T: Element>(
-    payload: &[u8],
-    n: usize,
-    mut put: impl FnMut(usize, &[u8]),
-) -> Result<()> {
-    let mut r = Reader::new(payload);
-    let count = r.u64("escapes")?;
-    ensure!(
-        count <= n as u64,
-        Error::Corrupt(format!("{count} escaped values in a chunk of {n}"))
-    );
-    let count = count as usize;
-    // Each index takes at least one byte and each value T::SIZE: refuse before allocating.
-    ensure!(
-        count.saturating_mul(1 + T::SIZE) <= r.remaining(),
-        Error::Truncated { what: "escapes" }
-    );
-    let mut idx = Vec::with_capacity(count);
-    let mut next = 0u64;
-    for _ in 0..count {
-        let i = next
-            .checked_add(r.varint("escape index")?)
-            .filter(|&i| i < n as u64)
-            .ok_or_else(|| Error::Corrupt("escape index out of range".into()))?;
-        idx.push(i as usize);
-        next = i + 1;
-    }
-    let raw = r.take(count * T::SIZE, "escaped values")?;
-    for (&i, b) in idx.iter().zip(raw.chunks_exact(T::SIZE)) {
-        put(i, b);
-    }
-    ensure!(
-        r.remaining() == 0,
-        Error::Corrupt("bytes after the escaped values".into())
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1848,7 +1715,7 @@ mod tests {
         let plan = quant::plan(&x, &params).unwrap();
         let ext = field::block_extents(DIMS);
         let blocks = field::blocks(DIMS, ext).unwrap();
-        let escapes = local_escapes(&plan, DIMS, ext, &blocks);
+        let escapes = escapes::per_block(&plan.quantized.escapes, DIMS, ext, &blocks);
         assert!(escapes.iter().all(|e| e.len() == 1));
         let model = train_nglr(&x, DIMS, &plan, &params, true, Fit::Network).unwrap();
         NglrChunk {
@@ -1983,7 +1850,10 @@ mod tests {
         let dims = [40, 100, 100];
         let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
         assert_eq!(blocks.len(), 2);
-        let (na, nb) = (split_blocks(pa, 2).unwrap(), split_blocks(pb, 2).unwrap());
+        let (na, nb) = (
+            directory::read(pa, 2).unwrap(),
+            directory::read(pb, 2).unwrap(),
+        );
         assert!(na.iter().all(|p| p.predictor == nglr::ID));
         assert!(nb.iter().all(|p| p.predictor == Lorenzo.id()));
         let cpu = |parts: &[BlockPart<'_>]| -> Vec<Vec<i32>> {
