@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod code;
+mod decompress;
 pub mod enhance;
 pub mod error;
 pub mod field;
@@ -46,13 +47,13 @@ pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u
 
 /// Decompresses one chunk written by [`compress`] into its little-endian element bytes.
 pub fn decompress(data: &[u8]) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::decompress(data, usize::MAX))?
+    pool::run(|| decompress::decompress(data, usize::MAX))?
 }
 
 /// Like [`decompress`], but refuses a chunk that declares more than `max_len` output bytes
 /// before allocating anything (the plugin passes the chunk size HDF5 expects).
 pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::decompress(data, max_len))?
+    pool::run(|| decompress::decompress(data, max_len))?
 }
 
 /// Decompresses one chunk into `out`, which must be exactly the chunk's decoded size
@@ -60,7 +61,7 @@ pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
 /// anything is decoded). Saves
 /// the copy [`decompress`] makes when the caller owns the destination (the HDF5 filter).
 pub fn decompress_into(data: &[u8], out: &mut [u8]) -> Result<()> {
-    pool::run(|| pipeline::decompress_into(data, out))?
+    pool::run(|| decompress::decompress_into(data, out))?
 }
 
 /// Reads a chunk's header without decoding it (element type, shape, bound, sizes).

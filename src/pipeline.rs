@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::code;
-use crate::enhance::{neurlz, neurlz_encode};
+use crate::enhance::neurlz_encode;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{
@@ -16,7 +16,7 @@ use crate::predict::{
     lorenzo::{self, Lorenzo},
     nglr, BlockEncoder, Predictor,
 };
-use crate::quant::{self, dequantize, Grid, Plan};
+use crate::quant::{self, Plan};
 use crate::region::Region;
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
@@ -110,7 +110,7 @@ fn compress_values<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) 
 
 /// The NRMSE of a chunk's decoded values against `x` (`None` if it does not decode).
 fn decoded_nrmse<T: Element>(x: &[T], bytes: &[u8]) -> Option<f64> {
-    let back = decompress(bytes, usize::MAX).ok()?;
+    let back = crate::decompress::decompress(bytes, usize::MAX).ok()?;
     Some(quant::nrmse(x, &field::from_bytes::<T>(&back)))
 }
 
@@ -659,7 +659,8 @@ fn enhance_section<T: Element>(
         })
         .collect();
     let bytes = std::mem::size_of_val(x);
-    let q = decode_grid(blocks, &parts, dims, plan.m as i32, learned, bytes).ok()?;
+    let q =
+        crate::decompress::decode_grid(blocks, &parts, dims, plan.m as i32, learned, bytes).ok()?;
     let view = neurlz_encode::Chunk {
         x,
         q: &q,
@@ -678,7 +679,7 @@ fn enhance_section<T: Element>(
             ..*params
         };
         let c = compress(&field::to_bytes(x), chunk, &p).ok()?;
-        let y: Vec<T> = field::from_bytes(&decompress(&c, usize::MAX).ok()?);
+        let y: Vec<T> = field::from_bytes(&crate::decompress::decompress(&c, usize::MAX).ok()?);
         Some((c.len(), quant::sse(x, &y)))
     };
     neurlz_encode::encode(&view, params, &base_rate).0
@@ -1178,495 +1179,12 @@ fn train_nglr<T: Element>(
     })
 }
 
-pub fn decompress(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    let header = Header::read(&mut Reader::new(data))?;
-    let out_len = header.len() * header.dtype.size();
-    ensure!(
-        out_len <= max_len,
-        Error::TooLarge {
-            needed: out_len,
-            limit: max_len
-        }
-    );
-    // Refuse a declared size the machine cannot hold as an error, not an allocation abort.
-    Vec::<u8>::new()
-        .try_reserve_exact(out_len)
-        .map_err(|_| Error::TooLarge {
-            needed: out_len,
-            limit: max_len,
-        })?;
-    let mut out = Output::Owned(Vec::new(), out_len);
-    decode_chunk(data, &mut out)?;
-    match out {
-        Output::Owned(v, _) => Ok(v),
-        Output::Into(_) => unreachable!("made as Owned above"),
-    }
-}
-
-/// Where a decoded chunk goes: the caller's buffer, or one allocated only when the decoder
-/// writes its result, so that it is not held while the decoder's own buffers are.
-enum Output<'a> {
-    Into(&'a mut [u8]),
-    /// The buffer (empty until needed) and its length.
-    Owned(Vec<u8>, usize),
-}
-
-impl Output<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Output::Into(s) => s.len(),
-            Output::Owned(_, n) => *n,
-        }
-    }
-
-    fn buf(&mut self) -> &mut [u8] {
-        match self {
-            Output::Into(s) => s,
-            Output::Owned(v, n) => {
-                if v.len() != *n {
-                    // Zeroed by the allocator (calloc): first touched by the decoder's writes.
-                    *v = vec![0u8; *n];
-                }
-                v
-            }
-        }
-    }
-}
-
-/// Decodes a chunk into `out`, which must be exactly its decoded size (the GPU writes straight
-/// into it, and a caller such as the HDF5 filter saves a copy of the chunk).
-pub fn decompress_into(data: &[u8], out: &mut [u8]) -> Result<()> {
-    decode_chunk(data, &mut Output::Into(out))
-}
-
-fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
-    let mut r = Reader::new(data);
-    let header = Header::read(&mut r)?;
-    let out_len = header.len() * header.dtype.size();
-    ensure!(
-        out_len <= out.len(),
-        Error::TooLarge {
-            needed: out_len,
-            limit: out.len()
-        }
-    );
-    ensure!(
-        out_len == out.len(),
-        Error::SizeMismatch {
-            expected: out.len(),
-            actual: out_len
-        }
-    );
-    match header.layout {
-        Layout::Stored => {
-            ensure!(
-                header.sections == 1,
-                Error::Corrupt("stored chunk with more than one section".into())
-            );
-            let (id, payload) = format::read_section(&mut r)?;
-            ensure!(
-                id == section::STORED && payload.len() == out_len,
-                Error::Corrupt("stored section does not match the shape".into())
-            );
-            out.buf().copy_from_slice(payload);
-        }
-        Layout::Coded => match read_region(header, &mut r)? {
-            (header, None) => decode_typed(&header, &mut r, out)?,
-            // An edge chunk: its data box, coded as a chunk of its own, then the padding.
-            (boxed, Some(region)) => {
-                let mut values = Output::Owned(Vec::new(), boxed.len() * boxed.dtype.size());
-                decode_typed(&boxed, &mut r, &mut values)?;
-                region.scatter(values.buf(), out.buf(), boxed.dtype.size());
-            }
-        },
-    }
-    ensure!(
-        r.remaining() == 0,
-        Error::Corrupt(format!("{} trailing bytes", r.remaining()))
-    );
-    Ok(())
-}
-
-fn decode_typed(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<()> {
-    match h.dtype {
-        DType::F32 => decode_coded::<f32>(h, r, out),
-        DType::F64 => decode_coded::<f64>(h, r, out),
-    }
-}
-
-/// The REGION section of a version-2 coded chunk (it comes first), and the header of the
-/// chunk of the data box that follows it (the box's shape, one section fewer).
-fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Region>)> {
-    if header.version == format::BASE_VERSION {
-        return Ok((header, None));
-    }
-    ensure!(
-        header.sections >= 3,
-        Error::Corrupt(format!(
-            "version-2 chunk declares {} sections",
-            header.sections
-        ))
-    );
-    let (id, payload) = format::read_section(r)?;
-    ensure!(
-        id == section::REGION,
-        Error::Corrupt(format!("expected the region section, found id {id}"))
-    );
-    let (extent, pad) = format::read_region(payload, &header.shape, header.dtype.size())?;
-    let region = Region {
-        shape: header.shape.clone(),
-        extent,
-        pad,
-    };
-    let header = Header {
-        version: format::BASE_VERSION,
-        shape: region.extent.clone(),
-        sections: header.sections - 1,
-        ..header
-    };
-    Ok((header, Some(region)))
-}
-
-fn decode_coded<T: Element>(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<()> {
-    ensure!(
-        (2..=4).contains(&h.sections),
-        Error::Corrupt(format!(
-            "coded chunk declares {} sections, version 1 has 2 to 4",
-            h.sections
-        ))
-    );
-    ensure!(
-        h.step.is_finite() && h.step > 0.0 && h.mid.is_finite(),
-        Error::Corrupt("quantization grid is not finite and positive".into())
-    );
-    let grid = Grid {
-        mid: h.mid,
-        step: h.step,
-    };
-    ensure!(
-        h.feedback % 2 == 1,
-        Error::Corrupt(format!("feedback step {} is not odd", h.feedback))
-    );
-    let m = h.feedback as i32;
-    let dims = field::grid_dims(&h.shape);
-    ensure!(
-        (0..3).all(|k| h.block[k] >= 1 && h.block[k] <= dims[k]),
-        Error::Corrupt(format!("block extents {:?} for grid {dims:?}", h.block))
-    );
-    // Every block has a 12-byte directory entry: refuse a block count the chunk cannot hold
-    // before listing the blocks.
-    let count = (0..3).try_fold(1usize, |a, k| a.checked_mul(dims[k].div_ceil(h.block[k])));
-    ensure!(
-        count.is_some_and(|c| c.saturating_mul(12) <= r.remaining()),
-        Error::Corrupt(format!(
-            "block extents {:?} make more blocks than the chunk holds",
-            h.block
-        ))
-    );
-    let blocks = field::blocks(dims, h.block)?;
-
-    let (mut id, mut payload) = format::read_section(r)?;
-    let learned = if id == section::WEIGHTS {
-        let model = crate::nn::weights::Model::read(payload)?;
-        (id, payload) = format::read_section(r)?;
-        Some(nglr::Nglr::from_model(model))
-    } else {
-        None
-    };
-    ensure!(
-        h.sections == 2 + learned.is_some() as u32 || h.sections == 3 + learned.is_some() as u32,
-        Error::Corrupt(format!(
-            "coded chunk declares {} sections, holds {}",
-            h.sections,
-            2 + learned.is_some() as u32
-        ))
-    );
-    ensure!(
-        id == section::BLOCKS,
-        Error::Corrupt(format!("expected the blocks section, found id {id}"))
-    );
-    let parts = directory::read(payload, blocks.len())?;
-    let mut values = match gpu_decode(h, &parts, &blocks, dims, grid, out) {
-        // With no enhancer to run, the escapes go straight into the GPU's bytes.
-        true if h.sections == 2 + learned.is_some() as u32 => {
-            let (id, esc_payload) = format::read_section(r)?;
-            ensure!(
-                id == section::ESCAPES,
-                Error::Corrupt(format!("expected the escapes section, found id {id}"))
-            );
-            return apply_escapes_to_bytes::<T>(esc_payload, out.buf());
-        }
-        true => field::from_bytes(out.buf()),
-        false => {
-            let dequantized =
-                |q: Vec<i32>| -> Vec<T> { q.iter().map(|&v| dequantize::<T>(v, grid)).collect() };
-            let decoded =
-                decode_blocks(&blocks, &parts, m, learned.as_ref(), out.len(), dequantized)?;
-            let mut values = vec![T::from_f64(0.0); h.len()];
-            for (b, d) in blocks.iter().zip(decoded) {
-                field::scatter(&mut values, dims, b, &d);
-            }
-            values
-        }
-    };
-
-    let (id, esc_payload) = format::read_section(r)?;
-    ensure!(
-        id == section::ESCAPES,
-        Error::Corrupt(format!("expected the escapes section, found id {id}"))
-    );
-    if h.sections == 3 + learned.is_some() as u32 {
-        let (id, payload) = format::read_section(r)?;
-        ensure!(
-            id == section::ENHANCE,
-            Error::Corrupt(format!("unknown section id {id} after the escapes"))
-        );
-        let model = neurlz::Model::read(payload, dims)?;
-        let q = decode_grid(&blocks, &parts, dims, m, learned.as_ref(), out.len())?;
-        neurlz::apply(&model, &q, dims, grid, m as i64, &mut values);
-    }
-    apply_escapes(esc_payload, &mut values)?;
-    field::write_bytes(&values, out.buf());
-    Ok(())
-}
-
-/// Decodes the blocks on the GPU when every block is plain Lorenzo with feedback step 1 (what
-/// the kernels run) and the GPU backend is chosen: by `RESID_BACKEND=cuda`, or by `auto` for a
-/// large chunk of packed blocks. `None` sends the work to the CPU, which computes the same
-/// values.
-fn gpu_decode(
-    h: &Header,
-    parts: &[BlockPart<'_>],
-    blocks: &[Block],
-    dims: [usize; 3],
-    grid: Grid,
-    out: &mut Output<'_>,
-) -> bool {
-    let coder = |p: &BlockPart<'_>| match p.coder {
-        code::BlockCoder::Range => Some(Coder::Range),
-        code::BlockCoder::Lz4 => Some(Coder::Lz4),
-        code::BlockCoder::Packed => Some(Coder::Packed),
-        code::BlockCoder::RangeFar => None,
-    };
-    if h.feedback != 1
-        || parts
-            .iter()
-            .any(|p| p.predictor != Lorenzo.id() || p.coarse != 0 || coder(p).is_none())
-    {
-        return false;
-    }
-    let list: Vec<(Coder, &[u8], u32)> = parts
-        .iter()
-        .filter_map(|p| Some((coder(p)?, p.bytes, p.crc)))
-        .collect();
-    let job = crate::backend::DecodeJob {
-        parts: &list,
-        dtype: h.dtype,
-        dims,
-        ext: h.block,
-        blocks,
-        grid,
-    };
-    // A packed chunk decodes entirely on the GPU, so `auto` uses it for large chunks; the
-    // other coders' decoding stays on the CPU unless `RESID_BACKEND=cuda` asks.
-    let backend = if list.iter().all(|p| p.0 == Coder::Packed) {
-        crate::params::Backend::Auto
-    } else {
-        crate::params::Backend::Cpu
-    };
-    let Some(gpu) = crate::backend::gpu_for_decode(out.len(), backend) else {
-        return false;
-    };
-    match gpu.decode_into(&job, out.buf()) {
-        Ok(()) => true,
-        Err(e) => {
-            crate::backend::gpu_failed("decode", &e, "the CPU redoes the chunk");
-            false
-        }
-    }
-}
-
 /// The coarse-level feedback step this encoder gives blocks of predictor `id`.
 fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
     match id {
         interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
         _ => 0,
     }
-}
-
-/// The predictor that decodes a block: the chunk's NGLR model, or one made from the block's
-/// directory entry.
-enum BlockPredictor<'a> {
-    Learned(&'a nglr::Nglr),
-    Own(Box<dyn Predictor>),
-}
-
-impl BlockPredictor<'_> {
-    fn get(&self) -> &dyn Predictor {
-        match self {
-            BlockPredictor::Learned(n) => *n,
-            BlockPredictor::Own(p) => p.as_ref(),
-        }
-    }
-}
-
-/// A block's residual codes, its checksum verified, and the predictor that decodes them.
-fn block_codes<'a>(
-    b: &Block,
-    part: &BlockPart<'_>,
-    learned: Option<&'a nglr::Nglr>,
-) -> Result<(BlockPredictor<'a>, Vec<i32>)> {
-    ensure!(
-        crc32fast::hash(part.bytes) == part.crc,
-        Error::ChecksumMismatch { what: "block" }
-    );
-    let (predictor, header) = match (part.predictor, learned) {
-        (nglr::ID, Some(n)) if part.coarse == 0 && part.kernel == 0 => {
-            (BlockPredictor::Learned(n), 0)
-        }
-        (id, _) => {
-            let (p, header) = predict::for_block(id, part.coarse, part.kernel, part.bytes)?;
-            (BlockPredictor::Own(p), header)
-        }
-    };
-    let mut q = vec![0i32; b.len()];
-    code::decode_block(
-        part.coder,
-        &part.bytes[header..],
-        b.ext,
-        part.predictor,
-        &mut q,
-    )?;
-    Ok((predictor, q))
-}
-
-/// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
-/// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
-/// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`; `auto`
-/// from [`crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES`] on), with the CPU's values bit
-/// for bit; on
-/// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
-/// finished as soon as they are decoded, so they are never all held at once.
-fn decode_blocks<R: Send>(
-    blocks: &[Block],
-    parts: &[BlockPart<'_>],
-    m: i32,
-    learned: Option<&nglr::Nglr>,
-    bytes: usize,
-    finish: impl Fn(Vec<i32>) -> R + Sync + Send,
-) -> Result<Vec<R>> {
-    let gpu = learned
-        .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
-        .and_then(|n| {
-            let auto_min = crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES;
-            Some((
-                crate::backend::gpu_for_work(crate::params::Backend::Cpu, bytes, auto_min)?,
-                n,
-            ))
-        });
-    let Some((gpu, model)) = gpu else {
-        return blocks
-            .par_iter()
-            .zip(parts)
-            .map(|(b, part)| {
-                let (p, mut q) = block_codes(b, part, learned)?;
-                p.get().decode(&mut q, b.ext, m);
-                Ok(finish(q))
-            })
-            .collect();
-    };
-    let q = decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
-        gpu.nglr_decode(&model.model, on, codes, m)
-    })?;
-    Ok(q.into_par_iter().map(finish).collect())
-}
-
-/// [`decode_blocks`] with the NGLR blocks' prediction handed to `offload`, which gets those
-/// blocks and their codes one block after another, to be turned into reconstructed indices in
-/// place. The other blocks decode on the CPU meanwhile; when `offload` fails (logged), the
-/// CPU decodes the NGLR blocks too.
-fn decode_blocks_offloaded(
-    blocks: &[Block],
-    parts: &[BlockPart<'_>],
-    m: i32,
-    model: &nglr::Nglr,
-    offload: impl FnOnce(&[Block], &mut [i32]) -> Result<()>,
-) -> Result<Vec<Vec<i32>>> {
-    let staged: Vec<(bool, Vec<i32>)> = blocks
-        .par_iter()
-        .zip(parts)
-        .map(|(b, part)| {
-            let (p, mut q) = block_codes(b, part, Some(model))?;
-            let learned = matches!(p, BlockPredictor::Learned(_));
-            if !learned {
-                p.get().decode(&mut q, b.ext, m);
-            }
-            Ok((learned, q))
-        })
-        .collect::<Result<_>>()?;
-    let learned: Vec<Block> = blocks
-        .iter()
-        .zip(&staged)
-        .filter(|(_, s)| s.0)
-        .map(|(b, _)| *b)
-        .collect();
-    let mut codes: Vec<i32> = staged
-        .iter()
-        .filter(|s| s.0)
-        .flat_map(|s| s.1.iter().copied())
-        .collect();
-    let offloaded = match offload(&learned, &mut codes) {
-        Ok(()) => true,
-        Err(e) => {
-            crate::backend::gpu_failed("NGLR decode", &e, "the CPU decodes the blocks");
-            false
-        }
-    };
-    let mut rest = codes.as_slice();
-    Ok(staged
-        .into_iter()
-        .zip(blocks)
-        .map(|((learned, mut q), b)| {
-            if learned && offloaded {
-                let (mine, others) = rest.split_at(q.len());
-                q.copy_from_slice(mine);
-                rest = others;
-            } else if learned {
-                model.decode(&mut q, b.ext, m);
-            }
-            q
-        })
-        .collect())
-}
-
-/// The reconstructed grid indices of the whole chunk (what the NeurLZ enhancer reads).
-fn decode_grid(
-    blocks: &[Block],
-    parts: &[BlockPart<'_>],
-    dims: [usize; 3],
-    m: i32,
-    learned: Option<&nglr::Nglr>,
-    bytes: usize,
-) -> Result<Vec<i32>> {
-    let decoded = decode_blocks(blocks, parts, m, learned, bytes, |q| q)?;
-    let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
-    for (b, d) in blocks.iter().zip(decoded) {
-        field::scatter(&mut q, dims, b, &d);
-    }
-    Ok(q)
-}
-
-fn apply_escapes<T: Element>(payload: &[u8], values: &mut [T]) -> Result<()> {
-    let n = values.len();
-    escapes::for_each(payload, n, T::SIZE, |i, raw| values[i] = T::read_le(raw))
-}
-
-/// [`apply_escapes`] on the values' little-endian bytes (the GPU decoder's output).
-fn apply_escapes_to_bytes<T: Element>(payload: &[u8], bytes: &mut [u8]) -> Result<()> {
-    let n = bytes.len() / T::SIZE;
-    escapes::for_each(payload, n, T::SIZE, |i, raw| {
-        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
-    })
 }
 
 #[cfg(test)]
@@ -1686,13 +1204,6 @@ mod tests {
                     + (s >> 40) as f32 / (1u64 << 24) as f32
             })
             .collect()
-    }
-
-    /// [`rough`] coded with `predictor` at one absolute bound.
-    fn coded(predictor: PredictorChoice) -> Vec<u8> {
-        let data: Vec<u8> = rough().iter().flat_map(|v| v.to_le_bytes()).collect();
-        let chunk = ChunkInfo::new(DType::F32, &[40, 100, 100]).unwrap();
-        compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
     }
 
     /// An f32 chunk of two blocks, one value the grid cannot hold in each, NGLR forced: the
@@ -1815,98 +1326,6 @@ mod tests {
                 let got = code_nglr_later(&source, &c.blocks, &c.escapes, &c.model, offload, coded);
                 let got: Vec<Coded> = got.into_iter().map(|(b, _)| b).collect();
                 assert_eq!(got, vec![c.cpu(0), c.cpu(1)], "{later:?}");
-            }
-        }
-    }
-
-    /// The chunk's feedback step, NGLR model (if any) and blocks section.
-    fn sections(bytes: &[u8]) -> (i32, Option<nglr::Nglr>, &[u8]) {
-        let mut r = Reader::new(bytes);
-        let h = Header::read(&mut r).unwrap();
-        let (mut id, mut payload) = format::read_section(&mut r).unwrap();
-        let mut model = None;
-        if id == section::WEIGHTS {
-            model = Some(nglr::Nglr::from_model(
-                crate::nn::weights::Model::read(payload).unwrap(),
-            ));
-            (id, payload) = format::read_section(&mut r).unwrap();
-        }
-        assert_eq!(id, section::BLOCKS);
-        (h.feedback as i32, model, payload)
-    }
-
-    /// The NGLR blocks' prediction handed to an offload (the GPU's place) comes back into the
-    /// right blocks, among blocks the CPU decodes; a failing offload leaves it to the CPU.
-    #[test]
-    fn offloaded_nglr_blocks_come_back_in_place() {
-        let (a, b) = (
-            coded(PredictorChoice::Nglr),
-            coded(PredictorChoice::Lorenzo),
-        );
-        let (m, model, pa) = sections(&a);
-        let model = model.expect("an NGLR chunk has a weights section");
-        let (_, none, pb) = sections(&b);
-        assert!(none.is_none());
-        let dims = [40, 100, 100];
-        let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
-        assert_eq!(blocks.len(), 2);
-        let (na, nb) = (
-            directory::read(pa, 2).unwrap(),
-            directory::read(pb, 2).unwrap(),
-        );
-        assert!(na.iter().all(|p| p.predictor == nglr::ID));
-        assert!(nb.iter().all(|p| p.predictor == Lorenzo.id()));
-        let cpu = |parts: &[BlockPart<'_>]| -> Vec<Vec<i32>> {
-            blocks
-                .iter()
-                .zip(parts)
-                .map(|(b, part)| {
-                    let (p, mut q) = block_codes(b, part, Some(&model)).unwrap();
-                    p.get().decode(&mut q, b.ext, m);
-                    q
-                })
-                .collect()
-        };
-        // The CPU's own decode, what the offload must reproduce.
-        let offload = |on: &[Block], codes: &mut [i32]| {
-            let mut at = 0;
-            for b in on {
-                model.decode(&mut codes[at..at + b.len()], b.ext, m);
-                at += b.len();
-            }
-            assert_eq!(at, codes.len());
-            Ok(())
-        };
-        let [a0, a1] = <[BlockPart<'_>; 2]>::try_from(na).ok().unwrap();
-        let [b0, b1] = <[BlockPart<'_>; 2]>::try_from(nb).ok().unwrap();
-        for (parts, learned) in [
-            (vec![a0.clone(), b1.clone()], [true, false]),
-            (vec![b0.clone(), a1.clone()], [false, true]),
-            (vec![a0, a1], [true, true]),
-        ] {
-            let want = cpu(&parts);
-            let mut seen = Vec::new();
-            let got = decode_blocks_offloaded(&blocks, &parts, m, &model, |on, codes| {
-                seen = on.to_vec();
-                offload(on, codes)
-            })
-            .unwrap();
-            assert_eq!(got, want);
-            let expected: Vec<Block> = (0..2).filter(|&k| learned[k]).map(|k| blocks[k]).collect();
-            assert_eq!(seen, expected);
-            let failing = |_: &[Block], _: &mut [i32]| Err(Error::Unsupported("test".into()));
-            let got = decode_blocks_offloaded(&blocks, &parts, m, &model, failing).unwrap();
-            assert_eq!(got, want);
-            // What the offload leaves is what the blocks get: only the NGLR blocks differ.
-            let shifted = decode_blocks_offloaded(&blocks, &parts, m, &model, |on, codes| {
-                offload(on, codes)?;
-                codes.iter_mut().for_each(|v| *v += 1);
-                Ok(())
-            })
-            .unwrap();
-            for k in 0..2 {
-                let moved: Vec<i32> = want[k].iter().map(|v| v + learned[k] as i32).collect();
-                assert_eq!(shifted[k], moved, "block {k}");
             }
         }
     }
