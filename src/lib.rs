@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod code;
+mod compress;
 mod decompress;
 pub mod enhance;
 pub mod error;
@@ -22,11 +23,11 @@ pub mod field;
 pub mod format;
 pub mod nn;
 pub mod params;
-mod pipeline;
 pub mod pool;
 pub mod predict;
 pub mod quant;
 pub mod region;
+mod select;
 
 pub use error::{Error, Result};
 
@@ -42,7 +43,7 @@ pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, 
 /// cannot be bounded (NaN, infinities, huge magnitudes) are stored exactly. The output is never
 /// more than [`format::MAX_OVERHEAD`] bytes larger than `data`.
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::compress(data, chunk, params))?
+    pool::run(|| compress::compress(data, chunk, params))?
 }
 
 /// Decompresses one chunk written by [`compress`] into its little-endian element bytes.
