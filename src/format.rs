@@ -5,6 +5,9 @@
 use crate::error::{ensure, Error, Result};
 use crate::params::{Coder, DType, ErrorMode, MAX_RANK};
 
+pub mod directory;
+pub mod escapes;
+
 pub const MAGIC: [u8; 4] = *b"RSID";
 /// The newest container version this build writes and reads. Version 2 is version 1 with a
 /// REGION section (an HDF5 edge chunk's data region); every other chunk is written as
@@ -369,17 +372,7 @@ pub fn summary(data: &[u8]) -> Result<ChunkSummary> {
             region = Some(read_region(payload, &header.shape, header.dtype.size())?);
         }
         if id == section::BLOCKS {
-            let mut d = Reader::new(payload);
-            let count = d.u32("block directory")? as usize;
-            ensure!(
-                count.saturating_mul(12) <= d.remaining(),
-                Error::Truncated {
-                    what: "block directory"
-                }
-            );
-            for e in d.take(count * 12, "block directory")?.chunks_exact(12) {
-                block_predictors.push(e[0]);
-            }
+            block_predictors.extend(directory::predictor_ids(payload)?);
         }
     }
     Ok(ChunkSummary {

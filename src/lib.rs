@@ -15,17 +15,19 @@
 
 pub mod backend;
 pub mod code;
+mod compress;
+mod decompress;
 pub mod enhance;
 pub mod error;
 pub mod field;
 pub mod format;
 pub mod nn;
 pub mod params;
-mod pipeline;
 pub mod pool;
 pub mod predict;
 pub mod quant;
 pub mod region;
+mod select;
 
 pub use error::{Error, Result};
 
@@ -41,18 +43,18 @@ pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, 
 /// cannot be bounded (NaN, infinities, huge magnitudes) are stored exactly. The output is never
 /// more than [`format::MAX_OVERHEAD`] bytes larger than `data`.
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::compress(data, chunk, params))?
+    pool::run(|| compress::compress(data, chunk, params))?
 }
 
 /// Decompresses one chunk written by [`compress`] into its little-endian element bytes.
 pub fn decompress(data: &[u8]) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::decompress(data, usize::MAX))?
+    pool::run(|| decompress::decompress(data, usize::MAX))?
 }
 
 /// Like [`decompress`], but refuses a chunk that declares more than `max_len` output bytes
 /// before allocating anything (the plugin passes the chunk size HDF5 expects).
 pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
-    pool::run(|| pipeline::decompress(data, max_len))?
+    pool::run(|| decompress::decompress(data, max_len))?
 }
 
 /// Decompresses one chunk into `out`, which must be exactly the chunk's decoded size
@@ -60,7 +62,7 @@ pub fn decompress_limited(data: &[u8], max_len: usize) -> Result<Vec<u8>> {
 /// anything is decoded). Saves
 /// the copy [`decompress`] makes when the caller owns the destination (the HDF5 filter).
 pub fn decompress_into(data: &[u8], out: &mut [u8]) -> Result<()> {
-    pool::run(|| pipeline::decompress_into(data, out))?
+    pool::run(|| decompress::decompress_into(data, out))?
 }
 
 /// Reads a chunk's header without decoding it (element type, shape, bound, sizes).

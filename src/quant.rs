@@ -42,7 +42,7 @@ pub fn dequantize_f64(q: i32, grid: Grid) -> f64 {
 /// code quantizes like SZ's linear quantizer. [`plan`] gives NRMSE and PSNR targets step 1
 /// (plain LBRC), whose error is known exactly from the grid before prediction; the pipeline
 /// then also codes them with this step, tuning the bound from the decoded error
-/// (`pipeline::encode_for_target`).
+/// (`compress::target::encode_for_target`).
 pub const FEEDBACK_STEP: i64 = 15;
 
 /// Range statistics of the finite values of a chunk.

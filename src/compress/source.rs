@@ -1,0 +1,100 @@
+//! Coding one block: its inputs gathered from the chunk, a predictor run over them, the
+//! residual codes entropy coded behind the predictor's header.
+
+use crate::code;
+use crate::field::{self, Block, Element};
+use crate::format::escapes;
+use crate::params::Coder;
+use crate::predict::{interp, Predictor};
+use crate::quant::Plan;
+use crate::select::{predict_block, Trial};
+
+/// A coded block: the directory's predictor id and kernel byte, the payload, and the chunk
+/// indices of its escaped points.
+#[derive(Debug, PartialEq)]
+pub(super) struct Coded {
+    pub id: u8,
+    pub kernel: u8,
+    pub bytes: Vec<u8>,
+    pub escapes: Vec<usize>,
+}
+
+/// What coding a block needs besides the block itself (encode only).
+pub(super) struct Source<'a, T> {
+    pub x: &'a [T],
+    pub dims: [usize; 3],
+    pub plan: &'a Plan,
+    pub coder: Coder,
+    /// The elements are `f32`.
+    pub single: bool,
+}
+
+/// A block's values (as f64), prequantized indices, and which points are escaped already.
+pub(super) type BlockInput = (Vec<f64>, Vec<i32>, Vec<bool>);
+
+impl<T: Element> Source<'_, T> {
+    /// Block `b`'s input; `esc` lists its points the grid cannot hold (block-local).
+    pub(super) fn gather(&self, b: &Block, esc: &[usize]) -> BlockInput {
+        let bx = field::gather(self.x, self.dims, b)
+            .iter()
+            .map(|v| v.to_f64())
+            .collect();
+        let bq = field::gather(&self.plan.quantized.q, self.dims, b);
+        let mut escaped = vec![false; bq.len()];
+        for &li in esc {
+            escaped[li] = true;
+        }
+        (bx, bq, escaped)
+    }
+
+    /// Codes block `b` (its values `bx`, indices `bq`, escapes) with `predictor`, or takes the
+    /// coding of a whole-block trial.
+    pub(super) fn code(
+        &self,
+        b: &Block,
+        predictor: &dyn Predictor,
+        bx: &[f64],
+        bq: &[i32],
+        escaped: &[bool],
+        done: Option<Trial>,
+    ) -> Coded {
+        let (bytes, escaped) = done.unwrap_or_else(|| {
+            let (codes, escaped) =
+                predict_block(predictor, bx, bq, escaped, b.ext, self.plan, self.single);
+            (self.payload(b, predictor, &codes), escaped)
+        });
+        self.coded(b, predictor, bytes, &escaped)
+    }
+
+    /// Block `b`'s payload: `predictor`'s header, then its residual `codes` coded.
+    pub(super) fn payload(&self, b: &Block, predictor: &dyn Predictor, codes: &[i32]) -> Vec<u8> {
+        let mut bytes = predictor.header();
+        bytes.extend(code::encode_block(self.coder, codes, b.ext, predictor.id()));
+        bytes
+    }
+
+    /// Block `b` coded by `predictor` into `bytes`, its `escaped` points (block-local flags)
+    /// listed by chunk index.
+    pub(super) fn coded(
+        &self,
+        b: &Block,
+        predictor: &dyn Predictor,
+        bytes: Vec<u8>,
+        escaped: &[bool],
+    ) -> Coded {
+        Coded {
+            id: predictor.id(),
+            kernel: predictor.kernel(),
+            bytes,
+            escapes: escapes::in_chunk(b, self.dims, escaped),
+        }
+    }
+}
+
+/// The coarse-level feedback step this encoder gives blocks of predictor `id`.
+pub(super) fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
+    match id {
+        interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
+        _ => 0,
+    }
+}
