@@ -14,6 +14,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod backend;
+pub mod bytes;
 pub mod code;
 pub mod enhance;
 pub mod error;
