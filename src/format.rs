@@ -144,7 +144,7 @@ impl Header {
             3 => ErrorMode::Psnr,
             m => return Err(Error::Corrupt(format!("unknown error mode {m}"))),
         };
-        let coder = crate::code::coder_from_id(r.u8("header")?)?;
+        let coder = crate::entropy::coder_from_id(r.u8("header")?)?;
         let fb = r.take(2, "header")?;
         let feedback = u16::from_le_bytes([fb[0], fb[1]]);
         let requested = r.f64("header")?;

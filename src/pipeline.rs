@@ -1,9 +1,9 @@
-//! Chains the stages: `bytes -> field -> quantize -> predict -> code -> container` and back.
+//! Chains the stages: `bytes -> field -> quantize -> predict -> entropy -> container` and back.
 
 use rayon::prelude::*;
 
-use crate::code;
 use crate::enhance::{neurlz, neurlz_encode};
+use crate::entropy;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::format::{self, section, Header, Layout, Reader};
@@ -615,7 +615,9 @@ fn encode_coded<T: Element>(
     directory.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
     for (c, crc) in coded.iter().zip(&crcs) {
         directory.push(c.id);
-        directory.push(code::BlockCoder::for_block(params.coder, c.id).id());
+        directory.push(
+            entropy::BlockCoder::for_block(params.coder, predict::registry::contexts(c.id)).id(),
+        );
         directory.extend_from_slice(&[coarse_step_of(c.id, plan), c.kernel]);
         directory.extend_from_slice(&(c.bytes.len() as u32).to_le_bytes());
         directory.extend_from_slice(&crc.to_le_bytes());
@@ -695,7 +697,7 @@ fn enhance_section<T: Element>(
             predictor: c.id,
             coarse: coarse_step_of(c.id, plan),
             kernel: c.kernel,
-            coder: code::BlockCoder::for_block(params.coder, c.id),
+            coder: entropy::BlockCoder::for_block(params.coder, predict::registry::contexts(c.id)),
             bytes: &c.bytes,
             crc: crc32fast::hash(&c.bytes),
         })
@@ -811,7 +813,12 @@ impl<T: Element> Source<'_, T> {
     /// Block `b`'s payload: `predictor`'s header, then its residual `codes` coded.
     fn payload(&self, b: &Block, predictor: &dyn Predictor, codes: &[i32]) -> Vec<u8> {
         let mut bytes = predictor.header();
-        bytes.extend(code::encode_block(self.coder, codes, b.ext, predictor.id()));
+        bytes.extend(entropy::encode_block(
+            self.coder,
+            codes,
+            b.ext,
+            predictor.contexts(),
+        ));
         bytes
     }
 
@@ -955,7 +962,7 @@ fn predict_block_recon(
 /// Blocks up to this many values are tried whole with every candidate predictor (coded, so
 /// the winner's coding is kept); larger ones on a central sample of about an eighth of their
 /// volume, whose coded size is estimated from the coder's model costs without coding
-/// (`code::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5% smaller, and
+/// (`entropy::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5% smaller, and
 /// encode time fell 6%).
 const FULL_TRIAL: usize = 1 << 15;
 
@@ -1082,10 +1089,16 @@ fn choose_predictor<'a>(
         let escapes = esc.iter().filter(|&&e| e).count() * (2 + 8);
         let mut bytes = p.header();
         if whole {
-            bytes.extend(code::encode_block(coder, &codes, sample.ext, p.id()));
+            bytes.extend(entropy::encode_block(
+                coder,
+                &codes,
+                sample.ext,
+                p.contexts(),
+            ));
             (bytes.len() + escapes, (bytes, esc), sse)
         } else {
-            let size = bytes.len() + code::estimate_block(coder, &codes, sample.ext, p.id());
+            let size =
+                bytes.len() + entropy::estimate_block(coder, &codes, sample.ext, p.contexts());
             (size + escapes, (Vec::new(), esc), sse)
         }
     };
@@ -1490,12 +1503,7 @@ fn gpu_decode(
     grid: Grid,
     out: &mut Output<'_>,
 ) -> bool {
-    let coder = |p: &BlockPart<'_>| match p.coder {
-        code::BlockCoder::Range => Some(Coder::Range),
-        code::BlockCoder::Lz4 => Some(Coder::Lz4),
-        code::BlockCoder::Packed => Some(Coder::Packed),
-        code::BlockCoder::RangeFar => None,
-    };
+    let coder = |p: &BlockPart<'_>| p.coder.plain_of();
     if h.feedback != 1
         || parts
             .iter()
@@ -1536,10 +1544,7 @@ fn gpu_decode(
 
 /// The coarse-level feedback step this encoder gives blocks of predictor `id`.
 fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
-    match id {
-        interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
-        _ => 0,
-    }
+    predict::registry::coarse_step(id, plan.m)
 }
 
 /// One entry of the block directory, with its payload.
@@ -1550,7 +1555,7 @@ struct BlockPart<'a> {
     coarse: u8,
     /// Cubic kernel of an interpolated block (directory byte 3; 0 otherwise).
     kernel: u8,
-    coder: code::BlockCoder,
+    coder: entropy::BlockCoder,
     bytes: &'a [u8],
     crc: u32,
 }
@@ -1575,7 +1580,7 @@ fn split_blocks(payload: &[u8], expected: usize) -> Result<Vec<BlockPart<'_>>> {
             predictor: e[0],
             coarse: e[2],
             kernel: e[3],
-            coder: code::BlockCoder::from_id(e[1])?,
+            coder: entropy::BlockCoder::from_id(e[1])?,
             bytes: r.take(len, "block")?,
             crc: u32::from_le_bytes(e[8..12].try_into().unwrap()),
         });
@@ -1623,13 +1628,8 @@ fn block_codes<'a>(
         }
     };
     let mut q = vec![0i32; b.len()];
-    code::decode_block(
-        part.coder,
-        &part.bytes[header..],
-        b.ext,
-        part.predictor,
-        &mut q,
-    )?;
+    let classes = predict::registry::contexts(part.predictor).classes;
+    entropy::decode_block(part.coder, &part.bytes[header..], b.ext, classes, &mut q)?;
     Ok((predictor, q))
 }
 

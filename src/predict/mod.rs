@@ -9,12 +9,15 @@
 //! arithmetic, so the decoder rebuilds the encoder's reconstruction exactly.
 //!
 //! The block directory records which predictor coded each block; the decoder follows it.
+//! [`registry`] lists the predictors a directory may name.
 
 pub mod fitted;
 pub mod interp;
 pub mod lorenzo;
 pub mod nglr;
+pub mod registry;
 
+use crate::entropy::ContextChoice;
 use crate::error::{ensure, Error, Result};
 use crate::quant::{dequantize_f64, within, Grid, QMAX};
 
@@ -29,6 +32,11 @@ pub trait Predictor: Sync {
     /// Directory byte 3 (0: none; the interpolations' cubic kernel).
     fn kernel(&self) -> u8 {
         0
+    }
+    /// What the range coder's model follows in this predictor's residuals (its entry's in
+    /// the [`registry`]).
+    fn contexts(&self) -> ContextChoice {
+        registry::contexts(self.id())
     }
     /// Parameters written at the start of the block's payload, before the coded residuals
     /// (fitted Lorenzo's weights).
@@ -129,40 +137,26 @@ pub fn log2_1p(y: f64) -> f64 {
 
 /// The predictor of a block with stable id `id` and payload `payload`, and the length of its
 /// header there (the residual codes follow). `coarse` is the block's coarse-level feedback
-/// step (directory byte 2: 0 or odd, and 0 unless the predictor interpolates) and `kernel` its
-/// directory byte 3 (0 unless the predictor interpolates).
+/// step (directory byte 2: 0 or odd, and 0 unless the predictor has coarse levels) and
+/// `kernel` its directory byte 3 (0 unless the predictor has coarse levels).
 pub fn for_block(
     id: u8,
     coarse: u8,
     kernel: u8,
     payload: &[u8],
 ) -> Result<(Box<dyn Predictor>, usize)> {
-    let interpolates = matches!(id, interp::ID | interp::MD_ID);
+    let entry = registry::entry(id);
+    let levels = entry.is_some_and(|e| e.coarse.is_some());
     ensure!(
-        coarse == 0 || (coarse % 2 == 1 && interpolates),
+        coarse == 0 || (coarse % 2 == 1 && levels),
         Error::Corrupt(format!(
             "coarse feedback step {coarse} for a block of predictor {id}"
         ))
     );
-    ensure!(kernel == 0 || interpolates, Error::ReservedBitsSet);
-    let kernel = interp::Kernel::from_byte(kernel).ok_or_else(|| {
-        Error::Corrupt(format!(
-            "interpolation kernel byte {kernel:#04x} out of range"
-        ))
-    })?;
-    let header = |p: Box<dyn Predictor>| (p, 0);
-    match id {
-        lorenzo::ID => Ok(header(Box::new(lorenzo::Lorenzo))),
-        interp::ID => Ok(header(Box::new(interp::Interp { coarse, kernel }))),
-        interp::MD_ID => Ok(header(Box::new(interp::InterpMd { coarse, kernel }))),
-        fitted::ID => Ok((
-            Box::new(fitted::FittedLorenzo::read(payload)?),
-            fitted::HEADER,
-        )),
-        nglr::ID => Err(Error::Corrupt(
-            "NGLR block in a chunk without a weights section".into(),
-        )),
-        _ => Err(Error::Corrupt(format!("unknown predictor id {id}"))),
+    ensure!(kernel == 0 || levels, Error::ReservedBitsSet);
+    match entry {
+        Some(e) => (e.build)(coarse, kernel, payload),
+        None => Err(Error::Corrupt(format!("unknown predictor id {id}"))),
     }
 }
 
