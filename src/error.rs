@@ -15,8 +15,10 @@ pub enum Error {
     SizeMismatch { expected: usize, actual: usize },
     /// The chunk does not start with the resid magic number.
     WrongMagic,
-    /// The chunk was written by a newer format version than this build reads.
-    UnsupportedVersion(u8),
+    /// The chunk was written by a newer format version (`found`) than this build reads
+    /// (`newest`). The newest version travels in the error so that this module, below the
+    /// container, need not know it.
+    UnsupportedVersion { found: u8, newest: u8 },
     /// A reserved field is not zero.
     ReservedBitsSet,
     /// The chunk ends before a section it declares.
@@ -37,7 +39,7 @@ impl Error {
             Error::Unsupported(_) => 2,
             Error::SizeMismatch { .. } => 3,
             Error::WrongMagic => 4,
-            Error::UnsupportedVersion(_) => 5,
+            Error::UnsupportedVersion { .. } => 5,
             Error::ReservedBitsSet => 6,
             Error::Truncated { .. } => 7,
             Error::ChecksumMismatch { .. } => 8,
@@ -56,10 +58,9 @@ impl fmt::Display for Error {
                 write!(f, "size mismatch: expected {expected} bytes, got {actual}")
             }
             Error::WrongMagic => write!(f, "not a resid chunk (wrong magic number)"),
-            Error::UnsupportedVersion(v) => write!(
+            Error::UnsupportedVersion { found, newest } => write!(
                 f,
-                "chunk format version {v} is newer than this build reads (max {})",
-                crate::format::FORMAT_VERSION
+                "chunk format version {found} is newer than this build reads (max {newest})"
             ),
             Error::ReservedBitsSet => write!(f, "corrupt chunk: reserved field is not zero"),
             Error::Truncated { what } => write!(f, "truncated chunk: {what} is cut short"),

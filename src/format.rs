@@ -2,6 +2,7 @@
 //! `docs/FORMAT.md` is the byte-level specification; this module is its reference reader and
 //! writer. All integers are little-endian.
 
+pub use crate::bytes::{put_varint, Reader};
 use crate::error::{ensure, Error, Result};
 use crate::params::{Coder, DType, ErrorMode, MAX_RANK};
 
@@ -112,7 +113,10 @@ impl Header {
         let version = r.u8("header")?;
         ensure!(
             (1..=FORMAT_VERSION).contains(&version),
-            Error::UnsupportedVersion(version)
+            Error::UnsupportedVersion {
+                found: version,
+                newest: FORMAT_VERSION
+            }
         );
         let layout = match r.u8("header")? {
             0 => Layout::Stored,
@@ -143,7 +147,7 @@ impl Header {
             3 => ErrorMode::Psnr,
             m => return Err(Error::Corrupt(format!("unknown error mode {m}"))),
         };
-        let coder = crate::code::coder_from_id(r.u8("header")?)?;
+        let coder = crate::entropy::coder_from_id(r.u8("header")?)?;
         let fb = r.take(2, "header")?;
         let feedback = u16::from_le_bytes([fb[0], fb[1]]);
         let requested = r.f64("header")?;
@@ -289,62 +293,6 @@ pub fn read_section<'a>(r: &mut Reader<'a>) -> Result<(u8, &'a [u8])> {
     Ok((id, payload))
 }
 
-/// A bounds-checked cursor: every read says what it was reading when the input ends.
-pub struct Reader<'a> {
-    pub buf: &'a [u8],
-    pub pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
-    }
-    pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-    pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
-        ensure!(n <= self.remaining(), Error::Truncated { what });
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    pub fn u8(&mut self, what: &'static str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
-    }
-    pub fn u32(&mut self, what: &'static str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
-    }
-    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
-    }
-    pub fn f64(&mut self, what: &'static str) -> Result<f64> {
-        Ok(f64::from_bits(self.u64(what)?))
-    }
-    /// An unsigned LEB128 varint of at most 10 bytes.
-    pub fn varint(&mut self, what: &'static str) -> Result<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = self.u8(what)?;
-            v |= ((b & 0x7F) as u64) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Error::Corrupt(format!(
-            "{what}: varint longer than 10 bytes"
-        )))
-    }
-}
-
-/// Appends an unsigned LEB128 varint.
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// What `inspect` reports about a chunk without decoding it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkSummary {
@@ -422,7 +370,10 @@ mod tests {
         newer[4] = FORMAT_VERSION + 1;
         assert_eq!(
             Header::read(&mut Reader::new(&newer)).unwrap_err(),
-            Error::UnsupportedVersion(FORMAT_VERSION + 1)
+            Error::UnsupportedVersion {
+                found: FORMAT_VERSION + 1,
+                newest: FORMAT_VERSION
+            }
         );
         for cut in 0..buf.len() {
             assert!(Header::read(&mut Reader::new(&buf[..cut])).is_err());

@@ -1,6 +1,6 @@
 //! resid: error-bounded lossy compression of floating-point chunks.
 //!
-//! Data flows one way: `bytes -> field -> quantize -> predict -> code -> container` and back.
+//! Data flows one way: `bytes -> field -> quantize -> predict -> entropy -> container` and back.
 //! [`compress`] and [`decompress`] are the whole interface the HDF5 plugin needs; every chunk
 //! carries its own element type, shape and bound, so it decodes with no outside information.
 //! The byte layout is specified in `docs/FORMAT.md`.
@@ -14,10 +14,11 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod backend;
-pub mod code;
+pub mod bytes;
 mod compress;
 mod decompress;
 pub mod enhance;
+pub mod entropy;
 pub mod error;
 pub mod field;
 pub mod format;

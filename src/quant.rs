@@ -107,6 +107,19 @@ pub struct Quantized {
     pub sse: f64,
 }
 
+/// Whether the decoded value `v` of original `x` is within `eb`: in f64 and, for f32 data,
+/// also when the difference is taken in f32 arithmetic, as tools such as `h5diff -d` do (a
+/// difference of values of opposite sign can round up in f32).
+#[inline]
+pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
+    if single {
+        let v = v as f32;
+        (x - v as f64).abs() <= eb && ((x as f32 - v).abs() as f64) <= eb
+    } else {
+        (x - v).abs() <= eb
+    }
+}
+
 /// Quantizes `x` onto `grid`, escaping every value whose decoded value is further than `eb`
 /// from it. With `check` false only values the grid cannot hold at all are escaped (the
 /// predictors check each reconstruction themselves when they code with feedback).
@@ -140,7 +153,7 @@ pub fn quantize_bounded<T: Element>(
                 let ok = !v.is_special() && qf.abs() <= QMAX;
                 let qi = if ok { qf as i32 } else { 0 };
                 let v = dequantize_f64(qi, grid);
-                let fits = !check || crate::predict::within(xf, v, eb, T::SIZE == 4);
+                let fits = !check || within(xf, v, eb, T::SIZE == 4);
                 if ok && fits {
                     let err = if check {
                         xf - T::from_f64(v).to_f64()
@@ -395,6 +408,28 @@ pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f32_difference_rounding_counts() {
+        // Find values of opposite sign whose exact difference is within the bound but whose
+        // f32 difference rounds above it (what h5diff -d computes); `within` must refuse them.
+        let eb = 0.05f64;
+        let mut found = 0;
+        for i in 1..20000 {
+            let x = (i as f32) * 2.5e-6;
+            let v = x as f64 - eb;
+            let v32 = v as f32;
+            let exact = (x as f64 - v32 as f64).abs();
+            let single = (x - v32).abs() as f64;
+            if exact <= eb && single > eb {
+                assert!(!within(x as f64, v, eb, true));
+                found += 1;
+            } else if exact <= eb && single <= eb {
+                assert!(within(x as f64, v, eb, true));
+            }
+        }
+        assert!(found > 0, "no rounding case in the sweep");
+    }
 
     /// The LBRC grid of an f32 chunk has room for the decoder's rounding (no escapes on a
     /// smooth field whose values sit anywhere in their cells) and keeps the minimum, where a

@@ -954,7 +954,7 @@ fn gpu_bench() {
     let (mut pay_off, mut words_at) = (Vec::new(), Vec::new());
     for (b, c) in blocks.iter().zip(&enc_p.coded) {
         pay_off.push(all.len() as u64);
-        words_at.push((all.len() + resid::code::packed::widths_len(b.len())) as u64);
+        words_at.push((all.len() + resid::entropy::packed::widths_len(b.len())) as u64);
         all.extend_from_slice(c);
     }
     let pay_d = g.upload(&all).unwrap();

@@ -220,13 +220,19 @@ fn wrong_magic_version_checksum_and_trailing_bytes() {
     fix_checksums(&mut version);
     assert_eq!(
         resid::decompress(&version).unwrap_err(),
-        Error::UnsupportedVersion(format::FORMAT_VERSION + 1)
+        Error::UnsupportedVersion {
+            found: format::FORMAT_VERSION + 1,
+            newest: format::FORMAT_VERSION
+        }
     );
     version[4] = 0;
     fix_checksums(&mut version);
     assert_eq!(
         resid::decompress(&version).unwrap_err(),
-        Error::UnsupportedVersion(0)
+        Error::UnsupportedVersion {
+            found: 0,
+            newest: format::FORMAT_VERSION
+        }
     );
     let mut crc = c.clone();
     let last = crc.len() - 1;

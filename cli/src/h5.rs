@@ -343,9 +343,12 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
     report_compressed(a, &params, &selected)
 }
 
-/// The datasets `compress` takes (name, raw bytes), and the `h5repack -l` layouts of those
-/// that need chunks (contiguous ones, or all with `--chunks`).
-fn select_datasets(a: &H5CompressArgs) -> Result<(Vec<(String, usize)>, Vec<String>), Failure> {
+/// A dataset `compress` takes: its name and raw size in bytes.
+type Selected = (String, usize);
+
+/// The datasets `compress` takes, and the `h5repack -l` layouts of those that need chunks
+/// (contiguous ones, or all with `--chunks`).
+fn select_datasets(a: &H5CompressArgs) -> Result<(Vec<Selected>, Vec<String>), Failure> {
     let file = File::open(&a.input).map_err(h5err(format!("cannot open {}", a.input.display())))?;
     let datasets = open_named(&file, &a.datasets)?;
     let mut selected = Vec::new();
@@ -407,7 +410,7 @@ fn chunks_for(
 fn repack(
     a: &H5CompressArgs,
     params: &resid::Params,
-    selected: &[(String, usize)],
+    selected: &[Selected],
     layouts: &[String],
 ) -> Result<(), Failure> {
     let dir = plugin_dir()?;
@@ -478,7 +481,7 @@ fn repack(
 }
 
 /// A progress bar over h5repack's verbose output: one step per selected dataset it names.
-fn follow_progress(quiet: bool, selected: &[(String, usize)], stdout: impl std::io::Read) {
+fn follow_progress(quiet: bool, selected: &[Selected], stdout: impl std::io::Read) {
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -513,7 +516,7 @@ fn follow_progress(quiet: bool, selected: &[(String, usize)], stdout: impl std::
 fn report_compressed(
     a: &H5CompressArgs,
     params: &resid::Params,
-    selected: &[(String, usize)],
+    selected: &[Selected],
 ) -> Result<(), Failure> {
     let out =
         File::open(&a.output).map_err(h5err(format!("cannot open {}", a.output.display())))?;

@@ -40,8 +40,10 @@ Exit status: 0 success, 1 a failure while working (unreadable file, corrupt chun
     version,
     about = "Error-bounded lossy compression of float32/float64 data (resid, HDF5 filter 32900)",
     long_about = "Error-bounded lossy compression of float32/float64 data.\n\n\
-        resid quantizes values onto a grid fine enough for the bound you ask for, predicts them \
-        with 3D Lorenzo differencing and entropy codes the residuals. Every decoded value meets \
+        resid quantizes values onto a grid fine enough for the bound you ask for, predicts each \
+        block with integer 3D Lorenzo (plain or with fitted weights) or multilevel cubic \
+        interpolation, whichever codes smaller, and entropy codes the residuals. Every decoded \
+        value meets \
         the bound; NaN and infinities are kept exactly. The same codec is HDF5 filter 32900 \
         (libh5resid.so): files written here open in h5py, h5dump or C programs that have the \
         plugin on HDF5_PLUGIN_PATH.",
@@ -133,7 +135,8 @@ pub struct Codec {
     /// 32 values: coded and decoded entirely on a GPU)
     #[arg(long, value_enum, default_value_t = CoderArg::Range)]
     pub coder: CoderArg,
-    /// Predictor: auto (Lorenzo or interpolation per block), lorenzo, interp, nglr (Lorenzo
+    /// Predictor: auto (per block: Lorenzo, plain or with fitted weights, or an
+    /// interpolation), lorenzo, interp, nglr (Lorenzo
     /// plus a learned bias), auto-linear (auto with a fitted linear bias too: smaller, writes
     /// at about two thirds of auto's speed), auto-nglr (auto with NGLR too: smallest, several
     /// times slower)

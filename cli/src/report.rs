@@ -126,12 +126,9 @@ fn bound_scope(s: &ChunkSummary) -> String {
 
 /// How many blocks each predictor coded: `lorenzo 3, interp-md 5`.
 fn predictor_counts(ids: &[u8]) -> String {
-    let name = |id: u8| match id {
-        1 => "lorenzo".to_string(),
-        2 => "interp".to_string(),
-        3 => "nglr".to_string(),
-        4 => "interp-md".to_string(),
-        other => format!("#{other}"),
+    let name = |id: u8| match resid::predict::registry::name(id) {
+        Some(name) => name.to_string(),
+        None => format!("#{id}"),
     };
     let mut counts = std::collections::BTreeMap::new();
     for &id in ids {

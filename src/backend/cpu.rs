@@ -3,11 +3,12 @@
 use rayon::prelude::*;
 
 use super::{DecodeJob, EncodeJob, Encoded, Stages};
-use crate::code::{self, zigzag};
+use crate::entropy::{self as code, zigzag};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::params::{Coder, DType};
 use crate::predict::lorenzo::{self, Lorenzo};
+use crate::predict::registry::contexts;
 use crate::quant::{self, dequantize, Grid, Stats};
 
 pub const NAME: &str = "cpu";
@@ -60,7 +61,7 @@ fn encode_typed<T: Element>(job: &EncodeJob<'_>) -> Encoded {
         .zip(&local)
         .map(|(b, esc)| {
             let r = residuals_from_q(field::gather(&qz.q, job.dims, b), b.ext, esc);
-            code::encode_block(job.coder, &r, b.ext, lorenzo::ID)
+            code::encode_block(job.coder, &r, b.ext, contexts(lorenzo::ID))
         })
         .collect();
     Encoded {
@@ -90,7 +91,10 @@ pub fn encode_block_values<T: Element>(
 ) -> (Vec<u8>, Vec<usize>) {
     let qz = quant::quantize(xb, grid, eb, true);
     let r = residuals_from_q(qz.q, ext, &qz.escapes);
-    (code::encode_block(coder, &r, ext, lorenzo::ID), qz.escapes)
+    (
+        code::encode_block(coder, &r, ext, contexts(lorenzo::ID)),
+        qz.escapes,
+    )
 }
 
 fn decode_typed<T: Element>(job: &DecodeJob<'_>) -> Result<Vec<u8>> {
@@ -122,7 +126,13 @@ fn decode_typed<T: Element>(job: &DecodeJob<'_>) -> Result<Vec<u8>> {
 /// A block's residuals from its payload (the CPU half of a GPU decode on the range path).
 pub fn decode_residuals(coder: Coder, bytes: &[u8], b: &Block) -> Result<Vec<i32>> {
     let mut r = vec![0i32; b.len()];
-    code::decode_block(coder.into(), bytes, b.ext, lorenzo::ID, &mut r)?;
+    code::decode_block(
+        coder.into(),
+        bytes,
+        b.ext,
+        contexts(lorenzo::ID).classes,
+        &mut r,
+    )?;
     Ok(r)
 }
 

@@ -7,7 +7,7 @@ use super::assemble::{self, Sections};
 use super::nglr::{self, Fallback, NglrEncode, Weights};
 use super::source::{coarse_step_of, Coded, Source};
 use crate::backend::cuda_nglr;
-use crate::code::BlockCoder;
+use crate::entropy::BlockCoder;
 use crate::field::{self, Block, Element};
 use crate::format::{directory::BlockPart, escapes};
 use crate::params::{ChunkInfo, Enhancer, Params};
@@ -52,7 +52,7 @@ pub(super) fn encode_coded<T: Element>(
             predictor: c.id,
             coarse: coarse_step_of(c.id, plan),
             kernel: c.kernel,
-            coder: BlockCoder::for_block(params.coder, c.id),
+            coder: BlockCoder::for_block(params.coder, crate::predict::registry::contexts(c.id)),
             bytes: &c.bytes,
             crc: crc32fast::hash(&c.bytes),
         })

@@ -1,11 +1,11 @@
 //! Coding one block: its inputs gathered from the chunk, a predictor run over them, the
 //! residual codes entropy coded behind the predictor's header.
 
-use crate::code;
+use crate::entropy;
 use crate::field::{self, Block, Element};
 use crate::format::escapes;
 use crate::params::Coder;
-use crate::predict::{interp, Predictor};
+use crate::predict::Predictor;
 use crate::quant::Plan;
 use crate::select::{predict_block, Trial};
 
@@ -69,7 +69,12 @@ impl<T: Element> Source<'_, T> {
     /// Block `b`'s payload: `predictor`'s header, then its residual `codes` coded.
     pub(super) fn payload(&self, b: &Block, predictor: &dyn Predictor, codes: &[i32]) -> Vec<u8> {
         let mut bytes = predictor.header();
-        bytes.extend(code::encode_block(self.coder, codes, b.ext, predictor.id()));
+        bytes.extend(entropy::encode_block(
+            self.coder,
+            codes,
+            b.ext,
+            predictor.contexts(),
+        ));
         bytes
     }
 
@@ -93,8 +98,5 @@ impl<T: Element> Source<'_, T> {
 
 /// The coarse-level feedback step this encoder gives blocks of predictor `id`.
 pub(super) fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
-    match id {
-        interp::ID | interp::MD_ID => interp::coarse_step(plan.m),
-        _ => 0,
-    }
+    crate::predict::registry::coarse_step(id, plan.m)
 }

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::code;
+use crate::entropy;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block};
 use crate::format::directory::BlockPart;
@@ -45,13 +45,8 @@ fn block_codes<'a>(
         }
     };
     let mut q = vec![0i32; b.len()];
-    code::decode_block(
-        part.coder,
-        &part.bytes[header..],
-        b.ext,
-        part.predictor,
-        &mut q,
-    )?;
+    let classes = predict::registry::contexts(part.predictor).classes;
+    entropy::decode_block(part.coder, &part.bytes[header..], b.ext, classes, &mut q)?;
     Ok((predictor, q))
 }
 

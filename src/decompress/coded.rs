@@ -3,7 +3,6 @@
 //! the CPU ([`super::blocks`]); with an ENHANCE section they decode once, to grid indices,
 //! which both the values and the enhancer's inputs come from.
 
-use crate::code::BlockCoder;
 use crate::enhance::neurlz;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
@@ -162,12 +161,7 @@ fn read_escapes<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
 /// large chunk of packed blocks. `false` sends the work to the CPU, which computes the same
 /// values.
 fn gpu_decode(h: &Header, parts: &[BlockPart<'_>], g: &Geometry, out: &mut Output<'_>) -> bool {
-    let coder = |p: &BlockPart<'_>| match p.coder {
-        BlockCoder::Range => Some(Coder::Range),
-        BlockCoder::Lz4 => Some(Coder::Lz4),
-        BlockCoder::Packed => Some(Coder::Packed),
-        BlockCoder::RangeFar => None,
-    };
+    let coder = |p: &BlockPart<'_>| p.coder.plain_of();
     if h.feedback != 1
         || parts
             .iter()

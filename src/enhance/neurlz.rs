@@ -17,9 +17,9 @@
 
 use rayon::prelude::*;
 
+use crate::bytes::{put_varint, Reader};
 use crate::error::{ensure, Error, Result};
 use crate::field::Element;
-use crate::format::{put_varint, Reader};
 use crate::nn::conv::{softsign, Arch, QNet, ACT_MAX, MAX_CHANNELS, ONE};
 use crate::quant::Grid;
 

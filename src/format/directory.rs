@@ -2,7 +2,7 @@
 //! per block) and the payloads in block order. Written by `compress/`, read by `decompress/`
 //! and [`super::summary`].
 
-use crate::code::BlockCoder;
+use crate::entropy::BlockCoder;
 use crate::error::{ensure, Error, Result};
 
 use super::{section, Reader};

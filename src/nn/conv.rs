@@ -18,8 +18,8 @@
 //!
 //! With `k = o = 1`, `c = 6` this is 2,983 parameters.
 
+use crate::bytes::Reader;
 use crate::error::{ensure, Error, Result};
-use crate::format::Reader;
 
 /// Fractional bits of activations: an activation `a` stands for `a / 2^16`.
 pub const FRAC: u32 = 16;

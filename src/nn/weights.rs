@@ -4,8 +4,8 @@
 
 use super::infer::{Net, INPUTS};
 use super::linear::Linear;
+use crate::bytes::Reader;
 use crate::error::{ensure, Error, Result};
-use crate::format::Reader;
 
 /// Network kind byte of the NGLR bias network, feature set version 1.
 pub const KIND_NGLR1: u8 = 1;

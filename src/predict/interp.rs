@@ -19,6 +19,7 @@
 //! feedback step, so the points every later level is interpolated from are more accurate.
 
 use super::{BlockEncoder, Predictor};
+use crate::error::{Error, Result};
 
 pub const ID: u8 = 2;
 pub const MD_ID: u8 = 4;
@@ -88,6 +89,15 @@ impl Kernel {
             coarse: coarse as u8,
         })
     }
+}
+
+/// The kernel of directory byte 3 ([`Kernel::from_byte`]), or why it cannot be one.
+pub fn kernel_of(byte: u8) -> Result<Kernel> {
+    Kernel::from_byte(byte).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "interpolation kernel byte {byte:#04x} out of range"
+        ))
+    })
 }
 
 /// The coarse-level feedback step the encoder uses with fine step `m`: about 3/4 of it,

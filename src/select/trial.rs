@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::Defer;
-use crate::code;
+use crate::entropy;
 use crate::field::{self, Block};
 use crate::params::Coder;
 use crate::predict::{BlockEncoder, Predictor};
@@ -13,7 +13,7 @@ use crate::quant::{self, Plan};
 /// Blocks up to this many values are tried whole with every candidate predictor (coded, so
 /// the winner's coding is kept); larger ones on a central sample of about an eighth of their
 /// volume, whose coded size is estimated from the coder's model costs without coding
-/// (`code::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5%
+/// (`entropy::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5%
 /// smaller, and encode time fell 6%).
 const FULL_TRIAL: usize = 1 << 15;
 
@@ -168,10 +168,10 @@ fn try_one(
     let escapes = esc.iter().filter(|&&e| e).count() * (2 + 8);
     let mut bytes = p.header();
     if whole {
-        bytes.extend(code::encode_block(coder, &codes, s.ext, p.id()));
+        bytes.extend(entropy::encode_block(coder, &codes, s.ext, p.contexts()));
         (bytes.len() + escapes, (bytes, esc), sse)
     } else {
-        let size = bytes.len() + code::estimate_block(coder, &codes, s.ext, p.id());
+        let size = bytes.len() + entropy::estimate_block(coder, &codes, s.ext, p.contexts());
         (size + escapes, (Vec::new(), esc), sse)
     }
 }

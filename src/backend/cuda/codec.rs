@@ -10,11 +10,11 @@ use super::lorenzo::block_table;
 use super::packed::PackedLayout;
 use super::{guard, Cuda};
 use crate::backend::{chunk_plan, cpu, verify, DecodeJob, EncodeJob, Encoded, Stages};
-use crate::code::{self, packed};
+use crate::entropy::{self as code, packed};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
 use crate::params::{ChunkInfo, Coder, DType, Params};
-use crate::predict::lorenzo;
+use crate::predict::{lorenzo, registry::contexts};
 use crate::quant::{Grid, Stats};
 
 /// One block's values, gathered from the chunk's bytes.
@@ -199,7 +199,7 @@ impl Cuda {
                 }
                 let rb = &r[offsets[i]..offsets[i] + b.len()];
                 (
-                    code::encode_block(job.coder, rb, b.ext, lorenzo::ID),
+                    code::encode_block(job.coder, rb, b.ext, contexts(lorenzo::ID)),
                     Vec::new(),
                 )
             })
@@ -336,7 +336,13 @@ impl Cuda {
             .into_par_iter()
             .zip(job.blocks.par_iter().zip(job.parts))
             .try_for_each(|(dst, (b, &(coder, bytes, _)))| {
-                code::decode_block(coder.into(), bytes, b.ext, lorenzo::ID, dst)
+                code::decode_block(
+                    coder.into(),
+                    bytes,
+                    b.ext,
+                    contexts(lorenzo::ID).classes,
+                    dst,
+                )
             })?;
         self.upload_staged(&r)
     }

@@ -6,7 +6,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use super::launch::cfg;
 use super::Cuda;
 use crate::backend::device_error;
-use crate::code::packed;
+use crate::entropy::packed;
 use crate::error::Result;
 use crate::field::Block;
 

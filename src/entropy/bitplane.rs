@@ -32,7 +32,8 @@ const STEPS: usize = 8;
 /// Planes coded adaptively below the leading one.
 const MODELLED_PLANES: u32 = 2;
 
-/// How a block's points are split into classes, after the predictor that coded it.
+/// How a block's points are split into classes; the predictor that coded the block declares
+/// it (`predict::registry`), the coder only follows it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Classes {
     /// One class (Lorenzo, NGLR).
@@ -43,17 +44,6 @@ pub enum Classes {
     /// Multi-dimensional interpolation: finest-level points odd in one, two or three
     /// coordinates, and the coarse levels.
     OddCoordinates,
-}
-
-impl Classes {
-    /// The class scheme of predictor id `predictor`.
-    pub fn of(predictor: u8) -> Classes {
-        match predictor {
-            crate::predict::interp::ID => Classes::Passes,
-            crate::predict::interp::MD_ID => Classes::OddCoordinates,
-            _ => Classes::Single,
-        }
-    }
 }
 
 /// The class of point (z, y, x) in a block.
