@@ -194,7 +194,8 @@ def test_h5py_roundtrip_bound(tmp_path, dtype, mode, bound):
     check_bound(data, back, mode, bound, chunks)
     stored = info["filters"][str(FILTER_ID)]
     assert stored[:4] == words(mode, bound)
-    assert stored[8:] == [1 if dtype == "<f4" else 2, 2, 16, 16]
+    # Element type, rank, chunk dims, then the padding flag and the fill value's bits (0).
+    assert stored[8:] == [1 if dtype == "<f4" else 2, 2, 16, 16, 1, 0, 0]
 
 
 @pytest.mark.parametrize("coder", [1, 2])

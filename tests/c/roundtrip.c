@@ -62,15 +62,16 @@ int main(int argc, char **argv) {
     file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     dset = H5Dopen2(file, "T", H5P_DEFAULT);
     if (dset < 0) return 1;
-    /* The stored pipeline holds the filter with the chunk description appended. */
+    /* The stored pipeline holds the filter with the chunk description appended: element type,
+       rank, chunk dims, then the padding flag and the fill value's bits (0 here). */
     dcpl = H5Dget_create_plist(dset);
     {
         unsigned flags, stored[64];
         size_t n = 64;
         if (H5Pget_filter_by_id2(dcpl, RESID_FILTER_ID, &flags, &n, stored, 0, NULL, NULL) < 0)
             return 1;
-        if (n != 8 + 2 + 2 || stored[8] != 1 || stored[9] != 2 || stored[10] != CX ||
-            stored[11] != CY) {
+        if (n != 8 + 2 + 2 + 3 || stored[8] != 1 || stored[9] != 2 || stored[10] != CX ||
+            stored[11] != CY || stored[12] != 1 || stored[13] != 0 || stored[14] != 0) {
             fprintf(stderr, "unexpected stored cd_values (n = %zu)\n", n);
             return 1;
         }
