@@ -325,12 +325,7 @@ def test_capi_direct(tmp_path):
     set_local stores, and encode/decode round-trip with the filter's bytes."""
     p = run(tmp_path, """
         import ctypes, struct
-        from resid_h5.parallel import library
-        lib = library()
-        lib.resid_local_cd_values.argtypes = [ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t, ctypes.c_uint32,
-                                              ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t), ctypes.c_int,
-                                              ctypes.c_uint64, ctypes.POINTER(ctypes.c_uint32),
-                                              ctypes.POINTER(ctypes.c_size_t)]
+        lib = resid_h5.library()
         user = resid_h5.Resid(rel=1e-3).filter_options
         dims = (ctypes.c_size_t * 2)(16, 16)
         fill = struct.unpack("<I", struct.pack("<f", -3.0))[0]

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["FILTER_ID", "Resid", "register", "plugin_path", "bound_words", "PluginNotFound",
-           "write", "read", "parallel", "Parallel", "ResidError"]
+           "write", "read", "parallel", "Parallel", "ResidError", "library"]
 
 FILTER_ID = 32900
 LIBRARY = "libh5resid.so"
@@ -223,7 +223,7 @@ class Resid(Mapping):
         return f"Resid({self.mode}={self.bound!r}{extra})"
 
 
-from .parallel import Parallel, ResidError, parallel, read, write  # noqa: E402
+from .parallel import Parallel, ResidError, library, parallel, read, write  # noqa: E402
 
 try:
     register()

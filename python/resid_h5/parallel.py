@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["ResidError", "write", "read", "parallel", "Parallel"]
+__all__ = ["ResidError", "write", "read", "parallel", "Parallel", "library"]
 
 FILTER_ID = 32900
 H5Z_FLAG_OPTIONAL = 0x0001
@@ -42,7 +42,10 @@ _lib = None
 
 
 def library():
-    """The ctypes handle of libh5resid.so with the C ABI's signatures declared."""
+    """The ctypes handle of libh5resid.so (the one :func:`resid_h5.plugin_path` finds) with the
+    signatures of its C ABI declared (``resid_encode_chunk``, ``resid_decode_chunk``,
+    ``resid_free``, ``resid_last_error``, ``resid_capi_version``, ``resid_local_cd_values``;
+    see plugin/include/resid.h)."""
     global _lib
     if _lib is None:
         from . import plugin_path
@@ -58,6 +61,9 @@ def library():
         lib.resid_last_error.argtypes = []
         lib.resid_last_error.restype = ctypes.c_char_p
         lib.resid_capi_version.restype = ctypes.c_uint32
+        lib.resid_local_cd_values.argtypes = [u32p, sz, ctypes.c_uint32, sz, ctypes.POINTER(sz),
+                                              ctypes.c_int, ctypes.c_uint64, u32p, ctypes.POINTER(sz)]
+        lib.resid_local_cd_values.restype = ctypes.c_int
         if lib.resid_capi_version() != 1:
             raise ResidError(f"resid: {plugin_path()} has C ABI version "
                              f"{lib.resid_capi_version()}, resid_h5 needs 1")
