@@ -101,14 +101,14 @@ pub unsafe extern "C" fn filter(
         let api = api()?;
         if flags & H5Z_FLAG_REVERSE != 0 {
             // Decode straight into the buffer HDF5 gets back: no copy of the chunk.
-            let (_, chunk, expected) = dataset_chunk(cd)?;
+            let (_, _, expected) = dataset_chunk(cd)?;
             let new = api.alloc(expected.max(1));
             if new.is_null() {
                 return Err(format!("resid: cannot allocate {expected} bytes"));
             }
             // SAFETY: `new` holds at least `expected` bytes, freshly allocated.
             let dst = unsafe { std::slice::from_raw_parts_mut(new as *mut u8, expected) };
-            if let Err(e) = decode_into(&chunk, input, dst) {
+            if let Err(e) = decode_chunk_into(cd, input, dst) {
                 // SAFETY: `new` came from HDF5's allocator above and is not handed out.
                 unsafe { api.free(new) };
                 return Err(e);
@@ -155,6 +155,22 @@ pub fn run_codec(decode: bool, cd: &[c_uint], input: &[u8]) -> Result<Vec<u8>, S
         }
         Ok(out)
     }
+}
+
+/// Decodes `input`, one stored chunk, into `out`, which must hold exactly one chunk of the
+/// dataset `cd` (the full `set_local` form) describes: the filter's decode step, with no FFI.
+pub fn decode_chunk_into(cd: &[c_uint], input: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let (_, chunk, expected) = dataset_chunk(cd)?;
+    if out.len() != expected {
+        return Err(format!(
+            "resid: the output buffer holds {} bytes, the dataset's chunk shape {:?} of {:?} \
+             needs {expected}",
+            out.len(),
+            chunk.shape,
+            chunk.dtype
+        ));
+    }
+    decode_into(&chunk, input, out)
 }
 
 /// The dataset's parameters and chunk from the filter's `cd_values`, and the chunk's size in

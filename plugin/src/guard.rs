@@ -1,5 +1,7 @@
 //! The FFI boundary: every callback body runs inside [`guarded`], which catches panics and turns
 //! any failure into an HDF5 error-stack entry (ARCHITECTURE.md invariant 3: nothing unwinds into C).
+//! The C ABI of [`crate::capi`], which may run with no HDF5 loaded, uses [`catch`] alone and keeps
+//! the message for `resid_last_error`.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
@@ -18,13 +20,24 @@ pub fn guarded<T>(
     body: impl FnOnce() -> Result<T, String>,
 ) -> T {
     let loc = Location::caller();
-    let msg = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(v)) => return v,
-        Ok(Err(msg)) => msg,
-        Err(payload) => format!("internal error in {func}: {}", panic_text(&*payload)),
-    };
-    report(func, minor, &msg, loc);
-    fail
+    match catch(func, body) {
+        Ok(v) => v,
+        Err(msg) => {
+            report(func, minor, &msg, loc);
+            fail
+        }
+    }
+}
+
+/// Runs `body`, turning a panic into `Err` ("internal error in `func`: ..."). Reports nothing.
+pub fn catch<T>(func: &str, body: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => Err(format!(
+            "internal error in {func}: {}",
+            panic_text(&*payload)
+        )),
+    }
 }
 
 /// Puts `msg` (prefixed with "resid: ") on HDF5's error stack, or on stderr when no HDF5 error
@@ -78,5 +91,12 @@ mod tests {
         let v = guarded("test", Minor::CantFilter, 0usize, || Err("nope".into()));
         assert_eq!(v, 0);
         assert_eq!(guarded("test", Minor::CantFilter, 0usize, || Ok(7)), 7);
+    }
+
+    #[test]
+    fn catch_turns_panics_into_errors() {
+        let e = catch("f", || -> Result<(), String> { panic!("boom") }).unwrap_err();
+        assert_eq!(e, "internal error in f: boom");
+        assert_eq!(catch("f", || Ok(3)), Ok(3));
     }
 }

@@ -10,9 +10,13 @@
 //! - [`h5api`]: the libloading table of HDF5 functions.
 //! - [`filter`]: `can_apply`, `set_local` and the filter callback.
 //! - [`guard`]: `catch_unwind` and error reporting through `H5Epush2`.
+//! - [`capi`]: a small C ABI (`resid_encode_chunk`, `resid_decode_chunk`, ...) that codes one
+//!   chunk exactly as the filter does, without HDF5, for callers that run chunks on threads of
+//!   their own (`resid_h5.write` / `resid_h5.read`).
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
+pub mod capi;
 pub mod filter;
 pub mod guard;
 pub mod h5api;
@@ -83,7 +87,7 @@ pub extern "C" fn H5PLget_plugin_info() -> *const c_void {
 /// failed mid-run, a bad `RESID_BACKEND`) by default; `RESID_LOG=info` adds which backend runs
 /// and why (no GPU, kernels cached), `debug` more, `off` none. A host whose own logger is
 /// set keeps it.
-fn init_logging() {
+pub(crate) fn init_logging() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         use std::io::Write;
@@ -101,7 +105,7 @@ fn init_logging() {
 /// `dlclose`s plugins when it shuts down (at `H5close` or process exit), which would unmap code
 /// those idle threads still sit in and crash the process. Reopening ourselves with
 /// `RTLD_NODELETE` makes that `dlclose` leave the mapping in place.
-fn pin_in_memory() {
+pub(crate) fn pin_in_memory() {
     static PINNED: std::sync::Once = std::sync::Once::new();
     PINNED.call_once(|| {
         // SAFETY: dladdr only reads the loader's tables for an address inside this library;

@@ -10,6 +10,14 @@ hdf5plugin does for its filters: the library's ``init_filter`` is given the path
 from ``H5PLget_plugin_info`` is registered through ``h5py.h5z.register_filter``. No
 ``HDF5_PLUGIN_PATH`` is needed, for writing or for reading.
 
+HDF5 codes one chunk at a time; :func:`write` and :func:`read` (and the :func:`parallel` view)
+code whole chunks on all cores instead, storing the same bytes the filter stores:
+
+    d = f.create_dataset("x", shape=a.shape, dtype="f4", chunks=(16, 64, 64),
+                         **resid_h5.Resid(rel=1e-3))
+    resid_h5.write(d, a)              # resid_h5.write(d, part, np.s_[0:8], threads=4)
+    b = resid_h5.read(d)              # resid_h5.read(d, np.s_[:, 10:20])
+
 The library is looked up, first hit wins: ``$RESID_PLUGIN`` (the file, or a directory
 holding it), the copy bundled in this package, ``target/release`` of the resid checkout this
 package was installed or imported from, then each directory of ``$HDF5_PLUGIN_PATH``.
@@ -22,7 +30,8 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["FILTER_ID", "Resid", "register", "plugin_path", "bound_words", "PluginNotFound"]
+__all__ = ["FILTER_ID", "Resid", "register", "plugin_path", "bound_words", "PluginNotFound",
+           "write", "read", "parallel", "Parallel", "ResidError", "library"]
 
 FILTER_ID = 32900
 LIBRARY = "libh5resid.so"
@@ -213,6 +222,8 @@ class Resid(Mapping):
             extra += f", enhancer_budget={self.enhancer_budget}"
         return f"Resid({self.mode}={self.bound!r}{extra})"
 
+
+from .parallel import Parallel, ResidError, library, parallel, read, write  # noqa: E402
 
 try:
     register()
