@@ -10,28 +10,10 @@
 //! `cargo test --release --test bound_audit -- --nocapture` prints the worst error/bound per
 //! field and mode. `RESID_AUDIT_QUICK=1` runs one bound per mode.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{data_dir, parse_name};
 use resid::{ChunkInfo, Coder, DType, ErrorMode, Params, PredictorChoice};
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("RESID_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-}
-
-/// `NAME_<d0>x<d1>x...x<dn>.f32|.f64` -> (dtype, shape).
-fn parse_name(name: &str) -> Option<(DType, Vec<usize>)> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    let dtype = match ext {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        _ => return None,
-    };
-    let dims = stem.rsplit_once('_')?.1;
-    let shape: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
-    Some((dtype, shape?))
-}
 
 fn values(bytes: &[u8], dtype: DType) -> Vec<(u64, f64)> {
     match dtype {

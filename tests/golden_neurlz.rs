@@ -11,19 +11,7 @@ use resid::format::section;
 use resid::{ChunkInfo, DType, Enhancer, Params};
 
 fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<u8> {
-    let mut v = Vec::new();
-    for z in 0..n0 {
-        for y in 0..n1 {
-            for x in 0..n2 {
-                let (z, y, x) = (z as f64, y as f64, x as f64);
-                let s = (x * 0.11 + phase).sin() * (y * 0.07).cos() * 3.0
-                    + (0.05 * (x + y) + 0.3 * z).sin()
-                    + 0.3 * ((x * 0.9 + phase).sin() * (y * 0.8).sin());
-                v.extend_from_slice(&(s as f32).to_le_bytes());
-            }
-        }
-    }
-    v
+    common::bytes32(&common::wave_field(n0, n1, n2, phase))
 }
 
 fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {

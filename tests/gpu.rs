@@ -12,12 +12,14 @@
 //! - real fields: `RESID_DATA` (default `../shared/data`, then `gpu-run/data`), skipped when absent.
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.
 
+mod common;
 mod forked;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::{bytes32, bytes64, parse_name};
 use resid::backend::cuda::{self, kernels};
 use resid::backend::{self, cpu::Cpu, DecodeJob, EncodeJob, Stages};
 use resid::field;
@@ -183,13 +185,6 @@ fn kernel_cache_serves_the_probe() {
     }
     eprintln!("kernel cache: cached kernels give the CPU's bytes (CPU == GPU)");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn bytes32(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-fn bytes64(x: &[f64]) -> Vec<u8> {
-    x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A smooth field with noise and, when `specials`, NaN / Inf / subnormal / huge values.
@@ -399,26 +394,11 @@ fn multi_pass_decode_matches_one_pass() {
     }
 }
 
+/// The shared data set, else the fields `scripts/gpu-check --prepare` copied.
 fn data_dir() -> Option<PathBuf> {
-    let cands = [
-        std::env::var("RESID_DATA").ok().map(PathBuf::from),
-        Some(PathBuf::from("../shared/data")),
-        Some(PathBuf::from("gpu-run/data")),
-    ];
-    cands.into_iter().flatten().find(|p| p.is_dir())
-}
-
-/// `name_AxBxC.f32` -> (shape, dtype).
-fn parse_name(name: &str) -> Option<(Vec<usize>, DType)> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    let dtype = match ext {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        _ => return None,
-    };
-    let dims = stem.rsplit('_').next()?;
-    let shape: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
-    Some((shape?, dtype))
+    [common::data_dir(), PathBuf::from("gpu-run/data")]
+        .into_iter()
+        .find(|p| p.is_dir())
 }
 
 #[test]
@@ -437,7 +417,7 @@ fn real_fields_match_cpu() {
         .collect();
     names.sort();
     for name in names {
-        let Some((shape, dtype)) = parse_name(&name) else {
+        let Some((dtype, shape)) = parse_name(&name) else {
             continue;
         };
         let data = std::fs::read(dir.join(&name)).unwrap();

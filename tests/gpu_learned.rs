@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::{bytes32, wave_field};
 use resid::backend::cuda::train::{self as cuda_train, Conv3Kernels};
 use resid::backend::{self, cuda};
 use resid::enhance::neurlz::{self, Inputs, Norm};
@@ -24,6 +25,7 @@ use resid::nn::weights::Model;
 use resid::predict::{nglr, Predictor};
 use resid::{Backend, ChunkInfo, DType, Enhancer, Params, PredictorChoice};
 
+mod common;
 #[path = "common/nglr_models.rs"]
 mod nglr_models;
 
@@ -276,10 +278,10 @@ fn tensor_core_convolution_agrees_with_fma() {
     assert!(cuda_train::tensor_cores_usable(&g));
 }
 
-/// [`field`] of `[n0, n1, n2]`, its bytes and the f32 chunk of that shape.
+/// [`wave_field`] of `[n0, n1, n2]`, its bytes and the f32 chunk of that shape.
 fn field_chunk(n0: usize, n1: usize, n2: usize) -> (Vec<f32>, Vec<u8>, ChunkInfo) {
-    let x = field(n0, n1, n2);
-    let data: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let x = wave_field(n0, n1, n2, 0.0);
+    let data = bytes32(&x);
     let chunk = ChunkInfo::new(DType::F32, &[n0, n1, n2]).unwrap();
     (x, data, chunk)
 }
@@ -290,22 +292,6 @@ fn decompress_with(env: &str, bytes: &[u8]) -> Vec<u8> {
     let d = resid::decompress(bytes).unwrap();
     std::env::remove_var(backend::ENV);
     d
-}
-
-fn field(n0: usize, n1: usize, n2: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n0 * n1 * n2);
-    for z in 0..n0 {
-        for y in 0..n1 {
-            for x in 0..n2 {
-                let (z, y, x) = (z as f64, y as f64, x as f64);
-                let s = (x * 0.11).sin() * (y * 0.07).cos() * 3.0
-                    + (0.05 * (x + y) + 0.3 * z).sin()
-                    + 0.3 * ((x * 0.9).sin() * (y * 0.8).sin());
-                v.push(s as f32);
-            }
-        }
-    }
-    v
 }
 
 /// A chunk trained and enhanced on the GPU: the CPU decodes it to the same bytes as the GPU,
@@ -364,7 +350,7 @@ fn gpu_trained_chunk_decodes_the_same_on_the_cpu() {
 
 /// NGLR training samples from a smooth field on a grid of `ext` (no escapes).
 fn nglr_samples(ext: [usize; 3]) -> (Vec<[i64; INPUTS]>, Vec<i64>) {
-    let x = field(ext[0], ext[1], ext[2]);
+    let x = wave_field(ext[0], ext[1], ext[2], 0.0);
     let q: Vec<i32> = x.iter().map(|v| (v * 500.0).round() as i32).collect();
     let esc = vec![false; q.len()];
     let (mut f, mut t) = (Vec::new(), Vec::new());

@@ -1,30 +1,12 @@
 //! The NeurLZ enhancer: bounds (strict 1x, relaxed 2x), cross-field chunks, damaged enhancer
 //! sections, thread-count independence. Small training budgets keep these fast.
 
+mod common;
+
+use common::{bytes32, wave_field};
 use resid::enhance::neurlz::{Inputs, Model, Regulation};
 use resid::format::section;
 use resid::{ChunkInfo, DType, Enhancer, Error, ErrorMode, Params};
-
-/// A smooth 3D field with some fine structure (where a loose bound leaves learnable error).
-fn field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n0 * n1 * n2);
-    for z in 0..n0 {
-        for y in 0..n1 {
-            for x in 0..n2 {
-                let (z, y, x) = (z as f64, y as f64, x as f64);
-                let s = (x * 0.11 + phase).sin() * (y * 0.07).cos() * 3.0
-                    + (0.05 * (x + y) + 0.3 * z).sin()
-                    + 0.3 * ((x * 0.9 + phase).sin() * (y * 0.8).sin());
-                v.push(s as f32);
-            }
-        }
-    }
-    v
-}
-
-fn bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
 
 fn floats(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
@@ -50,13 +32,13 @@ fn max_err_over_eb(x: &[f32], c: &[u8]) -> f64 {
 }
 
 fn compress(x: &[f32], shape: &[usize], p: &Params) -> Vec<u8> {
-    resid::compress(&bytes(x), &ChunkInfo::new(DType::F32, shape).unwrap(), p).unwrap()
+    resid::compress(&bytes32(x), &ChunkInfo::new(DType::F32, shape).unwrap(), p).unwrap()
 }
 
 #[test]
 fn strict_stays_within_the_bound_and_relaxed_within_twice() {
     let shape = [8, 64, 64];
-    let x = field(8, 64, 64, 0.0);
+    let x = wave_field(8, 64, 64, 0.0);
     let mut kept = 0;
     for rel in [3e-2, 1e-2] {
         for (e, limit) in [(Enhancer::Strict, 1.0), (Enhancer::Relaxed, 2.0)] {
@@ -94,7 +76,7 @@ fn offset_copies(base: &[f32], eb: f64) -> Vec<f32> {
 #[test]
 fn cross_field_round_trip() {
     let eb = 0.06;
-    let x = offset_copies(&field(8, 48, 48, 0.0), eb);
+    let x = offset_copies(&wave_field(8, 48, 48, 0.0), eb);
     let shape = [3, 8, 48, 48];
     for (e, limit) in [(Enhancer::StrictCross, 1.0), (Enhancer::RelaxedCross, 2.0)] {
         let p = Params::abs(eb)
@@ -121,7 +103,7 @@ fn cross_field_with_many_fields_round_trips() {
     for (k, slices, planes) in [(9, 1, 2), (16, 2, 4)] {
         let mut x = Vec::new();
         for f in 0..k {
-            x.extend(field(slices, 48, 48, f as f64 * 0.3));
+            x.extend(wave_field(slices, 48, 48, f as f64 * 0.3));
         }
         let shape = [k, slices, 48, 48];
         let p = Params::rel(1e-2)
@@ -142,7 +124,7 @@ fn cross_field_with_many_fields_round_trips() {
 #[test]
 fn cross_field_mode_keeps_the_better_network() {
     let eb = 0.06;
-    let x = offset_copies(&field(16, 96, 96, 0.0), eb);
+    let x = offset_copies(&wave_field(16, 96, 96, 0.0), eb);
     let shape = [3, 16, 96, 96];
     let p = |e| Params::abs(eb).with_enhancer(e).with_enhancer_budget(2);
     let single = compress(&x, &shape, &p(Enhancer::Relaxed));
@@ -165,7 +147,7 @@ fn cross_field_mode_keeps_the_better_network() {
 /// (section kind 1), and the bound holds.
 #[test]
 fn single_slice_chunks_use_in_slice_inputs() {
-    let x = field(1, 96, 96, 0.4);
+    let x = wave_field(1, 96, 96, 0.4);
     let p = Params::rel(1e-2)
         .with_enhancer(Enhancer::Strict)
         .with_enhancer_budget(1)
@@ -240,7 +222,7 @@ fn quality_target_mode_meets_the_target_in_fewer_bytes() {
 
 #[test]
 fn decode_is_the_same_with_one_and_many_threads() {
-    let x = field(8, 64, 64, 1.0);
+    let x = wave_field(8, 64, 64, 1.0);
     let p = Params::rel(1e-2)
         .with_enhancer(Enhancer::Relaxed)
         .with_enhancer_budget(1)
@@ -270,7 +252,7 @@ fn damage(c: &[u8], f: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
 
 #[test]
 fn damaged_enhancer_sections_give_clean_errors() {
-    let x = field(8, 64, 64, 2.0);
+    let x = wave_field(8, 64, 64, 2.0);
     let p = Params::rel(1e-2)
         .with_enhancer(Enhancer::Strict)
         .with_enhancer_budget(1)

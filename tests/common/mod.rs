@@ -1,8 +1,60 @@
-//! Helpers shared by the golden-chunk tests (`tests/golden.rs`, `tests/golden_neurlz.rs`).
+//! Helpers shared by the integration tests (`mod common;`): the golden chunks
+//! (`tests/golden.rs`, `tests/golden_neurlz.rs`), the shared data set and its file names, field
+//! bytes and a synthetic field. Each test crate uses some of them.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use resid::{ChunkInfo, Params};
+use resid::{ChunkInfo, DType, Params};
+
+/// The shared data set of real fields: `RESID_DATA`, else `../shared/data` beside the
+/// repository (it may not exist: the tests that read it skip with a message, as on CI).
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("RESID_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
+
+/// `NAME_<d0>x<d1>x...x<dn>.f32|.f64` -> (element type, shape, C order).
+pub fn parse_name(name: &str) -> Option<(DType, Vec<usize>)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let dtype = match ext {
+        "f32" => DType::F32,
+        "f64" => DType::F64,
+        _ => return None,
+    };
+    let dims = stem.rsplit_once('_')?.1;
+    let shape: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
+    Some((dtype, shape?))
+}
+
+/// Little-endian bytes of `x`.
+pub fn bytes32(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes of `x`.
+pub fn bytes64(x: &[f64]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A smooth `[n0, n1, n2]` f32 field with some fine structure (sines; `phase` shifts it), the
+/// NeurLZ tests' field.
+pub fn wave_field(n0: usize, n1: usize, n2: usize, phase: f64) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n0 * n1 * n2);
+    for z in 0..n0 {
+        for y in 0..n1 {
+            for x in 0..n2 {
+                let (z, y, x) = (z as f64, y as f64, x as f64);
+                let s = (x * 0.11 + phase).sin() * (y * 0.07).cos() * 3.0
+                    + (0.05 * (x + y) + 0.3 * z).sin()
+                    + 0.3 * ((x * 0.9 + phase).sin() * (y * 0.8).sin());
+                v.push(s as f32);
+            }
+        }
+    }
+    v
+}
 
 /// `tests/golden/`: `<name>.rsid` is a chunk, `<name>.out` the bytes it decodes to.
 pub fn golden_dir() -> PathBuf {
