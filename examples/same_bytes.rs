@@ -440,6 +440,10 @@ fn cd(mode: u32, b: f64, coder: u32, predictor: u32, enhancer: u32) -> [u32; 8] 
     ]
 }
 
+/// A case's index, the SHA-256 of its compressed and of its decoded bytes, its compressed size
+/// and its error, if any.
+type Digests = (usize, [u8; 32], [u8; 32], usize, Option<String>);
+
 struct Outcome {
     compressed: Vec<u8>,
     decoded: Vec<u8>,
@@ -680,7 +684,7 @@ fn main() {
         std::cmp::Reverse(n)
     };
     order.sort_by_key(|&i| cost(&cases[i]));
-    let mut digests: Vec<(usize, [u8; 32], [u8; 32], usize, Option<String>)> = order
+    let mut digests: Vec<Digests> = order
         .par_iter()
         .map(|&i| {
             let c = &cases[i];
@@ -794,12 +798,22 @@ mod tests {
         );
         assert_eq!(
             hex(&sha256(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a96177453c2ad9b07e2d8d1a74"
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
         assert_eq!(
             hex(&sha256(long)),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        // 1000 bytes fed in uneven pieces (across block boundaries).
+        let data: Vec<u8> = (0..1000u32).map(|i| ((i * 7 + 3) % 256) as u8).collect();
+        let mut h = super::Sha256::new();
+        for piece in data.chunks(37) {
+            h.update(piece);
+        }
+        assert_eq!(
+            hex(&h.finish()),
+            "1e9bc38cbf860b9ec31918b065f9b52476c549a782e0e7990bed8ce3868d2371"
         );
     }
 }
