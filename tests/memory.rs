@@ -147,12 +147,10 @@ fn enhanced_decode_heap_is_a_small_multiple_of_the_output() {
     );
 }
 
-/// Known bug (docs/RELIABILITY.md): when most values escape (a bound below the data's
-/// precision: the chunk ends up stored), `compress` holds an 8-byte index per escaped value,
-/// twice (per-part vectors, then their concatenation), besides the indices and the values:
-/// about 10.5x (14.5x on the working tree of 14:20) the chunk size at peak. Fix in src/quant.rs / src/pipeline.rs: give up on the
-/// coded layout once escapes pass a fraction of the chunk (it will be stored anyway), and
-/// collect the parallel parts without a second copy.
+/// Regression (docs/RELIABILITY.md, "Memory"): when most values escape (a bound below the
+/// data's precision, so the chunk ends up stored), `compress` once held an 8-byte index per
+/// escaped value twice over, about 10.5x the chunk at peak. It now gives up on the coded
+/// layout once the escapes pass what storing costs.
 #[test]
 fn bug_compress_heap_when_values_escape() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,13 +194,9 @@ fn tiny_blocks_chunk(n: usize) -> Vec<u8> {
     c
 }
 
-/// Known bug (docs/RELIABILITY.md): the decoder builds the list of blocks (48 bytes each, then
-/// 32 more per directory entry) from the header's shape and block extents before it checks
-/// that the block directory is as long as that; a ~150-byte chunk declaring 4 Mi values in
-/// 1x1x1 blocks makes `decompress_limited(c, 16 MiB)` allocate ~12x its limit.
-/// Fix in src/pipeline.rs `decode_coded`: read the directory's count first and check
-/// `count * 12 <= payload.len()` and `count == number of blocks` (computed arithmetically)
-/// before `field::blocks`.
+/// Regression (docs/RELIABILITY.md, "Memory"): a ~150-byte chunk declaring 4 Mi values in
+/// 1x1x1 blocks once made the decoder build its block list (about 12x its limit) before it
+/// checked that the directory is that long. The count is now checked first.
 #[test]
 fn bug_block_list_allocated_before_directory_check() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -91,13 +91,9 @@ fn child_decompress_unlimited_huge_shape() {
 /// shape (a few GiB) is worse: the allocation succeeds under overcommit and the range decoder
 /// then "decodes" zeros past the end of its input for minutes (ARCHITECTURE.md invariant 3: no
 /// unbounded allocation, no hang).
-/// Fix (src/pipeline.rs, src/code/range.rs): (1) allocate the decoded values and the block
-/// buffers with `try_reserve_exact` and return `Error::TooLarge` on failure; (2) make the
-/// range decoder fail (Error::Truncated) once it has read more than a few bytes (the
-/// encoder's 5-byte flush) past the end of its stream, so a chunk's decode work is bounded by
-/// its size; optionally (3) refuse block extents other than `field::block_extents(dims)`,
-/// the only ones the encoder writes, which also rules out the 1x1x1-block directory bomb in
-/// tests/memory.rs.
+/// The decoder now allocates with `try_reserve_exact` (`Error::TooLarge` on failure), the range
+/// decoder fails once it reads past its stream's flush, and block extents other than those
+/// the encoder writes are refused.
 #[test]
 fn bug_decompress_unlimited_huge_shape_aborts() {
     let (ok, err) = in_child("child_decompress_unlimited_huge_shape");
