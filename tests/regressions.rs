@@ -84,7 +84,7 @@ fn child_decompress_unlimited_huge_shape() {
     assert!(resid::decompress(&c).is_err());
 }
 
-/// Known bug: `resid::decompress` (no limit) believes the declared shape and allocates it:
+/// Regression: `resid::decompress` (no limit) once believed the declared shape and allocated it:
 /// a ~130-byte chunk declaring 2^50 values aborts the process (allocation failure is an
 /// abort, not a panic, so the plugin's catch_unwind cannot help; the plugin itself is safe
 /// because it calls `decompress_limited` with the dataset's chunk size). A smaller absurd
