@@ -202,22 +202,8 @@ pub struct Plan {
 pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     let st = stats(x);
     let range = st.range();
-    let mid = if st.finite == 0 {
-        0.0
-    } else {
-        st.min + range / 2.0
-    };
     let target_nrmse = target_nrmse(params);
-    let mut eb = match params.mode {
-        ErrorMode::Abs => params.bound,
-        ErrorMode::Rel => params.bound * range,
-        // Uniform quantization error has RMSE step/sqrt(12) = eb/sqrt(3).
-        ErrorMode::Nrmse | ErrorMode::Psnr => target_nrmse? * range * 3f64.sqrt(),
-    };
-    eb = eb.min(f64::MAX / 4.0);
-    if !(eb >= 0.0) {
-        return None;
-    }
+    let (mid, mut eb) = centre_and_bound(&st, params)?;
     // Plain Lorenzo is the paper's LBRC (lossless coding of the grid, the form the GPU kernels
     // run); NRMSE / PSNR targets need the exact error budget of the grid (the pipeline then
     // tries feedback grids, whose error it measures by decoding).
@@ -245,6 +231,39 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
         eb *= 0.98 * t / nrmse;
     }
     None
+}
+
+/// The grid's centre (the middle of the finite range) and the pointwise bound a chunk with
+/// statistics `st` starts from under `params` (for NRMSE / PSNR targets, the bound of a grid
+/// whose uniform error meets the target); `None` when the bound is not usable.
+fn centre_and_bound(st: &Stats, params: &Params) -> Option<(f64, f64)> {
+    let range = st.range();
+    let mid = if st.finite == 0 {
+        0.0
+    } else {
+        st.min + range / 2.0
+    };
+    let eb = match params.mode {
+        ErrorMode::Abs => params.bound,
+        ErrorMode::Rel => params.bound * range,
+        // Uniform quantization error has RMSE step/sqrt(12) = eb/sqrt(3).
+        ErrorMode::Nrmse | ErrorMode::Psnr => target_nrmse(params)? * range * 3f64.sqrt(),
+    }
+    .min(f64::MAX / 4.0);
+    (eb >= 0.0).then_some((mid, eb))
+}
+
+/// The grid with no feedback and the pointwise bound [`plan`] chooses for an absolute or
+/// relative bound with plain Lorenzo (LBRC), from the chunk's statistics alone, so that the GPU
+/// kernels quantize onto the same grid. `None` for NRMSE / PSNR targets (their search decodes,
+/// on the CPU) and for an unusable bound.
+pub fn lbrc_grid(st: &Stats, params: &Params, single: bool) -> Option<(Grid, f64)> {
+    if target_nrmse(params).is_some() {
+        return None;
+    }
+    let (mid, eb) = centre_and_bound(st, params)?;
+    let step = lbrc_step(st, mid, eb, single);
+    Some((Grid { mid, step }, eb))
 }
 
 /// The plan on the grid centred at `mid` for bound `eb` and feedback step `m`; `None` when so
@@ -282,8 +301,8 @@ fn plan_with<T: Element>(
     })
 }
 
-/// The step of the grid with no feedback (LBRC, and the GPU's: [`crate::backend::grid_for`]
-/// calls this too) for bound `eb` around `mid`: 2 eb less [`lbrc_margin`], then
+/// The step of the grid with no feedback (LBRC, and the GPU's: [`lbrc_grid`]) for bound `eb`
+/// around `mid`: 2 eb less [`lbrc_margin`], then
 /// [`aligned_step`]. A zero bound (constant chunk under a relative target) still needs a
 /// usable step: every value then sits exactly on index 0 or is escaped.
 pub fn lbrc_step(st: &Stats, mid: f64, eb: f64, single: bool) -> f64 {

@@ -231,7 +231,7 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
         (st_g.min.to_bits(), st_g.max.to_bits(), st_g.finite),
         "stats {shape:?}"
     );
-    let (grid, eb) = backend::grid_for(&st_c, dtype, params).unwrap();
+    let (grid, eb) = quant::lbrc_grid(&st_c, params, dtype == DType::F32).unwrap();
     let dims = field::grid_dims(&chunk.shape);
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).unwrap();
@@ -645,8 +645,7 @@ fn corrupt_packed_payload_is_an_error_on_the_gpu() {
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext).unwrap();
     let p = Params::abs(1e-3).with_coder(Coder::Packed);
-    let (grid, eb) =
-        backend::grid_for(&Cpu.stats(&data, DType::F32).unwrap(), DType::F32, &p).unwrap();
+    let (grid, eb) = quant::lbrc_grid(&Cpu.stats(&data, DType::F32).unwrap(), &p, true).unwrap();
     let job = EncodeJob {
         data: &data,
         dtype: DType::F32,
@@ -752,7 +751,7 @@ fn gpu_bench() {
     let t = g.upload(&table).unwrap();
     let xd = g.upload(&data).unwrap();
     let st = g.stats_dev(&xd, DType::F32).unwrap();
-    let (grid, eb) = backend::grid_for(&st, DType::F32, &Params::rel(1e-4)).unwrap();
+    let (grid, eb) = quant::lbrc_grid(&st, &Params::rel(1e-4), true).unwrap();
     let mut codes = g.zeros::<i32>(n).unwrap();
     let mut ors = g.zeros::<u32>(nb).unwrap();
     let mut esc = g.zeros::<u32>(nb).unwrap();

@@ -144,42 +144,19 @@ impl Geometry {
 }
 
 /// The grid, bound and block geometry of a chunk with statistics `st`, or `None` where the
-/// kernels' grid does not apply ([`grid_for`]).
+/// kernels' grid does not apply ([`crate::quant::lbrc_grid`]).
 pub fn chunk_plan(
     st: &Stats,
     chunk: &ChunkInfo,
     params: &Params,
 ) -> Result<Option<(Grid, f64, Geometry)>> {
-    let Some((grid, eb)) = grid_for(st, chunk.dtype, params) else {
+    let Some((grid, eb)) = crate::quant::lbrc_grid(st, params, chunk.dtype == DType::F32) else {
         return Ok(None);
     };
     let dims = field::grid_dims(&chunk.shape);
     let ext = field::block_extents(dims);
     let blocks = field::blocks(dims, ext)?;
     Ok(Some((grid, eb, Geometry { dims, ext, blocks })))
-}
-
-/// The grid and pointwise bound `quant::plan` chooses for absolute and relative bounds with
-/// no error feedback (m = 1, step 2 eb; `None` for NRMSE / PSNR targets, whose search stays on
-/// the CPU). Kept equal to `plan` by a test.
-pub fn grid_for(st: &Stats, dtype: DType, params: &Params) -> Option<(Grid, f64)> {
-    let range = st.range();
-    let mid = if st.finite == 0 {
-        0.0
-    } else {
-        st.min + range / 2.0
-    };
-    let eb = match params.mode {
-        ErrorMode::Abs => params.bound,
-        ErrorMode::Rel => params.bound * range,
-        ErrorMode::Nrmse | ErrorMode::Psnr => return None,
-    }
-    .min(f64::MAX / 4.0);
-    if !(eb >= 0.0) {
-        return None;
-    }
-    let step = crate::quant::lbrc_step(st, mid, eb, dtype == DType::F32);
-    Some((Grid { mid, step }, eb))
 }
 
 /// The backend asked for: `RESID_BACKEND` when set to a known name, else `requested`.
@@ -387,7 +364,7 @@ mod tests {
                     assert!(x.iter().filter(|v| !v.is_finite()).count() * 5 > x.len() * 4);
                     continue;
                 };
-                let (g, eb) = grid_for(&crate::quant::stats(x), DType::F32, &p).unwrap();
+                let (g, eb) = crate::quant::lbrc_grid(&crate::quant::stats(x), &p, true).unwrap();
                 assert_eq!(plan.grid.mid.to_bits(), g.mid.to_bits());
                 // The kernels cover the feedback-free grid (m = 1), the same step as plan's
                 // then: 2 eb less a margin for the last f32 rounding, at most 1/64 of eb, less
