@@ -13,6 +13,7 @@
 //! - `gpu_bench` (ignored): kernel throughput with device-resident data, for `scripts/gpu-check`.
 
 mod common;
+mod cpu_lorenzo;
 mod forked;
 
 use std::path::PathBuf;
@@ -20,8 +21,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{bytes32, bytes64, parse_name};
+use cpu_lorenzo::Cpu;
 use resid::backend::cuda::{self, kernels};
-use resid::backend::{self, cpu::Cpu, DecodeJob, EncodeJob, Stages};
+use resid::backend::{self, DecodeJob, EncodeJob};
 use resid::field;
 use resid::quant::{self, Grid};
 use resid::{Backend, ChunkInfo, Coder, DType, Params, PredictorChoice};
@@ -693,14 +695,14 @@ fn corrupt_packed_payload_is_an_error_on_the_gpu() {
     assert!(g.decode(&djob).unwrap() == Cpu.decode(&djob).unwrap());
 }
 
-/// A packed chunk of at least `backend::AUTO_MIN_BYTES` under `auto`: the GPU encodes it (same
+/// A packed chunk of at least `Stage::LorenzoDecode`'s threshold under `auto`: the GPU encodes it (same
 /// bytes as the CPU) and `resid::decompress` decodes it on the GPU, within the bound.
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-check runs it"]
 fn large_packed_chunk_runs_on_the_gpu_under_auto() {
     let g = gpu();
     let shape = [64usize, 256, 320];
-    assert!(shape.iter().product::<usize>() * 4 >= backend::AUTO_MIN_BYTES);
+    assert!(shape.iter().product::<usize>() * 4 >= backend::Stage::LorenzoDecode.auto_min());
     let x: Vec<f32> = synth(shape, true, 11).iter().map(|&v| v as f32).collect();
     let data = bytes32(&x);
     let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();

@@ -422,7 +422,7 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
 }
 
 /// A chunk with NGLR on every block, large enough that auto takes the GPU for NGLR's prediction
-/// both ways (`cuda::nglr::ENCODE_AUTO_MIN_BYTES`, `DECODE_AUTO_MIN_BYTES` with
+/// both ways (`backend::Stage::NglrEncode`, `NglrDecode` with
 /// `RESID_BACKEND=auto`): at the default training budget the fit stays on the CPU, so auto
 /// writes the CPU backend's chunk byte for byte, and reads it back to the CPU's values.
 #[test]
@@ -430,8 +430,8 @@ fn gpu_fitted_nglr_chunk_decodes_on_the_cpu() {
 fn nglr_chunk_under_auto_matches_the_cpu() {
     let _g = gpu();
     let (_, data, chunk) = field_chunk(64, 256, 256);
-    assert!(data.len() >= backend::cuda::nglr::ENCODE_AUTO_MIN_BYTES);
-    assert!(data.len() >= backend::cuda::nglr::DECODE_AUTO_MIN_BYTES);
+    assert!(data.len() >= backend::Stage::NglrEncode.auto_min());
+    assert!(data.len() >= backend::Stage::NglrDecode.auto_min());
     let base = Params::rel(1e-4).with_predictor(PredictorChoice::Nglr);
     let on = |backend| resid::compress(&data, &chunk, &Params { backend, ..base }).unwrap();
     let (auto, cpu) = (on(Backend::Auto), on(Backend::Cpu));
@@ -618,7 +618,7 @@ fn gpu_nglr_bench() {
         );
     }
     // Whole chunks of 4, 16 and 64 MiB (NGLR on every block), best of 2 on each side: where
-    // the GPU starts to pay is where `cuda::nglr::{ENCODE,DECODE}_AUTO_MIN_BYTES` are set.
+    // the GPU starts to pay is where `backend::Stage::{NglrEncode,NglrDecode}` thresholds are set.
     let best = |f: &mut dyn FnMut()| {
         (0..2)
             .map(|_| {

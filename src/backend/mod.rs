@@ -1,41 +1,38 @@
-//! Compute backends: where the Lorenzo stages of a chunk run (issue #6).
+//! Compute backends: which stages of a chunk run on a GPU (issue #6), and how.
 //!
-//! [`Stages`] is the work a backend does for one chunk: range statistics, the fused
-//! prequantize + escape + Lorenzo residual (+ zigzag and bit-plane transposition for the lz4
-//! path) over every block, and the inverse on decode. [`cpu::Cpu`] runs the crate's own Rust
-//! code and is the reference; [`cuda::Cuda`] runs hand-written kernels (`kernels/*.cu`)
-//! compiled at run time by NVRTC and must produce the same bytes. With the packed coder
-//! (`code::packed`) the GPU also codes and decodes the residuals, so a chunk crosses the bus
-//! once each way; the range coder and LZ4 are sequential and stay on the CPU.
-//!
-//! The learned stages have their own GPU paths, chosen by [`learned_gpu`] and
-//! [`gpu_for_work`]: NeurLZ's fixed-point inference ([`cuda::conv`], decode side, the CPU's
+//! The CPU path is the crate's own code (the pipeline, the predictors, the learned stages);
+//! [`cuda::Cuda`] runs hand-written kernels (`kernels/*.cu`), compiled at run time by NVRTC,
+//! that must give the same bytes. The Lorenzo stages of a chunk ([`EncodeJob`],
+//! [`DecodeJob`]): range statistics, the fused prequantize + escape + Lorenzo residual (+ zigzag
+//! and bit-plane transposition for the lz4 path) over every block, and the inverse on decode.
+//! With the packed coder (`code::packed`) the GPU also codes and decodes the residuals, so a
+//! chunk crosses the bus once each way; the range coder and LZ4 are sequential and stay on the
+//! CPU. The learned stages: NeurLZ's fixed-point inference ([`cuda::conv`], the CPU's
 //! corrections bit for bit), its training and NGLR's fit ([`cuda::train`], [`cuda::nglr`],
 //! encode only, floats), and NGLR's prediction ([`cuda::nglr`], integer: the CPU's
 //! reconstruction, codes and escapes bit for bit).
 //!
 //! Selection: `Params.backend` (auto / cpu / cuda), overridden by the environment variable
-//! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the chunk holds at
-//! least [`AUTO_MIN_BYTES`]; `cuda` uses it for any chunk. When no device is usable (no driver,
-//! no NVRTC, no GPU, a failing kernel), the CPU does the work and `log` says why, once.
-//! Compiled kernels are kept on disk between processes ([`cuda::kernel_cache`]).
+//! `RESID_BACKEND=cpu|cuda|auto`. `auto` uses the GPU when one is usable and the stage's work
+//! reaches its threshold ([`Stage::auto_min`], one table for every stage); `cuda` uses it for
+//! any size. [`offload`] runs a stage there and falls back to the CPU; when no device is usable
+//! (no driver, no NVRTC, no GPU, a failing kernel), the CPU does the work and `log` says why,
+//! once. Compiled kernels are kept on disk between processes ([`cuda::kernel_cache`]).
 
-pub mod cpu;
 pub mod cuda;
+mod offload;
+
+pub use offload::{fell_back, gpu_for, offload, Stage};
 
 // `pipeline` names NGLR's GPU stage by this path.
 pub use cuda::nglr as cuda_nglr;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::error::{ensure, Error, Result};
+use crate::error::{Error, Result};
 use crate::field::{self, Block};
 use crate::params::{Backend, ChunkInfo, Coder, DType, ErrorMode, Params};
 use crate::quant::{Grid, Stats};
-
-/// Under `auto`, chunks smaller than this stay on the CPU (transfers and launches would cost
-/// more than they save).
-pub const AUTO_MIN_BYTES: usize = 16 << 20;
 
 /// The environment variable that overrides `Params.backend`.
 pub const ENV: &str = "RESID_BACKEND";
@@ -63,7 +60,8 @@ pub struct Encoded {
 }
 
 /// One chunk's decode work: every block's coder, payload and CRC-32 (every block coded with
-/// Lorenzo), to the values before escapes are applied. Backends verify the checksums.
+/// Lorenzo), to the values before escapes are applied. The GPU verifies the checksums, as the
+/// CPU decoder does.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeJob<'a> {
     pub parts: &'a [(Coder, &'a [u8], u32)],
@@ -72,46 +70,6 @@ pub struct DecodeJob<'a> {
     pub ext: [usize; 3],
     pub blocks: &'a [Block],
     pub grid: Grid,
-}
-
-/// The stages a backend runs. Both implementations give the same bytes.
-pub trait Stages: Send + Sync {
-    fn name(&self) -> String;
-    /// Range statistics of the finite values (as `quant::stats`).
-    fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats>;
-    fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded>;
-    /// The chunk's values as little-endian bytes (escaped positions hold placeholders).
-    fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>>;
-
-    /// [`Stages::decode`] into `out`, which holds exactly the chunk's bytes.
-    fn decode_into(&self, job: &DecodeJob<'_>, out: &mut [u8]) -> Result<()> {
-        let v = self.decode(job)?;
-        ensure!(
-            v.len() == out.len(),
-            Error::SizeMismatch {
-                expected: out.len(),
-                actual: v.len()
-            }
-        );
-        out.copy_from_slice(&v);
-        Ok(())
-    }
-
-    /// Statistics, grid and encode of a whole chunk; `None` when the grid is not the
-    /// kernels' (NRMSE / PSNR targets, or no usable bound).
-    fn encode_chunk(
-        &self,
-        data: &[u8],
-        chunk: &ChunkInfo,
-        params: &Params,
-    ) -> Result<Option<(Grid, f64, Encoded)>> {
-        let st = self.stats(data, chunk.dtype)?;
-        let Some((grid, eb, geo)) = chunk_plan(&st, chunk, params)? else {
-            return Ok(None);
-        };
-        let job = geo.job(data, chunk.dtype, grid, eb, params.coder);
-        Ok(Some((grid, eb, self.encode(&job)?)))
-    }
 }
 
 /// A chunk's block geometry.
@@ -226,81 +184,24 @@ pub fn device_or_why() -> std::result::Result<Arc<cuda::Cuda>, String> {
         .clone()
 }
 
-/// The backend that runs a chunk of `bytes` bytes under `params`.
-pub fn select(params: &Params, bytes: usize) -> Arc<dyn Stages> {
-    match gpu_for_work(params.backend, bytes, AUTO_MIN_BYTES) {
-        Some(g) => g,
-        None => Arc::new(cpu::Cpu),
-    }
-}
-
-/// Under `auto`, the learned stages (NeurLZ training and inference) use the GPU for chunks of
-/// at least this many values: the CPU's fixed-point inference runs at about 14 MB/s and its
-/// training takes seconds, so the GPU gains on any chunk the enhancer is used for.
-pub const LEARNED_AUTO_MIN_VALUES: usize = 1 << 16;
-
-/// The device for a learned stage over `values` values under `backend` (`RESID_BACKEND`
-/// first), or `None` when the CPU runs it.
-pub fn learned_gpu(backend: Backend, values: usize) -> Option<Arc<cuda::Cuda>> {
-    gpu_for_work(backend, values, LEARNED_AUTO_MIN_VALUES)
-}
-
-/// The device for `work` under `backend` (`RESID_BACKEND` first): always for `cuda`, from
-/// `auto_min` on for `auto`, never for `cpu`; `None` also when no device is usable. The one
-/// selection rule of every stage, each with its own `auto` threshold.
-pub fn gpu_for_work(backend: Backend, work: usize, auto_min: usize) -> Option<Arc<cuda::Cuda>> {
-    match requested(backend) {
-        Backend::Cpu => None,
-        Backend::Cuda => device_or_why()
-            .map_err(|why| {
-                // Asked for by name: say so where it cannot be had (auto only logs at info).
-                static TOLD: std::sync::Once = std::sync::Once::new();
-                TOLD.call_once(|| {
-                    log::warn!(
-                        "resid: the CUDA backend was asked for, but no GPU is usable ({why}); \
-                         the CPU does the work"
-                    )
-                });
-            })
-            .ok(),
-        Backend::Auto if work >= auto_min => device(),
-        Backend::Auto => None,
-    }
-}
-
-/// The GPU's share of the pipeline's encoder: `Some((grid, eb, encoded))` when the GPU backend
-/// is selected for this chunk and ran it, `None` when the CPU pipeline should run it instead
-/// (CPU selected, a predictor or mode the kernels do not cover, or a device error, logged).
+/// The GPU's share of the pipeline's encoder: `Some((grid, eb, encoded))` when the GPU is
+/// chosen for this chunk ([`Stage::LorenzoEncode`]) and ran it, `None` when the CPU pipeline
+/// should run it instead (CPU chosen, a predictor or mode the kernels do not cover, or a device
+/// error, logged).
 pub fn gpu_encode(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<(Grid, f64, Encoded)> {
     if params.predictor != crate::params::PredictorChoice::Lorenzo
         || matches!(params.mode, ErrorMode::Nrmse | ErrorMode::Psnr)
     {
         return None;
     }
-    let stages = select(params, data.len());
-    if stages.name() == cpu::NAME {
-        return None;
-    }
-    match stages.encode_chunk(data, chunk, params) {
-        Ok(r) => r,
-        Err(e) => {
-            gpu_failed("encode", &e, "the CPU redoes the chunk");
-            None
-        }
-    }
-}
-
-/// The GPU backend when it is selected to decode a chunk of `bytes` decoded bytes under
-/// `backend` (`RESID_BACKEND` first); `None` when the CPU decodes.
-pub fn gpu_for_decode(bytes: usize, backend: Backend) -> Option<Arc<dyn Stages>> {
-    let stages = select(
-        &Params {
-            backend,
-            ..Params::abs(1.0)
-        },
-        bytes,
-    );
-    (stages.name() != cpu::NAME).then_some(stages)
+    let on_gpu = |g: &cuda::Cuda| g.encode_chunk(data, chunk, params);
+    offload(
+        Stage::LorenzoEncode,
+        params.backend,
+        data.len(),
+        on_gpu,
+        || None,
+    )
 }
 
 /// Checks every block's CRC-32, as the CPU decoder does.
@@ -315,24 +216,6 @@ pub(crate) fn verify(parts: &[(Coder, &[u8], u32)]) -> Result<()> {
     })
 }
 
-/// Reports a GPU stage that failed, the CPU taking over (`then` says how): a warning the first
-/// time in a process, later ones at debug level, since a full device or a broken driver fails
-/// every chunk alike. Returns whether it warned.
-pub(crate) fn gpu_failed(what: &str, e: &Error, then: &str) -> bool {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    let first = !WARNED.swap(true, Ordering::Relaxed);
-    if first {
-        log::warn!(
-            "resid: GPU {what} failed ({e}); {then} (later GPU failures of this process are \
-             logged at debug level)"
-        );
-    } else {
-        log::debug!("resid: GPU {what} failed ({e}); {then}");
-    }
-    first
-}
-
 pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
     Error::Unsupported(format!("cuda: {what}: {e:?}"))
 }
@@ -340,13 +223,6 @@ pub(crate) fn device_error(what: &str, e: impl std::fmt::Debug) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_first_gpu_failure_warns() {
-        let e = Error::Unsupported("cuda: test".into());
-        assert!(gpu_failed("test", &e, "the CPU does it"));
-        assert!(!gpu_failed("test", &e, "the CPU does it"));
-    }
 
     #[test]
     fn grid_matches_plan() {

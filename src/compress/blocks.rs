@@ -112,14 +112,14 @@ fn code_blocks<T: Element>(
     // modes it is one more candidate per block, and kept only when it pays for itself.
     let learned = nglr::train_for(source.x, source.dims, plan, params, source.single);
     let menu = Menu::new(params.predictor, plan);
-    // With the CUDA backend (by name, or auto from ENCODE_AUTO_MIN_BYTES on), the blocks NGLR
+    // With the CUDA backend (by name, or auto from Stage::NglrEncode's size on), the blocks NGLR
     // codes whole (every block when it is forced) are coded on the GPU together once the
     // choices are made: the same codes as the CPU's, so the same chunk.
     let nglr_dev = learned
         .is_some()
         .then(|| {
-            let auto_min = cuda_nglr::ENCODE_AUTO_MIN_BYTES;
-            crate::backend::gpu_for_work(params.backend, bytes, auto_min)
+            let stage = crate::backend::Stage::NglrEncode;
+            crate::backend::gpu_for(stage, params.backend, bytes)
         })
         .flatten();
     let later = nglr_dev.is_some();

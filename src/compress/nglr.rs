@@ -229,7 +229,7 @@ impl<T: Element> Source<'_, T> {
         let codes = match encode(blocks, &coding, &x, &mut q, &mut escaped) {
             Ok(c) => c,
             Err(e) => {
-                crate::backend::gpu_failed("NGLR encode", &e, "the CPU codes the chunk");
+                crate::backend::fell_back(crate::backend::Stage::NglrEncode, &e);
                 return None;
             }
         };

@@ -53,7 +53,7 @@ fn block_codes<'a>(
 /// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
 /// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
 /// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`; `auto`
-/// from [`crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES`] on), with the CPU's values bit
+/// from [`crate::backend::Stage::NglrDecode`]'s size on), with the CPU's values bit
 /// for bit; on
 /// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
 /// finished as soon as they are decoded, so they are never all held at once.
@@ -68,9 +68,9 @@ fn decode_blocks<R: Send>(
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
         .and_then(|n| {
-            let auto_min = crate::backend::cuda_nglr::DECODE_AUTO_MIN_BYTES;
+            let stage = crate::backend::Stage::NglrDecode;
             Some((
-                crate::backend::gpu_for_work(crate::params::Backend::Cpu, bytes, auto_min)?,
+                crate::backend::gpu_for(stage, crate::params::Backend::Cpu, bytes)?,
                 n,
             ))
         });
@@ -128,7 +128,7 @@ fn decode_blocks_offloaded(
     let offloaded = match offload(&learned, &mut codes) {
         Ok(()) => true,
         Err(e) => {
-            crate::backend::gpu_failed("NGLR decode", &e, "the CPU decodes the blocks");
+            crate::backend::fell_back(crate::backend::Stage::NglrDecode, &e);
             false
         }
     };

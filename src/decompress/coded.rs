@@ -188,14 +188,11 @@ fn gpu_decode(h: &Header, parts: &[BlockPart<'_>], g: &Geometry, out: &mut Outpu
     } else {
         Backend::Cpu
     };
-    let Some(gpu) = crate::backend::gpu_for_decode(out.len(), backend) else {
-        return false;
-    };
-    match gpu.decode_into(&job, out.buf()) {
-        Ok(()) => true,
-        Err(e) => {
-            crate::backend::gpu_failed("decode", &e, "the CPU redoes the chunk");
-            false
-        }
-    }
+    crate::backend::offload(
+        crate::backend::Stage::LorenzoDecode,
+        backend,
+        out.len(),
+        |g| g.decode_into(&job, out.buf()).map(|()| true),
+        || false,
+    )
 }

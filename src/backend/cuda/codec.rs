@@ -6,10 +6,11 @@ use cudarc::driver::CudaSlice;
 use rayon::prelude::*;
 
 use super::bitplane::plane_layout;
+use super::host;
 use super::lorenzo::block_table;
 use super::packed::PackedLayout;
 use super::{guard, Cuda};
-use crate::backend::{chunk_plan, cpu, verify, DecodeJob, EncodeJob, Encoded, Stages};
+use crate::backend::{chunk_plan, verify, DecodeJob, EncodeJob, Encoded};
 use crate::entropy::{self as code, packed};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
@@ -34,7 +35,7 @@ fn gather_values<T: Element>(data: &[u8], dims: [usize; 3], b: &Block) -> Vec<T>
 /// A block with escaped values, redone on the CPU: payload and global escape indices.
 fn redo_block<T: Element>(job: &EncodeJob<'_>, b: &Block) -> (Vec<u8>, Vec<usize>) {
     let xb = gather_values::<T>(job.data, job.dims, b);
-    let (coded, local) = cpu::encode_block_values(&xb, b.ext, job.grid, job.eb, job.coder);
+    let (coded, local) = host::encode_block_values(&xb, b.ext, job.grid, job.eb, job.coder);
     let global = local
         .iter()
         .map(|&li| b.global_index(job.dims, li))
@@ -174,7 +175,7 @@ impl Cuda {
                 }
                 let len = b.len().div_ceil(64) * planes[i] as usize;
                 let w = &words_h[woff[i] as usize..woff[i] as usize + len];
-                (cpu::lz4_payload(planes[i], w), Vec::new())
+                (host::lz4_payload(planes[i], w), Vec::new())
             })
             .collect())
     }
@@ -295,7 +296,7 @@ impl Cuda {
             .blocks
             .par_iter()
             .zip(job.parts)
-            .map(|(b, p)| cpu::lz4_words(p.1, b.len()))
+            .map(|(b, p)| host::lz4_words(p.1, b.len()))
             .collect();
         let mut planes = Vec::with_capacity(nb);
         let mut woff = Vec::with_capacity(nb);
@@ -348,26 +349,26 @@ impl Cuda {
     }
 }
 
-impl Stages for Cuda {
-    fn name(&self) -> String {
-        format!("cuda: {}", self.describe())
-    }
-
-    fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats> {
+/// A chunk's Lorenzo stages, each giving the CPU pipeline's bytes.
+impl Cuda {
+    /// Range statistics of the finite values (as `quant::stats`).
+    pub fn stats(&self, data: &[u8], dtype: DType) -> Result<Stats> {
         guard("stats", || {
             let x = self.upload_staged(data)?;
             self.stats_dev(&x, dtype)
         })
     }
 
-    fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
+    /// Every block's payload and the escaped values' sorted flat indices.
+    pub fn encode(&self, job: &EncodeJob<'_>) -> Result<Encoded> {
         guard("encode", || {
             self.encode_dev(job, self.upload_staged(job.data)?)
         })
     }
 
-    /// The chunk is uploaded once, for the statistics and the encode.
-    fn encode_chunk(
+    /// Statistics, grid and encode of a whole chunk, uploaded once; `None` when the grid is
+    /// not the kernels' (NRMSE / PSNR targets, or no usable bound).
+    pub fn encode_chunk(
         &self,
         data: &[u8],
         chunk: &ChunkInfo,
@@ -384,7 +385,9 @@ impl Stages for Cuda {
         })
     }
 
-    fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
+    /// The chunk's values as little-endian bytes (escaped positions hold placeholders); the
+    /// blocks' checksums are verified.
+    pub fn decode(&self, job: &DecodeJob<'_>) -> Result<Vec<u8>> {
         guard("decode", || {
             let n: usize = job.blocks.iter().map(Block::len).sum();
             let mut v = self.download_staged(&self.decode_dev(job)?)?;
@@ -393,8 +396,8 @@ impl Stages for Cuda {
         })
     }
 
-    /// Downloads straight into `out`.
-    fn decode_into(&self, job: &DecodeJob<'_>, out: &mut [u8]) -> Result<()> {
+    /// [`Cuda::decode`] straight into `out`, which holds exactly the chunk's bytes.
+    pub fn decode_into(&self, job: &DecodeJob<'_>, out: &mut [u8]) -> Result<()> {
         guard("decode", || {
             let dev = self.decode_dev(job)?;
             if out.is_empty() {

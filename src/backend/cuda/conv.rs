@@ -5,6 +5,7 @@
 
 use super::launch::{blocks_for, Arg, Launch};
 use super::{guard, Cuda};
+use crate::backend::{offload, Stage};
 use crate::enhance::neurlz::{self, Inputs, Norm};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Kind, LayerShape, QNet};
@@ -16,8 +17,8 @@ const NZG: usize = 6;
 /// Device memory the activations of one batch of slices may take.
 pub const BATCH_BYTES: usize = 1 << 30;
 
-/// [`neurlz::corrections`] on the backend selected for `backend` (`crate::backend::learned_gpu`); the
-/// CPU computes them when no GPU is selected or the GPU fails (logged). Same values either way.
+/// [`neurlz::corrections`] on the device chosen for `backend` ([`Stage::NeurlzInference`]);
+/// the CPU computes them when no GPU is chosen or the GPU fails (logged). Same values either way.
 pub fn corrections(
     backend: Backend,
     inputs: Inputs,
@@ -27,13 +28,13 @@ pub fn corrections(
     dims: [usize; 3],
     m: i64,
 ) -> Vec<i32> {
-    if let Some(g) = crate::backend::learned_gpu(backend, q.len()) {
-        match g.neurlz_corrections(inputs, net, norm, q, dims, m) {
-            Ok(c) => return c,
-            Err(e) => _ = crate::backend::gpu_failed("NeurLZ inference", &e, "the CPU runs it"),
-        }
-    }
-    neurlz::corrections(inputs, net, norm, q, dims, m)
+    offload(
+        Stage::NeurlzInference,
+        backend,
+        q.len(),
+        |g| g.neurlz_corrections(inputs, net, norm, q, dims, m),
+        || neurlz::corrections(inputs, net, norm, q, dims, m),
+    )
 }
 
 /// A stored network's layers as the kernels read them: per layer, `i32` weights

@@ -22,6 +22,7 @@ mod compile;
 pub mod context;
 #[allow(unsafe_code)]
 pub mod conv;
+mod host;
 pub mod kernel_cache;
 pub mod kernels;
 #[allow(unsafe_code)]

@@ -12,6 +12,7 @@
 
 use super::launch::Arg;
 use super::{block_table, guard, Cuda};
+use crate::backend::{offload, Stage};
 use crate::error::{ensure, Error, Result};
 use crate::field::Block;
 use crate::nn::infer::{Net, INPUTS, MAX_HIDDEN};
@@ -68,38 +69,18 @@ pub fn encode_on_cpu(
 /// Largest batch the kernel takes (`NG_MAXB` in `nglr_train.cu`).
 pub const MAX_BATCH: usize = 128;
 
-/// Under `auto`, the GPU fits from this many sample visits (samples x epochs) on: the fit
-/// at the default budget (32 Ki samples, 8 epochs) takes 0.04 s on the CPU and 0.013 s on an
-/// H200, less than a process's first use of the device costs (NVRTC compiles the kernels);
-/// from the largest budgets (255 Ki samples: 0.54 against 0.12 s) it pays.
-pub const AUTO_MIN_VISITS: usize = 1 << 20;
-
-/// Under `auto`, encoding runs NGLR's prediction on the GPU from chunks of this many bytes
-/// on: 4 MiB, the smallest chunk measured, where it already won. With NGLR on every block
-/// and the transfers staged, chunks of 4, 16 and 64 MiB compressed in 0.079, 0.091 and 0.203 s
-/// against 0.118, 0.104 and 0.332 s on 16 CPU threads (H100, BENCHMARKS.md).
-pub const ENCODE_AUTO_MIN_BYTES: usize = 4 << 20;
-
-/// Under `auto` (`RESID_BACKEND=auto`), decoding runs NGLR's prediction on the GPU from
-/// chunks of this many bytes on: 16 MiB. There a chunk decoded in 0.041 s against the CPU's
-/// 0.047-0.055 s; at 64 MiB the two tied (0.213 against 0.212 s) and at 4 MiB the CPU won
-/// (0.033 against 0.039 s), as the codes are decoded on the CPU either way (H100,
-/// BENCHMARKS.md).
-pub const DECODE_AUTO_MIN_BYTES: usize = 16 << 20;
-
-/// [`train::fit`] with its Adam phase on the backend selected for `backend`
-/// (`crate::backend::gpu_for_work`, by [`AUTO_MIN_VISITS`]); the CPU runs it when no GPU is
-/// selected or the GPU fails (logged).
+/// [`train::fit`] with its Adam phase on the device chosen for `backend` ([`Stage::NglrFit`]);
+/// the CPU runs it when no GPU is chosen or the GPU fails (logged).
 pub fn fit(backend: Backend, f: &[[i64; INPUTS]], t: &[i64], cfg: &Config) -> Option<Net> {
-    let gpu = crate::backend::gpu_for_work(backend, f.len() * cfg.epochs, AUTO_MIN_VISITS);
+    let visits = f.len() * cfg.epochs;
     train::fit_with(f, t, cfg, |p| {
-        if let Some(g) = gpu {
-            match g.nglr_adam(p) {
-                Ok(params) => return params,
-                Err(e) => _ = crate::backend::gpu_failed("NGLR training", &e, "the CPU trains"),
-            }
-        }
-        train::adam(p)
+        offload(
+            Stage::NglrFit,
+            backend,
+            visits,
+            |g| g.nglr_adam(p),
+            || train::adam(p),
+        )
     })
 }
 

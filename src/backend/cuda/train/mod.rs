@@ -18,6 +18,7 @@ use cudarc::driver::{CudaEvent, CudaSlice};
 
 use crate::backend::cuda::launch::{blocks_for, Arg};
 use crate::backend::cuda::{guard, Cuda};
+use crate::backend::{offload, Stage};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Arch, MAX_INPUTS};
 use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
@@ -27,17 +28,17 @@ use layers::PARTIAL_ROWS;
 use step::{StepPlan, GRAD, PARTS, TOTAL};
 pub use tensor_cores::{tensor_cores_agree, tensor_cores_usable, Conv3Kernels, CONV_TC_ENV};
 
-/// [`conv_train::train`] on the backend selected for `backend` (`crate::backend::learned_gpu`); the
-/// CPU trains when no GPU is selected or the GPU fails (logged).
+/// [`conv_train::train`] on the device chosen for `backend` ([`Stage::NeurlzTraining`]); the CPU
+/// trains when no GPU is chosen or the GPU fails (logged).
 pub fn train(backend: Backend, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
     let values = set.slices * set.h * set.w * set.o;
-    if let Some(g) = crate::backend::learned_gpu(backend, values) {
-        match g.train_conv(arch, set, cfg) {
-            Ok(net) => return net,
-            Err(e) => _ = crate::backend::gpu_failed("NeurLZ training", &e, "the CPU trains"),
-        }
-    }
-    conv_train::train(arch, set, cfg)
+    offload(
+        Stage::NeurlzTraining,
+        backend,
+        values,
+        |g| g.train_conv(arch, set, cfg),
+        || conv_train::train(arch, set, cfg),
+    )
 }
 
 /// Device buffers for steps of `batch` patches of `ph x pw`, and what a step launches.
