@@ -5,7 +5,7 @@
 //! that must give the same bytes. The Lorenzo stages of a chunk ([`EncodeJob`],
 //! [`DecodeJob`]): range statistics, the fused prequantize + escape + Lorenzo residual (+ zigzag
 //! and bit-plane transposition for the lz4 path) over every block, and the inverse on decode.
-//! With the packed coder (`code::packed`) the GPU also codes and decodes the residuals, so a
+//! With the packed coder (`entropy::packed`) the GPU also codes and decodes the residuals, so a
 //! chunk crosses the bus once each way; the range coder and LZ4 are sequential and stay on the
 //! CPU. The learned stages: NeurLZ's fixed-point inference ([`cuda::conv`], the CPU's
 //! corrections bit for bit), its training and NGLR's fit ([`cuda::train`], [`cuda::nglr`],
