@@ -5,6 +5,7 @@
 
 pub mod conv;
 pub mod conv_train;
+pub mod corrections;
 pub mod infer;
 pub mod linear;
 #[cfg(target_arch = "x86_64")]

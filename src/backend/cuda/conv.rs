@@ -1,14 +1,14 @@
 //! NeurLZ inference on the GPU (`kernels/neurlz.cu`): the corrections
-//! [`crate::enhance::neurlz::corrections`] computes, bit for bit, for the encoder and the
+//! [`crate::nn::corrections::corrections`] computes, bit for bit, for the encoder and the
 //! decoder alike. The chunk's grid indices go up once; the slices are run in batches that fit
 //! [`BATCH_BYTES`] of activations; the corrections come back once.
 
 use super::launch::{blocks_for, Arg, Launch};
 use super::{guard, Cuda};
 use crate::backend::{offload, Stage};
-use crate::enhance::neurlz::{self, Inputs, Norm};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Kind, LayerShape, QNet};
+use crate::nn::corrections::{self as neurlz, Inputs, Norm};
 use crate::params::Backend;
 
 /// Output channels one thread computes (`NZG` in `neurlz.cu`).

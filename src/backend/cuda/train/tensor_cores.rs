@@ -85,7 +85,7 @@ pub fn tensor_cores_usable(g: &Cuda) -> bool {
 /// 19 x 37.
 const AGREE_SHAPE: (usize, usize, usize, usize, usize) = (2, 19, 37, 12, 6);
 
-/// Runs [`AGREE_SHAPE`]'s layer forward, its input gradient and its weight gradients on both
+/// Runs `AGREE_SHAPE`'s layer forward, its input gradient and its weight gradients on both
 /// kernel sets and compares: equal to float rounding, or not.
 pub fn tensor_cores_agree(g: &Cuda) -> Result<bool> {
     let (b, h, w, cin, cout) = AGREE_SHAPE;
