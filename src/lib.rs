@@ -7,8 +7,9 @@
 
 // Unsafe code is denied everywhere except the CUDA modules `backend::cuda::{bitplane, compile,
 // context, conv, launch, lorenzo, nglr, packed, probe, staging, stats, train}` (driver and
-// NVRTC calls, the caller's current context, kernel launches over raw device addresses) and
-// `nn::simd` (SSE2 intrinsics for NGLR inference), which allow it at module level.
+// NVRTC calls, the caller's current context, kernel launches over raw device addresses),
+// `nn::simd` (SSE2 intrinsics for NGLR inference) and `nn::wide` (AVX2 kernels behind a
+// run-time feature check), which allow it at module level.
 #![deny(unsafe_code)]
 // Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
