@@ -12,8 +12,6 @@
 
 use std::ops::Range;
 
-use crate::field::Element;
-
 /// A box at the chunk's origin (`extent[d] <= shape[d]` along every dimension, C order); every
 /// value outside it holds the padding value `pad` (the element's bits).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +22,23 @@ pub struct Region {
 }
 
 impl Region {
-    /// The data region of a chunk padded with `fill` (or, failing that, with zeros): `None`
-    /// when no trailing slab holds only the padding value. Along each dimension the box keeps
-    /// at least one index, so a chunk that is all padding keeps one value.
-    pub fn find<T: Element>(x: &[T], shape: &[usize], fill: u64) -> Option<Region> {
-        debug_assert_eq!(x.len(), shape.iter().product::<usize>());
+    /// The data region of a chunk padded with `fill` (or, failing that, with zeros), read
+    /// from its little-endian element bytes (`size` bytes each): `None` when no trailing slab
+    /// holds only the padding value. Along each dimension the box keeps at least one index, so
+    /// a chunk that is all padding keeps one value. Works on the bytes as HDF5 handed them, so
+    /// an interior chunk costs a few comparisons and no copy.
+    pub fn find(data: &[u8], size: usize, shape: &[usize], fill: u64) -> Option<Region> {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>() * size);
         let mut candidates = vec![fill];
         if fill != 0 {
             candidates.push(0);
         }
         candidates.into_iter().find_map(|pad| {
+            let bytes = pad.to_le_bytes();
             let extent: Vec<usize> = (0..shape.len())
                 .map(|d| {
                     let mut k = shape[d];
-                    while k > 1 && slab_is(x, shape, d, k - 1, pad) {
+                    while k > 1 && slab_is(data, size, shape, d, k - 1, &bytes[..size]) {
                         k -= 1;
                     }
                     k
@@ -78,11 +79,12 @@ impl Region {
         self.len() == 0
     }
 
-    /// The values of the box, row after row: the chunk an edge chunk is coded as.
-    pub fn gather<T: Copy>(&self, x: &[T]) -> Vec<T> {
-        let mut out = Vec::with_capacity(self.len());
+    /// The element bytes (`size` each) of the box, row after row: the chunk an edge chunk is
+    /// coded as.
+    pub fn gather(&self, data: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * size);
         for run in self.runs() {
-            out.extend_from_slice(&x[run]);
+            out.extend_from_slice(&data[run.start * size..run.end * size]);
         }
         out
     }
@@ -108,15 +110,15 @@ impl Region {
     }
 }
 
-/// Whether every value at index `i` along dimension `d` has the bits `pad`.
-fn slab_is<T: Element>(x: &[T], shape: &[usize], d: usize, i: usize, pad: u64) -> bool {
+/// Whether every element (`size` bytes) at index `i` along dimension `d` has the bytes `pad`.
+fn slab_is(data: &[u8], size: usize, shape: &[usize], d: usize, i: usize, pad: &[u8]) -> bool {
     let inner: usize = shape[d + 1..].iter().product();
     let outer: usize = shape[..d].iter().product();
     (0..outer).all(|o| {
         let start = (o * shape[d] + i) * inner;
-        x[start..start + inner]
-            .iter()
-            .all(|v| v.to_bits_u64() == pad)
+        data[start * size..(start + inner) * size]
+            .chunks_exact(size)
+            .all(|e| e == pad)
     })
 }
 
@@ -124,53 +126,50 @@ fn slab_is<T: Element>(x: &[T], shape: &[usize], d: usize, i: usize, pad: u64) -
 mod tests {
     use super::*;
 
-    /// A 5x7 chunk whose data is 3x4 and padding `pad`.
-    fn edge(pad: f32) -> Vec<f32> {
+    /// The little-endian bytes of a 5x7 `f32` chunk whose data is 3x4 and padding `pad`.
+    fn edge(pad: f32) -> Vec<u8> {
         let mut x = vec![pad; 35];
         for i in 0..3 {
             for j in 0..4 {
                 x[i * 7 + j] = (i * 10 + j) as f32 + 0.5;
             }
         }
-        x
+        bytes(&x)
+    }
+
+    fn bytes(x: &[f32]) -> Vec<u8> {
+        x.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
     #[test]
     fn finds_the_box_gathers_and_scatters() {
         let x = edge(0.0);
-        let r = Region::find(&x, &[5, 7], 0).unwrap();
+        let r = Region::find(&x, 4, &[5, 7], 0).unwrap();
         assert_eq!(r.extent, vec![3, 4]);
         assert_eq!(r.runs().collect::<Vec<_>>(), vec![0..4, 7..11, 14..18]);
-        let boxed = r.gather(&x);
-        assert_eq!(boxed.len(), 12);
-        assert_eq!((boxed[4], boxed[11]), (x[7], x[2 * 7 + 3]));
-        let boxed: Vec<u8> = boxed.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut bytes = vec![0xAAu8; 35 * 4];
-        r.scatter(&boxed, &mut bytes, 4);
-        let back: Vec<f32> = bytes
-            .chunks(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(back, x);
+        let boxed = r.gather(&x, 4);
+        assert_eq!(boxed.len(), 12 * 4);
+        assert_eq!(boxed[4 * 4..5 * 4], x[7 * 4..8 * 4]);
+        assert_eq!(boxed[11 * 4..], x[17 * 4..18 * 4]);
+        let mut out = vec![0xAAu8; 35 * 4];
+        r.scatter(&boxed, &mut out, 4);
+        assert_eq!(out, x);
     }
 
     #[test]
     fn fill_value_then_zeros() {
-        let x = edge(9.96921e36);
-        let r = Region::find(&x, &[5, 7], 9.96921e36f32.to_bits() as u64).unwrap();
-        assert_eq!(
-            (r.extent.clone(), r.pad),
-            (vec![3, 4], 9.96921e36f32.to_bits() as u64)
-        );
+        let fill = 9.96921e36f32.to_bits() as u64;
+        let r = Region::find(&edge(9.96921e36), 4, &[5, 7], fill).unwrap();
+        assert_eq!((r.extent.clone(), r.pad), (vec![3, 4], fill));
         // The dataset's fill value is not what the chunk holds: zeros are tried too.
-        let r = Region::find(&edge(0.0), &[5, 7], 1.5f32.to_bits() as u64).unwrap();
+        let r = Region::find(&edge(0.0), 4, &[5, 7], 1.5f32.to_bits() as u64).unwrap();
         assert_eq!((r.extent, r.pad), (vec![3, 4], 0));
         // A chunk whose last values are not padding has no region.
         let mut x = edge(0.0);
-        x[34] = 1.0;
-        assert_eq!(Region::find(&x, &[5, 7], 0), None);
+        x[34 * 4..].copy_from_slice(&1.0f32.to_le_bytes());
+        assert_eq!(Region::find(&x, 4, &[5, 7], 0), None);
         // A chunk of padding only keeps one value.
-        let r = Region::find(&[0.0f64; 6], &[2, 3], 0).unwrap();
+        let r = Region::find(&[0u8; 6 * 8], 8, &[2, 3], 0).unwrap();
         assert_eq!(r.extent, vec![1, 1]);
     }
 }

@@ -42,30 +42,31 @@ pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u
 /// picks it in [`Whole::choose`] (or a trial against [`Whole::Blocks`]), its arm in
 /// [`compress_typed`] returning `Some(container)`, and a section or layout that names it in
 /// the container (`docs/FORMAT.md`), which `decompress/` dispatches on.
-enum Whole<T> {
+enum Whole {
     /// The chunk cut into blocks, each predicted and coded on its own ([`blocks`]).
     Blocks,
-    /// An HDF5 edge chunk: its data box (`region` of the values `x`) coded as
-    /// [`Whole::Blocks`], behind a REGION section ([`compress_edge`]).
-    EdgeBox { region: Region, x: Vec<T> },
+    /// An HDF5 edge chunk: its data box `region` coded as [`Whole::Blocks`], behind a REGION
+    /// section ([`compress_edge`]).
+    EdgeBox { region: Region },
 }
 
-impl<T: Element> Whole<T> {
-    fn choose(data: &[u8], chunk: &ChunkInfo) -> Whole<T> {
-        if let Some(fill) = chunk.padding {
-            let x: Vec<T> = field::from_bytes(data);
-            if let Some(region) = Region::find(&x, &chunk.shape, fill) {
-                return Whole::EdgeBox { region, x };
-            }
+impl Whole {
+    fn choose(data: &[u8], chunk: &ChunkInfo) -> Whole {
+        let size = chunk.dtype.size();
+        match chunk
+            .padding
+            .and_then(|fill| Region::find(data, size, &chunk.shape, fill))
+        {
+            Some(region) => Whole::EdgeBox { region },
+            None => Whole::Blocks,
         }
-        Whole::Blocks
     }
 }
 
 fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Vec<u8> {
-    let coded = match Whole::<T>::choose(data, chunk) {
+    let coded = match Whole::choose(data, chunk) {
         Whole::Blocks => compress_blocks::<T>(data, chunk, params),
-        Whole::EdgeBox { region, x } => compress_edge(&x, chunk, params, &region),
+        Whole::EdgeBox { region } => compress_edge::<T>(data, chunk, params, &region),
     };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => bytes,
@@ -78,13 +79,13 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
 /// that tells the decoder where the box goes and what the padding holds. `None` when the box
 /// would be stored: the chunk is then stored as it came, padding and all.
 fn compress_edge<T: Element>(
-    x: &[T],
+    data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
     region: &Region,
 ) -> Option<Vec<u8>> {
     let boxed = ChunkInfo::new(chunk.dtype, &region.extent).expect("a box inside the chunk");
-    let data = field::to_bytes(&region.gather(x));
+    let data = region.gather(data, chunk.dtype.size());
     let coded = compress_blocks::<T>(&data, &boxed, params)
         .filter(|c| c.len() < format::stored_len(boxed.shape.len(), data.len()))?;
     let mut r = Reader::new(&coded);
