@@ -2,12 +2,11 @@
 //! the error its bound is taken over (and restored exactly), and NRMSE / PSNR targets are met
 //! over the finite values.
 
+mod common;
+
+use common::bytes32 as to_bytes;
 use resid::format::section;
 use resid::{ChunkInfo, DType, ErrorMode, Params};
-
-fn to_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
 
 fn from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
