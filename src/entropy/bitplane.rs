@@ -47,7 +47,7 @@ pub enum Classes {
 }
 
 /// The class of point (z, y, x) in a block.
-#[inline]
+#[inline(always)]
 fn class_of(scheme: Classes, z: usize, y: usize, x: usize) -> usize {
     if scheme == Classes::Single {
         0
@@ -126,11 +126,11 @@ impl Neighbours {
         }
     }
     /// Index of grid point (z, y, x) in the padded buffer.
-    #[inline]
+    #[inline(always)]
     fn at(&self, z: usize, y: usize, x: usize) -> usize {
         (z + PAD_BEFORE[0]) * self.plane + (y + PAD_BEFORE[1]) * self.row + x + PAD_BEFORE[2]
     }
-    #[inline]
+    #[inline(always)]
     fn context(&self, i: usize, contexts: Contexts) -> usize {
         let k = |j: usize| self.k[j] as usize;
         let (w, n, u) = (k(i - 1), k(i - self.row), k(i - self.plane));

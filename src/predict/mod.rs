@@ -69,13 +69,13 @@ impl BlockEncoder<'_> {
     /// Settles point `i` given its prediction: returns the code and stores the
     /// reconstruction. Escaped points code 0, so the decoder's reconstruction there is the
     /// prediction itself (the exact value comes from the escape list afterwards).
-    #[inline]
+    #[inline(always)]
     pub fn settle(&mut self, q: &mut [i32], i: usize, pred: i64) -> i32 {
         self.settle_with(q, i, pred, self.m)
     }
 
     /// [`settle`](Self::settle) with feedback step `m` instead of the block's.
-    #[inline]
+    #[inline(always)]
     pub fn settle_with(&mut self, q: &mut [i32], i: usize, pred: i64, m: i64) -> i32 {
         if !self.escaped[i] {
             let d = q[i] as i64 - pred;

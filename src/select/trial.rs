@@ -12,10 +12,12 @@ use crate::quant::{self, Plan};
 
 /// Blocks up to this many values are tried whole with every candidate predictor (coded, so
 /// the winner's coding is kept); larger ones on a central sample of about an eighth of their
-/// volume, whose coded size is estimated from the coder's model costs without coding
-/// (`entropy::estimate_block`: on the grade-A fields the choices changed in one run of 28, 0.5%
-/// smaller, and encode time fell 6%).
-const FULL_TRIAL: usize = 1 << 15;
+/// volume (at least this many values), whose coded size is estimated from the coder's model
+/// costs without coding (`entropy::estimate_block`). 2^13: a 16x64x64 chunk (one block of
+/// 64K values) was tried on a half-block sample per candidate at 2^15, and the trials took
+/// about 70% of its encode time; at 2^13 it writes about 1.6x faster, sizes on the benchmark
+/// fields within 0.2% on average (BENCHMARKS.md, "Cheaper trials").
+const FULL_TRIAL: usize = 1 << 13;
 
 /// The trials' rate-distortion trade: a block's cost is its bits plus `n/2 log2(MSE)` over
 /// its `n` sampled values, so 6 dB of PSNR (a quarter of the squared error) is worth one bit

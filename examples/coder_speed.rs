@@ -1,0 +1,139 @@
+//! Times every block coder alone on the Lorenzo residuals of raw fields: the entropy stage
+//! without prediction, trials or the container, so a coder change can be judged by itself.
+//!
+//! `cargo run --release --example coder_speed -- FILE... [rel=R,R..] [repeat=N] [coder=NAME]`
+//!
+//! Each field (`NAME_<d0>x..x<dn>.f32|f64`, leading dims merged to 3-D) is quantized on the
+//! grid of the relative bound, Lorenzo residuals are taken per block of 64x64x64 values at
+//! most (the codec's block size), and each coder encodes and decodes them (best of `repeat`).
+//! Prints bits/value and encode / decode MB/s of raw float data.
+
+use std::time::Instant;
+
+use resid::entropy::{BlockCoder, Classes, REGISTRY};
+use resid::predict::lorenzo::Lorenzo;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |key: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(key).map(str::to_string))
+    };
+    let rels: Vec<f64> = value("rel=")
+        .map(|v| v.split(',').map(|r| r.parse().expect("rel")).collect())
+        .unwrap_or_else(|| vec![1e-3, 1e-4]);
+    let repeat: usize = value("repeat=").map_or(3, |v| v.parse().expect("repeat"));
+    let only = value("coder=");
+    for path in args.iter().filter(|a| !a.contains('=')) {
+        let (x, dims, size) = read_field(path);
+        for &rel in &rels {
+            let blocks = residual_blocks(&x, dims, rel);
+            let name = std::path::Path::new(path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy();
+            for e in REGISTRY
+                .iter()
+                .filter(|e| only.as_deref().map_or(true, |o| o == e.name))
+            {
+                let coder = BlockCoder::from_id(e.id).unwrap();
+                let (bits, enc, dec) = time_coder(coder, &blocks, repeat);
+                let mb = (x.len() * size) as f64 / 1e6;
+                println!(
+                    "{name:<48} rel {rel:>7.0e} {:<9} bits/val {:7.3} enc {:7.1} MB/s dec {:7.1} MB/s",
+                    e.name,
+                    bits / x.len() as f64,
+                    mb / enc,
+                    mb / dec
+                );
+            }
+        }
+    }
+}
+
+type Blocks = Vec<(Vec<i32>, [usize; 3])>;
+
+/// (bits, best encode seconds, best decode seconds) over all blocks.
+fn time_coder(coder: BlockCoder, blocks: &Blocks, repeat: usize) -> (f64, f64, f64) {
+    let (mut enc, mut dec, mut bits) = (f64::MAX, f64::MAX, 0.0);
+    for _ in 0..repeat {
+        let t = Instant::now();
+        let coded: Vec<Vec<u8>> = blocks
+            .iter()
+            .map(|(r, ext)| coder.encode(r, *ext, Classes::Single))
+            .collect();
+        enc = enc.min(t.elapsed().as_secs_f64());
+        bits = coded.iter().map(|c| c.len() as f64 * 8.0).sum();
+        let t = Instant::now();
+        for ((r, ext), c) in blocks.iter().zip(&coded) {
+            let mut back = vec![0; r.len()];
+            coder.decode(c, *ext, Classes::Single, &mut back).unwrap();
+            assert!(back == *r, "{} does not round-trip", coder.name());
+        }
+        dec = dec.min(t.elapsed().as_secs_f64());
+    }
+    (bits, enc, dec)
+}
+
+/// The field's values, its dims merged to 3-D, and the size of one value in bytes.
+fn read_field(path: &str) -> (Vec<f64>, [usize; 3], usize) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let stem = path.rsplit_once('.').expect("extension").0;
+    let shape: Vec<usize> = stem
+        .rsplit('_')
+        .next()
+        .unwrap()
+        .split('x')
+        .map(|d| d.parse().expect("dims in the name"))
+        .collect();
+    let mut d = [1usize; 3];
+    for (k, &n) in shape.iter().rev().take(3).enumerate() {
+        d[2 - k] = n;
+    }
+    d[0] = shape.iter().product::<usize>() / (d[1] * d[2]);
+    let (x, size) = if path.ends_with(".f64") {
+        let v = bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()));
+        (v.collect(), 8)
+    } else {
+        let v = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64);
+        (v.collect(), 4)
+    };
+    (x, d, size)
+}
+
+/// Lorenzo residuals of the field on the grid of `rel`, per block of at most 64^3.
+fn residual_blocks(x: &[f64], dims: [usize; 3], rel: f64) -> Blocks {
+    let finite = x.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let step = 2.0 * rel * (hi - lo).max(f64::MIN_POSITIVE);
+    let mut out = Vec::new();
+    for z0 in (0..dims[0]).step_by(64) {
+        for y0 in (0..dims[1]).step_by(64) {
+            for x0 in (0..dims[2]).step_by(64) {
+                let ext = [
+                    64.min(dims[0] - z0),
+                    64.min(dims[1] - y0),
+                    64.min(dims[2] - x0),
+                ];
+                let mut q = Vec::with_capacity(ext.iter().product());
+                for z in z0..z0 + ext[0] {
+                    for y in y0..y0 + ext[1] {
+                        for xx in x0..x0 + ext[2] {
+                            let v = x[(z * dims[1] + y) * dims[2] + xx];
+                            let v = if v.is_finite() { v } else { lo };
+                            q.push(((v - lo) / step).round() as i32);
+                        }
+                    }
+                }
+                let mut r = vec![0; q.len()];
+                Lorenzo.residuals(&q, ext, &mut r);
+                out.push((r, ext));
+            }
+        }
+    }
+    out
+}
