@@ -6,7 +6,7 @@
 use crate::error::{ensure, Error, Result};
 
 /// A floating-point element type the codec handles (f32, f64), read and written little-endian.
-pub trait Element: Copy + Send + Sync + PartialEq + 'static {
+pub trait Element: bytemuck::Pod + Send + Sync + PartialEq + 'static {
     const SIZE: usize;
     fn read_le(bytes: &[u8]) -> Self;
     fn write_le(self, out: &mut Vec<u8>);
@@ -73,6 +73,16 @@ impl Element for f64 {
 /// Decodes little-endian bytes into values; `bytes.len()` must be a multiple of the size.
 pub fn from_bytes<T: Element>(bytes: &[u8]) -> Vec<T> {
     bytes.chunks_exact(T::SIZE).map(T::read_le).collect()
+}
+
+/// The values of little-endian bytes: the bytes themselves, seen as values, on a
+/// little-endian machine when they are aligned (HDF5's chunk buffers are), else a decoded
+/// copy. Saves the encoder a copy of the chunk (and the page faults of a fresh buffer).
+pub fn values<T: Element>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(v) if cfg!(target_endian = "little") => std::borrow::Cow::Borrowed(v),
+        _ => std::borrow::Cow::Owned(from_bytes(bytes)),
+    }
 }
 
 /// Writes values as little-endian bytes into `out` (exactly their size), on all threads.
@@ -210,6 +220,26 @@ pub fn locate(index: usize, dims: [usize; 3], ext: [usize; 3]) -> ([usize; 3], [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_borrow_aligned_bytes_and_copy_the_rest() {
+        let v: Vec<f64> = vec![1.5, -2.25, f64::NAN, 1e-310];
+        let bytes = to_bytes(&v);
+        let seen = values::<f64>(&bytes);
+        assert_eq!(
+            seen.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        // One byte in: misaligned for f32, so a copy, with the same values.
+        let mut shifted = vec![0u8; 1];
+        shifted.extend(to_bytes(&[3.5f32, -0.0, f32::INFINITY]));
+        let seen = values::<f32>(&shifted[1..]);
+        assert!(matches!(seen, std::borrow::Cow::Owned(_)));
+        assert_eq!(
+            seen.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            [3.5f32, -0.0, f32::INFINITY].map(f32::to_bits)
+        );
+    }
 
     #[test]
     fn grid_dims_merge_leading() {

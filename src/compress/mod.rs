@@ -119,11 +119,12 @@ fn compress_blocks<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) 
             Some(coded),
         ));
     }
-    let x: Vec<T> = field::from_bytes(data);
-    let plan = quant::plan(&x, params)?;
+    let x = field::values::<T>(data);
+    let x = &x[..];
+    let plan = quant::plan(x, params)?;
     Some(match quant::target_nrmse(params) {
-        Some(target) => target::encode_for_target(&x, data, chunk, params, plan, target),
-        None => blocks::encode_coded(&x, data, chunk, params, &plan, None),
+        Some(target) => target::encode_for_target(x, data, chunk, params, plan, target),
+        None => blocks::encode_coded(x, data, chunk, params, &plan, None),
     })
 }
 
