@@ -306,7 +306,11 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
     }
     check_output(&a.input, &a.output, a.force)?;
     let threads = threads(a.threads);
-    let store = TempStore::beside(&a.output);
+    let raw: u64 = selected
+        .iter()
+        .map(|s| (s.dataset.size() * s.size) as u64)
+        .sum();
+    let store = TempStore::new(&a.output, raw);
     let pass = if threads > 1 {
         let plans = selected
             .iter()
@@ -347,6 +351,11 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
         args,
         names: selected.iter().map(|s| s.name.clone()).collect(),
         store: pass.as_ref().map(|_| store.path()),
+        largest: selected
+            .iter()
+            .map(|s| (s.dataset.size() * s.size) as u64)
+            .max()
+            .unwrap_or(0),
     })?;
     drop(store);
     report_compressed(a, &params, &selected)?;
@@ -513,7 +522,6 @@ pub fn decompress(a: &H5DecompressArgs) -> Result<(), Failure> {
     }
     check_output(&a.input, &a.output, a.force)?;
     let threads = threads(a.threads);
-    let store = TempStore::beside(&a.output);
     let sizes: Vec<(String, u64, u64)> = chosen
         .iter()
         .map(|(ds, _)| {
@@ -521,6 +529,7 @@ pub fn decompress(a: &H5DecompressArgs) -> Result<(), Failure> {
             (ds.name(), ds.storage_size(), (ds.size() * size) as u64)
         })
         .collect();
+    let store = TempStore::new(&a.output, sizes.iter().map(|s| s.2).sum());
     let pass = if threads > 1 {
         // Only where resid is the whole pipeline are the stored bytes what the filter decodes.
         let plans = chosen
@@ -550,6 +559,7 @@ pub fn decompress(a: &H5DecompressArgs) -> Result<(), Failure> {
         args,
         names: sizes.iter().map(|s| s.0.clone()).collect(),
         store: pass.as_ref().map(|_| store.path()),
+        largest: sizes.iter().map(|s| s.2).max().unwrap_or(0),
     })?;
     drop(store);
     report_decompressed(a, &sizes)?;

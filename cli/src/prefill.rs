@@ -149,25 +149,59 @@ struct Job {
     input: Vec<u8>,
 }
 
-/// The store file of one run, beside the output; removed when dropped.
+/// The store file of one run, removed when dropped: in `/dev/shm` (memory: no write-back to
+/// a disk) when the store can take up to `bytes` there, within a quarter of the available
+/// memory, else beside the output.
 pub struct TempStore(PathBuf);
 
 impl TempStore {
-    pub fn beside(output: &Path) -> TempStore {
+    pub fn new(output: &Path, bytes: u64) -> TempStore {
         let name = output
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let file = format!(".{name}.resid-store-{}", std::process::id());
+        let shm = Path::new("/dev/shm");
+        if fits_in_memory(shm, bytes) {
+            return TempStore(shm.join(file));
+        }
         let dir = output
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        TempStore(dir.join(format!(".{name}.resid-store-{}", std::process::id())))
+        TempStore(dir.join(file))
     }
 
     pub fn path(&self) -> &Path {
         &self.0
     }
+}
+
+/// Whether `dir` is a memory file system with room for twice `bytes`, and `bytes` is at most a
+/// quarter of the memory available.
+fn fits_in_memory(dir: &Path, bytes: u64) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is NUL-terminated and `st` is a plain C struct statvfs fills in.
+    let free = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return false;
+        }
+        st.f_bavail as u64 * st.f_frsize as u64
+    };
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    dir.is_dir() && free / 2 >= bytes && available / 4 >= bytes
 }
 
 impl Drop for TempStore {
@@ -289,6 +323,9 @@ fn progress_bar(quiet: bool, total: u64, dir: Direction) -> indicatif::ProgressB
     bar
 }
 
+/// Source bytes `compress` reads at once: a slab of whole chunks.
+const SLAB_BYTES: u64 = 256 << 20;
+
 /// Reads every chunk of `plans` on this thread and hands each to `submit`; chunks the pass
 /// leaves to h5repack (not stored, stored without the filter) only move the bar.
 fn read_chunks(
@@ -298,12 +335,12 @@ fn read_chunks(
     bar: &indicatif::ProgressBar,
 ) -> Result<(), Failure> {
     for (i, plan) in plans.iter().enumerate() {
+        if dir == Direction::Encode {
+            read_slabs(plan, &mut |input| submit(Job { plan: i, input }))?;
+            continue;
+        }
         for offset in plan.offsets() {
-            let input = match dir {
-                Direction::Encode => Some(read_box(plan, &offset)?),
-                Direction::Decode => read_stored(plan, &offset)?,
-            };
-            match input {
+            match read_stored(plan, &offset)? {
                 Some(input) => submit(Job { plan: i, input }),
                 None => bar.inc(1),
             }
@@ -312,40 +349,140 @@ fn read_chunks(
     Ok(())
 }
 
-/// The chunk at `offset` as the filter receives it on write: the dataset's values in the box
-/// the chunk covers, the rest padded as HDF5 pads it.
-fn read_box(plan: &Plan, offset: &[u64]) -> Result<Vec<u8>, Failure> {
-    let ds = &plan.dataset;
-    let mut buf = vec![0u8; plan.chunk_bytes()];
-    if plan.pad != 0 {
-        let pad = &plan.pad.to_le_bytes()[..plan.size];
-        for v in buf.chunks_exact_mut(plan.size) {
-            v.copy_from_slice(pad);
+/// Calls `f` for every index of a box of `shape`, in C order.
+fn for_each_index(shape: &[u64], mut f: impl FnMut(&[u64])) {
+    if shape.contains(&0) {
+        return;
+    }
+    let mut idx = vec![0u64; shape.len()];
+    loop {
+        f(&idx);
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
         }
     }
+}
+
+/// Every chunk of `plan` as the filter receives it on write (the dataset's values in the box
+/// the chunk covers, the rest padded as HDF5 pads it), in C order of the chunk grid. The
+/// dataset is read in slabs one chunk thick in the first `k` dimensions and whole in the
+/// others (`k` the fewest that keeps a slab within [`SLAB_BYTES`]): one `H5Dread` per slab
+/// instead of one per chunk, which from a contiguous dataset reads far less.
+fn read_slabs(plan: &Plan, f: &mut dyn FnMut(Vec<u8>)) -> Result<(), Failure> {
+    let ds = &plan.dataset;
     let dims: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
-    let whole: Vec<u64> = plan.chunks.iter().map(|&c| c as u64).collect();
-    let count: Vec<u64> = offset
+    let chunks: Vec<u64> = plan.chunks.iter().map(|&c| c as u64).collect();
+    let rank = dims.len();
+    let size = plan.size as u64;
+    let k = (1..=rank)
+        .find(|&k| {
+            chunks[..k].iter().product::<u64>() * dims[k..].iter().product::<u64>() * size
+                <= SLAB_BYTES
+        })
+        .unwrap_or(rank);
+    let grid: Vec<u64> = dims
         .iter()
-        .zip(&whole)
-        .zip(&dims)
-        .map(|((&o, &c), &d)| c.min(d - o))
+        .zip(&chunks)
+        .map(|(d, c)| d.div_ceil(*c))
         .collect();
     let tid = ds
         .dtype()
         .map_err(|e| Failure::run(format!("{}: {e}", ds.name())))?;
     let (did, tid) = (ds.id(), tid.id());
-    // SAFETY: every id is valid for the call; `buf` holds the whole chunk, which the memory
-    // space describes, and `offset`/`count` have one entry per dimension.
-    let ok =
-        hdf5::sync::sync(|| unsafe { read_hyperslab(did, tid, offset, &count, &whole, &mut buf) });
-    if !ok {
-        return Err(Failure::run(format!(
-            "{}: cannot read the chunk at {offset:?}",
+    let pad = plan.pad.to_le_bytes();
+    let mut failed = None;
+    let mut buf = Vec::new();
+    for_each_index(&grid[..k], |slab| {
+        if failed.is_some() {
+            return;
+        }
+        let mut offset: Vec<u64> = slab.iter().zip(&chunks).map(|(g, c)| g * c).collect();
+        offset.resize(rank, 0);
+        let count: Vec<u64> = (0..rank)
+            .map(|d| {
+                if d < k {
+                    chunks[d].min(dims[d] - offset[d])
+                } else {
+                    dims[d]
+                }
+            })
+            .collect();
+        // One buffer for every slab: faulting in fresh pages costs as much as the read.
+        buf.resize((count.iter().product::<u64>() * size) as usize, 0);
+        // SAFETY: every id is valid for the call; `buf` holds the whole box `count`.
+        let ok = hdf5::sync::sync(|| unsafe {
+            read_hyperslab(did, tid, &offset, &count, &count, &mut buf)
+        });
+        if !ok {
+            failed = Some(offset);
+            return;
+        }
+        for_each_index(&grid[k..], |inner| {
+            let mut at = offset.clone();
+            for (d, g) in inner.iter().enumerate() {
+                at[k + d] = g * chunks[k + d];
+            }
+            let mut chunk = vec![0u8; plan.chunk_bytes()];
+            if plan.pad != 0 {
+                for v in chunk.chunks_exact_mut(plan.size) {
+                    v.copy_from_slice(&pad[..plan.size]);
+                }
+            }
+            let rel: Vec<u64> = at.iter().zip(&offset).map(|(a, o)| a - o).collect();
+            let part: Vec<u64> = (0..rank).map(|d| chunks[d].min(dims[d] - at[d])).collect();
+            copy_box(&buf, &count, &rel, &mut chunk, &chunks, &part, plan.size);
+            f(chunk);
+        });
+    });
+    match failed {
+        Some(offset) => Err(Failure::run(format!(
+            "{}: cannot read the values at {offset:?}",
             ds.name()
-        )));
+        ))),
+        None => Ok(()),
     }
-    Ok(buf)
+}
+
+/// Copies the box `part` at `rel` of `src` (a C-ordered array of shape `src_shape`) into the
+/// leading corner of `dst` (shape `dst_shape`), elements of `size` bytes.
+fn copy_box(
+    src: &[u8],
+    src_shape: &[u64],
+    rel: &[u64],
+    dst: &mut [u8],
+    dst_shape: &[u64],
+    part: &[u64],
+    size: usize,
+) {
+    let rank = part.len();
+    let strides = |shape: &[u64]| {
+        let mut s = vec![1u64; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            s[d] = s[d + 1] * shape[d + 1];
+        }
+        s
+    };
+    let (ss, ds) = (strides(src_shape), strides(dst_shape));
+    let run = part[rank - 1] as usize * size;
+    for_each_index(&part[..rank - 1], |idx| {
+        let mut from = rel[rank - 1];
+        let mut to = 0;
+        for d in 0..rank - 1 {
+            from += (rel[d] + idx[d]) * ss[d];
+            to += idx[d] * ds[d];
+        }
+        let (from, to) = (from as usize * size, to as usize * size);
+        dst[to..to + run].copy_from_slice(&src[from..from + run]);
+    });
 }
 
 /// `H5Dread` of the box `offset` + `count` of dataset `did` into the leading corner of `buf`,

@@ -116,7 +116,10 @@ fn damage(path: &Path, offsets: &[usize]) {
 }
 
 fn misses(stderr: &str) -> usize {
-    stderr.lines().filter(|l| l.starts_with(store::MISS)).count()
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(store::MISS))
+        .count()
 }
 
 #[test]

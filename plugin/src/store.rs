@@ -368,7 +368,7 @@ mod tests {
         let n = bytes.len();
         bytes[n - TRAILER - 10] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
-        assert!(Store::open(&p).unwrap_err().contains("damaged"));
+        assert!(Store::open(&p).err().unwrap().contains("damaged"));
         std::fs::write(&p, &good[..good.len() - 1]).unwrap();
         assert!(Store::open(&p).is_err());
         std::fs::write(
@@ -376,7 +376,7 @@ mod tests {
             b"not a store at all, but long enough to have a trailer and a header here",
         )
         .unwrap();
-        assert!(Store::open(&p).unwrap_err().contains("not a chunk store"));
+        assert!(Store::open(&p).err().unwrap().contains("not a chunk store"));
         assert!(Store::open(&tmp("none")).is_err());
         std::fs::remove_file(&p).unwrap();
     }
