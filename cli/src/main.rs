@@ -112,8 +112,8 @@ enum H5Command {
         dataset (gzip, shuffle...) are replaced. Same as h5repack with\n\
         `-f UD=32900,...` (scripts/h5repack-args), without needing HDF5_PLUGIN_PATH.\n\n\
         HDF5 codes one chunk at a time on one thread, so the chunks are first coded on\n\
-        --threads threads (all cores by default) into a temporary chunk store beside the\n\
-        output (about the compressed size), which the filter reads while h5repack copies the\n\
+        --threads threads (all cores by default) into a temporary chunk store (in /dev/shm\n\
+        when it fits, else beside the output), which the filter reads while h5repack copies the\n\
         file: the output is byte for byte the one-thread output, and a chunk not found there\n\
         is coded by h5repack. --threads 1 runs h5repack alone.")]
     Compress(H5CompressArgs),
@@ -125,9 +125,9 @@ enum H5Command {
         datasets (every dataset stored with filter 32900 without --dataset) keep their chunk\n\
         shape and lose their filters (resid and any after it). Same as h5repack with\n\
         `-f NAME:NONE`, without needing HDF5_PLUGIN_PATH. The chunks are first decoded on\n\
-        --threads threads (all cores by default) into a temporary chunk store beside the\n\
-        output (as large as the decoded data), which the filter reads while h5repack copies\n\
-        the file; --threads 1 runs h5repack alone.")]
+        --threads threads (all cores by default) into a temporary chunk store as large as the\n\
+        decoded data (in /dev/shm when it fits, else beside the output), which the filter\n\
+        reads while h5repack copies the file; --threads 1 runs h5repack alone.")]
     Decompress(H5DecompressArgs),
 }
 

@@ -10,9 +10,10 @@
 //! chunk itself. The output is byte for byte the serial one; a chunk this pass got wrong
 //! (another padding, another layout) is only a miss.
 //!
-//! - compress: each chunk is read with `H5Dread` into a buffer of the chunk's shape pre-filled
-//!   the way HDF5 pads an edge chunk (the fill value, or zeros when the fill time is "never"),
-//!   and coded with the `cd_values` the plugin's `set_local` will compute.
+//! - compress: the dataset is read in slabs of whole chunks (one `H5Dread` each), and each
+//!   chunk is cut out into a buffer of the chunk's shape pre-filled the way HDF5 pads an edge
+//!   chunk (the fill value, or zeros when the fill time is "never"), and coded with the
+//!   `cd_values` the plugin's `set_local` will compute.
 //! - decompress: each stored chunk is read raw (`H5Dread_chunk`) and decoded; datasets whose
 //!   pipeline is not resid alone, and chunks stored without the filter, are left to h5repack.
 
