@@ -1,26 +1,28 @@
 //! HDF5 files: `resid inspect FILE.h5` (raw chunks read with H5Dread_chunk, headers parsed by
-//! `resid::inspect`, nothing decoded, no plugin needed) and `resid h5 compress`.
+//! `resid::inspect`, nothing decoded, no plugin needed), `resid h5 compress` and
+//! `resid h5 decompress`.
 //!
-//! `h5 compress` checks the request with the HDF5 bindings, then runs `h5repack` with the
-//! resid filter: h5repack copies everything else faithfully (attributes, links, dimension
-//! scales and the object references netCDF-4 keeps between them), which a hand-written copy
-//! would have to reimplement. The plugin library is handed to h5repack through
-//! `HDF5_PLUGIN_PATH` (found beside this executable, or through `RESID_PLUGIN` /
-//! `HDF5_PLUGIN_PATH`).
+//! `h5 compress` / `h5 decompress` check the request with the HDF5 bindings, code every chunk
+//! on `--threads` threads ahead of time ([`prefill`]), then run `h5repack` ([`repack`]) with
+//! the resid filter added (or removed) and the chunk store of that pass: h5repack copies
+//! everything else faithfully (attributes, links, dimension scales and the object references
+//! netCDF-4 keeps between them), which a hand-written copy would have to reimplement.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::num::NonZeroUsize;
+use std::path::Path;
 
 use hdf5::filters::Filter;
 use hdf5::{Dataset, File, Group, LinkType, LocationType};
 use hdf5_sys::h5t::{H5T_class_t, H5T_order_t, H5Tget_class, H5Tget_order};
 
+use h5resid::store::Direction;
+
+use crate::prefill::{self, Plan, TempStore};
 use crate::raw::{check_output, inspect_chunk};
+use crate::repack::{self, Repack};
 use crate::report::{bytes, chunk_fields, shape};
-use crate::{Failure, H5CompressArgs, InspectArgs};
+use crate::{Failure, H5CompressArgs, H5DecompressArgs, InspectArgs};
 
 pub const FILTER_ID: u32 = 32900;
 const HDF5_SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
@@ -256,53 +258,6 @@ pub fn inspect(a: &InspectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Directory holding libh5resid.so for h5repack.
-fn plugin_dir() -> Result<PathBuf, Failure> {
-    const LIB: &str = "libh5resid.so";
-    if let Some(p) = std::env::var_os("RESID_PLUGIN") {
-        let p = PathBuf::from(p);
-        let dir = if p.is_dir() {
-            p.clone()
-        } else {
-            p.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
-        if dir.join(LIB).is_file() {
-            return Ok(dir);
-        }
-        return Err(Failure::usage(format!(
-            "RESID_PLUGIN={}: no {LIB} there",
-            p.display()
-        )));
-    }
-    let mut tried = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        // target/release/resid sits beside target/release/libh5resid.so; deps/ for tests.
-        for d in [dir.clone(), dir.join(".."), dir.join("../release")] {
-            if d.join(LIB).is_file() {
-                return Ok(d);
-            }
-            tried.push(d.display().to_string());
-        }
-    }
-    for d in std::env::var("HDF5_PLUGIN_PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-    {
-        if Path::new(d).join(LIB).is_file() {
-            return Ok(PathBuf::from(d));
-        }
-        tried.push(d.to_string());
-    }
-    Err(Failure::usage(format!(
-        "{LIB} not found (looked in {}); build it with `cargo build --release -p h5resid` or set RESID_PLUGIN",
-        tried.join(", ")
-    )))
-}
-
 fn default_chunks(dims: &[usize], size: usize) -> Vec<usize> {
     let mut c: Vec<usize> = dims.iter().map(|&d| d.max(1)).collect();
     let total = |c: &[usize]| c.iter().product::<usize>() * size;
@@ -316,22 +271,33 @@ fn default_chunks(dims: &[usize], size: usize) -> Vec<usize> {
     c
 }
 
-pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
-    let params = a.codec.params()?;
-    if !a.input.is_file() {
-        return Err(Failure::usage(format!(
-            "{}: no such file",
-            a.input.display()
-        )));
+/// Refuses an input that is missing or not HDF5, before any work.
+fn check_input(input: &Path) -> Result<(), Failure> {
+    if !input.is_file() {
+        return Err(Failure::usage(format!("{}: no such file", input.display())));
     }
-    if !is_hdf5(&a.input)? {
+    if !is_hdf5(input)? {
         return Err(Failure::usage(format!(
             "{} is not an HDF5 file",
-            a.input.display()
+            input.display()
         )));
     }
+    Ok(())
+}
+
+/// `--threads`, or every core this process may use.
+fn threads(asked: Option<NonZeroUsize>) -> usize {
+    asked
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get)
+}
+
+pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
+    let params = a.codec.params()?;
+    check_input(&a.input)?;
     hdf5::silence_errors(true);
-    let (selected, layouts) = select_datasets(a)?;
+    let file = File::open(&a.input).map_err(h5err(format!("cannot open {}", a.input.display())))?;
+    let selected = select_datasets(a, &file)?;
     if selected.is_empty() {
         return Err(Failure::usage(format!(
             "{} has no little-endian float32/float64 dataset to compress",
@@ -339,32 +305,112 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
         )));
     }
     check_output(&a.input, &a.output, a.force)?;
-    repack(a, &params, &selected, &layouts)?;
-    report_compressed(a, &params, &selected)
+    let threads = threads(a.threads);
+    let raw: u64 = selected
+        .iter()
+        .map(|s| (s.dataset.size() * s.size) as u64)
+        .sum();
+    let store = TempStore::new(&a.output, raw);
+    let pass = if threads > 1 {
+        let plans = selected
+            .iter()
+            .map(|s| Plan::encode(s.dataset.clone(), s.chunks.clone(), &params, s.size))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(prefill::run(
+            Direction::Encode,
+            &plans,
+            threads,
+            a.quiet,
+            &store,
+        )?)
+    } else {
+        None
+    };
+    drop(file);
+    let words = params.to_cd_values();
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    let mut args = Vec::new();
+    for s in &selected {
+        if let Some(l) = &s.layout {
+            args.extend(["-l".to_string(), l.clone()]);
+        }
+    }
+    for s in &selected {
+        let ud = format!(
+            "{}:UD={FILTER_ID},0,{},{}",
+            s.name,
+            words.len(),
+            words.join(",")
+        );
+        args.extend(["-f".to_string(), ud]);
+    }
+    let misses = repack::run(&Repack {
+        input: &a.input,
+        output: &a.output,
+        quiet: a.quiet,
+        args,
+        names: selected.iter().map(|s| s.name.clone()).collect(),
+        store: pass.as_ref().map(|_| store.path()),
+        largest: selected
+            .iter()
+            .map(|s| (s.dataset.size() * s.size) as u64)
+            .max()
+            .unwrap_or(0),
+    })?;
+    drop(store);
+    report_compressed(a, &params, &selected)?;
+    report_pass(pass, threads, misses);
+    Ok(())
 }
 
-/// A dataset `compress` takes: its name and raw size in bytes.
-type Selected = (String, usize);
+/// The parallel pass's line of the report.
+fn report_pass(pass: Option<prefill::Summary>, threads: usize, misses: u64) {
+    if let Some(p) = pass {
+        println!(
+            "parallel pass: {} chunks on {threads} threads in {:.1} s ({} stored), {misses} store misses",
+            p.chunks, p.seconds, p.stored
+        );
+    }
+}
 
-/// The datasets `compress` takes, and the `h5repack -l` layouts of those that need chunks
+/// A dataset `compress` takes.
+struct Selected {
+    dataset: Dataset,
+    name: String,
+    /// Element size in bytes.
+    size: usize,
+    /// The output's chunk shape.
+    chunks: Vec<usize>,
+    /// The `h5repack -l` layout, for datasets that need new chunks.
+    layout: Option<String>,
+}
+
+/// The datasets `compress` takes, with the `h5repack -l` layouts of those that need chunks
 /// (contiguous ones, or all with `--chunks`).
-fn select_datasets(a: &H5CompressArgs) -> Result<(Vec<Selected>, Vec<String>), Failure> {
-    let file = File::open(&a.input).map_err(h5err(format!("cannot open {}", a.input.display())))?;
-    let datasets = open_named(&file, &a.datasets)?;
+fn select_datasets(a: &H5CompressArgs, file: &File) -> Result<Vec<Selected>, Failure> {
+    let datasets = open_named(file, &a.datasets)?;
     let mut selected = Vec::new();
-    let mut layouts = Vec::new();
-    for ds in &datasets {
-        let kind = float_kind(ds)?;
+    for ds in datasets {
+        let kind = float_kind(&ds)?;
         let name = ds.name();
         let explicit = !a.datasets.is_empty();
         match kind {
             Some((true, size)) if ds.ndim() > 0 && ds.size() > 0 => {
                 let dims = ds.shape();
-                if !ds.is_chunked() || a.chunks.is_some() {
+                let (chunks, layout) = if !ds.is_chunked() || a.chunks.is_some() {
                     let c = chunks_for(a, ds.is_chunked(), &name, &dims, size)?;
-                    layouts.push(format!("{name}:CHUNK={}", shape(&c)));
-                }
-                selected.push((name, ds.size() * size));
+                    let l = format!("{name}:CHUNK={}", shape(&c));
+                    (c, Some(l))
+                } else {
+                    (ds.chunk().unwrap_or_default(), None)
+                };
+                selected.push(Selected {
+                    dataset: ds,
+                    name,
+                    size,
+                    chunks,
+                    layout,
+                });
             }
             Some((false, _)) if explicit => {
                 return Err(Failure::usage(format!(
@@ -379,7 +425,7 @@ fn select_datasets(a: &H5CompressArgs) -> Result<(Vec<Selected>, Vec<String>), F
             _ => {}
         }
     }
-    Ok((selected, layouts))
+    Ok(selected)
 }
 
 /// The chunk shape `--chunks` asks for (clipped to a contiguous dataset's dims), or a default.
@@ -406,112 +452,6 @@ fn chunks_for(
     })
 }
 
-/// Runs h5repack with the plugin on the selected datasets, showing its progress.
-fn repack(
-    a: &H5CompressArgs,
-    params: &resid::Params,
-    selected: &[Selected],
-    layouts: &[String],
-) -> Result<(), Failure> {
-    let dir = plugin_dir()?;
-    let words = params.to_cd_values();
-    let ud = |name: &str| {
-        format!(
-            "{name}:UD={FILTER_ID},0,{},{}",
-            words.len(),
-            words
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    };
-    let mut cmd = Command::new("h5repack");
-    cmd.arg("-v").arg("--enable-error-stack");
-    for l in layouts {
-        cmd.arg("-l").arg(l);
-    }
-    for (name, _) in selected {
-        cmd.arg("-f").arg(ud(name));
-    }
-    cmd.arg(&a.input).arg(&a.output);
-    cmd.env("HDF5_PLUGIN_PATH", &dir);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    if a.output.exists() {
-        std::fs::remove_file(&a.output)
-            .map_err(|e| Failure::run(format!("cannot replace {}: {e}", a.output.display())))?;
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Failure::run(format!(
-            "cannot run h5repack ({e}); install it (Debian: apt-get install hdf5-tools)"
-        ))
-    })?;
-    let stderr = child.stderr.take().unwrap();
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            s += &line;
-            s.push('\n');
-        }
-        s
-    });
-    follow_progress(a.quiet, selected, child.stdout.take().unwrap());
-    let status = child
-        .wait()
-        .map_err(|e| Failure::run(format!("h5repack: {e}")))?;
-    let err = err_thread.join().unwrap_or_default();
-    if !status.success() {
-        let _ = std::fs::remove_file(&a.output);
-        let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        let resid_lines: Vec<&str> = tail
-            .iter()
-            .copied()
-            .filter(|l| l.contains("resid"))
-            .collect();
-        return Err(Failure::run(format!(
-            "h5repack failed ({status}):\n{}",
-            if resid_lines.is_empty() {
-                tail[tail.len().saturating_sub(15)..].join("\n")
-            } else {
-                resid_lines.join("\n")
-            }
-        )));
-    }
-    Ok(())
-}
-
-/// A progress bar over h5repack's verbose output: one step per selected dataset it names.
-fn follow_progress(quiet: bool, selected: &[Selected], stdout: impl std::io::Read) {
-    let bar = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(selected.len() as u64)
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {pos}/{len} datasets {wide_msg}",
-        )
-        .unwrap(),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let names: Vec<&str> = selected
-        .iter()
-        .map(|(n, _)| n.trim_start_matches('/'))
-        .collect();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if line.contains("dset")
-            && names.iter().any(|n| {
-                line.split_whitespace()
-                    .any(|w| w.trim_start_matches('/') == *n)
-            })
-        {
-            bar.inc(1);
-        }
-        bar.set_message(line.trim().to_string());
-    }
-    bar.finish_and_clear();
-}
-
 /// Checks that every selected dataset of the output carries the filter, and prints the sizes.
 fn report_compressed(
     a: &H5CompressArgs,
@@ -520,9 +460,10 @@ fn report_compressed(
 ) -> Result<(), Failure> {
     let out =
         File::open(&a.output).map_err(h5err(format!("cannot open {}", a.output.display())))?;
-    let total: usize = selected.iter().map(|(_, b)| b).sum();
+    let total: usize = selected.iter().map(|s| s.dataset.size() * s.size).sum();
     let mut stored_total = 0u64;
-    for (name, raw) in selected {
+    for s in selected {
+        let (name, raw) = (&s.name, s.dataset.size() * s.size);
         let ds = out
             .dataset(name)
             .map_err(h5err(format!("{}: {name}", a.output.display())))?;
@@ -535,9 +476,9 @@ fn report_compressed(
         stored_total += stored;
         println!(
             "{name}: {} -> {} (ratio {:.2}), chunks {}",
-            bytes(*raw as u64),
+            bytes(raw as u64),
             bytes(stored),
-            *raw as f64 / stored.max(1) as f64,
+            raw as f64 / stored.max(1) as f64,
             shape(&ds.chunk().unwrap_or_default())
         );
     }
@@ -551,6 +492,106 @@ fn report_compressed(
         total as f64 / stored_total.max(1) as f64,
         crate::report::lower(params.mode),
         params.bound
+    );
+    Ok(())
+}
+
+pub fn decompress(a: &H5DecompressArgs) -> Result<(), Failure> {
+    check_input(&a.input)?;
+    hdf5::silence_errors(true);
+    let file = File::open(&a.input).map_err(h5err(format!("cannot open {}", a.input.display())))?;
+    let explicit = !a.datasets.is_empty();
+    let mut chosen = Vec::new();
+    for ds in open_named(&file, &a.datasets)? {
+        match resid_filter(&ds) {
+            Some((_, cd)) => chosen.push((ds, cd)),
+            None if explicit => {
+                return Err(Failure::usage(format!(
+                    "{} is not stored with resid (filter {FILTER_ID})",
+                    ds.name()
+                )))
+            }
+            None => {}
+        }
+    }
+    if chosen.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: no dataset uses the resid filter ({FILTER_ID})",
+            a.input.display()
+        )));
+    }
+    check_output(&a.input, &a.output, a.force)?;
+    let threads = threads(a.threads);
+    let sizes: Vec<(String, u64, u64)> = chosen
+        .iter()
+        .map(|(ds, _)| {
+            let size = ds.dtype().map(|t| t.size()).unwrap_or(0);
+            (ds.name(), ds.storage_size(), (ds.size() * size) as u64)
+        })
+        .collect();
+    let store = TempStore::new(&a.output, sizes.iter().map(|s| s.2).sum());
+    let pass = if threads > 1 {
+        // Only where resid is the whole pipeline are the stored bytes what the filter decodes.
+        let plans = chosen
+            .into_iter()
+            .filter(|(ds, _)| ds.filters().len() == 1)
+            .map(|(ds, cd)| Plan::decode(ds, cd))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(prefill::run(
+            Direction::Decode,
+            &plans,
+            threads,
+            a.quiet,
+            &store,
+        )?)
+    } else {
+        None
+    };
+    drop(file);
+    let mut args = Vec::new();
+    for (name, ..) in &sizes {
+        args.extend(["-f".to_string(), format!("{name}:NONE")]);
+    }
+    let misses = repack::run(&Repack {
+        input: &a.input,
+        output: &a.output,
+        quiet: a.quiet,
+        args,
+        names: sizes.iter().map(|s| s.0.clone()).collect(),
+        store: pass.as_ref().map(|_| store.path()),
+        largest: sizes.iter().map(|s| s.2).max().unwrap_or(0),
+    })?;
+    drop(store);
+    report_decompressed(a, &sizes)?;
+    report_pass(pass, threads, misses);
+    Ok(())
+}
+
+/// Checks that no decompressed dataset of the output keeps the filter, and prints the sizes.
+fn report_decompressed(a: &H5DecompressArgs, sizes: &[(String, u64, u64)]) -> Result<(), Failure> {
+    let out =
+        File::open(&a.output).map_err(h5err(format!("cannot open {}", a.output.display())))?;
+    let (mut stored_total, mut raw_total) = (0, 0);
+    for (name, stored, raw) in sizes {
+        let ds = out
+            .dataset(name)
+            .map_err(h5err(format!("{}: {name}", a.output.display())))?;
+        if resid_filter(&ds).is_some() {
+            return Err(Failure::run(format!(
+                "{name}: h5repack did not remove the filter"
+            )));
+        }
+        stored_total += stored;
+        raw_total += raw;
+        println!("{name}: {} -> {}", bytes(*stored), bytes(ds.storage_size()));
+    }
+    println!(
+        "{} -> {}: {} resid datasets, {} -> {}",
+        a.input.display(),
+        a.output.display(),
+        sizes.len(),
+        bytes(stored_total),
+        bytes(raw_total)
     );
     Ok(())
 }

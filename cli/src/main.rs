@@ -5,6 +5,7 @@
 //! `HDF5_PLUGIN_PATH` is needed) and their chunks inspected; `resid bench` runs
 //! `scripts/bench`.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,7 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod h5;
+mod prefill;
 mod raw;
+mod repack;
 mod report;
 
 const EXAMPLES: &str = "\
@@ -22,6 +25,7 @@ Examples:
   resid inspect field.rsid
   resid h5 compress in.h5 out.h5 --rel 1e-3               # every float dataset
   resid h5 compress in.h5 out.h5 --abs 0.01 --dataset T --dataset grp/P --coder lz4
+  resid h5 decompress out.h5 plain.h5                      # the resid datasets without the filter
   resid inspect out.h5 --dataset T
   resid bench -- --quick                                   # arguments after -- go to scripts/bench
 
@@ -80,7 +84,7 @@ enum Command {
         without decoding: per chunk its offset, stored bytes, ratio, mode, bound, the pointwise\n\
         bound it guarantees (eb), coder and sections.")]
     Inspect(InspectArgs),
-    /// HDF5 files: recompress datasets through the resid filter
+    /// HDF5 files: compress datasets through the resid filter, or remove it
     #[command(subcommand)]
     H5(H5Command),
     /// Run the benchmark (scripts/bench: resid vs SZ3/ZFP/SPERR, RD plots as PNG)
@@ -106,8 +110,25 @@ enum H5Command {
         64 MiB, else about 4 MiB chunks. With --rel each chunk gets its own range: use larger\n\
         chunks (or --abs) for one bound over the whole array. Existing filters of a recompressed\n\
         dataset (gzip, shuffle...) are replaced. Same as h5repack with\n\
-        `-f UD=32900,...` (scripts/h5repack-args), without needing HDF5_PLUGIN_PATH.")]
+        `-f UD=32900,...` (scripts/h5repack-args), without needing HDF5_PLUGIN_PATH.\n\n\
+        HDF5 codes one chunk at a time on one thread, so the chunks are first coded on\n\
+        --threads threads (all cores by default) into a temporary chunk store (in /dev/shm\n\
+        when it fits, else beside the output), which the filter reads while h5repack copies the\n\
+        file: the output is byte for byte the one-thread output, and a chunk not found there\n\
+        is coded by h5repack. --threads 1 runs h5repack alone.")]
     Compress(H5CompressArgs),
+    /// Copy an HDF5 file, storing its resid datasets without the filter
+    #[command(after_long_help = "Examples:\n  \
+        resid h5 decompress out.h5 plain.h5\n  \
+        resid h5 decompress out.nc plain.nc --dataset tas --threads 4\n\n\
+        Groups, attributes, links and every other dataset are copied as they are. Selected\n\
+        datasets (every dataset stored with filter 32900 without --dataset) keep their chunk\n\
+        shape and lose their filters (resid and any after it). Same as h5repack with\n\
+        `-f NAME:NONE`, without needing HDF5_PLUGIN_PATH. The chunks are first decoded on\n\
+        --threads threads (all cores by default) into a temporary chunk store as large as the\n\
+        decoded data (in /dev/shm when it fits, else beside the output), which the filter\n\
+        reads while h5repack copies the file; --threads 1 runs h5repack alone.")]
+    Decompress(H5DecompressArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -287,6 +308,31 @@ pub struct H5CompressArgs {
     /// Chunk shape for datasets that are not chunked yet, e.g. 64x64x64
     #[arg(long, value_parser = parse_shape)]
     pub chunks: Option<Shape>,
+    /// Threads coding chunks (default: every core this process may use); 1 runs h5repack
+    /// alone, one chunk at a time
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// Replace the output file when it exists
+    #[arg(short, long)]
+    pub force: bool,
+    /// No progress bar
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct H5DecompressArgs {
+    /// Input HDF5 (or netCDF-4) file with resid datasets
+    pub input: PathBuf,
+    /// Output file (must differ from the input)
+    pub output: PathBuf,
+    /// Only this dataset (path inside the file); repeatable. Default: every resid dataset
+    #[arg(short, long = "dataset", value_name = "NAME")]
+    pub datasets: Vec<String>,
+    /// Threads decoding chunks (default: every core this process may use); 1 runs h5repack
+    /// alone, one chunk at a time
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
     /// Replace the output file when it exists
     #[arg(short, long)]
     pub force: bool,
@@ -352,6 +398,7 @@ fn main() -> ExitCode {
         Command::Decompress(a) => raw::decompress(&a),
         Command::Inspect(a) => h5::inspect(&a),
         Command::H5(H5Command::Compress(a)) => h5::compress(&a),
+        Command::H5(H5Command::Decompress(a)) => h5::decompress(&a),
         Command::Bench(a) => bench::run(&a),
     };
     match result {

@@ -108,7 +108,13 @@ pub unsafe extern "C" fn filter(
             }
             // SAFETY: `new` holds at least `expected` bytes, freshly allocated.
             let dst = unsafe { std::slice::from_raw_parts_mut(new as *mut u8, expected) };
-            if let Err(e) = decode_chunk_into(cd, input, dst) {
+            // A chunk decoded ahead of time on all cores (`resid h5 decompress`), or decoded here.
+            let decoded = if crate::store::decoded_into(cd, input, dst) {
+                Ok(())
+            } else {
+                decode_chunk_into(cd, input, dst)
+            };
+            if let Err(e) = decoded {
                 // SAFETY: `new` came from HDF5's allocator above and is not handed out.
                 unsafe { api.free(new) };
                 return Err(e);
@@ -121,7 +127,11 @@ pub unsafe extern "C" fn filter(
             }
             return Ok(expected);
         }
-        let out = run_codec(false, cd, input)?;
+        // A chunk coded ahead of time on all cores (`resid h5 compress`), or coded here.
+        let out = match crate::store::encoded(cd, input) {
+            Some(out) => out,
+            None => run_codec(false, cd, input)?,
+        };
         // SAFETY: `buf`/`buf_size` are HDF5's, checked non-null above.
         unsafe { replace_buffer(api, buf, buf_size, &out)? };
         Ok(out.len())

@@ -13,6 +13,8 @@
 //! - [`capi`]: a small C ABI (`resid_encode_chunk`, `resid_decode_chunk`, ...) that codes one
 //!   chunk exactly as the filter does, without HDF5, for callers that run chunks on threads of
 //!   their own (`resid_h5.write` / `resid_h5.read`).
+//! - [`store`]: chunks coded ahead of time on all cores (`resid h5 compress` / `decompress`),
+//!   which the filter returns instead of coding them again; a miss is coded as usual.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
@@ -20,6 +22,7 @@ pub mod capi;
 pub mod filter;
 pub mod guard;
 pub mod h5api;
+pub mod store;
 
 use h5api::{Herr, Hid};
 
