@@ -12,6 +12,11 @@ use std::time::Instant;
 
 use resid::entropy::{BlockCoder, Classes, REGISTRY};
 use resid::predict::lorenzo::Lorenzo;
+use resid::DType;
+
+#[path = "../tests/common/names.rs"]
+mod names;
+use names::{as_3d, parse_name};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,31 +83,25 @@ fn time_coder(coder: BlockCoder, blocks: &Blocks, repeat: usize) -> (f64, f64, f
 /// The field's values, its dims merged to 3-D, and the size of one value in bytes.
 fn read_field(path: &str) -> (Vec<f64>, [usize; 3], usize) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let stem = path.rsplit_once('.').expect("extension").0;
-    let shape: Vec<usize> = stem
-        .rsplit('_')
-        .next()
+    let file = std::path::Path::new(path)
+        .file_name()
         .unwrap()
-        .split('x')
-        .map(|d| d.parse().expect("dims in the name"))
-        .collect();
+        .to_string_lossy();
+    let (dtype, shape) = parse_name(&file).expect("NAME_<d0>x..x<dn>.f32|f64");
+    let s = as_3d(&shape);
     let mut d = [1usize; 3];
-    for (k, &n) in shape.iter().rev().take(3).enumerate() {
-        d[2 - k] = n;
-    }
-    d[0] = shape.iter().product::<usize>() / (d[1] * d[2]);
-    let (x, size) = if path.ends_with(".f64") {
-        let v = bytes
+    d[3 - s.len()..].copy_from_slice(&s);
+    let x = match dtype {
+        DType::F64 => bytes
             .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()));
-        (v.collect(), 8)
-    } else {
-        let v = bytes
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        DType::F32 => bytes
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64);
-        (v.collect(), 4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect(),
     };
-    (x, d, size)
+    (x, d, dtype.size())
 }
 
 /// Lorenzo residuals of the field on the grid of `rel`, per block of at most 64^3.

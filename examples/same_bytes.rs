@@ -41,6 +41,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 use resid::{ChunkInfo, DType, Params};
 
+#[path = "../tests/common/names.rs"]
+mod names;
+use names::{as_3d, parse_name};
+
 // ------------------------------------------------------------------ SHA-256 (FIPS 180-4)
 
 struct Sha256 {
@@ -175,28 +179,6 @@ struct Field {
     /// As compressed: rank > 3 merged to 3-D.
     shape: Vec<usize>,
     bytes: Vec<u8>,
-}
-
-/// `NAME_<d0>x..x<dn>.f32|.f64` -> (dtype, shape).
-fn parse_name(name: &str) -> Option<(DType, Vec<usize>)> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    let dtype = match ext {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        _ => return None,
-    };
-    let dims = stem.rsplit_once('_')?.1;
-    let shape: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
-    Some((dtype, shape?))
-}
-
-/// Merges the leading dimensions of a rank > 3 shape (what `scripts/bench` does).
-fn as_3d(shape: &[usize]) -> Vec<usize> {
-    if shape.len() <= 3 {
-        return shape.to_vec();
-    }
-    let n = shape.len();
-    vec![shape[..n - 2].iter().product(), shape[n - 2], shape[n - 1]]
 }
 
 /// The files of `dir` named like fields, sorted; with `grade_a`, only those whose

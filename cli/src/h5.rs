@@ -127,7 +127,12 @@ fn resid_filter(ds: &Dataset) -> Option<(usize, Vec<u32>)> {
         })
 }
 
-fn read_raw_chunk(ds: &Dataset, offset: &[u64], size: usize) -> Result<(u32, Vec<u8>), Failure> {
+/// The stored bytes of the chunk at `offset` (`size` of them) and its filter mask.
+pub(crate) fn read_raw_chunk(
+    ds: &Dataset,
+    offset: &[u64],
+    size: usize,
+) -> Result<(u32, Vec<u8>), Failure> {
     let mut buf = vec![0u8; size];
     let mut mask: u32 = 0;
     let id = ds.id();
@@ -306,26 +311,17 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
     }
     check_output(&a.input, &a.output, a.force)?;
     let threads = threads(a.threads);
-    let raw: u64 = selected
+    let raw: Vec<u64> = selected
         .iter()
         .map(|s| (s.dataset.size() * s.size) as u64)
-        .sum();
-    let store = TempStore::new(&a.output, raw);
-    let pass = if threads > 1 {
-        let plans = selected
+        .collect();
+    let store = TempStore::new(&a.output, raw.iter().sum());
+    let pass = parallel_pass(Direction::Encode, threads, a.quiet, &store, || {
+        selected
             .iter()
             .map(|s| Plan::encode(s.dataset.clone(), s.chunks.clone(), &params, s.size))
-            .collect::<Result<Vec<_>, _>>()?;
-        Some(prefill::run(
-            Direction::Encode,
-            &plans,
-            threads,
-            a.quiet,
-            &store,
-        )?)
-    } else {
-        None
-    };
+            .collect()
+    })?;
     drop(file);
     let words = params.to_cd_values();
     let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
@@ -351,11 +347,7 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
         args,
         names: selected.iter().map(|s| s.name.clone()).collect(),
         store: pass.as_ref().map(|_| store.path()),
-        largest: selected
-            .iter()
-            .map(|s| (s.dataset.size() * s.size) as u64)
-            .max()
-            .unwrap_or(0),
+        largest: raw.iter().copied().max().unwrap_or(0),
     })?;
     drop(store);
     report_compressed(a, &params, &selected)?;
@@ -364,6 +356,21 @@ pub fn compress(a: &H5CompressArgs) -> Result<(), Failure> {
 }
 
 /// The parallel pass's line of the report.
+/// The parallel pass over the chunks `plans` lists, filling `store`, when more than one
+/// thread is asked for (`None`: h5repack codes every chunk itself).
+fn parallel_pass(
+    dir: Direction,
+    threads: usize,
+    quiet: bool,
+    store: &TempStore,
+    plans: impl FnOnce() -> Result<Vec<Plan>, Failure>,
+) -> Result<Option<prefill::Summary>, Failure> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    prefill::run(dir, &plans()?, threads, quiet, store).map(Some)
+}
+
 fn report_pass(pass: Option<prefill::Summary>, threads: usize, misses: u64) {
     if let Some(p) = pass {
         println!(
@@ -530,23 +537,14 @@ pub fn decompress(a: &H5DecompressArgs) -> Result<(), Failure> {
         })
         .collect();
     let store = TempStore::new(&a.output, sizes.iter().map(|s| s.2).sum());
-    let pass = if threads > 1 {
+    let pass = parallel_pass(Direction::Decode, threads, a.quiet, &store, || {
         // Only where resid is the whole pipeline are the stored bytes what the filter decodes.
-        let plans = chosen
+        chosen
             .into_iter()
             .filter(|(ds, _)| ds.filters().len() == 1)
             .map(|(ds, cd)| Plan::decode(ds, cd))
-            .collect::<Result<Vec<_>, _>>()?;
-        Some(prefill::run(
-            Direction::Decode,
-            &plans,
-            threads,
-            a.quiet,
-            &store,
-        )?)
-    } else {
-        None
-    };
+            .collect()
+    })?;
     drop(file);
     let mut args = Vec::new();
     for (name, ..) in &sizes {

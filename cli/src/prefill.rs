@@ -559,23 +559,6 @@ fn read_stored(plan: &Plan, offset: &[u64]) -> Result<Option<Vec<u8>>, Failure> 
     if addr == u64::MAX || mask & 1 != 0 {
         return Ok(None);
     }
-    let mut buf = vec![0u8; size as usize];
-    let mut mask = 0u32;
-    // SAFETY: `offset` has one entry per dimension, `buf` holds the chunk's stored size.
-    let rc = hdf5::sync::sync(|| unsafe {
-        hdf5_sys::h5d::H5Dread_chunk(
-            did,
-            hdf5_sys::h5p::H5P_DEFAULT,
-            offset.as_ptr(),
-            &mut mask,
-            buf.as_mut_ptr().cast(),
-        )
-    });
-    if rc < 0 {
-        return Err(Failure::run(format!(
-            "{}: cannot read the chunk at {offset:?}",
-            ds.name()
-        )));
-    }
+    let (mask, buf) = crate::h5::read_raw_chunk(ds, offset, size as usize)?;
     Ok((mask & 1 == 0).then_some(buf))
 }

@@ -2,6 +2,8 @@
 //! HDF5 recompression (when h5repack and the built plugin are present) and the error messages
 //! users see for bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -412,19 +414,7 @@ fn h5_compress_and_inspect() {
     );
     let f = hdf5::File::open(&out).unwrap();
     let ds = f.dataset("T").unwrap();
-    let info = ds.chunk_info(0).unwrap();
-    let mut buf = vec![0u8; info.size as usize];
-    let mut mask = 0u32;
-    let rc = unsafe {
-        hdf5_sys::h5d::H5Dread_chunk(
-            ds.id(),
-            hdf5_sys::h5p::H5P_DEFAULT,
-            info.offset.as_ptr(),
-            &mut mask,
-            buf.as_mut_ptr().cast(),
-        )
-    };
-    assert!(rc >= 0);
+    let (_, buf) = common::raw_chunk(&ds, 0);
     let dec = resid::decompress(&buf).unwrap();
     let back: Vec<f64> = dec
         .chunks_exact(4)

@@ -5,6 +5,8 @@
 //! and the output is byte for byte the one without a store. Needs h5repack and the built
 //! plugin; skipped (with a message) otherwise.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,22 +64,7 @@ fn raw_chunks(path: &Path) -> Vec<(u32, Vec<u8>)> {
     let f = hdf5::File::open(path).unwrap();
     let ds = f.dataset("v").unwrap();
     (0..ds.num_chunks().unwrap())
-        .map(|i| {
-            let info = ds.chunk_info(i).unwrap();
-            let mut buf = vec![0u8; info.size as usize];
-            let mut mask = 0u32;
-            let rc = unsafe {
-                hdf5_sys::h5d::H5Dread_chunk(
-                    ds.id(),
-                    hdf5_sys::h5p::H5P_DEFAULT,
-                    info.offset.as_ptr(),
-                    &mut mask,
-                    buf.as_mut_ptr().cast(),
-                )
-            };
-            assert!(rc >= 0);
-            (mask, buf)
-        })
+        .map(|i| common::raw_chunk(&ds, i))
         .collect()
 }
 

@@ -5,7 +5,12 @@
 
 use std::path::PathBuf;
 
-use resid::{ChunkInfo, DType, Params};
+mod names;
+// Each test crate uses some of these helpers.
+#[allow(unused_imports)]
+pub use names::{as_3d, parse_name};
+
+use resid::{ChunkInfo, Params};
 
 /// The shared data set of real fields: `RESID_DATA`, else `../shared/data` beside the
 /// repository (it may not exist: the tests that read it skip with a message, as on CI).
@@ -13,19 +18,6 @@ pub fn data_dir() -> PathBuf {
     std::env::var_os("RESID_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-}
-
-/// `NAME_<d0>x<d1>x...x<dn>.f32|.f64` -> (element type, shape, C order).
-pub fn parse_name(name: &str) -> Option<(DType, Vec<usize>)> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    let dtype = match ext {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        _ => return None,
-    };
-    let dims = stem.rsplit_once('_')?.1;
-    let shape: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
-    Some((dtype, shape?))
 }
 
 /// Little-endian bytes of `x`.
