@@ -4,15 +4,15 @@
 //! `cargo run --release --example coder_speed -- FILE... [rel=R,R..] [repeat=N] [coder=NAME]`
 //!
 //! Each field (`NAME_<d0>x..x<dn>.f32|f64`, leading dims merged to 3-D) is quantized on the
-//! grid of the relative bound, Lorenzo residuals are taken per block of 64x64x64 values at
-//! most (the codec's block size), and each coder encodes and decodes them (best of `repeat`).
+//! grid of the relative bound, Lorenzo residuals are taken per block of 2^18 values at
+//! most (as the codec splits a chunk of that shape), and each coder encodes and decodes them (best of `repeat`).
 //! Prints bits/value and encode / decode MB/s of raw float data.
 
 use std::time::Instant;
 
 use resid::entropy::{BlockCoder, Classes, REGISTRY};
 use resid::predict::lorenzo::Lorenzo;
-use resid::DType;
+use resid::{field, DType};
 
 #[path = "../tests/common/names.rs"]
 mod names;
@@ -104,35 +104,24 @@ fn read_field(path: &str) -> (Vec<f64>, [usize; 3], usize) {
     (x, d, dtype.size())
 }
 
-/// Lorenzo residuals of the field on the grid of `rel`, per block of at most 64^3.
+/// Lorenzo residuals of the field on the grid of `rel`, per block as the codec splits a
+/// chunk of the field's shape (`field::block_extents`: at most 2^18 values).
 fn residual_blocks(x: &[f64], dims: [usize; 3], rel: f64) -> Blocks {
     let finite = x.iter().copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     let step = 2.0 * rel * (hi - lo).max(f64::MIN_POSITIVE);
-    let mut out = Vec::new();
-    for z0 in (0..dims[0]).step_by(64) {
-        for y0 in (0..dims[1]).step_by(64) {
-            for x0 in (0..dims[2]).step_by(64) {
-                let ext = [
-                    64.min(dims[0] - z0),
-                    64.min(dims[1] - y0),
-                    64.min(dims[2] - x0),
-                ];
-                let mut q = Vec::with_capacity(ext.iter().product());
-                for z in z0..z0 + ext[0] {
-                    for y in y0..y0 + ext[1] {
-                        for xx in x0..x0 + ext[2] {
-                            let v = x[(z * dims[1] + y) * dims[2] + xx];
-                            let v = if v.is_finite() { v } else { lo };
-                            q.push(((v - lo) / step).round() as i32);
-                        }
-                    }
-                }
-                let mut r = vec![0; q.len()];
-                Lorenzo.residuals(&q, ext, &mut r);
-                out.push((r, ext));
-            }
-        }
-    }
-    out
+    let q: Vec<i32> = x
+        .iter()
+        .map(|&v| ((if v.is_finite() { v } else { lo } - lo) / step).round() as i32)
+        .collect();
+    let blocks = field::blocks(dims, field::block_extents(dims)).expect("blocks");
+    blocks
+        .iter()
+        .map(|b| {
+            let q = field::gather(&q, dims, b);
+            let mut r = vec![0; q.len()];
+            Lorenzo.residuals(&q, b.ext, &mut r);
+            (r, b.ext)
+        })
+        .collect()
 }

@@ -228,6 +228,11 @@ impl BitWriter {
         }
     }
 
+    /// Bytes written so far, a partial last byte counted.
+    pub fn bytes(&self) -> usize {
+        self.out.len() + self.fill.div_ceil(8) as usize
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         if self.fill > 0 {
             self.out.push(self.acc as u8);
