@@ -33,6 +33,8 @@ CHUNKED = (16, 64, 64)
 # (name, cd word 4 coder, cd word 5 predictor): resid's modes.
 RESID_MODES = (
     ("resid default", 0, 0),
+    ("resid rans (word 4 = 3)", 3, 0),
+    ("resid rans + Lorenzo (word 4 = 3, word 5 = 1)", 3, 1),
     ("resid lz4 (word 4 = 1)", 1, 0),
     ("resid packed (word 4 = 2)", 2, 0),
     ("resid packed + Lorenzo (word 4 = 2, word 5 = 1)", 2, 1),

@@ -7,7 +7,7 @@
 //! | 0 | cd_values layout version, 1 |
 //! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
 //! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
-//! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path, 2 packed (the GPU's coder) (optional word) |
+//! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path, 2 packed (the GPU's coder), 3 rANS (optional word) |
 //! | 5 | bits 0-7 predictor: 0 auto (per block: Lorenzo, plain or with fitted weights, or an interpolation), 1 Lorenzo, 2 interpolation, 3 NGLR, 4 auto with NGLR, 5 auto with a linear bias; bits 8-15 NGLR training budget (units of 1024 sample points, 0 = default 32); bits 16-31 zero (optional word) |
 //! | 6 | bits 0-7 enhancer (NeurLZ): 0 off, 1 strict, 2 relaxed (bound 2x), 3 strict cross-field, 4 relaxed cross-field; bits 8-15 enhancer training budget (units of 20 steps, 0 = default); bit 16 keep the enhancer whenever it lowers the error (skip the rate check); bits 17-31 zero (optional word) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |

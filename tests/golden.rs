@@ -50,6 +50,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
         })
         .flat_map(|v| v.to_le_bytes())
         .collect();
+    // Slices 0-7 vary slowly, slices 8-15 carry noise of a thousand grid steps.
+    let two_regimes: Vec<u8> = (0..16 * 64 * 64)
+        .map(|i| {
+            let (z, y, x) = (i / 4096, (i / 64) % 64, i % 64);
+            let smooth = (0.05 * x as f32).sin() + (0.07 * y as f32).cos();
+            let noise = ((i as u64 * 2654435761) % 1000) as f32 * 1e-3;
+            smooth + if z >= 8 { noise } else { 0.0 }
+        })
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let big: Vec<u8> = (0..64)
         .map(|i| 1e5f32 + (i as f32 * 0.37).sin())
         .flat_map(|v| v.to_le_bytes())
@@ -142,6 +152,42 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
             Params::rel(1e-3),
         ),
         (
+            // The rANS coder (chunk coder 3): Lorenzo-family blocks, coder id 4, rANS
+            // segments.
+            "v1_f32_3d_rel_rans",
+            oscillating.clone(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-4).with_coder(Coder::Rans),
+        ),
+        (
+            // rANS with far contexts (coder id 5) on interpolated blocks.
+            "v1_f32_3d_rel_rans_far",
+            md_field.clone(),
+            ChunkInfo::new(DType::F32, &[24, 24, 24]).unwrap(),
+            Params::rel(1e-4)
+                .with_coder(Coder::Rans)
+                .with_predictor(resid::PredictorChoice::Interp),
+        ),
+        (
+            // rANS on a block whose halves differ: quiet slices, then noisy ones (segments).
+            "v1_f32_3d_rel_rans_segments",
+            two_regimes,
+            ChunkInfo::new(DType::F32, &[16, 64, 64]).unwrap(),
+            Params::abs(1e-3)
+                .with_coder(Coder::Rans)
+                .with_predictor(resid::PredictorChoice::Lorenzo),
+        ),
+        (
+            // A smooth block under 2 bits per value: the range coder's coding inside a rANS
+            // block (first payload byte 0).
+            "v1_f32_3d_rel_rans_range",
+            interp_field.clone(),
+            ChunkInfo::new(DType::F32, &[9, 17, 33]).unwrap(),
+            Params::rel(1e-2)
+                .with_coder(Coder::Rans)
+                .with_predictor(resid::PredictorChoice::Lorenzo),
+        ),
+        (
             // Predictor word 5 as first written: NGLR blocks with a linear network (WEIGHTS
             // kind 1, output weights of the hidden layer all zero), which decoders may
             // evaluate without the hidden layer.
@@ -204,7 +250,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 15);
+    assert_eq!(seen, 19);
 }
 
 #[test]
@@ -336,4 +382,33 @@ fn fitted_lorenzo_golden_has_weights_summing_to_one() {
 #[ignore]
 fn write_golden() {
     write_missing_goldens(cases());
+}
+
+/// The first block of a golden chunk of rank `rank`: (predictor id, coder id, payload).
+fn first_block(chunk: &[u8], rank: usize) -> (u8, u8, &[u8]) {
+    let dir = 64 + 8 * rank + 16;
+    let count = u32::from_le_bytes(chunk[dir..dir + 4].try_into().unwrap()) as usize;
+    let entry = &chunk[dir + 4..dir + 16];
+    let len = u32::from_le_bytes(entry[4..8].try_into().unwrap()) as usize;
+    let start = dir + 4 + 12 * count;
+    (entry[0], entry[1], &chunk[start..start + len])
+}
+
+#[test]
+fn rans_goldens_cover_its_paths() {
+    // (golden, predictor id, coder id, the rANS payload's segment byte: 0 = range coded)
+    for (name, predictor, coder, segments) in [
+        ("v1_f32_3d_rel_rans_far", 4, 5, 1),
+        ("v1_f32_3d_rel_rans_segments", 1, 4, 8),
+        ("v1_f32_3d_rel_rans_range", 1, 4, 0),
+    ] {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        assert_eq!(resid::inspect(&chunk).unwrap().header.coder, Coder::Rans);
+        let (p, c, payload) = first_block(&chunk, 3);
+        assert_eq!((p, c, payload[0]), (predictor, coder, segments), "{name}");
+    }
+    // Fitted Lorenzo: its weights open the payload, the rANS coding follows.
+    let chunk = std::fs::read(dir().join("v1_f32_3d_rel_rans.rsid")).unwrap();
+    let (p, c, _) = first_block(&chunk, 3);
+    assert_eq!((p, c), (5, 4));
 }

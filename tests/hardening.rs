@@ -411,7 +411,7 @@ fn write_fuzz_corpus() {
     ];
     for (fname, data, shape) in &fields {
         for (mname, p) in modes {
-            for coder in [Coder::Range, Coder::Lz4] {
+            for coder in [Coder::Range, Coder::Lz4, Coder::Rans] {
                 let chunk = ChunkInfo::new(DType::F32, shape).unwrap();
                 let c = resid::compress(data, &chunk, &p.with_coder(coder)).unwrap();
                 chunks.push((format!("{fname}_{mname}_{coder:?}"), c));

@@ -4,8 +4,9 @@
 //! The input is carved (zstd's `fuzz_data_producer` style), one byte per choice so seed files
 //! are easy to write (tests/hardening.rs `write_fuzz_corpus`):
 //! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound,
-//! bit 7 a predictor byte follows: cd predictor word `b % 6`, and with bit 1 set, `b >= 128`
-//! picks the packed coder instead of lz4), rank byte (`1 + b % 4`), one
+//! bit 7 a predictor byte follows: cd predictor word `b % 6`, and `b >= 128` picks the packed
+//! coder instead of lz4 when bit 1 is set, the rANS coder instead of range when it is not),
+//! rank byte (`1 + b % 4`), one
 //! byte per dim (`1 + b % 64`), bound exponent and mantissa bytes (then 8 raw bytes when bit 6
 //! is set), then the values (style 0: raw element bytes; otherwise a random walk: scale byte,
 //! start byte, one signed step byte per value), then an optional padding byte (see `carve`).
@@ -59,8 +60,11 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
     };
     let predictor = if ctl & 0x80 != 0 {
         let b = byte(u)?;
-        if coder == Coder::Lz4 && b >= 128 {
-            coder = Coder::Packed;
+        if b >= 128 {
+            coder = match coder {
+                Coder::Lz4 => Coder::Packed,
+                _ => Coder::Rans,
+            };
         }
         PredictorChoice::from_word((b % 6) as u32).expect("words 0-5 are predictors")
     } else {
