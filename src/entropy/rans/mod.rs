@@ -213,21 +213,55 @@ fn encode_rans(
     out
 }
 
+/// A symbol as the encoder codes it: frequency and start, and a reciprocal of the frequency
+/// that divides without a division instruction.
+struct EncSymbol {
+    freq: u32,
+    start: u32,
+    /// `ceil(2^(32 + shift) / freq)` with `shift = ceil(log2 freq)`: then
+    /// `floor(x / freq) = floor(x * rcp / 2^(32 + shift))` for every 32-bit `x`.
+    rcp: u64,
+    shift: u32,
+}
+
+impl EncSymbol {
+    fn new(freq: u32, start: u32) -> EncSymbol {
+        let shift = 32 - freq.max(1).saturating_sub(1).leading_zeros();
+        let rcp = ((1u128 << (32 + shift)).div_ceil(freq.max(1) as u128)) as u64;
+        EncSymbol {
+            freq,
+            start,
+            rcp,
+            shift,
+        }
+    }
+
+    /// The state after coding this symbol into `x` (renormalized already).
+    #[inline(always)]
+    fn push(&self, x: u32) -> u32 {
+        let q = ((x as u128 * self.rcp as u128) >> (32 + self.shift)) as u32;
+        (q << PREC) + (x - q * self.freq) + self.start
+    }
+}
+
 /// The rANS words of the points (table, symbol), coded last to first, in the order the
 /// encoder emits them; ends with the final states of stream 1, then stream 0 (as two 16-bit
 /// halves each, high first), so the reversed list starts with the states.
 fn code_symbols(points: &[(u16, u8)], tables: &[(Hist, Hist)]) -> Vec<u16> {
+    let symbols: Vec<Vec<EncSymbol>> = tables
+        .iter()
+        .map(|(freq, start)| freq.iter().zip(start).map(|(&f, &st)| EncSymbol::new(f, st)).collect())
+        .collect();
     let mut words: Vec<u16> = Vec::with_capacity(points.len() / 2 + 4);
     let mut state = [LOW; 2];
     for (i, &(t, s)) in points.iter().enumerate().rev() {
-        let (freq, start) = &tables[t as usize];
-        let (f, st) = (freq[s as usize], start[s as usize]);
+        let sym = &symbols[t as usize][s as usize];
         let x = &mut state[i & 1];
-        if *x as u64 >= (f as u64) << (32 - PREC) {
+        if *x as u64 >= (sym.freq as u64) << (32 - PREC) {
             words.push(*x as u16);
             *x >>= 16;
         }
-        *x = ((*x / f) << PREC) + (*x % f) + st;
+        *x = sym.push(*x);
     }
     for x in [state[1], state[0]] {
         words.push(x as u16);
@@ -378,6 +412,24 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn the_reciprocal_divides_exactly() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        for f in 1..=TOTAL {
+            let sym = EncSymbol::new(f, 0);
+            for x in [0u32, 1, f - 1, f, f + 1, u32::MAX, u32::MAX - 1, u32::MAX / f * f] {
+                assert_eq!(sym.push(x), ((x / f) << PREC) + x % f, "{x} / {f}");
+            }
+            for _ in 0..64 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let x = s as u32;
+                assert_eq!(sym.push(x), ((x / f) << PREC) + x % f, "{x} / {f}");
+            }
+        }
     }
 
     #[test]
