@@ -372,15 +372,14 @@ pub fn decode(
                 let st = &mut state[p & 1];
                 p += 1;
                 let slot = *st & (TOTAL - 1);
-                let s = table.symbol[slot as usize] as usize;
-                *st = (table.freq[s] as u32)
+                let (s, f, first) = table.at(slot);
+                *st = f
                     .wrapping_mul(*st >> PREC)
                     .wrapping_add(slot)
-                    .wrapping_sub(table.start[s] as u32);
+                    .wrapping_sub(first);
                 if *st < LOW {
                     *st = (*st << 16) | words.next();
                 }
-                let s = s as u32;
                 let code = code_of(s, raw.get(raw_bits(s)));
                 ctx.set(i, code);
                 if let Some(o) = out.next() {

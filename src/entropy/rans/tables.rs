@@ -358,27 +358,29 @@ fn fit_class(used: &[(usize, &Hist)]) -> Vec<(usize, Hist)> {
 }
 
 /// A decoder's table: frequency and start per symbol, and the symbol of every slot.
+/// Each slot holds its symbol's frequency (bits 0-11), start (12-22) and the symbol (23-29),
+/// so a decoding step makes one load.
 pub(super) struct Table {
-    pub(super) freq: [u16; ALPHABET],
-    pub(super) start: [u16; ALPHABET],
-    pub(super) symbol: Vec<u8>,
+    slots: Vec<u32>,
 }
 
 impl Table {
     fn new(freq: &Hist) -> Table {
-        let mut t = Table {
-            freq: [0; ALPHABET],
-            start: [0; ALPHABET],
-            symbol: vec![0; TOTAL as usize],
-        };
+        let mut slots = vec![0; TOTAL as usize];
         let mut acc = 0usize;
         for (s, &f) in freq.iter().enumerate() {
-            t.freq[s] = f as u16;
-            t.start[s] = acc as u16;
-            t.symbol[acc..acc + f as usize].fill(s as u8);
+            let entry = f | (acc as u32) << 12 | (s as u32) << 23;
+            slots[acc..acc + f as usize].fill(entry);
             acc += f as usize;
         }
-        t
+        Table { slots }
+    }
+
+    /// The symbol of `slot` (below [`TOTAL`]), its frequency and start.
+    #[inline(always)]
+    pub(super) fn at(&self, slot: u32) -> (u32, u32, u32) {
+        let e = self.slots[(slot & (TOTAL - 1)) as usize];
+        (e >> 23, e & 0xFFF, (e >> 12) & 0x7FF)
     }
 }
 
