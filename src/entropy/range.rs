@@ -265,6 +265,17 @@ impl<'a> BitReader<'a> {
         if n == 0 {
             return 0;
         }
+        if self.fill < n {
+            if let Some(b) = self.input.get(self.pos..self.pos + 8) {
+                // Eight bytes at once; the bits of a byte only partly taken are the same
+                // bits the next refill ORs in at the same place.
+                let w = u64::from_le_bytes(b.try_into().expect("eight bytes"));
+                let take = (64 - self.fill) / 8;
+                self.acc |= w << self.fill;
+                self.pos += take as usize;
+                self.fill += 8 * take;
+            }
+        }
         while self.fill < n {
             let b = self.input.get(self.pos).copied().unwrap_or(0);
             self.pos += 1;
