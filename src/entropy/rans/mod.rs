@@ -124,8 +124,9 @@ fn count(
 ) -> Vec<Counts> {
     let f = finest(ext);
     let mut fine: Vec<Counts> = (0..f).map(|_| Counts::new()).collect();
+    let of_slice: Vec<usize> = (0..ext[0]).map(|z| segment(z, f, ext[0])).collect();
     model_block(r, ext, classes, contexts, |z, t, s, code, bits| {
-        fine[segment(z, f, ext[0])].add(t, s, 1);
+        fine[of_slice[z]].add(t, s, 1);
         point(t, s, code, bits);
     });
     fine
@@ -201,8 +202,11 @@ fn encode_rans(
     }
     // From each point's context to its segment's table.
     let plane = (ext[1] * ext[2]).max(1);
-    for (i, p) in points.iter_mut().enumerate() {
-        p.0 = maps[segment(i / plane, maps.len(), ext[0])][p.0 as usize];
+    for (z, slice) in points.chunks_mut(plane).enumerate() {
+        let map = &maps[segment(z, maps.len(), ext[0])];
+        for p in slice {
+            p.0 = map[p.0 as usize];
+        }
     }
     let words = code_symbols(&points, &tables);
     out.extend_from_slice(&((words.len() - 4) as u32).to_le_bytes());
@@ -250,7 +254,12 @@ impl EncSymbol {
 fn code_symbols(points: &[(u16, u8)], tables: &[(Hist, Hist)]) -> Vec<u16> {
     let symbols: Vec<Vec<EncSymbol>> = tables
         .iter()
-        .map(|(freq, start)| freq.iter().zip(start).map(|(&f, &st)| EncSymbol::new(f, st)).collect())
+        .map(|(freq, start)| {
+            freq.iter()
+                .zip(start)
+                .map(|(&f, &st)| EncSymbol::new(f, st))
+                .collect()
+        })
         .collect();
     let mut words: Vec<u16> = Vec::with_capacity(points.len() / 2 + 4);
     let mut state = [LOW; 2];
@@ -418,7 +427,16 @@ mod tests {
         let mut s = 0x9E37_79B9_7F4A_7C15u64;
         for f in 1..=TOTAL {
             let sym = EncSymbol::new(f, 0);
-            for x in [0u32, 1, f - 1, f, f + 1, u32::MAX, u32::MAX - 1, u32::MAX / f * f] {
+            for x in [
+                0u32,
+                1,
+                f - 1,
+                f,
+                f + 1,
+                u32::MAX,
+                u32::MAX - 1,
+                u32::MAX / f * f,
+            ] {
                 assert_eq!(sym.push(x), ((x / f) << PREC) + x % f, "{x} / {f}");
             }
             for _ in 0..64 {
