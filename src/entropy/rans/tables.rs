@@ -358,29 +358,41 @@ fn fit_class(used: &[(usize, &Hist)]) -> Vec<(usize, Hist)> {
 }
 
 /// A decoder's table: frequency and start per symbol, and the symbol of every slot.
-/// Each slot holds its symbol's frequency (bits 0-11), start (12-22) and the symbol (23-29),
-/// so a decoding step makes one load.
+/// A decoder's table: each symbol's frequency and start (indexed by any byte, so a lookup
+/// needs no bounds check), and the symbol of every slot (3 KB: a block of 8 segments of 255
+/// tables allocates at most about 6 MB while it decodes).
 pub(super) struct Table {
-    slots: Vec<u32>,
+    freq: [u16; 256],
+    start: [u16; 256],
+    symbol: Vec<u8>,
 }
 
 impl Table {
     fn new(freq: &Hist) -> Table {
-        let mut slots = vec![0; TOTAL as usize];
+        let mut t = Table {
+            freq: [0; 256],
+            start: [0; 256],
+            symbol: vec![0; TOTAL as usize],
+        };
         let mut acc = 0usize;
         for (s, &f) in freq.iter().enumerate() {
-            let entry = f | (acc as u32) << 12 | (s as u32) << 23;
-            slots[acc..acc + f as usize].fill(entry);
+            t.freq[s] = f as u16;
+            t.start[s] = acc as u16;
+            t.symbol[acc..acc + f as usize].fill(s as u8);
             acc += f as usize;
         }
-        Table { slots }
+        t
     }
 
     /// The symbol of `slot` (below [`TOTAL`]), its frequency and start.
     #[inline(always)]
     pub(super) fn at(&self, slot: u32) -> (u32, u32, u32) {
-        let e = self.slots[(slot & (TOTAL - 1)) as usize];
-        (e >> 23, e & 0xFFF, (e >> 12) & 0x7FF)
+        let s = self.symbol[(slot & (TOTAL - 1)) as usize];
+        (
+            s as u32,
+            self.freq[s as usize] as u32,
+            self.start[s as usize] as u32,
+        )
     }
 }
 
