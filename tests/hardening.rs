@@ -600,7 +600,7 @@ fn forged_packed_blocks_are_refused() {
     for (at, forged, what) in [
         (first_payload, 33u8, "33-bit group"),
         (first_payload + groups.next_multiple_of(4) - 1, 1, "padding"),
-        (dir + 1, 4, "unknown coder id 4"),
+        (dir + 1, 6, "unknown coder id 6"),
     ] {
         let mut d = c.clone();
         d[at] = forged;
