@@ -66,7 +66,7 @@ pub(super) fn encode_coded<T: Element>(
                 escapes: &all_escapes,
                 learned,
             };
-            super::enhance::section(x, chunk, params, plan, &view)
+            super::enhance::section(x, data, chunk, params, plan, &view)
         })
         .flatten();
     let sections = Sections {

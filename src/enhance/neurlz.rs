@@ -19,8 +19,13 @@ use crate::bytes::{put_varint, Reader};
 use crate::error::{ensure, Error, Result};
 use crate::field::Element;
 use crate::nn::conv::{Arch, QNet, MAX_CHANNELS};
+use rayon::prelude::*;
+
+use crate::backend::{offload, Stage};
 pub use crate::nn::corrections::{corrections, input, input_planes, slice_inputs, Inputs, Norm};
-use crate::quant::Grid;
+use crate::nn::corrections::{tiling, Corrector};
+use crate::params::Backend;
+use crate::quant::{dequantize, Grid};
 
 /// First byte of the section: which enhancer and inputs. Kind 1: NeurLZ with the two
 /// in-slice input planes per field (format 1.0). Kind 2: NeurLZ with four per field, the two
@@ -173,31 +178,62 @@ pub fn enhanced<T: Element>(q: i32, corr: i32, grid: Grid, m: i64) -> T {
     T::from_f64(grid.mid + qf * grid.step)
 }
 
-/// Replaces `values` (the base reconstruction of the grid indices `q`) by the enhanced values,
-/// except at the model's outliers.
-pub fn apply<T: Element>(
+/// Writes the enhanced chunk as little-endian bytes into `out` (`T::SIZE` bytes a point,
+/// layout of `q`): every point's enhanced value, but the base value `T(mid + q · step)` at
+/// the model's outliers. On the CPU the network runs tile by tile and each tile's rows are
+/// written as they come ([`Corrector::for_each_row`]), so nothing the size of the chunk is
+/// held besides `q` and `out`; the GPU, when it takes the stage, hands back every correction
+/// at once (4 bytes a point on the host, `docs/RELIABILITY.md`, "Memory").
+pub fn apply_into<T: Element>(
     model: &Model,
     q: &[i32],
     dims: [usize; 3],
     grid: Grid,
     m: i64,
-    values: &mut [T],
+    out: &mut [u8],
 ) {
-    let corr = crate::backend::cuda::conv::corrections(
-        crate::params::Backend::Auto,
-        model.inputs,
-        &model.net,
-        &model.norm,
+    assert_eq!(out.len(), q.len() * T::SIZE, "enhanced chunk's bytes");
+    let outliers = &model.outliers;
+    let write = |i: usize, corr: &[i32], dst: &mut [u8]| {
+        let mut o = outliers.partition_point(|&k| k < i);
+        for (j, (&c, d)) in corr.iter().zip(dst.chunks_exact_mut(T::SIZE)).enumerate() {
+            let v = if outliers.get(o) == Some(&(i + j)) {
+                o += 1;
+                dequantize::<T>(q[i + j], grid)
+            } else {
+                enhanced::<T>(q[i + j], scaled(c, model.scale), grid, m)
+            };
+            v.put_le(d);
+        }
+    };
+    let run = Corrector {
+        inputs: model.inputs,
+        net: &model.net,
+        norm: &model.norm,
         q,
         dims,
         m,
+    };
+    let on_gpu = offload(
+        Stage::NeurlzInference,
+        Backend::Auto,
+        q.len(),
+        |g| {
+            g.neurlz_corrections(run.inputs, run.net, run.norm, q, dims, m)
+                .map(Some)
+        },
+        || None,
     );
-    let mut out = model.outliers.iter().peekable();
-    for (i, v) in values.iter_mut().enumerate() {
-        if out.peek() == Some(&&i) {
-            out.next();
-            continue;
+    match on_gpu {
+        Some(corr) => {
+            const PART: usize = 1 << 16;
+            out.par_chunks_mut(PART * T::SIZE)
+                .enumerate()
+                .for_each(|(k, dst)| {
+                    let i = k * PART;
+                    write(i, &corr[i..i + dst.len() / T::SIZE], dst)
+                });
         }
-        *v = enhanced(q[i], scaled(corr[i], model.scale), grid, m);
+        None => run.for_each_row(tiling(dims[1], dims[2]), out, T::SIZE, write),
     }
 }
