@@ -97,24 +97,27 @@ pub(super) fn decode_coded<T: Element>(
         // With no enhancer to run, the escapes go straight into the GPU's bytes.
         return escapes_into::<T>(read_escapes(r)?, out.buf());
     }
-    let zero = T::from_f64(0.0);
-    let dequantized =
-        |q: Vec<i32>| -> Vec<T> { q.iter().map(|&v| dequantize::<T>(v, g.grid)).collect() };
-    let mut values = decode_scattered(
+    // Each block's values go into the output as little-endian bytes as soon as it is decoded.
+    let grid = g.grid;
+    let to_bytes = |q: Vec<i32>| -> Vec<u8> {
+        let mut b = vec![0u8; q.len() * T::SIZE];
+        for (d, &v) in b.chunks_exact_mut(T::SIZE).zip(&q) {
+            dequantize::<T>(v, grid).put_le(d);
+        }
+        b
+    };
+    let target = (out.buf(), T::SIZE);
+    decode_scattered(
         blocks,
         &parts,
         g.dims,
         m,
         learned.as_ref(),
         bytes,
-        zero,
-        dequantized,
+        target,
+        to_bytes,
     )?;
-    let esc = read_escapes(r)?;
-    let len = values.len();
-    escapes::for_each(esc, len, T::SIZE, |i, raw| values[i] = T::read_le(raw))?;
-    field::write_bytes(&values, out.buf());
-    Ok(())
+    escapes_into::<T>(read_escapes(r)?, out.buf())
 }
 
 /// Writes the escaped values' exact bytes over the decoded bytes.
