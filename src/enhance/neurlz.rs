@@ -62,8 +62,8 @@ pub struct Model {
     pub scale: u16,
     pub norm: Vec<Norm>,
     pub net: QNet,
-    /// Flat indices (increasing) of the points that keep their uncorrected value.
-    pub outliers: Vec<usize>,
+    /// The points that keep their uncorrected value.
+    pub outliers: Outliers,
 }
 
 impl Model {
@@ -80,7 +80,7 @@ impl Model {
         self.net.write(out);
         out.extend_from_slice(&(self.outliers.len() as u64).to_le_bytes());
         let mut prev: Option<usize> = None;
-        for &i in &self.outliers {
+        for i in self.outliers.iter() {
             put_varint(out, prev.map_or(i, |p| i - p - 1) as u64);
             prev = Some(i);
         }
@@ -136,14 +136,15 @@ impl Model {
             count <= n as u64 && count as usize <= r.remaining(),
             Error::Corrupt(format!("{count} enhancer outliers in a chunk of {n}"))
         );
-        let mut outliers = Vec::with_capacity(count as usize);
+        // A bitmap, whatever the count: n / 8 bytes, where a list could take 8 bytes a point.
+        let mut outliers = Outliers::new(n);
         let mut next = 0u64;
         for _ in 0..count {
             let i = next
                 .checked_add(r.varint("enhancer outliers")?)
                 .filter(|&i| i < n as u64)
                 .ok_or_else(|| Error::Corrupt("enhancer outlier index out of range".into()))?;
-            outliers.push(i as usize);
+            outliers.insert(i as usize);
             next = i + 1;
         }
         ensure!(
@@ -158,6 +159,61 @@ impl Model {
             norm,
             net,
             outliers,
+        })
+    }
+}
+
+/// A set of points of a chunk (the enhancer's outliers): one bit a point, and the count.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outliers {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl Outliers {
+    /// No point of a chunk of `n`.
+    pub fn new(n: usize) -> Outliers {
+        Outliers {
+            bits: vec![0; n.div_ceil(64)],
+            count: 0,
+        }
+    }
+
+    /// Adds point `i` (inside the chunk).
+    pub fn insert(&mut self, i: usize) {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if self.bits[w] & b == 0 {
+            self.bits[w] |= b;
+            self.count += 1;
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The points, increasing.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(k, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    64 * k + b
+                })
+            })
         })
     }
 }
@@ -195,10 +251,8 @@ pub fn apply_into<T: Element>(
     assert_eq!(out.len(), q.len() * T::SIZE, "enhanced chunk's bytes");
     let outliers = &model.outliers;
     let write = |i: usize, corr: &[i32], dst: &mut [u8]| {
-        let mut o = outliers.partition_point(|&k| k < i);
         for (j, (&c, d)) in corr.iter().zip(dst.chunks_exact_mut(T::SIZE)).enumerate() {
-            let v = if outliers.get(o) == Some(&(i + j)) {
-                o += 1;
+            let v = if outliers.contains(i + j) {
                 dequantize::<T>(q[i + j], grid)
             } else {
                 enhanced::<T>(q[i + j], scaled(c, model.scale), grid, m)
@@ -235,5 +289,26 @@ pub fn apply_into<T: Element>(
                 });
         }
         None => run.for_each_row(tiling(dims[1], dims[2]), out, T::SIZE, write),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outliers_are_a_set_of_points_in_order() {
+        let n = 200;
+        let mut o = Outliers::new(n);
+        assert!(o.is_empty() && o.iter().next().is_none());
+        let points = [0, 1, 63, 64, 65, 127, 128, 199];
+        for &i in points.iter().rev() {
+            o.insert(i);
+        }
+        o.insert(64);
+        assert_eq!(o.len(), points.len());
+        assert_eq!(o.iter().collect::<Vec<_>>(), points);
+        assert!((0..n).all(|i| o.contains(i) == points.contains(&i)));
+        assert!(!o.contains(n + 1000));
     }
 }

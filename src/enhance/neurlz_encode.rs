@@ -3,7 +3,7 @@
 //! enhancer only when it pays (`docs/NEURLZ.md`, "When the enhancer is kept").
 
 use crate::backend::cuda;
-use crate::enhance::neurlz::{self, Inputs, Model, Norm, Regulation, FULL_SCALE};
+use crate::enhance::neurlz::{self, Inputs, Model, Norm, Outliers, Regulation, FULL_SCALE};
 use crate::field::Element;
 use crate::format::SECTION_HEADER;
 use crate::nn::conv::{Arch, QNet, MAX_CHANNELS};
@@ -199,7 +199,7 @@ fn train_model<T: Element>(
         scale: FULL_SCALE,
         norm,
         net,
-        outliers: Vec::new(),
+        outliers: Outliers::default(),
     }
 }
 
@@ -321,7 +321,7 @@ fn evaluate<T: Element>(c: &Chunk<'_, T>, model: &mut Model, corr: &[i32]) -> Ou
     };
     let mut esc = c.escapes.iter().peekable();
     let (mut sse0, mut sse1) = (0f64, 0f64);
-    model.outliers.clear();
+    model.outliers = Outliers::new(c.x.len());
     for (i, ((xi, &qi), &ci)) in c.x.iter().zip(c.q).zip(corr).enumerate() {
         if esc.peek() == Some(&&i) {
             esc.next();
@@ -335,7 +335,7 @@ fn evaluate<T: Element>(c: &Chunk<'_, T>, model: &mut Model, corr: &[i32]) -> Ou
         if e1.abs() <= limit {
             sse1 += e1 * e1;
         } else {
-            model.outliers.push(i);
+            model.outliers.insert(i);
             sse1 += e0 * e0;
         }
     }
