@@ -41,11 +41,12 @@ impl Span {
         self.len() == 0
     }
 
-    /// The part inside a plane of `n` points.
+    /// The part inside a plane of `n` points (empty, at the nearer end, when none is).
     pub fn inside(self, n: usize) -> Span {
+        let lo = self.lo.clamp(0, n as isize);
         Span {
-            lo: self.lo.max(0),
-            hi: self.hi.min(n as isize),
+            lo,
+            hi: self.hi.clamp(lo, n as isize),
         }
     }
 
@@ -290,4 +291,34 @@ fn conv1(l: &QLayer, x: &Act) -> Vec<i32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_inside_a_plane() {
+        let s = |lo, hi| Span { lo, hi };
+        assert_eq!(s(-2, 5).inside(4), s(0, 4));
+        assert_eq!(s(1, 3).inside(4), s(1, 3));
+        assert_eq!(s(6, 9).inside(4), s(4, 4));
+        assert_eq!(s(-5, -1).inside(4), s(0, 0));
+        assert!(s(6, 9).inside(4).is_empty());
+        // The windows of a tile: layer 0 covers what layers 1 and 4 read, the inputs what
+        // layer 0 reads, at the plane's edges and inside it.
+        for n in [1, 2, 3, 7, 8, 300] {
+            for lo in 0..n {
+                for hi in lo + 1..=n.min(lo + 9) {
+                    let w = Window::of(Span::new(lo, hi), n);
+                    assert!(w.a0.lo <= w.cat.lo && w.a0.hi >= w.cat.hi);
+                    let r1 = w.a1.inside(n.div_ceil(2));
+                    assert!(w.a0.lo < 2 * r1.lo && w.a0.hi >= 2 * r1.hi);
+                    let r0 = w.a0.inside(n);
+                    assert!(w.input.lo == r0.lo - 1 && w.input.hi == r0.hi + 1);
+                    assert!(w.a0.len() <= hi - lo + 12, "{n} {lo}..{hi}: {w:?}");
+                }
+            }
+        }
+    }
 }
