@@ -196,11 +196,22 @@ pub fn gather<T: Copy>(grid: &[T], dims: [usize; 3], b: &Block) -> Vec<T> {
 
 /// Writes a block's values back into the grid.
 pub fn scatter<T: Copy>(grid: &mut [T], dims: [usize; 3], b: &Block, values: &[T]) {
-    let row = b.ext[2];
+    scatter_items(grid, dims, b, values, 1);
+}
+
+/// [`scatter`] of `per` items a point (a value's bytes, say).
+pub fn scatter_items<T: Copy>(
+    grid: &mut [T],
+    dims: [usize; 3],
+    b: &Block,
+    values: &[T],
+    per: usize,
+) {
+    let row = b.ext[2] * per;
     for (i, src) in values.chunks_exact(row).enumerate() {
         let (z, y) = (i / b.ext[1], i % b.ext[1]);
         let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
-        grid[start..start + row].copy_from_slice(src);
+        grid[start * per..start * per + row].copy_from_slice(src);
     }
 }
 

@@ -413,6 +413,20 @@ pub fn sse<T: Element>(x: &[T], y: &[T]) -> f64 {
     })
 }
 
+/// [`sse`] against values given as little-endian bytes (`T::SIZE` a value), the same sum.
+pub fn sse_bytes<T: Element>(x: &[T], y: &[u8]) -> f64 {
+    x.iter()
+        .zip(y.chunks_exact(T::SIZE))
+        .fold(0.0, |s, (a, b)| {
+            let e = a.to_f64() - T::read_le(b).to_f64();
+            if e.is_finite() {
+                s + e * e
+            } else {
+                s
+            }
+        })
+}
+
 /// Root-mean-square error of `y` against `x` over the finite values of `x`, divided by their
 /// range (0 for a constant chunk): what NRMSE and PSNR targets measure.
 pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {

@@ -316,7 +316,7 @@ fn model_outlier_bytes(p: &[u8], dims: [usize; 3]) -> usize {
     let m = Model::read(p, dims).unwrap();
     let mut v = Vec::new();
     let mut prev: Option<usize> = None;
-    for &i in &m.outliers {
+    for i in m.outliers.iter() {
         resid::format::put_varint(&mut v, prev.map_or(i, |q| i - q - 1) as u64);
         prev = Some(i);
     }

@@ -16,12 +16,16 @@ use crate::quant::Plan;
 use crate::select::{clear_share, Candidates, Menu};
 
 /// Codes a chunk on `plan`; `gpu_blocks` holds the block payloads when the GPU made them.
+/// With the enhancer on, the plan's prequantized indices are dropped once the blocks are
+/// coded (`plan.quantized.q` is left empty), so that the enhancer's grid indices and
+/// corrections do not sit beside them (docs/RELIABILITY.md, "Memory"): a plan is coded with
+/// the enhancer once, and then only loosened or dropped.
 pub(super) fn encode_coded<T: Element>(
     x: &[T],
     data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
-    plan: &Plan,
+    plan: &mut Plan,
     gpu_blocks: Option<Vec<Vec<u8>>>,
 ) -> Vec<u8> {
     let dims = field::grid_dims(&chunk.shape);
@@ -30,6 +34,11 @@ pub(super) fn encode_coded<T: Element>(
     let (coded, weights) = match gpu_blocks {
         Some(g) => (gpu_coded(g, plan), None),
         None => {
+            assert_eq!(
+                plan.quantized.q.len(),
+                x.len(),
+                "a plan whose indices were dropped is not coded again"
+            );
             let source = Source {
                 x,
                 dims,
@@ -57,6 +66,10 @@ pub(super) fn encode_coded<T: Element>(
             crc: crc32fast::hash(&c.bytes),
         })
         .collect();
+    if params.enhancer != Enhancer::Off {
+        plan.quantized.q = Vec::new();
+    }
+    let plan = &*plan;
     let enhance = (params.enhancer != Enhancer::Off)
         .then(|| {
             let learned = weights.as_ref().map(|w| &w.model);
@@ -66,7 +79,7 @@ pub(super) fn encode_coded<T: Element>(
                 escapes: &all_escapes,
                 learned,
             };
-            super::enhance::section(x, chunk, params, plan, &view)
+            super::enhance::section(x, data, chunk, params, plan, &view)
         })
         .flatten();
     let sections = Sections {

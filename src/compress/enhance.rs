@@ -18,15 +18,33 @@ pub(super) struct Coded<'a> {
     pub learned: Option<&'a Nglr>,
 }
 
-/// The ENHANCE payload for the chunk `x` coded on `plan`; `None` when the enhancer does not
-/// pay. Its rate check codes the chunk again without the enhancer, at other bounds.
+/// The ENHANCE payload for the chunk `x` (`data` as bytes) coded on `plan`; `None` when the
+/// enhancer does not pay. Its rate check codes the chunk again without the enhancer, at other
+/// bounds: first, before the chunk's grid indices are decoded, so that the two codings never
+/// hold memory at the same time (docs/RELIABILITY.md, "Memory").
 pub(super) fn section<T: Element>(
     x: &[T],
+    data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
     plan: &Plan,
     coded: &Coded<'_>,
 ) -> Option<Vec<u8>> {
+    if !neurlz_encode::applies(params, plan.eb, x.len()) {
+        return None;
+    }
+    let base_rate = |bound: f64| -> Option<(usize, f64)> {
+        let p = Params {
+            mode: ErrorMode::Abs,
+            bound,
+            enhancer: Enhancer::Off,
+            ..*params
+        };
+        let c = super::compress(data, chunk, &p).ok()?;
+        let y = crate::decompress::decompress(&c, usize::MAX).ok()?;
+        Some((c.len(), quant::sse_bytes(x, &y)))
+    };
+    let rates = [base_rate(plan.eb), base_rate(plan.eb / 2.0)];
     let dims = field::grid_dims(&chunk.shape);
     let bytes = std::mem::size_of_val(x);
     let (m, learned) = (plan.m as i32, coded.learned);
@@ -42,16 +60,5 @@ pub(super) fn section<T: Element>(
         eb: plan.eb,
         m: plan.m,
     };
-    let base_rate = |bound: f64| -> Option<(usize, f64)> {
-        let p = Params {
-            mode: ErrorMode::Abs,
-            bound,
-            enhancer: Enhancer::Off,
-            ..*params
-        };
-        let c = super::compress(&field::to_bytes(x), chunk, &p).ok()?;
-        let y: Vec<T> = field::from_bytes(&crate::decompress::decompress(&c, usize::MAX).ok()?);
-        Some((c.len(), quant::sse(x, &y)))
-    };
-    neurlz_encode::encode(&view, params, &base_rate).0
+    neurlz_encode::encode(&view, params, rates).0
 }

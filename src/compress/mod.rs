@@ -108,23 +108,23 @@ fn compress_edge<T: Element>(
 /// Codes a chunk's values as blocks (the GPU's when it takes the chunk); `None` when no grid
 /// can hold them.
 fn compress_blocks<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<Vec<u8>> {
-    if let Some((plan, coded)) = gpu_encode(data, chunk, params) {
+    if let Some((mut plan, coded)) = gpu_encode(data, chunk, params) {
         // The GPU coded every block: the values are needed only as bytes, for the escapes.
         return Some(blocks::encode_coded::<T>(
             &[],
             data,
             chunk,
             params,
-            &plan,
+            &mut plan,
             Some(coded),
         ));
     }
     let x = field::values::<T>(data);
     let x = &x[..];
-    let plan = quant::plan(x, params)?;
+    let mut plan = quant::plan(x, params)?;
     Some(match quant::target_nrmse(params) {
         Some(target) => target::encode_for_target(x, data, chunk, params, plan, target),
-        None => blocks::encode_coded(x, data, chunk, params, &plan, None),
+        None => blocks::encode_coded(x, data, chunk, params, &mut plan, None),
     })
 }
 

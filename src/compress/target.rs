@@ -25,7 +25,7 @@ pub(super) fn encode_for_target<T: Element>(
     data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
-    plan: Plan,
+    mut plan: Plan,
     target: f64,
 ) -> Vec<u8> {
     let plain = Params {
@@ -36,10 +36,10 @@ pub(super) fn encode_for_target<T: Element>(
     if params.predictor != PredictorChoice::Lorenzo {
         let mut eb = plan.eb;
         for _ in 0..3 {
-            let Some(p) = quant::plan_on(x, plan.grid.mid, eb, quant::FEEDBACK_STEP) else {
+            let Some(mut p) = quant::plan_on(x, plan.grid.mid, eb, quant::FEEDBACK_STEP) else {
                 break;
             };
-            let bytes = encode_coded(x, data, chunk, &plain, &p, None);
+            let bytes = encode_coded(x, data, chunk, &plain, &mut p, None);
             let Some(e) = decoded_nrmse(x, &bytes).filter(|&e| e > 0.0) else {
                 break;
             };
@@ -61,7 +61,7 @@ pub(super) fn encode_for_target<T: Element>(
     let (plan, bytes) = match base {
         Some((p, b)) if b.len() * 8 <= LOW_RATE_BITS * x.len() => (p, b),
         found => {
-            let own = encode_coded(x, data, chunk, &plain, &plan, None);
+            let own = encode_coded(x, data, chunk, &plain, &mut plan, None);
             match found {
                 Some((p, b)) if b.len() <= own.len() => (p, b),
                 _ => (plan, own),
@@ -71,7 +71,7 @@ pub(super) fn encode_for_target<T: Element>(
     if params.enhancer == Enhancer::Off {
         return bytes;
     }
-    quality_target(x, data, chunk, params, &plan, bytes, target)
+    quality_target(x, data, chunk, params, plan, bytes, target)
 }
 
 /// Bits per value up to which an NRMSE or PSNR target is coded with error feedback alone
@@ -91,7 +91,7 @@ fn quality_target<T: Element>(
     data: &[u8],
     chunk: &ChunkInfo,
     params: &Params,
-    plan: &Plan,
+    mut plan: Plan,
     plain: Vec<u8>,
     target: f64,
 ) -> Vec<u8> {
@@ -100,7 +100,7 @@ fn quality_target<T: Element>(
         ..*params
     };
     let mut best = plain;
-    let enhanced = encode_coded(x, data, chunk, &forced, plan, None);
+    let enhanced = encode_coded(x, data, chunk, &forced, &mut plan, None);
     let Some(e0) = decoded_nrmse(x, &enhanced) else {
         return best;
     };
@@ -114,10 +114,10 @@ fn quality_target<T: Element>(
         if !(factor > 1.01) {
             break;
         }
-        let Some(loose) = quant::loosened(x, plan, factor) else {
+        let Some(mut loose) = quant::loosened(x, &plan, factor) else {
             break;
         };
-        let bytes = encode_coded(x, data, chunk, &forced, &loose, None);
+        let bytes = encode_coded(x, data, chunk, &forced, &mut loose, None);
         let Some(e) = decoded_nrmse(x, &bytes) else {
             break;
         };

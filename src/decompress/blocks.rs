@@ -50,21 +50,22 @@ fn block_codes<'a>(
     Ok((predictor, q))
 }
 
-/// `finish` of every block's reconstructed grid indices, in block order. The blocks' codes are
-/// decoded on the CPU; the prediction of NGLR blocks, sequential inside a block, runs on the
-/// GPU when one is chosen for a chunk of `bytes` decoded bytes (`RESID_BACKEND=cuda`; `auto`
-/// from [`crate::backend::Stage::NglrDecode`]'s size on), with the CPU's values bit
-/// for bit; on
-/// the CPU otherwise, or when the GPU fails (logged). On the CPU each block's indices are
-/// finished as soon as they are decoded, so they are never all held at once.
+/// `finish` of every block's reconstructed grid indices, handed to `put` with its block. The
+/// blocks' codes are decoded on the CPU; the prediction of NGLR blocks, sequential inside a
+/// block, runs on the GPU when one is chosen for a chunk of `bytes` decoded bytes
+/// (`RESID_BACKEND=cuda`; `auto` from [`crate::backend::Stage::NglrDecode`]'s size on), with
+/// the CPU's values bit for bit; on the CPU otherwise, or when the GPU fails (logged). On the
+/// CPU each block is finished and put as soon as it is decoded, on the thread that decoded
+/// it, so only the blocks in flight are held besides what `put` writes to.
 fn decode_blocks<R: Send>(
     blocks: &[Block],
     parts: &[BlockPart<'_>],
     m: i32,
     learned: Option<&nglr::Nglr>,
     bytes: usize,
-    finish: impl Fn(Vec<i32>) -> R + Sync + Send,
-) -> Result<Vec<R>> {
+    finish: impl Fn(Vec<i32>) -> Vec<R> + Sync + Send,
+    put: impl Fn(&Block, &[R]) + Sync,
+) -> Result<()> {
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
         .and_then(|n| {
@@ -75,20 +76,20 @@ fn decode_blocks<R: Send>(
             ))
         });
     let Some((gpu, model)) = gpu else {
-        return blocks
-            .par_iter()
-            .zip(parts)
-            .map(|(b, part)| {
-                let (p, mut q) = block_codes(b, part, learned)?;
-                p.get().decode(&mut q, b.ext, m);
-                Ok(finish(q))
-            })
-            .collect();
+        return blocks.par_iter().zip(parts).try_for_each(|(b, part)| {
+            let (p, mut q) = block_codes(b, part, learned)?;
+            p.get().decode(&mut q, b.ext, m);
+            put(b, &finish(q));
+            Ok(())
+        });
     };
     let q = decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
         gpu.nglr_decode(&model.model, on, codes, m)
     })?;
-    Ok(q.into_par_iter().map(finish).collect())
+    q.into_par_iter()
+        .zip(blocks)
+        .for_each(|(q, b)| put(b, &finish(q)));
+    Ok(())
 }
 
 /// [`decode_blocks`] with the NGLR blocks' prediction handed to `offload`, which gets those
@@ -158,11 +159,15 @@ pub(crate) fn decode_grid(
     learned: Option<&nglr::Nglr>,
     bytes: usize,
 ) -> Result<Vec<i32>> {
-    decode_scattered(blocks, parts, dims, m, learned, bytes, 0, |q| q)
+    let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
+    decode_scattered(blocks, parts, dims, m, learned, bytes, (&mut q, 1), |q| q)?;
+    Ok(q)
 }
 
-/// `finish` of every block's reconstructed indices, put in place in the chunk's 3D view
-/// `dims` (`zero` where no block writes, which is nowhere).
+/// `finish` of every block's reconstructed indices (`per` items a point), put in place in
+/// `out`, the chunk's 3D view `dims` (every point is in one block). The blocks are put as
+/// they are decoded, one at a time (a lock around `out`), so the decode holds `out` and the
+/// blocks in flight, not every block besides `out`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decode_scattered<R: Copy + Send>(
     blocks: &[Block],
@@ -171,15 +176,15 @@ pub(super) fn decode_scattered<R: Copy + Send>(
     m: i32,
     learned: Option<&nglr::Nglr>,
     bytes: usize,
-    zero: R,
+    (out, per): (&mut [R], usize),
     finish: impl Fn(Vec<i32>) -> Vec<R> + Sync + Send,
-) -> Result<Vec<R>> {
-    let decoded = decode_blocks(blocks, parts, m, learned, bytes, finish)?;
-    let mut out = vec![zero; dims[0] * dims[1] * dims[2]];
-    for (b, d) in blocks.iter().zip(decoded) {
-        field::scatter(&mut out, dims, b, &d);
-    }
-    Ok(out)
+) -> Result<()> {
+    assert_eq!(out.len(), dims[0] * dims[1] * dims[2] * per);
+    let out = std::sync::Mutex::new(out);
+    decode_blocks(blocks, parts, m, learned, bytes, finish, |b, d| {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        field::scatter_items(&mut out, dims, b, d, per);
+    })
 }
 
 #[cfg(test)]

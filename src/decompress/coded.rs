@@ -78,47 +78,53 @@ pub(super) fn decode_coded<T: Element>(
     let parts = directory::read(payload, g.blocks.len())?;
     let enhanced = h.sections == 3 + learned.is_some() as u32;
     let (blocks, m, bytes) = (&g.blocks, g.m, out.len());
-    let (mut values, q) = if enhanced {
+    if enhanced {
+        // The enhancer writes every value straight into the output (base values at its
+        // outliers), from the grid indices: no chunk of values besides them.
         let q = decode_grid(blocks, &parts, g.dims, m, learned.as_ref(), bytes)?;
-        let values: Vec<T> = q.iter().map(|&v| dequantize::<T>(v, g.grid)).collect();
-        (values, Some(q))
-    } else if gpu_decode(h, &parts, &g, out) {
-        // With no enhancer to run, the escapes go straight into the GPU's bytes.
         let esc = read_escapes(r)?;
-        let bytes = out.buf();
-        return escapes::for_each(esc, bytes.len() / T::SIZE, T::SIZE, |i, raw| {
-            bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
-        });
-    } else {
-        let zero = T::from_f64(0.0);
-        let dequantized =
-            |q: Vec<i32>| -> Vec<T> { q.iter().map(|&v| dequantize::<T>(v, g.grid)).collect() };
-        let values = decode_scattered(
-            blocks,
-            &parts,
-            g.dims,
-            m,
-            learned.as_ref(),
-            bytes,
-            zero,
-            dequantized,
-        )?;
-        (values, None)
-    };
-    let esc = read_escapes(r)?;
-    if let Some(q) = q {
         let (id, payload) = format::read_section(r)?;
         ensure!(
             id == section::ENHANCE,
             Error::Corrupt(format!("unknown section id {id} after the escapes"))
         );
         let model = neurlz::Model::read(payload, g.dims)?;
-        neurlz::apply(&model, &q, g.dims, g.grid, m as i64, &mut values);
+        neurlz::apply_into::<T>(&model, &q, g.dims, g.grid, m as i64, out.buf());
+        drop(q);
+        return escapes_into::<T>(esc, out.buf());
     }
-    let len = values.len();
-    escapes::for_each(esc, len, T::SIZE, |i, raw| values[i] = T::read_le(raw))?;
-    field::write_bytes(&values, out.buf());
-    Ok(())
+    if gpu_decode(h, &parts, &g, out) {
+        // With no enhancer to run, the escapes go straight into the GPU's bytes.
+        return escapes_into::<T>(read_escapes(r)?, out.buf());
+    }
+    // Each block's values go into the output as little-endian bytes as soon as it is decoded.
+    let grid = g.grid;
+    let to_bytes = |q: Vec<i32>| -> Vec<u8> {
+        let mut b = vec![0u8; q.len() * T::SIZE];
+        for (d, &v) in b.chunks_exact_mut(T::SIZE).zip(&q) {
+            dequantize::<T>(v, grid).put_le(d);
+        }
+        b
+    };
+    let target = (out.buf(), T::SIZE);
+    decode_scattered(
+        blocks,
+        &parts,
+        g.dims,
+        m,
+        learned.as_ref(),
+        bytes,
+        target,
+        to_bytes,
+    )?;
+    escapes_into::<T>(read_escapes(r)?, out.buf())
+}
+
+/// Writes the escaped values' exact bytes over the decoded bytes.
+fn escapes_into<T: Element>(esc: &[u8], bytes: &mut [u8]) -> Result<()> {
+    escapes::for_each(esc, bytes.len() / T::SIZE, T::SIZE, |i, raw| {
+        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
+    })
 }
 
 /// The WEIGHTS section, when the chunk has one, and the BLOCKS payload after it; checks the

@@ -19,8 +19,13 @@ use crate::bytes::{put_varint, Reader};
 use crate::error::{ensure, Error, Result};
 use crate::field::Element;
 use crate::nn::conv::{Arch, QNet, MAX_CHANNELS};
+use rayon::prelude::*;
+
+use crate::backend::{offload, Stage};
 pub use crate::nn::corrections::{corrections, input, input_planes, slice_inputs, Inputs, Norm};
-use crate::quant::Grid;
+use crate::nn::corrections::{tiling, Corrector};
+use crate::params::Backend;
+use crate::quant::{dequantize, Grid};
 
 /// First byte of the section: which enhancer and inputs. Kind 1: NeurLZ with the two
 /// in-slice input planes per field (format 1.0). Kind 2: NeurLZ with four per field, the two
@@ -57,8 +62,8 @@ pub struct Model {
     pub scale: u16,
     pub norm: Vec<Norm>,
     pub net: QNet,
-    /// Flat indices (increasing) of the points that keep their uncorrected value.
-    pub outliers: Vec<usize>,
+    /// The points that keep their uncorrected value.
+    pub outliers: Outliers,
 }
 
 impl Model {
@@ -75,7 +80,7 @@ impl Model {
         self.net.write(out);
         out.extend_from_slice(&(self.outliers.len() as u64).to_le_bytes());
         let mut prev: Option<usize> = None;
-        for &i in &self.outliers {
+        for i in self.outliers.iter() {
             put_varint(out, prev.map_or(i, |p| i - p - 1) as u64);
             prev = Some(i);
         }
@@ -131,14 +136,15 @@ impl Model {
             count <= n as u64 && count as usize <= r.remaining(),
             Error::Corrupt(format!("{count} enhancer outliers in a chunk of {n}"))
         );
-        let mut outliers = Vec::with_capacity(count as usize);
+        // A bitmap, whatever the count: n / 8 bytes, where a list could take 8 bytes a point.
+        let mut outliers = Outliers::new(n);
         let mut next = 0u64;
         for _ in 0..count {
             let i = next
                 .checked_add(r.varint("enhancer outliers")?)
                 .filter(|&i| i < n as u64)
                 .ok_or_else(|| Error::Corrupt("enhancer outlier index out of range".into()))?;
-            outliers.push(i as usize);
+            outliers.insert(i as usize);
             next = i + 1;
         }
         ensure!(
@@ -153,6 +159,61 @@ impl Model {
             norm,
             net,
             outliers,
+        })
+    }
+}
+
+/// A set of points of a chunk (the enhancer's outliers): one bit a point, and the count.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outliers {
+    bits: Vec<u64>,
+    count: usize,
+}
+
+impl Outliers {
+    /// No point of a chunk of `n`.
+    pub fn new(n: usize) -> Outliers {
+        Outliers {
+            bits: vec![0; n.div_ceil(64)],
+            count: 0,
+        }
+    }
+
+    /// Adds point `i` (inside the chunk).
+    pub fn insert(&mut self, i: usize) {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if self.bits[w] & b == 0 {
+            self.bits[w] |= b;
+            self.count += 1;
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The points, increasing.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(k, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    64 * k + b
+                })
+            })
         })
     }
 }
@@ -173,31 +234,81 @@ pub fn enhanced<T: Element>(q: i32, corr: i32, grid: Grid, m: i64) -> T {
     T::from_f64(grid.mid + qf * grid.step)
 }
 
-/// Replaces `values` (the base reconstruction of the grid indices `q`) by the enhanced values,
-/// except at the model's outliers.
-pub fn apply<T: Element>(
+/// Writes the enhanced chunk as little-endian bytes into `out` (`T::SIZE` bytes a point,
+/// layout of `q`): every point's enhanced value, but the base value `T(mid + q · step)` at
+/// the model's outliers. On the CPU the network runs tile by tile and each tile's rows are
+/// written as they come ([`Corrector::for_each_row`]), so nothing the size of the chunk is
+/// held besides `q` and `out`; the GPU, when it takes the stage, hands back every correction
+/// at once (4 bytes a point on the host, `docs/RELIABILITY.md`, "Memory").
+pub fn apply_into<T: Element>(
     model: &Model,
     q: &[i32],
     dims: [usize; 3],
     grid: Grid,
     m: i64,
-    values: &mut [T],
+    out: &mut [u8],
 ) {
-    let corr = crate::backend::cuda::conv::corrections(
-        crate::params::Backend::Auto,
-        model.inputs,
-        &model.net,
-        &model.norm,
+    assert_eq!(out.len(), q.len() * T::SIZE, "enhanced chunk's bytes");
+    let outliers = &model.outliers;
+    let write = |i: usize, corr: &[i32], dst: &mut [u8]| {
+        for (j, (&c, d)) in corr.iter().zip(dst.chunks_exact_mut(T::SIZE)).enumerate() {
+            let v = if outliers.contains(i + j) {
+                dequantize::<T>(q[i + j], grid)
+            } else {
+                enhanced::<T>(q[i + j], scaled(c, model.scale), grid, m)
+            };
+            v.put_le(d);
+        }
+    };
+    let run = Corrector {
+        inputs: model.inputs,
+        net: &model.net,
+        norm: &model.norm,
         q,
         dims,
         m,
+    };
+    let on_gpu = offload(
+        Stage::NeurlzInference,
+        Backend::Auto,
+        q.len(),
+        |g| {
+            g.neurlz_corrections(run.inputs, run.net, run.norm, q, dims, m)
+                .map(Some)
+        },
+        || None,
     );
-    let mut out = model.outliers.iter().peekable();
-    for (i, v) in values.iter_mut().enumerate() {
-        if out.peek() == Some(&&i) {
-            out.next();
-            continue;
+    match on_gpu {
+        Some(corr) => {
+            const PART: usize = 1 << 16;
+            out.par_chunks_mut(PART * T::SIZE)
+                .enumerate()
+                .for_each(|(k, dst)| {
+                    let i = k * PART;
+                    write(i, &corr[i..i + dst.len() / T::SIZE], dst)
+                });
         }
-        *v = enhanced(q[i], scaled(corr[i], model.scale), grid, m);
+        None => run.for_each_row(tiling(dims[1], dims[2]), out, T::SIZE, write),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outliers_are_a_set_of_points_in_order() {
+        let n = 200;
+        let mut o = Outliers::new(n);
+        assert!(o.is_empty() && o.iter().next().is_none());
+        let points = [0, 1, 63, 64, 65, 127, 128, 199];
+        for &i in points.iter().rev() {
+            o.insert(i);
+        }
+        o.insert(64);
+        assert_eq!(o.len(), points.len());
+        assert_eq!(o.iter().collect::<Vec<_>>(), points);
+        assert!((0..n).all(|i| o.contains(i) == points.contains(&i)));
+        assert!(!o.contains(n + 1000));
     }
 }

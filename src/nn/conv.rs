@@ -189,17 +189,35 @@ impl QNet {
     }
 
     /// Runs the network on one slice: `input` is `cin` planes of `h x w` activations; returns
-    /// `cout` planes of raw outputs (before the regulator), each clamped to `+-ACT_MAX`.
+    /// `cout` planes of raw outputs (before the regulator), each clamped to `+-ACT_MAX`. The
+    /// whole slice as one tile ([`super::tile`]; decoders run it tile by tile).
     pub fn infer(&self, input: &[i32], h: usize, w: usize) -> Vec<i32> {
-        let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-        let l = &self.layers;
-        let a0 = conv3(&l[0], input, h, w, 1);
-        let a1 = conv3(&l[1], &a0, h, w, 2);
-        let a2 = conv3(&l[2], &a1, h2, w2, 1);
-        let mut cat = deconv2(&l[3], &a2, h2, w2, h, w);
-        cat.extend_from_slice(&a0);
-        let a4 = conv3(&l[4], &cat, h, w, 1);
-        conv1(&l[5], &a4, h * w)
+        use super::tile::{self, Act, Span, Window};
+        let (wy, wx) = (
+            Window::of(Span::new(0, h), h),
+            Window::of(Span::new(0, w), w),
+        );
+        let input = Act {
+            data: pad(input, self.arch.cin, h, w),
+            ch: self.arch.cin,
+            y: wy.input,
+            x: wx.input,
+        };
+        tile::infer(self, input, (wy, wx), (h, w))
+    }
+}
+
+impl QLayer {
+    /// Output channel `o`'s activation from its accumulator (an exact integer in `f64`).
+    #[inline]
+    pub(super) fn out(&self, acc: f64, o: usize) -> i32 {
+        finish(
+            exact(acc),
+            self.mult[o],
+            self.shift[o],
+            self.bias[o],
+            self.shape.relu,
+        )
     }
 }
 
@@ -232,53 +250,6 @@ fn exact(a: f64) -> i64 {
     a as i64
 }
 
-fn conv3(l: &QLayer, x: &[i32], h: usize, w: usize, stride: usize) -> Vec<i32> {
-    let (cin, cout) = (l.shape.cin, l.shape.cout);
-    let (ho, wo) = (out_size(h, stride), out_size(w, stride));
-    let n = ho * wo;
-    let wp = w + 2;
-    let plane = (h + 2) * wp;
-    let p = pad(x, cin, h, w);
-    // One output channel at a time, so the decoder holds one plane of accumulators.
-    let mut acc = vec![0f64; n];
-    let mut cols = vec![0i32; 9 * wo];
-    let mut out = vec![0i32; cout * n];
-    for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for i in 0..cin {
-            let src = &p[i * plane..(i + 1) * plane];
-            let wk: [f64; 9] = std::array::from_fn(|k| l.w[(o * cin + i) * 9 + k] as f64);
-            if wk.iter().all(|&v| v == 0.0) {
-                continue;
-            }
-            for y in 0..ho {
-                // Tap (ky, kx) of output column x reads `taps[3 ky + kx][x]`.
-                let taps: [&[i32]; 9] = if stride == 1 {
-                    std::array::from_fn(|k| {
-                        let at = (y + k / 3) * wp + k % 3;
-                        &src[at..at + wo]
-                    })
-                } else {
-                    // Stride 2 reads every other input column; gathering them first keeps
-                    // the inner loop contiguous.
-                    for (k, col) in cols.chunks_exact_mut(wo).enumerate() {
-                        let row = &src[(2 * y + k / 3) * wp + k % 3..];
-                        for (xx, c) in col.iter_mut().enumerate() {
-                            *c = row[2 * xx];
-                        }
-                    }
-                    std::array::from_fn(|k| &cols[k * wo..(k + 1) * wo])
-                };
-                super::wide::taps9(&mut acc[y * wo..(y + 1) * wo], &wk, &taps);
-            }
-        }
-        for (d, &a) in out[o * n..(o + 1) * n].iter_mut().zip(&acc) {
-            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
-        }
-    }
-    out
-}
-
 /// Copies `c` planes of `h x w` into planes of `(h+2) x (w+2)` with a zero border (the
 /// integer inference here, the float training in `conv_train`).
 pub(super) fn pad<T: Copy + Default>(x: &[T], c: usize, h: usize, w: usize) -> Vec<T> {
@@ -292,57 +263,6 @@ pub(super) fn pad<T: Copy + Default>(x: &[T], c: usize, h: usize, w: usize) -> V
         }
     }
     p
-}
-
-/// 2x2 transposed convolution with stride 2: every output point gets exactly one tap of one
-/// input point per channel, so output row `2y + dy` is input row `y` times the taps `(dy, 0)`
-/// and `(dy, 1)` on alternate columns.
-fn deconv2(l: &QLayer, x: &[i32], h2: usize, w2: usize, h: usize, w: usize) -> Vec<i32> {
-    let (cin, cout) = (l.shape.cin, l.shape.cout);
-    let mut out = vec![0i32; cout * h * w];
-    let mut acc = vec![0f64; h * w];
-    for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for i in 0..cin {
-            let src = &x[i * h2 * w2..(i + 1) * h2 * w2];
-            let wk: [f64; 4] = std::array::from_fn(|k| l.w[(o * cin + i) * 4 + k] as f64);
-            for oy in 0..h {
-                let row = &src[(oy / 2) * w2..(oy / 2 + 1) * w2];
-                let (w0, w1) = (wk[2 * (oy % 2)], wk[2 * (oy % 2) + 1]);
-                let dst = &mut acc[oy * w..(oy + 1) * w];
-                for (pair, &v) in dst.chunks_mut(2).zip(row) {
-                    let v = v as f64;
-                    pair[0] += v * w0;
-                    if let Some(b) = pair.get_mut(1) {
-                        *b += v * w1;
-                    }
-                }
-            }
-        }
-        for (d, &a) in out[o * h * w..(o + 1) * h * w].iter_mut().zip(&acc) {
-            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
-        }
-    }
-    out
-}
-
-fn conv1(l: &QLayer, x: &[i32], n: usize) -> Vec<i32> {
-    let (cin, cout) = (l.shape.cin, l.shape.cout);
-    let mut out = vec![0i32; cout * n];
-    let mut acc = vec![0f64; n];
-    for o in 0..cout {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for i in 0..cin {
-            let wt = l.w[o * cin + i] as f64;
-            for (a, &v) in acc.iter_mut().zip(&x[i * n..(i + 1) * n]) {
-                *a += v as f64 * wt;
-            }
-        }
-        for (d, &a) in out[o * n..(o + 1) * n].iter_mut().zip(&acc) {
-            *d = finish(exact(a), l.mult[o], l.shift[o], l.bias[o], l.shape.relu);
-        }
-    }
-    out
 }
 
 /// The output regulator in fixed point: `softsign(z) = z / (1 + |z|)` of an activation, in
@@ -440,6 +360,117 @@ mod tests {
         layer(&l[5], &a4, h, w).0
     }
 
+    /// A network with random weights, many at the extremes.
+    fn random_net(arch: Arch, next: &mut impl FnMut() -> u64) -> QNet {
+        let layers = arch
+            .layers()
+            .iter()
+            .map(|&shape| QLayer {
+                shape,
+                w: (0..shape.weights())
+                    .map(|_| match next() % 4 {
+                        0 => 127,
+                        1 => -127,
+                        _ => (next() % 255) as i8 as i32 as i8,
+                    })
+                    .collect(),
+                mult: (0..shape.cout)
+                    .map(|_| 1 + (next() % 65535) as u16)
+                    .collect(),
+                shift: (0..shape.cout).map(|_| 10 + (next() % 20) as u8).collect(),
+                bias: (0..shape.cout)
+                    .map(|_| (next() % (1 << 24)) as i32 - (1 << 23))
+                    .collect(),
+            })
+            .collect();
+        QNet { arch, layers }
+    }
+
+    /// Every tile of every tiling gives exactly the whole slice's outputs at its points
+    /// (`nn::tile`): tiles of one row or column, odd and even sides and offsets, tiles at
+    /// the edges and inside, against the point-by-point reference.
+    #[test]
+    fn tiles_match_the_whole_slice() {
+        use super::super::tile::{self, Act, Span, Window};
+        let mut seed = 0x0dd_7113_5eed_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut tiles = 0;
+        for (cin, width, cout, h, w) in [
+            (2, 6, 1, 23, 19),
+            (4, 4, 2, 16, 17),
+            (2, 6, 1, 1, 29),
+            (8, 3, 2, 30, 1),
+            (2, 6, 1, 2, 2),
+        ] {
+            let net = random_net(Arch { cin, width, cout }, &mut next);
+            let input: Vec<i32> = (0..cin * h * w)
+                .map(|_| (next() % (2 * ACT_MAX as u64 + 1)) as i32 - ACT_MAX as i32)
+                .collect();
+            let whole = reference(&net, &input, h, w);
+            for (th, tw) in [
+                (1, 1),
+                (1, 5),
+                (2, 3),
+                (3, 2),
+                (4, 7),
+                (5, 5),
+                (7, 4),
+                (64, 64),
+            ] {
+                for y0 in (0..h).step_by(th) {
+                    for x0 in (0..w).step_by(tw) {
+                        let (y1, x1) = ((y0 + th).min(h), (x0 + tw).min(w));
+                        let wy = Window::of(Span::new(y0, y1), h);
+                        let wx = Window::of(Span::new(x0, x1), w);
+                        let (iy, ix) = (wy.input, wx.input);
+                        let mut data = Vec::with_capacity(cin * iy.len() * ix.len());
+                        for c in 0..cin {
+                            for y in iy.lo..iy.hi {
+                                for x in ix.lo..ix.hi {
+                                    let inside =
+                                        y >= 0 && x >= 0 && y < h as isize && x < w as isize;
+                                    data.push(if inside {
+                                        input[(c * h + y as usize) * w + x as usize]
+                                    } else {
+                                        0
+                                    });
+                                }
+                            }
+                        }
+                        let act = Act {
+                            data,
+                            ch: cin,
+                            y: iy,
+                            x: ix,
+                        };
+                        let got = tile::infer(&net, act, (wy, wx), (h, w));
+                        let n = (y1 - y0) * (x1 - x0);
+                        for o in 0..cout {
+                            for y in y0..y1 {
+                                for x in x0..x1 {
+                                    let at = (o * (y1 - y0) + y - y0) * (x1 - x0) + x - x0;
+                                    assert_eq!(
+                                        got[at],
+                                        whole[(o * h + y) * w + x],
+                                        "{h}x{w} tile {th}x{tw} at ({y0}, {x0}), point ({y}, {x})"
+                                    );
+                                }
+                            }
+                        }
+                        assert_eq!(got.len(), cout * n);
+                        tiles += 1;
+                    }
+                }
+            }
+        }
+        assert!(tiles > 300, "{tiles} tiles");
+    }
+
     /// The `f64`-accumulating layers give exactly the integers of the `i64` definition, with
     /// weights and activations at their extremes, odd and even sizes, and the widest layers.
     #[test]
@@ -460,29 +491,7 @@ mod tests {
             (2, 6, 1, 1, 1),
             (2, 6, 1, 1, 6),
         ] {
-            let arch = Arch { cin, width, cout };
-            let layers = arch
-                .layers()
-                .iter()
-                .map(|&shape| QLayer {
-                    shape,
-                    w: (0..shape.weights())
-                        .map(|_| match next() % 4 {
-                            0 => 127,
-                            1 => -127,
-                            _ => (next() % 255) as i8 as i32 as i8,
-                        })
-                        .collect(),
-                    mult: (0..shape.cout)
-                        .map(|_| 1 + (next() % 65535) as u16)
-                        .collect(),
-                    shift: (0..shape.cout).map(|_| 10 + (next() % 20) as u8).collect(),
-                    bias: (0..shape.cout)
-                        .map(|_| (next() % (1 << 24)) as i32 - (1 << 23))
-                        .collect(),
-                })
-                .collect();
-            let net = QNet { arch, layers };
+            let net = random_net(Arch { cin, width, cout }, &mut next);
             let input: Vec<i32> = (0..cin * h * w)
                 .map(|_| match next() % 3 {
                     0 => ACT_MAX as i32,

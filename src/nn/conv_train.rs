@@ -26,6 +26,57 @@ pub struct TrainSet<'a> {
     pub mask: &'a [f32],
 }
 
+/// The sizes of a training set: `slices` samples of `k` input planes and `o` target planes
+/// of `h x w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetShape {
+    pub k: usize,
+    pub o: usize,
+    pub h: usize,
+    pub w: usize,
+    pub slices: usize,
+}
+
+/// What training reads: patches of a training set. A [`TrainSet`] holds the whole set; the
+/// encoder computes each patch from the chunk when it is drawn, so training holds a batch's
+/// patches, not the chunk's inputs.
+pub trait Patches: Sync {
+    fn shape(&self) -> SetShape;
+    /// The `ph x pw` patch at `(y0, x0)` of sample `s` (inside the sample): its `k` input
+    /// planes, `o` target planes and `o` mask planes, each `[plane][y][x]`.
+    fn patch(&self, s: usize, y0: usize, x0: usize, ph: usize, pw: usize) -> [Vec<f32>; 3];
+}
+
+impl Patches for TrainSet<'_> {
+    fn shape(&self) -> SetShape {
+        SetShape {
+            k: self.k,
+            o: self.o,
+            h: self.h,
+            w: self.w,
+            slices: self.slices,
+        }
+    }
+
+    fn patch(&self, s: usize, y0: usize, x0: usize, h: usize, w: usize) -> [Vec<f32>; 3] {
+        let crop = |src: &[f32], ch: usize| -> Vec<f32> {
+            let mut out = Vec::with_capacity(ch * h * w);
+            for c in 0..ch {
+                for y in 0..h {
+                    let start = ((s * ch + c) * self.h + y0 + y) * self.w + x0;
+                    out.extend_from_slice(&src[start..start + w]);
+                }
+            }
+            out
+        };
+        [
+            crop(self.input, self.k),
+            crop(self.target, self.o),
+            crop(self.mask, self.o),
+        ]
+    }
+}
+
 /// Training budget and schedule.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainConfig {
@@ -149,14 +200,16 @@ impl FNet {
 }
 
 /// The patch side actually used on `set`: `(ph, pw)`.
-pub fn patch_size(set: &TrainSet<'_>, cfg: &TrainConfig) -> (usize, usize) {
+pub fn patch_size<P: Patches + ?Sized>(set: &P, cfg: &TrainConfig) -> (usize, usize) {
+    let set = set.shape();
     (cfg.patch.min(set.h), cfg.patch.min(set.w))
 }
 
 /// Every step's patches, `(slice, y0, x0)`, `cfg.batch` per step: the one random sequence both
 /// trainers (CPU here, GPU in `backend::cuda::train`) follow.
-pub fn schedule(set: &TrainSet<'_>, cfg: &TrainConfig) -> Vec<(usize, usize, usize)> {
+pub fn schedule<P: Patches + ?Sized>(set: &P, cfg: &TrainConfig) -> Vec<(usize, usize, usize)> {
     let (ph, pw) = patch_size(set, cfg);
+    let set = set.shape();
     let mut rng = Rng(cfg.seed ^ 0xA5A5_A5A5);
     (0..cfg.steps * cfg.batch)
         .map(|_| {
@@ -175,7 +228,7 @@ pub fn lr_at(cfg: &TrainConfig, step: usize) -> f32 {
 }
 
 /// Trains a network of shape `arch` on `set`.
-pub fn train(arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
+pub fn train<P: Patches + ?Sized>(arch: Arch, set: &P, cfg: &TrainConfig) -> FNet {
     let mut net = FNet::new(arch, cfg.seed);
     let np = net.params.len();
     let (mut m1, mut m2) = (vec![0f32; np], vec![0f32; np]);
@@ -202,9 +255,9 @@ pub fn train(arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
 
 /// The gradient of the squared error summed over the patches `picks` of side `(ph, pw)`, and
 /// the number of points that counted.
-pub fn batch_grad(
+pub fn batch_grad<P: Patches + ?Sized>(
     net: &FNet,
-    set: &TrainSet<'_>,
+    set: &P,
     picks: &[(usize, usize, usize)],
     (ph, pw): (usize, usize),
 ) -> (Vec<f32>, f32) {
@@ -226,10 +279,10 @@ pub fn batch_grad(
 /// Gradient (summed, not averaged) of the squared error over one patch, and the number of
 /// points that counted.
 #[allow(clippy::too_many_arguments)]
-fn patch_grad(
+fn patch_grad<P: Patches + ?Sized>(
     net: &FNet,
     offs: &[(usize, usize)],
-    set: &TrainSet<'_>,
+    set: &P,
     s: usize,
     y0: usize,
     x0: usize,
@@ -239,19 +292,8 @@ fn patch_grad(
     let arch = net.arch;
     let layers = arch.layers();
     let p = &net.params;
-    let crop = |src: &[f32], ch: usize| -> Vec<f32> {
-        let mut out = Vec::with_capacity(ch * h * w);
-        for c in 0..ch {
-            for y in 0..h {
-                let start = ((s * ch + c) * set.h + y0 + y) * set.w + x0;
-                out.extend_from_slice(&src[start..start + w]);
-            }
-        }
-        out
-    };
-    let x = crop(set.input, set.k);
-    let t = crop(set.target, set.o);
-    let mut mask = crop(set.mask, set.o);
+    let [x, t, mut mask] = set.patch(s, y0, x0, h, w);
+    let set = set.shape();
     let (top, left) = (y0 > 0, x0 > 0);
     let (bottom, right) = (y0 + h < set.h, x0 + w < set.w);
     for c in 0..set.o {

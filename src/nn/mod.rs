@@ -10,6 +10,7 @@ pub mod infer;
 pub mod linear;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+pub mod tile;
 pub mod train;
 pub mod weights;
 mod wide;

@@ -172,6 +172,23 @@ impl Cuda {
             .map_err(|e| device_error("upload", e))
     }
 
+    /// Copies `v` into `d` from element `at` on.
+    pub fn upload_into<T: cudarc::driver::DeviceRepr>(
+        &self,
+        v: &[T],
+        d: &mut CudaSlice<T>,
+        at: usize,
+    ) -> Result<()> {
+        crate::error::ensure!(
+            at.checked_add(v.len()).is_some_and(|end| end <= d.len()),
+            crate::error::Error::Unsupported("cuda: upload past the end of a buffer".into())
+        );
+        let mut view = d.slice_mut(at..at + v.len());
+        self.stream
+            .memcpy_htod(v, &mut view)
+            .map_err(|e| device_error("upload", e))
+    }
+
     pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
         &self,
         d: &CudaSlice<T>,

@@ -21,7 +21,7 @@ use crate::backend::cuda::{guard, Cuda};
 use crate::backend::{offload, Stage};
 use crate::error::{ensure, Error, Result};
 use crate::nn::conv::{Arch, MAX_INPUTS};
-use crate::nn::conv_train::{self, FNet, TrainConfig, TrainSet};
+use crate::nn::conv_train::{self, FNet, Patches, TrainConfig, TrainSet};
 use crate::nn::ADAM;
 use crate::params::Backend;
 use layers::PARTIAL_ROWS;
@@ -30,8 +30,14 @@ pub use tensor_cores::{tensor_cores_agree, tensor_cores_usable, Conv3Kernels, CO
 
 /// [`conv_train::train`] on the device chosen for `backend` ([`Stage::NeurlzTraining`]); the CPU
 /// trains when no GPU is chosen or the GPU fails (logged).
-pub fn train(backend: Backend, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> FNet {
-    let values = set.slices * set.h * set.w * set.o;
+pub fn train<P: Patches + ?Sized>(
+    backend: Backend,
+    arch: Arch,
+    set: &P,
+    cfg: &TrainConfig,
+) -> FNet {
+    let shape = set.shape();
+    let values = shape.slices * shape.h * shape.w * shape.o;
     offload(
         Stage::NeurlzTraining,
         backend,
@@ -53,34 +59,28 @@ struct Trainer<'a> {
 }
 
 impl<'a> Trainer<'a> {
-    fn new(
+    fn new<P: Patches + ?Sized>(
         g: &'a Cuda,
         arch: Arch,
-        set: &TrainSet<'_>,
+        set: &P,
         batch: usize,
         (ph, pw): (usize, usize),
         kernels: Conv3Kernels,
     ) -> Result<Self> {
         let tc = kernels.on(g)?;
+        let shape = set.shape();
         ensure!(
-            set.slices < i32::MAX as usize && set.h < 1 << 24 && set.w < 1 << 24,
+            shape.slices < i32::MAX as usize && shape.h < 1 << 24 && shape.w < 1 << 24,
             Error::Unsupported("cuda: NeurLZ training set too large".into())
         );
         ensure!(
-            set.k == arch.cin
-                && set.o == arch.cout
-                && ph <= set.h
-                && pw <= set.w
+            shape.k == arch.cin
+                && shape.o == arch.cout
+                && ph <= shape.h
+                && pw <= shape.w
                 && batch >= 1
                 && batch * ph * pw < (i32::MAX as usize) / (4 * MAX_INPUTS),
             Error::Unsupported("cuda: NeurLZ training shapes do not agree".into())
-        );
-        let n = set.slices * set.h * set.w;
-        ensure!(
-            set.input.len() == set.k * n
-                && set.target.len() == set.o * n
-                && set.mask.len() == set.o * n,
-            Error::Unsupported("cuda: NeurLZ training set sizes".into())
         );
         let (k, o, c) = (arch.cin, arch.cout, arch.width);
         let p = batch * ph * pw;
@@ -110,14 +110,10 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|&s| g.zeros::<f32>(s))
             .collect::<Result<Vec<_>>>()?;
-        let on_device = [
-            g.upload_staged(set.input)?,
-            g.upload_staged(set.target)?,
-            g.upload_staged(set.mask)?,
-        ];
+        let on_device = upload_set(g, set)?;
         let plan = StepPlan::new(
             arch,
-            (set.h, set.w),
+            (shape.h, shape.w),
             batch,
             (ph, pw),
             tc,
@@ -167,6 +163,43 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// Rows of a training set [`upload_set`] computes on the host at a time: about this many
+/// points, whatever the slice.
+const UPLOAD_POINTS: usize = 1 << 18;
+
+/// The training set on the device as the kernels read it (`[slice][plane][y][x]` inputs,
+/// targets, masks), computed and sent band of rows by band of rows: the host holds one band
+/// (`k + 2 o` floats a point of `UPLOAD_POINTS`), never the whole set.
+fn upload_set<P: Patches + ?Sized>(g: &Cuda, set: &P) -> Result<[CudaSlice<f32>; 3]> {
+    let sh = set.shape();
+    let n = sh.slices * sh.h * sh.w;
+    let planes = [sh.k, sh.o, sh.o];
+    let mut on_device = [
+        g.zeros::<f32>(sh.k * n)?,
+        g.zeros::<f32>(sh.o * n)?,
+        g.zeros::<f32>(sh.o * n)?,
+    ];
+    let rows = (UPLOAD_POINTS / sh.w.max(1)).clamp(1, sh.h.max(1));
+    for s in 0..sh.slices {
+        for y0 in (0..sh.h).step_by(rows) {
+            let rh = rows.min(sh.h - y0);
+            let band = set.patch(s, y0, 0, rh, sh.w);
+            for ((dst, src), &ch) in on_device.iter_mut().zip(&band).zip(&planes) {
+                ensure!(
+                    src.len() == ch * rh * sh.w,
+                    Error::Unsupported("cuda: NeurLZ training set sizes".into())
+                );
+                // Plane c of the band: rows y0.. of plane c of slice s.
+                for (c, part) in src.chunks_exact(rh * sh.w).enumerate() {
+                    let at = ((s * ch + c) * sh.h + y0) * sh.w;
+                    g.upload_into(part, dst, at)?;
+                }
+            }
+        }
+    }
+    Ok(on_device)
+}
+
 /// Patches as the kernels read them: `(slice, y0, x0)` as three `i32`.
 fn picks_i32(picks: &[(usize, usize, usize)]) -> Vec<i32> {
     picks
@@ -177,15 +210,20 @@ fn picks_i32(picks: &[(usize, usize, usize)]) -> Vec<i32> {
 
 impl Cuda {
     /// [`conv_train::train`] on the GPU.
-    pub fn train_conv(&self, arch: Arch, set: &TrainSet<'_>, cfg: &TrainConfig) -> Result<FNet> {
+    pub fn train_conv<P: Patches + ?Sized>(
+        &self,
+        arch: Arch,
+        set: &P,
+        cfg: &TrainConfig,
+    ) -> Result<FNet> {
         self.train_conv_with(arch, set, cfg, Conv3Kernels::Auto)
     }
 
     /// [`Cuda::train_conv`] with the 3x3 layers on `kernels`.
-    pub fn train_conv_with(
+    pub fn train_conv_with<P: Patches + ?Sized>(
         &self,
         arch: Arch,
-        set: &TrainSet<'_>,
+        set: &P,
         cfg: &TrainConfig,
         kernels: Conv3Kernels,
     ) -> Result<FNet> {
