@@ -274,6 +274,7 @@ impl Mode {
             coder: match std::env::var("RESID_RSS_CODER").as_deref() {
                 Ok("lz4") => 1,
                 Ok("packed") => 2,
+                Ok("rans") => 3,
                 Ok("range") | Err(_) => 0,
                 Ok(w) => w.parse().unwrap(),
             },
@@ -305,6 +306,7 @@ impl Mode {
             0 => Coder::Range,
             1 => Coder::Lz4,
             2 => Coder::Packed,
+            3 => Coder::Rans,
             c => panic!("coder {c}"),
         };
         let enhancer = match self.enhancer {
@@ -343,7 +345,7 @@ impl Mode {
             "{}, predictor {}, {}, enhancer {}",
             if self.three_d { "3-D" } else { "2-D" },
             self.predictor,
-            ["range", "lz4", "packed"][self.coder as usize],
+            ["range", "lz4", "packed", "rans"][self.coder as usize],
             self.enhancer
         )
     }
@@ -525,7 +527,7 @@ fn table_modes() -> Vec<Mode> {
             ..Mode::BASE_2D
         };
         modes.extend((0..=5).map(|predictor| Mode { predictor, ..base }));
-        modes.extend((1..=2).map(|coder| Mode { coder, ..base }));
+        modes.extend((1..=3).map(|coder| Mode { coder, ..base }));
         modes.extend((1..=4).map(|enhancer| Mode { enhancer, ..base }));
     }
     modes
@@ -576,7 +578,7 @@ fn memory_table() {
             "| {} | {} | {} | {} | {:.2} MB | {:.0} MB ({:.2}x) | {:.0} MB ({:.2}x) |",
             format!("{:?}", mode.shape(mb)).replace(", ", "x"),
             mode.predictor,
-            ["range", "lz4", "packed"][mode.coder as usize],
+            ["range", "lz4", "packed", "rans"][mode.coder as usize],
             mode.enhancer,
             m.compressed / 1e6,
             m.encode / 1e6,
