@@ -214,13 +214,14 @@ fn conv3(
                     taps9(&mut acc[yy * rw..(yy + 1) * rw], &wk, &taps);
                 }
             }
-            let dst = &mut out[o * wn..(o + 1) * wn];
-            for (yy, y) in (ry.lo..ry.hi).enumerate() {
-                let row = oy.at(y) * ox.len() + ox.at(rx.lo);
-                for (d, &a) in dst[row..row + rw].iter_mut().zip(&acc[yy * rw..]) {
-                    *d = l.out(a, o);
-                }
-            }
+            store(
+                l,
+                o,
+                &acc,
+                &mut out[o * wn..(o + 1) * wn],
+                (oy, ox),
+                (ry, rx),
+            );
         }
     }
     Act {
@@ -256,19 +257,39 @@ fn deconv2(l: &QLayer, src: &Act, (oy, ox): (Span, Span), (h, w): (usize, usize)
                 }
             }
         }
-        let dst = &mut out[o * wn..(o + 1) * wn];
-        for (yy, y) in (ry.lo..ry.hi).enumerate() {
-            let row = oy.at(y) * ox.len() + ox.at(rx.lo);
-            for (d, &a) in dst[row..row + rw].iter_mut().zip(&acc[yy * rw..]) {
-                *d = l.out(a, o);
-            }
-        }
+        store(
+            l,
+            o,
+            &acc,
+            &mut out[o * wn..(o + 1) * wn],
+            (oy, ox),
+            (ry, rx),
+        );
     }
     Act {
         data: out,
         ch: cout,
         y: oy,
         x: ox,
+    }
+}
+
+/// Output channel `o`'s accumulators `acc` (the points of `ry x rx` inside the plane, row by
+/// row), rescaled by the layer into `dst`, the channel's plane over the window `oy x ox`.
+fn store(
+    l: &QLayer,
+    o: usize,
+    acc: &[f64],
+    dst: &mut [i32],
+    (oy, ox): (Span, Span),
+    (ry, rx): (Span, Span),
+) {
+    let rw = rx.len();
+    for (yy, y) in (ry.lo..ry.hi).enumerate() {
+        let row = oy.at(y) * ox.len() + ox.at(rx.lo);
+        for (d, &a) in dst[row..row + rw].iter_mut().zip(&acc[yy * rw..]) {
+            *d = l.out(a, o);
+        }
     }
 }
 
