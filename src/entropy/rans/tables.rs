@@ -77,10 +77,16 @@ fn normalize(lo: usize, q: &[u8], freq: &mut Hist) -> Result<()> {
     Ok(())
 }
 
-/// The used symbol range of `counts` and its 5-bit weights.
-fn quantize(counts: &Hist) -> (usize, Vec<u8>) {
+/// The symbols `counts` uses, `lo..hi` (empty at 0 when none).
+fn used(counts: &Hist) -> (usize, usize) {
     let lo = counts.iter().position(|&c| c > 0).unwrap_or(0);
     let hi = counts.iter().rposition(|&c| c > 0).map_or(lo, |h| h + 1);
+    (lo, hi)
+}
+
+/// The used symbol range of `counts` and its 5-bit weights.
+fn quantize(counts: &Hist) -> (usize, Vec<u8>) {
+    let (lo, hi) = used(counts);
     let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let q = counts[lo..hi]
         .iter()
@@ -97,8 +103,7 @@ fn quantize(counts: &Hist) -> (usize, Vec<u8>) {
 /// The bytes a table takes in the table section (first symbol, length, weights) plus its
 /// run's end.
 fn table_bytes(counts: &Hist) -> usize {
-    let lo = counts.iter().position(|&c| c > 0).unwrap_or(0);
-    let hi = counts.iter().rposition(|&c| c > 0).map_or(lo, |h| h + 1);
+    let (lo, hi) = used(counts);
     3 + (5 * (hi - lo)).div_ceil(8)
 }
 
@@ -125,8 +130,7 @@ fn xlog2x(c: u32) -> f64 {
 
 /// Bits to code `counts` with a table of their own, the table included.
 fn cost_bits(counts: &Hist) -> f64 {
-    let lo = counts.iter().position(|&c| c > 0).unwrap_or(0);
-    let hi = counts.iter().rposition(|&c| c > 0).map_or(lo, |h| h + 1);
+    let (lo, hi) = used(counts);
     let (mut n, mut sum) = (0u32, [0.0; 4]);
     for quad in counts[lo..hi].chunks(4) {
         for (k, &c) in quad.iter().enumerate() {
@@ -134,8 +138,7 @@ fn cost_bits(counts: &Hist) -> f64 {
             sum[k] += xlog2x(c);
         }
     }
-    xlog2x(n) - (sum[0] + sum[1]) - (sum[2] + sum[3])
-        + 8.0 * (3 + (5 * (hi - lo)).div_ceil(8)) as f64
+    xlog2x(n) - (sum[0] + sum[1]) - (sum[2] + sum[3]) + 8.0 * table_bytes(counts) as f64
 }
 
 /// A block's (or a segment's) symbol counts per context, kept only for contexts it uses.
