@@ -26,6 +26,9 @@ use tables::{Counts, Hist, Layout, Table, PREC, TOTAL};
 /// sparse and very smooth residuals better than static tables (and is fast there: about one
 /// decision per value).
 const RANGE_BELOW_BITS: f64 = 2.0;
+/// A rANS payload's bytes besides its tables, symbols and raw bits: the segment count, the
+/// word count and the two states.
+const FIXED_BYTES: f64 = 13.0;
 /// rANS states live in `[LOW, LOW << 16)`.
 const LOW: u32 = 1 << 16;
 /// How many segments along its slowest axis a block may be cut into, each with tables of
@@ -170,12 +173,8 @@ pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts) 
         raw.put(code, bits);
     });
     let (layouts, symbol_bytes) = plan_segments(&fine);
-    let rans_bytes = symbol_bytes + 13.0 + raw.bytes() as f64;
-    // Where the range coder may be smaller, its estimate decides (it is within a fraction
-    // of a percent of its coding); the smaller of the two is coded.
-    if 8.0 * rans_bytes < RANGE_BELOW_BITS * r.len() as f64
-        && ((1 + bitplane::estimate(r, ext, classes, contexts)) as f64) < rans_bytes
-    {
+    let rans_bytes = symbol_bytes + FIXED_BYTES + raw.bytes() as f64;
+    if smaller_range(r, ext, classes, contexts, rans_bytes).is_some() {
         let mut range = vec![0u8];
         range.extend(bitplane::encode(r, ext, classes, contexts));
         return range;
@@ -289,11 +288,25 @@ pub fn estimate(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts
     let fine = count(r, ext, classes, contexts, |_, _, _, bits| {
         raw += bits as u64
     });
-    let bytes = (plan_segments(&fine).1 + 13.0 + raw.div_ceil(8) as f64).ceil() as usize;
-    if (8 * bytes) as f64 >= RANGE_BELOW_BITS * r.len() as f64 {
-        return bytes;
+    let bytes = (plan_segments(&fine).1 + FIXED_BYTES + raw.div_ceil(8) as f64).ceil() as usize;
+    smaller_range(r, ext, classes, contexts, bytes as f64).unwrap_or(bytes)
+}
+
+/// The range coder's estimated size of a block (its 0 byte included) when the block's rANS
+/// coding, `rans_bytes`, is under [`RANGE_BELOW_BITS`] per value and the range coding is
+/// smaller; the estimate is within a fraction of a percent of the coding.
+fn smaller_range(
+    r: &[i32],
+    ext: [usize; 3],
+    classes: Classes,
+    contexts: Contexts,
+    rans_bytes: f64,
+) -> Option<usize> {
+    if 8.0 * rans_bytes >= RANGE_BELOW_BITS * r.len() as f64 {
+        return None;
     }
-    bytes.min(1 + bitplane::estimate(r, ext, classes, contexts))
+    let range = 1 + bitplane::estimate(r, ext, classes, contexts);
+    ((range as f64) < rans_bytes).then_some(range)
 }
 
 /// Reads 16-bit words in order; past the end, zeros.
