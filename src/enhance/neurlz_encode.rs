@@ -11,7 +11,7 @@ use crate::nn::conv_train::{Patches, SetShape, TrainConfig};
 use crate::nn::corrections::Site;
 use crate::nn::tile::Span;
 use crate::params::{Enhancer, Params};
-use crate::quant::{dequantize, Grid};
+use crate::quant::{dequantize, dequantize_f64, Grid};
 
 /// Chunks with fewer values are not enhanced (the weights would cost more than they save).
 pub const MIN_VALUES: usize = 4096;
@@ -44,6 +44,15 @@ pub struct Chunk<'a, T> {
     pub grid: Grid,
     pub eb: f64,
     pub m: i64,
+}
+
+impl<T: Element> Chunk<'_, T> {
+    /// The training target at point `i`: the base codec's error there in units of `eb`,
+    /// clamped to [-1, 1] (`None` where it is not finite).
+    fn target(&self, i: usize) -> Option<f32> {
+        let r = (self.x[i].to_f64() - dequantize_f64(self.q[i], self.grid)) / self.eb;
+        r.is_finite().then(|| r.clamp(-1.0, 1.0) as f32)
+    }
 }
 
 /// The base codec's cost at an absolute bound: `(compressed bytes, sum of squared errors)`,
@@ -286,10 +295,8 @@ impl<T: Element> Patches for ChunkSet<'_, T> {
                         esc.next();
                         continue;
                     }
-                    let base = c.grid.mid + c.q[i] as f64 * c.grid.step;
-                    let r = (c.x[i].to_f64() - base) / c.eb;
-                    if r.is_finite() {
-                        target[at + j] = r.clamp(-1.0, 1.0) as f32;
+                    if let Some(t) = c.target(i) {
+                        target[at + j] = t;
                         mask[at + j] = 1.0;
                     }
                 }
@@ -381,10 +388,8 @@ mod tests {
                 for j in 0..plane {
                     let i = src + j;
                     if usable[i] {
-                        let base = c.grid.mid + c.q[i] as f64 * c.grid.step;
-                        let r = (c.x[i].to_f64() - base) / c.eb;
-                        if r.is_finite() {
-                            target[dst + j] = r.clamp(-1.0, 1.0) as f32;
+                        if let Some(t) = c.target(i) {
+                            target[dst + j] = t;
                             mask[dst + j] = 1.0;
                         }
                     }
