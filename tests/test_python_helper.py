@@ -188,22 +188,3 @@ def test_installed_package(tmp_path):
             np.save("back.npy", f["x"][...])
     """, pythonpath=False)
     check_bound(data, np.load(tmp_path / "back.npy"), "rel", 1e-4, (20, 20, 20))
-
-
-def test_bundled_install(tmp_path):
-    """RESID_BUNDLE_PLUGIN copies the library into the package; an install found nowhere else
-    (no checkout fallback: the package is moved away from its record) still works."""
-    site = tmp_path / "site"
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--target", str(site), str(PYDIR)],
-                       env={**helper_env(pythonpath=False), "RESID_BUNDLE_PLUGIN": str(PLUGIN),
-                            "PIP_BREAK_SYSTEM_PACKAGES": "1"},
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert (site / "resid_h5" / "libh5resid.so").is_file()
-    (site / "resid_h5" / "_checkout.py").write_text("CHECKOUT = '/nonexistent'\n")
-    p = py(tmp_path, """
-        import resid_h5
-        print(json.dumps(str(resid_h5.register())))
-    """, pythonpath=False, PYTHONPATH=site, RESID_PLUGIN="<unset>", CARGO_TARGET_DIR="<unset>")
-    assert p.result == str(site / "resid_h5" / "libh5resid.so"), p.result

@@ -19,8 +19,11 @@ code whole chunks on all cores instead, storing the same bytes the filter stores
     b = resid_h5.read(d)              # resid_h5.read(d, np.s_[:, 10:20])
 
 The library is looked up, first hit wins: ``$RESID_PLUGIN`` (the file, or a directory
-holding it), the copy bundled in this package, ``target/release`` of the resid checkout this
-package was installed or imported from, then each directory of ``$HDF5_PLUGIN_PATH``.
+holding it), the copy the wheel carries (``resid_h5/plugins/``), ``target/release`` of the
+resid checkout when the package is imported from its source tree (``python/``), then each
+directory of ``$HDF5_PLUGIN_PATH``. :data:`PLUGIN_PATH` is the directory of the library found,
+for ``HDF5_PLUGIN_PATH`` of h5repack, h5dump, C and Fortran programs (as
+``hdf5plugin.PLUGIN_PATH``).
 """
 
 import ctypes
@@ -30,7 +33,7 @@ import struct
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["FILTER_ID", "Resid", "register", "plugin_path", "bound_words", "PluginNotFound",
+__all__ = ["FILTER_ID", "PLUGIN_PATH", "Resid", "register", "plugin_path", "bound_words", "PluginNotFound",
            "write", "read", "parallel", "Parallel", "ResidError", "library"]
 
 FILTER_ID = 32900
@@ -49,24 +52,16 @@ class PluginNotFound(RuntimeError):
     """libh5resid.so was not found in any of the places resid_h5 looks."""
 
 
-def _checkout_dir():
-    """The resid checkout this package comes from: recorded at install time, or the parent
-    of python/ when the package is imported straight from the source tree."""
-    try:
-        from ._checkout import CHECKOUT  # written by setup.py at install time
-
-        return Path(CHECKOUT)
-    except ImportError:
-        return _HERE.parent.parent
-
-
 def _candidates():
-    yield "bundled", _HERE / LIBRARY
-    root = _checkout_dir()
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
-    if not target.is_absolute():
-        target = root / target
-    yield "checkout", target / "release" / LIBRARY
+    # The library the wheel carries (setup.py: setuptools-rust names it libh5resid.abi3.so).
+    bundled = sorted((_HERE / "plugins").glob("libh5resid*.so"))
+    yield "bundled", bundled[0] if bundled else _HERE / "plugins" / "libh5resid.abi3.so"
+    root = _HERE.parent.parent  # imported from the checkout's python/: its own build
+    if (root / "Cargo.toml").is_file() and (root / "plugin").is_dir():
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
+        if not target.is_absolute():
+            target = root / target
+        yield "checkout", target / "release" / LIBRARY
     for d in filter(None, os.environ.get("HDF5_PLUGIN_PATH", "").split(os.pathsep)):
         yield "HDF5_PLUGIN_PATH", Path(d) / LIBRARY
 
@@ -86,7 +81,8 @@ def plugin_path():
             return path
         tried.append(f"{where}: {path}")
     raise PluginNotFound(
-        "resid_h5: libh5resid.so not found. Build it with `cargo build --release -p h5resid`, "
+        "resid_h5: libh5resid.so not found. Install the wheel (`pip install ./python` in a "
+        "resid checkout builds it), build it with `cargo build --release -p h5resid`, "
         "or set RESID_PLUGIN to its path. Looked in:\n  " + "\n  ".join(tried)
     )
 
@@ -226,8 +222,11 @@ class Resid(Mapping):
 
 from .parallel import Parallel, ResidError, library, parallel, read, write  # noqa: E402
 
+PLUGIN_PATH = str(_HERE / "plugins")
+"""Directory holding the library, for ``HDF5_PLUGIN_PATH`` (the one :func:`plugin_path` finds)."""
+
 try:
-    register()
+    PLUGIN_PATH = str(register().parent)
 except (PluginNotFound, ImportError) as _e:  # pragma: no cover - reported on use
     import warnings
 
