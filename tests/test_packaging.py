@@ -1,6 +1,6 @@
 """The pip wheel (python/: setuptools-rust builds the plugin into the package) and what it
 brings: h5py with no HDF5_PLUGIN_PATH, xarray + h5netcdf read on a Dask cluster of worker
-processes, numcodecs and Zarr (v2 and v3) codecs.
+processes, netCDF4-python through resid_h5.PLUGIN_PATH, numcodecs and Zarr (v2 and v3) codecs.
 
 A module fixture builds the wheel from this checkout (`pip wheel --no-deps ./python`; cargo
 builds into target/wheel) and installs it into a fresh virtual environment that sees the
@@ -9,8 +9,8 @@ Every snippet runs that environment's Python in a temporary directory with no
 HDF5_PLUGIN_PATH, RESID_PLUGIN or PYTHONPATH, and with the wheel's registration on import of
 h5py switched on (tests/conftest.py switches it off for the other tests).
 
-Needs setuptools-rust and wheel to build, xarray, h5netcdf, dask.distributed, numcodecs and
-zarr for the later tests; .ci/run installs them and sets RESID_REQUIRE_ECOSYSTEM=1, so that a
+Needs setuptools-rust and wheel to build, xarray, h5netcdf, dask.distributed, netCDF4,
+numcodecs and zarr for the later tests; .ci/run installs them and sets RESID_REQUIRE_ECOSYSTEM=1, so that a
 missing one fails instead of skipping.
 """
 
@@ -207,6 +207,28 @@ def test_xarray_h5netcdf_on_dask_workers(venv, tmp_path):
     assert r["err"] <= 0.02, r
     assert len(set(r["pids"])) == 2 and r["me"] not in r["pids"], r
     assert r["loaded"] == [True, True], r
+
+
+def test_netcdf4_python_reads_with_plugin_path(venv, tmp_path):
+    """netCDF4-python has an HDF5 of its own: it reads through resid_h5.PLUGIN_PATH."""
+    need("xarray", "h5netcdf", "netCDF4")
+    data = field((6, 30, 40), seed=3)
+    np.save(tmp_path / "orig.npy", data)
+    vpy(venv, tmp_path, """
+        import xarray as xr, resid_h5
+        xr.Dataset({"t": (("time", "y", "x"), np.load("orig.npy"))}).to_netcdf(
+            "n.nc", engine="h5netcdf", encoding={"t": {**resid_h5.Resid(abs=0.01), "chunksizes": (2, 30, 40)}})
+    """)
+    p = vpy(venv, tmp_path, """
+        import os, resid_h5
+        os.environ["HDF5_PLUGIN_PATH"] = resid_h5.PLUGIN_PATH    # before importing netCDF4
+        import netCDF4, xarray as xr
+        a = np.load("orig.npy").astype("f8")
+        x = netCDF4.Dataset("n.nc")["t"][...]
+        y = xr.open_dataset("n.nc", engine="netcdf4").t.values
+        print(json.dumps([float(np.abs(x - a).max()), float(np.abs(y - a).max())]))
+    """)
+    assert max(p.result) <= 0.01, p.result
 
 
 # ---------------------------------------------------------------------------------------------
