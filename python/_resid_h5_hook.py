@@ -6,7 +6,8 @@ The installed `resid_h5.pth` imports this module at interpreter start. It only p
 in front of `sys.meta_path`; when h5py is first imported, the finder lets the real import run
 and then imports resid_h5 (which registers filter 32900 with h5py's HDF5) and steps aside.
 Nothing else is imported at start-up. `RESID_H5_AUTOREGISTER=0` (read at start-up and again
-when h5py is imported) turns it off. A failure to register is a warning, never a failed h5py
+when h5py is imported) turns it off; so does an `HDF5_PLUGIN_PATH` holding a resid plugin,
+which HDF5 then loads itself. A failure to register is a warning, never a failed h5py
 import.
 """
 
@@ -40,8 +41,17 @@ def _enabled():
     return os.environ.get("RESID_H5_AUTOREGISTER", "1").lower() not in ("0", "off", "no", "false")
 
 
+def _on_plugin_path():
+    """Whether a directory of HDF5_PLUGIN_PATH holds a resid plugin: HDF5 then loads that one
+    itself, and the setting a user (or a benchmark) made on purpose wins over the wheel's."""
+    import glob
+
+    dirs = os.environ.get("HDF5_PLUGIN_PATH", "").split(os.pathsep)
+    return any(glob.glob(os.path.join(d, "libh5resid*.so")) for d in dirs if d)
+
+
 def _register():
-    if not _enabled():
+    if not _enabled() or _on_plugin_path():
         return
     try:
         import resid_h5  # noqa: F401  (registers on import)

@@ -159,6 +159,17 @@ def test_installed_wheel_needs_no_checkout(venv, tmp_path):
             print(json.dumps(str(e)))
     """, RESID_H5_AUTOREGISTER=0)
     assert p.result != "read" and "plugin" in p.result.lower(), p.result
+    # HDF5_PLUGIN_PATH naming a resid plugin wins: the wheel's copy stays out of the way.
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(lib, other / "libh5resid.so")
+    p = vpy(venv, tmp_path, """
+        import h5py
+        with h5py.File("w.h5", "r") as f:
+            err = float(np.abs(f["x"][...].astype(np.float64) - np.load("orig.npy")).max())
+        print(json.dumps({"err": err, "auto": "resid_h5" in sys.modules}))
+    """, HDF5_PLUGIN_PATH=other)
+    assert not p.result["auto"] and p.result["err"] <= 0.01, p.result
     h5dump = shutil.which("h5dump")
     if h5dump:
         d = subprocess.run([h5dump, "-d", "x", "-s", "0,0,0", "-c", "1,1,3", "w.h5"], cwd=tmp_path,
