@@ -28,14 +28,6 @@ fn width(codes: &[u32; GROUP]) -> u32 {
     32 - codes.iter().fold(0, |a, &c| a | c).leading_zeros()
 }
 
-/// Plane `b` of a group: bit `j` is bit `b` of code `j`.
-fn plane(codes: &[u32; GROUP], b: u32) -> u32 {
-    codes
-        .iter()
-        .enumerate()
-        .fold(0u32, |w, (j, &c)| w | (((c >> b) & 1) << j))
-}
-
 /// The payload of a block of residuals `r` (block order).
 pub fn encode(r: &[i32]) -> Vec<u8> {
     let groups = r.len().div_ceil(GROUP);
@@ -49,9 +41,7 @@ pub fn encode(r: &[i32]) -> Vec<u8> {
         }
         let w = width(&codes);
         out[g] = w as u8;
-        for b in 0..w {
-            out.extend_from_slice(&plane(&codes, b).to_le_bytes());
-        }
+        lanes::planes(&codes, w, &mut out);
     }
     out
 }
@@ -105,23 +95,105 @@ pub fn check(bytes: &[u8], n: usize) -> Result<usize> {
 /// Decodes a payload into `r` (length = block size).
 pub fn decode(bytes: &[u8], r: &mut [i32]) -> Result<()> {
     check(bytes, r.len())?;
-    let head = widths_len(r.len());
-    let mut words = bytes[head..]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")));
+    let mut pos = widths_len(r.len());
     for (g, out) in r.chunks_mut(GROUP).enumerate() {
-        let mut codes = [0u32; GROUP];
-        for b in 0..bytes[g] as u32 {
-            let word = words.next().expect("length checked");
-            for (j, c) in codes.iter_mut().enumerate() {
-                *c |= ((word >> j) & 1) << b;
-            }
-        }
+        let w = 4 * bytes[g] as usize;
+        let codes = lanes::codes(&bytes[pos..pos + w]);
+        pos += w;
         for (o, &c) in out.iter_mut().zip(&codes) {
             *o = zigzag::decode(c);
         }
     }
     Ok(())
+}
+
+/// A group's codes to bit-planes and back. On x86-64 four codes at a time with SSE2, which
+/// every x86-64 CPU has (no run-time dispatch); elsewhere one at a time. The words are the
+/// same (test `lanes_match_the_scalar_loops`).
+#[cfg(target_arch = "x86_64")]
+// Unsafe only to call SSE2 intrinsics and for unaligned 16-byte loads and stores within the
+// group's 32 codes.
+#[allow(unsafe_code)]
+mod lanes {
+    use super::GROUP;
+    use std::arch::x86_64::*;
+
+    /// Appends planes `0..w` of `codes` (word `b`: bit `j` is bit `b` of code `j`).
+    pub(super) fn planes(codes: &[u32; GROUP], w: u32, out: &mut Vec<u8>) {
+        // SAFETY: SSE2 is part of x86-64; the loads read `codes` within its 32 values.
+        unsafe {
+            let v: [__m128i; 8] =
+                std::array::from_fn(|k| _mm_loadu_si128(codes.as_ptr().add(4 * k).cast()));
+            for b in 0..w {
+                // Bit `b` of each code to its sign bit, then four signs a movemask.
+                let up = _mm_cvtsi32_si128(31 - b as i32);
+                let mut word = 0u32;
+                for (k, &x) in v.iter().enumerate() {
+                    let signs = _mm_movemask_ps(_mm_castsi128_ps(_mm_sll_epi32(x, up)));
+                    word |= (signs as u32) << (4 * k);
+                }
+                out.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+    }
+
+    /// The codes of a group from its plane words (`planes.len()` = 4 x width).
+    pub(super) fn codes(planes: &[u8]) -> [u32; GROUP] {
+        let mut codes = [0u32; GROUP];
+        // SAFETY: SSE2 is part of x86-64; the stores write `codes` within its 32 values.
+        unsafe {
+            let lane_bit: [__m128i; 8] = std::array::from_fn(|k| {
+                _mm_setr_epi32(1 << (4 * k), 2 << (4 * k), 4 << (4 * k), 8 << (4 * k))
+            });
+            let mut acc = [_mm_setzero_si128(); 8];
+            for (b, word) in planes.chunks_exact(4).enumerate() {
+                let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+                let all = _mm_set1_epi32(word as i32);
+                let bit = _mm_set1_epi32((1u32 << b) as i32);
+                for (a, &m) in acc.iter_mut().zip(&lane_bit) {
+                    // Lanes whose bit of the word is set get bit `b`.
+                    let set = _mm_cmpeq_epi32(_mm_and_si128(all, m), m);
+                    *a = _mm_or_si128(*a, _mm_and_si128(set, bit));
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm_storeu_si128(codes.as_mut_ptr().add(4 * k).cast(), *a);
+            }
+        }
+        codes
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod lanes {
+    pub(super) use super::scalar::{codes, planes};
+}
+
+/// The plain loops: what [`lanes`] computes, one code at a time.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+mod scalar {
+    use super::GROUP;
+
+    pub(super) fn planes(codes: &[u32; GROUP], w: u32, out: &mut Vec<u8>) {
+        for b in 0..w {
+            let word = codes
+                .iter()
+                .enumerate()
+                .fold(0u32, |w, (j, &c)| w | (((c >> b) & 1) << j));
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+
+    pub(super) fn codes(planes: &[u8]) -> [u32; GROUP] {
+        let mut codes = [0u32; GROUP];
+        for (b, word) in planes.chunks_exact(4).enumerate() {
+            let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+            for (j, c) in codes.iter_mut().enumerate() {
+                *c |= ((word >> j) & 1) << b;
+            }
+        }
+        codes
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +212,31 @@ mod tests {
             let mut back = vec![7; n];
             decode(&bytes, &mut back).unwrap();
             assert_eq!(back, r, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn lanes_match_the_scalar_loops() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        for w in 0..=32u32 {
+            for _ in 0..20 {
+                let codes: [u32; GROUP] = std::array::from_fn(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    if w == 32 {
+                        s as u32
+                    } else {
+                        (s as u32) & ((1u32 << w) - 1)
+                    }
+                });
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                lanes::planes(&codes, w, &mut a);
+                scalar::planes(&codes, w, &mut b);
+                assert_eq!(a, b, "width {w}");
+                assert_eq!(lanes::codes(&a), codes, "width {w}");
+                assert_eq!(scalar::codes(&a), codes, "width {w}");
+            }
         }
     }
 
