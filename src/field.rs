@@ -38,7 +38,10 @@ impl Element for f32 {
         v as f32
     }
     fn is_special(self) -> bool {
-        !self.is_finite() || self.is_subnormal()
+        // Exponent all ones (NaN, infinities) or zero with a mantissa (subnormals); without
+        // branches, so loops over values vectorize.
+        let (e, m) = (self.to_bits() & 0x7f80_0000, self.to_bits() & 0x007f_ffff);
+        (e == 0x7f80_0000) | ((e == 0) & (m != 0))
     }
     fn to_bits_u64(self) -> u64 {
         self.to_bits() as u64
@@ -63,7 +66,9 @@ impl Element for f64 {
         v
     }
     fn is_special(self) -> bool {
-        !self.is_finite() || self.is_subnormal()
+        let bits = self.to_bits();
+        let (e, m) = (bits & 0x7ff0_0000_0000_0000, bits & 0x000f_ffff_ffff_ffff);
+        (e == 0x7ff0_0000_0000_0000) | ((e == 0) & (m != 0))
     }
     fn to_bits_u64(self) -> u64 {
         self.to_bits()
@@ -231,6 +236,22 @@ pub fn locate(index: usize, dims: [usize; 3], ext: [usize; 3]) -> ([usize; 3], [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn special_values_are_nan_infinities_and_subnormals() {
+        for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-45] {
+            assert!(v.is_special(), "{v:e}");
+        }
+        for v in [0.0f32, -0.0, f32::MIN_POSITIVE, f32::MAX, -1.5, 1e-37] {
+            assert!(!v.is_special(), "{v:e}");
+        }
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-310, -5e-324] {
+            assert!(v.is_special(), "{v:e}");
+        }
+        for v in [0.0f64, -0.0, f64::MIN_POSITIVE, f64::MAX, 1e-40, -2.5] {
+            assert!(!v.is_special(), "{v:e}");
+        }
+    }
 
     #[test]
     fn values_borrow_aligned_bytes_and_copy_the_rest() {

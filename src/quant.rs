@@ -114,7 +114,8 @@ pub struct Quantized {
 pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
     if single {
         let v = v as f32;
-        (x - v as f64).abs() <= eb && ((x as f32 - v).abs() as f64) <= eb
+        // `&`, not `&&`: no branch, so the quantizer's loop vectorizes.
+        ((x - v as f64).abs() <= eb) & (((x as f32 - v).abs() as f64) <= eb)
     } else {
         (x - v).abs() <= eb
     }
@@ -125,6 +126,23 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
 /// predictors check each reconstruction themselves when they code with feedback).
 pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quantized {
     quantize_bounded(x, grid, eb, check, usize::MAX).expect("no escape limit")
+}
+
+/// The grid index of `v` and whether it stays (false: escaped): a finite, normal value within
+/// [`QMAX`] steps whose decoded value is within `eb` of it when `check`.
+#[inline(always)]
+fn index_of<T: Element>(v: T, grid: Grid, inv: f64, eb: f64, check: bool) -> (i32, bool) {
+    let xf = v.to_f64();
+    let y = (xf - grid.mid) * inv;
+    // round(y) is within QMAX exactly when |y| < QMAX + 1/2 (halves go away from zero);
+    // `!(a < b)` also catches NaN.
+    let ok = !v.is_special() & (y.abs() < QMAX + 0.5);
+    // Halves away from zero: add the largest double below one half, with y's sign, and
+    // truncate (LLVM's own expansion of `round`, exact here as |y| < 2^28; no libm call).
+    // Computed for every value (NaN and the out-of-range saturate), then selected.
+    let qi = ((y + 0.499_999_999_999_999_94_f64.copysign(y)) as i32) & -(ok as i32);
+    let fits = !check | within(xf, dequantize_f64(qi, grid), eb, T::SIZE == 4);
+    (qi, ok & fits)
 }
 
 /// [`quantize`], giving up (`None`) when more than `max_escapes` values escape: the caller then
@@ -144,26 +162,32 @@ pub fn quantize_bounded<T: Element>(
         .par_chunks_mut(PART)
         .zip(x.par_chunks(PART))
         .map(|(qc, c)| {
-            let mut esc = Vec::new();
+            // One pass without branches or a running sum (it vectorizes); the escapes, rare,
+            // and the SSE, in index order as ever, in passes of their own.
+            let mut bad = 0usize;
+            for (qo, &v) in qc.iter_mut().zip(c) {
+                let (qi, good) = index_of(v, grid, inv, eb, check);
+                *qo = if good { qi } else { 0 };
+                bad += !good as usize;
+            }
+            let mut esc = Vec::with_capacity(bad);
+            if bad > 0 {
+                for (i, &v) in c.iter().enumerate() {
+                    if !index_of(v, grid, inv, eb, check).1 {
+                        esc.push(i as u32);
+                    }
+                }
+            }
             let mut sse = 0.0;
-            for (i, (qo, &v)) in qc.iter_mut().zip(c).enumerate() {
-                let xf = v.to_f64();
-                let qf = ((xf - grid.mid) * inv).round();
-                // `!(a <= b)` also catches NaN.
-                let ok = !v.is_special() && qf.abs() <= QMAX;
-                let qi = if ok { qf as i32 } else { 0 };
-                let v = dequantize_f64(qi, grid);
-                let fits = !check || within(xf, v, eb, T::SIZE == 4);
-                if ok && fits {
-                    let err = if check {
-                        xf - T::from_f64(v).to_f64()
-                    } else {
-                        0.0
-                    };
-                    *qo = qi;
+            if check {
+                let mut next = esc.iter().peekable();
+                for (i, (&qi, &v)) in qc.iter().zip(c).enumerate() {
+                    if next.peek() == Some(&&(i as u32)) {
+                        next.next();
+                        continue;
+                    }
+                    let err = v.to_f64() - T::from_f64(dequantize_f64(qi, grid)).to_f64();
                     sse += err * err;
-                } else {
-                    esc.push(i as u32);
                 }
             }
             (esc, sse)
@@ -441,6 +465,80 @@ pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quantizer's loop as first written (one pass, `f64::round`, escapes pushed as met).
+    fn plain<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> (Vec<i32>, Vec<usize>, f64) {
+        let inv = 1.0 / grid.step;
+        let (mut q, mut esc, mut sse, mut part) = (vec![0; x.len()], Vec::new(), 0.0, 0.0);
+        for (i, &v) in x.iter().enumerate() {
+            if i % (1 << 16) == 0 {
+                sse += part; // parts of 2^16 values are summed, then added in order
+                part = 0.0;
+            }
+            let xf = v.to_f64();
+            let qf = ((xf - grid.mid) * inv).round();
+            let ok = !v.is_special() && qf.abs() <= QMAX;
+            let qi = if ok { qf as i32 } else { 0 };
+            let d = dequantize_f64(qi, grid);
+            if ok && (!check || within(xf, d, eb, T::SIZE == 4)) {
+                let err = xf - T::from_f64(d).to_f64();
+                q[i] = qi;
+                part += if check { err * err } else { 0.0 };
+            } else {
+                esc.push(i);
+            }
+        }
+        (q, esc, sse + part)
+    }
+
+    #[test]
+    fn quantize_matches_the_plain_loop() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            1e-40,
+            3e38,
+            -3e38,
+            0.0,
+            -0.0,
+        ];
+        let x: Vec<f32> = (0..200_000)
+            .map(|_| {
+                let r = next();
+                if r % 97 == 0 {
+                    specials[(r >> 8) as usize % specials.len()]
+                } else {
+                    ((r >> 11) as f64 / (1u64 << 53) as f64 * 2000.0 - 1000.0) as f32
+                }
+            })
+            .collect();
+        let wide: Vec<f64> = x.iter().map(|&v| v as f64 * 1.000_000_1).collect();
+        for (mid, step) in [(0.0, 1e-3), (3.5, 2e-5), (-7.0, 0.37), (0.0, 1e-9)] {
+            let grid = Grid { mid, step };
+            for check in [false, true] {
+                let eb = step / 2.0;
+                let got = quantize(&x, grid, eb, check);
+                assert_eq!(
+                    (got.q, got.escapes, got.sse),
+                    plain(&x, grid, eb, check),
+                    "f32 {step} {check}"
+                );
+                let got = quantize(&wide, grid, eb, check);
+                let want = plain(&wide, grid, eb, check);
+                assert_eq!(got.escapes, want.1, "f64 escapes {step} {check}");
+                assert_eq!(got.q, want.0, "f64 q {step} {check}");
+                assert_eq!(got.sse, want.2, "f64 sse {step} {check}");
+            }
+        }
+    }
 
     #[test]
     fn f32_difference_rounding_counts() {
