@@ -103,7 +103,7 @@ pub struct Quantized {
     pub q: Vec<i32>,
     /// Sorted flat indices of escaped values (their `q` entries are placeholders).
     pub escapes: Vec<usize>,
-    /// Sum of squared errors of the quantized values.
+    /// Sum of squared errors of the quantized values (0 unless asked for and checked).
     pub sse: f64,
 }
 
@@ -125,7 +125,7 @@ pub fn within(x: f64, v: f64, eb: f64, single: bool) -> bool {
 /// from it. With `check` false only values the grid cannot hold at all are escaped (the
 /// predictors check each reconstruction themselves when they code with feedback).
 pub fn quantize<T: Element>(x: &[T], grid: Grid, eb: f64, check: bool) -> Quantized {
-    quantize_bounded(x, grid, eb, check, usize::MAX).expect("no escape limit")
+    quantize_bounded(x, grid, eb, check, check, usize::MAX).expect("no escape limit")
 }
 
 /// The grid index of `v` and whether it stays (false: escaped): a finite, normal value within
@@ -146,12 +146,15 @@ fn index_of<T: Element>(v: T, grid: Grid, inv: f64, eb: f64, check: bool) -> (i3
 }
 
 /// [`quantize`], giving up (`None`) when more than `max_escapes` values escape: the caller then
-/// stores the chunk as it is, without holding an index for every value.
+/// stores the chunk as it is, without holding an index for every value. The SSE is summed
+/// only when `sse` and `check` (NRMSE and PSNR targets read it; a plain Lorenzo chunk under an
+/// absolute or relative bound checks its values but needs no SSE).
 pub fn quantize_bounded<T: Element>(
     x: &[T],
     grid: Grid,
     eb: f64,
     check: bool,
+    sse: bool,
     max_escapes: usize,
 ) -> Option<Quantized> {
     const PART: usize = 1 << 16;
@@ -178,8 +181,8 @@ pub fn quantize_bounded<T: Element>(
                     }
                 }
             }
-            let mut sse = 0.0;
-            if check {
+            let mut sum = 0.0;
+            if check && sse {
                 let mut next = esc.iter().peekable();
                 for (i, (&qi, &v)) in qc.iter().zip(c).enumerate() {
                     if next.peek() == Some(&&(i as u32)) {
@@ -187,10 +190,10 @@ pub fn quantize_bounded<T: Element>(
                         continue;
                     }
                     let err = v.to_f64() - T::from_f64(dequantize_f64(qi, grid)).to_f64();
-                    sse += err * err;
+                    sum += err * err;
                 }
             }
-            (esc, sse)
+            (esc, sum)
         })
         .collect();
     let total: usize = parts.iter().map(|(e, _)| e.len()).sum();
@@ -236,7 +239,7 @@ pub fn plan<T: Element>(x: &[T], params: &Params) -> Option<Plan> {
     } else {
         FEEDBACK_STEP
     };
-    let make = |eb: f64| plan_with(x, || st, mid, eb, m);
+    let make = |eb: f64| plan_with(x, || st, mid, eb, m, target_nrmse.is_some());
     let Some(t) = target_nrmse else {
         return make(eb);
     };
@@ -293,16 +296,18 @@ pub fn lbrc_grid(st: &Stats, params: &Params, single: bool) -> Option<(Grid, f64
 /// The plan on the grid centred at `mid` for bound `eb` and feedback step `m`; `None` when so
 /// many values escape that storing the chunk as it is would be smaller.
 pub fn plan_on<T: Element>(x: &[T], mid: f64, eb: f64, m: i64) -> Option<Plan> {
-    plan_with(x, || stats(x), mid, eb, m)
+    plan_with(x, || stats(x), mid, eb, m, false)
 }
 
-/// [`plan_on`], the chunk's statistics from `st` (asked for by the grid with no feedback only).
+/// [`plan_on`], the chunk's statistics from `st` (asked for by the grid with no feedback only),
+/// the SSE summed when `sse` (see [`quantize_bounded`]).
 fn plan_with<T: Element>(
     x: &[T],
     st: impl FnOnce() -> Stats,
     mid: f64,
     eb: f64,
     m: i64,
+    sse: bool,
 ) -> Option<Plan> {
     // Each escaped value costs its bytes plus an index: past this many, storing the chunk as
     // it is is smaller.
@@ -321,7 +326,7 @@ fn plan_with<T: Element>(
         grid,
         eb,
         m,
-        quantized: quantize_bounded(x, grid, eb, m == 1, max_escapes)?,
+        quantized: quantize_bounded(x, grid, eb, m == 1, sse, max_escapes)?,
     })
 }
 
