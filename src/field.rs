@@ -189,11 +189,21 @@ pub fn blocks(dims: [usize; 3], ext: [usize; 3]) -> Result<Vec<Block>> {
 
 /// Copies a block's values out of the grid (C order within the block).
 pub fn gather<T: Copy>(grid: &[T], dims: [usize; 3], b: &Block) -> Vec<T> {
+    gather_map(grid, dims, b, |v| v)
+}
+
+/// [`gather`] with each value mapped by `f` as it is copied (one pass, one allocation).
+pub fn gather_map<T: Copy, U>(
+    grid: &[T],
+    dims: [usize; 3],
+    b: &Block,
+    f: impl Fn(T) -> U,
+) -> Vec<U> {
     let mut out = Vec::with_capacity(b.len());
     for z in 0..b.ext[0] {
         for y in 0..b.ext[1] {
             let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
-            out.extend_from_slice(&grid[start..start + b.ext[2]]);
+            out.extend(grid[start..start + b.ext[2]].iter().map(|&v| f(v)));
         }
     }
     out

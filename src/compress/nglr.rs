@@ -291,10 +291,7 @@ pub(super) fn train_nglr<T: Element>(
     // One tile coded with Lorenzo and feedback, as the encoder would: its training pairs.
     let pairs_of = |origin: [usize; 3]| {
         let b = Block { origin, ext: tile };
-        let bx: Vec<f64> = field::gather(x, dims, &b)
-            .iter()
-            .map(|v| v.to_f64())
-            .collect();
+        let bx = field::gather_map(x, dims, &b, T::to_f64);
         let bq = field::gather(&plan.quantized.q, dims, &b);
         let be = field::gather(&escaped, dims, &b);
         let (_, recon, esc) = predict_block_recon(&Lorenzo, &bx, &bq, &be, tile, plan, single);

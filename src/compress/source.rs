@@ -35,10 +35,7 @@ pub(super) type BlockInput = (Vec<f64>, Vec<i32>, Vec<bool>);
 impl<T: Element> Source<'_, T> {
     /// Block `b`'s input; `esc` lists its points the grid cannot hold (block-local).
     pub(super) fn gather(&self, b: &Block, esc: &[usize]) -> BlockInput {
-        let bx = field::gather(self.x, self.dims, b)
-            .iter()
-            .map(|v| v.to_f64())
-            .collect();
+        let bx = field::gather_map(self.x, self.dims, b, T::to_f64);
         let bq = field::gather(&self.plan.quantized.q, self.dims, b);
         let mut escaped = vec![false; bq.len()];
         for &li in esc {
