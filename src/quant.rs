@@ -81,39 +81,38 @@ fn merge(a: Stats, b: Stats) -> Stats {
 }
 
 pub fn stats<T: Element>(x: &[T]) -> Stats {
-    let fast = x
-        .par_chunks(1 << 16)
-        .map(|c| lanes_stats(c))
-        .reduce(|| EMPTY, merge);
-    // The lanes see the values in another order, which only matters for the sign of a zero
-    // minimum or maximum (it can end up in the grid's centre): then the plain fold decides.
-    if fast.min == 0.0 || fast.max == 0.0 {
-        return plain_stats(x);
-    }
-    fast
-}
-
-/// [`stats`] in the order of the values: what a chunk whose minimum or maximum is zero gets.
-fn plain_stats<T: Element>(x: &[T]) -> Stats {
     x.par_chunks(1 << 16)
         .map(|c| {
-            let mut s = EMPTY;
-            for &v in c {
-                let v = v.to_f64();
-                if v.is_finite() {
-                    s.min = s.min.min(v);
-                    s.max = s.max.max(v);
-                    s.finite += 1;
-                }
+            // The lanes see the values in another order, which only matters for the sign of a
+            // zero minimum or maximum (it can end up in the grid's centre): then the ordered
+            // fold decides, as it always did.
+            let s = lanes_stats(c);
+            if s.min == 0.0 || s.max == 0.0 {
+                ordered_stats(c)
+            } else {
+                s
             }
-            s
         })
         .reduce(|| EMPTY, merge)
 }
 
+/// The statistics of `c` folded in the order of its values.
+fn ordered_stats<T: Element>(c: &[T]) -> Stats {
+    let mut s = EMPTY;
+    for &v in c {
+        let v = v.to_f64();
+        if v.is_finite() {
+            s.min = s.min.min(v);
+            s.max = s.max.max(v);
+            s.finite += 1;
+        }
+    }
+    s
+}
+
 /// The statistics of `c` over four independent lanes of comparisons (no NaN can reach them:
 /// a value that is not finite enters as an infinity that changes nothing), so the loop
-/// vectorizes; equal to the plain fold but for the sign of a zero result.
+/// vectorizes; equal to [`ordered_stats`] but for the sign of a zero result.
 fn lanes_stats<T: Element>(c: &[T]) -> Stats {
     const L: usize = 4;
     let (mut lo, mut hi, mut n) = ([f64::INFINITY; L], [f64::NEG_INFINITY; L], [0usize; L]);
@@ -129,16 +128,7 @@ fn lanes_stats<T: Element>(c: &[T]) -> Stats {
             n[k] += finite as usize;
         }
     }
-    let mut s = EMPTY;
-    for &v in quads.remainder() {
-        let v = v.to_f64();
-        if v.is_finite() {
-            s.min = s.min.min(v);
-            s.max = s.max.max(v);
-            s.finite += 1;
-        }
-    }
-    (0..L).fold(s, |s, k| {
+    (0..L).fold(ordered_stats(quads.remainder()), |s, k| {
         merge(
             s,
             Stats {
@@ -548,16 +538,28 @@ mod tests {
                 let x: Vec<f32> = (0..n)
                     .map(|_| {
                         let v = next();
-                        if v % 53 == 0 {
-                            odd[(v >> 8) as usize % odd.len()]
+                        let o = odd[(v >> 8) as usize % odd.len()];
+                        if v % 53 == 0 && !(zeros && o < 0.0) {
+                            o
                         } else if zeros {
-                            ((v >> 40) % 5) as f32 - 2.0 // min or max may be zero
+                            // The minimum is a zero, of either sign: the ordered fold decides.
+                            let z = ((v >> 40) % 5) as f32;
+                            if z == 0.0 && (v >> 20) & 1 == 1 {
+                                -0.0
+                            } else {
+                                z
+                            }
                         } else {
                             ((v >> 11) as f64 / (1u64 << 53) as f64 * 300.0 + 1.0) as f32
                         }
                     })
                     .collect();
-                let (a, b) = (stats(&x), plain_stats(&x));
+                // What `stats` computed before the lanes: the ordered fold of each part.
+                let plain = x
+                    .par_chunks(1 << 16)
+                    .map(ordered_stats)
+                    .reduce(|| EMPTY, merge);
+                let (a, b) = (stats(&x), plain);
                 assert_eq!(
                     (a.min.to_bits(), a.max.to_bits(), a.finite),
                     (b.min.to_bits(), b.max.to_bits(), b.finite),
