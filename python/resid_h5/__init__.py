@@ -206,18 +206,21 @@ class Resid(Mapping):
     def __len__(self):
         return 2
 
-    def __repr__(self):
-        extra = "".join(
-            f", {k}={n!r}"
-            for k, v, t, d in (("coder", self.coder, CODERS, 0), ("predictor", self.predictor, PREDICTORS, 0),
-                               ("backend", self.backend, BACKENDS, 0),
-                               ("enhancer", self.enhancer, ENHANCERS, 0))
-            if v != d
-            for n in [next(name for name, code in t.items() if code == v)]
-        )
+    def config(self):
+        """The keyword arguments that rebuild these arguments: the bound, then each option not
+        at its default, by name (JSON-ready: numcodecs and Zarr metadata store it)."""
+        out = {self.mode: self.bound}
+        for key, table in (("coder", CODERS), ("predictor", PREDICTORS), ("backend", BACKENDS),
+                           ("enhancer", ENHANCERS)):
+            code = getattr(self, key)
+            if code != 0:  # every option's default has code 0
+                out[key] = next(name for name, c in table.items() if c == code)
         if self.enhancer_budget:
-            extra += f", enhancer_budget={self.enhancer_budget}"
-        return f"Resid({self.mode}={self.bound!r}{extra})"
+            out["enhancer_budget"] = self.enhancer_budget
+        return out
+
+    def __repr__(self):
+        return f"Resid({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
 
 
 from .parallel import Parallel, ResidError, library, parallel, read, write  # noqa: E402

@@ -11,29 +11,12 @@ import struct
 
 import numpy as np
 
-from . import BACKENDS, CODERS, ENHANCERS, PREDICTORS, Resid
+from . import Resid
 from .parallel import ResidError, _error, library
 
 DTYPES = {np.dtype("<f4"): 1, np.dtype("<f8"): 2}
 CODE_DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
 MAGIC = b"RSID"
-_DEFAULTS = {"coder": "range", "predictor": "auto", "backend": "auto", "enhancer": "off"}
-_TABLES = {"coder": CODERS, "predictor": PREDICTORS, "backend": BACKENDS, "enhancer": ENHANCERS}
-
-
-def config(args: Resid):
-    """The keyword arguments that rebuild `args`: its bound, and each option not at its
-    default, by name (JSON-ready, for numcodecs and Zarr metadata)."""
-    out = {args.mode: args.bound}
-    for key, table in _TABLES.items():
-        name = next(n for n, code in table.items() if code == getattr(args, key))
-        if name != _DEFAULTS[key]:
-            out[key] = name
-    if args.enhancer_budget:
-        out["enhancer_budget"] = args.enhancer_budget
-    return out
-
-
 def _cd_values(args: Resid, dtype_code, shape):
     """The full cd_values the filter would hold for one chunk of `shape` (no fill value)."""
     lib = library()

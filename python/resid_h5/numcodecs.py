@@ -38,7 +38,7 @@ class ResidCodec(numcodecs.abc.Codec):
         return ndarray_copy(_codec.decode(self.args, data), out)
 
     def get_config(self):
-        return {"id": self.codec_id, **_codec.config(self.args)}
+        return {"id": self.codec_id, **self.args.config()}
 
     def __repr__(self):
-        return f"ResidCodec({', '.join(f'{k}={v!r}' for k, v in _codec.config(self.args).items())})"
+        return f"ResidCodec({', '.join(f'{k}={v!r}' for k, v in self.args.config().items())})"

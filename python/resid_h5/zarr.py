@@ -33,7 +33,7 @@ class ResidZarrCodec(ArrayBytesCodec):
 
     def __init__(self, abs=None, rel=None, nrmse=None, psnr=None, **options):
         args = Resid(abs=abs, rel=rel, nrmse=nrmse, psnr=psnr, **options)
-        object.__setattr__(self, "configuration", _codec.config(args))
+        object.__setattr__(self, "configuration", args.config())
 
     @property
     def args(self):
