@@ -14,19 +14,19 @@ numcodecs and zarr for the later tests; .ci/run installs them and sets RESID_REQ
 missing one fails instead of skipping.
 """
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 
 np = pytest.importorskip("numpy")
+
+from test_python_helper import snippet  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("RESID_REQUIRE_ECOSYSTEM") == "1"
@@ -82,15 +82,7 @@ def clean_env(**extra):
 
 def vpy(venv, tmp_path, body, check=True, **env):
     """Runs `body` with the environment's python in tmp_path; its last line, as JSON."""
-    script = tmp_path / f"s_{len(list(tmp_path.glob('s_*.py')))}.py"
-    script.write_text("import json, sys\nimport numpy as np\n" + textwrap.dedent(body))
-    p = subprocess.run([str(venv), str(script)], cwd=tmp_path, env=clean_env(**env),
-                       capture_output=True, text=True, timeout=600)
-    if check and p.returncode != 0:
-        pytest.fail(f"snippet failed (rc {p.returncode}):\n{p.stdout}\n{p.stderr}")
-    lines = p.stdout.strip().splitlines()
-    p.result = json.loads(lines[-1]) if lines and lines[-1][:1] in "[{\"" else None
-    return p
+    return snippet(venv, tmp_path, body, clean_env(**env), check, timeout=600)
 
 
 def field(shape, seed=0):

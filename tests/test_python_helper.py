@@ -34,16 +34,25 @@ def helper_env(pythonpath=True, **extra):
     return {k: v for k, v in e.items() if v != "<unset>"}
 
 
-def py(tmp_path, body, pythonpath=True, check=True, **extra):
-    script = tmp_path / f"h_{len(list(tmp_path.glob('h_*.py')))}.py"
-    script.write_text("import json, sys\nimport numpy as np\nimport h5py\n" + textwrap.dedent(body))
-    p = subprocess.run([sys.executable, str(script)], env=helper_env(pythonpath, **extra), cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+def snippet(python, tmp_path, body, env, check=True, preamble="import json, sys\nimport numpy as np\n",
+            timeout=300):
+    """Runs `body` (after `preamble`) as a new script in tmp_path with the interpreter `python`
+    under `env`; fails the test on a non-zero exit when `check`. The last stdout line, when it
+    is JSON, is parsed into `.result`."""
+    script = tmp_path / f"s_{len(list(tmp_path.glob('s_*.py')))}.py"
+    script.write_text(preamble + textwrap.dedent(body))
+    p = subprocess.run([str(python), str(script)], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=timeout)
     if check and p.returncode != 0:
         pytest.fail(f"subprocess failed (rc {p.returncode}):\n{p.stdout}\n{p.stderr}")
     lines = p.stdout.strip().splitlines()
     p.result = json.loads(lines[-1]) if lines and lines[-1][:1] in "[{\"" else None
     return p
+
+
+def py(tmp_path, body, pythonpath=True, check=True, **extra):
+    return snippet(sys.executable, tmp_path, body, helper_env(pythonpath, **extra), check,
+                   preamble="import json, sys\nimport numpy as np\nimport h5py\n")
 
 
 def test_resid_arguments_and_validation(tmp_path):
