@@ -140,6 +140,26 @@ def integrate(state, rhs, damp, t, t_end, dx, dt_max, label):
     return state, t, steps
 
 
+def run_plan(state, t, n_prev, plan, d, rhs_for, damp_for, dt_max, label, log):
+    """Integrates `state` through a refinement `plan` of (n, t_end, *extra) stages: resampled
+    spectrally to n points per axis when n changes, then stepped to t_end on Grid(n, d) with
+    rhs_for(g) and damp_for(g, *extra). Returns (state, t, the last grid, its rhs)."""
+    for n, t_end, *extra in plan:
+        if n != n_prev:
+            state, n_prev = resample(state, n_prev, n, d), n
+        g = Grid(n, d)
+        rhs = rhs_for(g)
+        state, t, steps = integrate(state, rhs, damp_for(g, *extra), t, t_end, g.dx, dt_max,
+                                    label)
+        log(f"{label} {n}^{d}{''.join(f' {e:g}' for e in extra)}: t = {t:.3f} ({steps} steps)")
+    return state, t, g, rhs
+
+
+def filter_only(g):
+    """The damping of a model with no linear terms: the spectral filter alone."""
+    return lambda dt: g.filt
+
+
 def peaked_spectrum(rng, g, k0, lead=()):
     """Random spectral coefficients with amplitude |k|^4 exp(-2 (|k|/k0)^2) (a band around
     k0), as rfft coefficients of a real field (built from real noise, so Hermitian)."""
@@ -181,16 +201,9 @@ def kolmogorov(rng, small, log):
     g = Grid(n0, 2)
     w = peaked_spectrum(rng, g, 6.0)
     w *= 5.0 / np.sqrt(np.mean(g.phys(w) ** 2))  # rms vorticity 5
-    t, n_prev = 0.0, n0
-    for n, nu, t_end in plan:
-        if n != n_prev:
-            w, n_prev = resample(w, n_prev, n, 2), n
-        g = Grid(n, 2)
-        rhs = rhs_for(g)
-        w, t, steps = integrate(w, rhs, damp_for(g, nu), t, t_end, g.dx, 0.02,
-                                "kolmogorov")
-        log(f"kolmogorov {n}^2 nu {nu:g}: t = {t:.3f} ({steps} steps)")
-    w, n_prev = resample(w, n_prev, stack_n, 2), stack_n
+    w, t, g, _ = run_plan(w, 0.0, n0, [(n, t_end, nu) for n, nu, t_end in plan], 2, rhs_for,
+                            damp_for, 0.02, "kolmogorov", log)
+    w = resample(w, g.n, stack_n, 2)
     g = Grid(stack_n, 2)
     rhs = rhs_for(g)
     nu = plan[-1][1]
@@ -248,15 +261,9 @@ def taylor_green(rng, small, log):
                     float(np.sqrt(np.max(np.sum(u * u, 0)))))
         return rhs
 
-    t, n_prev = 0.0, n0
-    uh = project(uh, g)
-    for n, t_end in plan:
-        if n != n_prev:
-            uh, n_prev = resample(uh, n_prev, n, 3), n
-        g = Grid(n, 3)
-        damp = (lambda g: lambda dt: np.exp(-nu * g.k2 * dt) * g.filt)(g)
-        uh, t, steps = integrate(uh, rhs_for(g), damp, t, t_end, g.dx, 0.1, "taylor_green")
-        log(f"taylor_green {n}^3: t = {t:.3f} ({steps} steps)")
+    uh, t, g, _ = run_plan(project(uh, g), 0.0, n0, plan, 3, rhs_for,
+                           lambda g: lambda dt: np.exp(-nu * g.k2 * dt) * g.filt, 0.1,
+                           "taylor_green", log)
     u = g.phys(uh[0])
     return [("sim_taylorgreen_u", u, "f32",
              f"3-D Taylor-Green vortex, Re 1600, velocity x-component at t = {t:.2f} "
@@ -337,17 +344,9 @@ def qg(rng, small, log):
     g = Grid(n0, 2)
     qh = peaked_spectrum(rng, g, 8.0, (2,))
     qh *= 1.0 / np.sqrt(np.mean(g.phys(qh) ** 2))  # rms PV 1
-    t, n_prev = 0.0, n0
-    for n, t_end in plan:
-        if n != n_prev:
-            qh, n_prev = resample(qh, n_prev, n, 2), n
-        g = Grid(n, 2)
-        rhs = rhs_for(g)
-        qh, t, steps = integrate(qh, rhs, (lambda g: lambda dt: g.filt)(g), t, t_end, g.dx,
-                                 0.05, "qg")
-        log(f"qg {n}^2: t = {t:.3f} ({steps} steps)")
+    qh, t, g, rhs = run_plan(qh, 0.0, n0, plan, 2, rhs_for, filter_only, 0.05, "qg", log)
     q32 = g.phys(qh)
-    qh, t, steps = integrate(qh, rhs, lambda dt: g.filt, t, out_t[1], g.dx, 0.05, "qg")
+    qh, t, steps = integrate(qh, rhs, filter_only(g), t, out_t[1], g.dx, 0.05, "qg")
     log(f"qg {g.n}^2: t = {t:.3f} ({steps} steps)")
     q64 = g.phys(qh)
     common = (f"2-layer QG potential vorticity (layers 1, 2), delta {delta}, L/Rd 40, "
@@ -382,15 +381,8 @@ def shallow_water(rng, small, log):
                     float(np.sqrt(np.max(u * u + v * v)) + np.sqrt(grav * (H + e.max()))))
         return rhs
 
-    t, n_prev = 0.0, n0
-    for n, t_end in plan:
-        if n != n_prev:
-            state, n_prev = resample(state, n_prev, n, 2), n
-        g = Grid(n, 2)
-        rhs = rhs_for(g)
-        state, t, steps = integrate(state, rhs, (lambda g: lambda dt: g.filt)(g), t, t_end,
-                                    g.dx, 0.05, "shallow_water")
-        log(f"shallow_water {n}^2: t = {t:.3f} ({steps} steps)")
+    state, t, g, _ = run_plan(state, 0.0, n0, plan, 2, rhs_for, filter_only, 0.05,
+                              "shallow_water", log)
     eta = g.phys(state[2])
     return [("sim_shallowwater_eta", eta, "f32",
              f"rotating shallow water surface height eta, f {f0}, g H 1 (Rd 0.25), "
