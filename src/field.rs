@@ -165,6 +165,16 @@ impl Block {
         );
         ((self.origin[0] + z) * dims[1] + self.origin[1] + y) * dims[2] + self.origin[2] + x
     }
+
+    /// The grid index (C order over `dims`) of the first point of each of the block's rows,
+    /// in order: the block's rows are `start..start + ext[2]` of the grid.
+    pub fn row_starts(&self, dims: [usize; 3]) -> impl Iterator<Item = usize> + '_ {
+        (0..self.ext[0]).flat_map(move |z| {
+            (0..self.ext[1]).map(move |y| {
+                ((self.origin[0] + z) * dims[1] + self.origin[1] + y) * dims[2] + self.origin[2]
+            })
+        })
+    }
 }
 
 /// The blocks of a grid, in C order of the block grid.
@@ -223,9 +233,7 @@ pub fn scatter_items<T: Copy>(
     per: usize,
 ) {
     let row = b.ext[2] * per;
-    for (i, src) in values.chunks_exact(row).enumerate() {
-        let (z, y) = (i / b.ext[1], i % b.ext[1]);
-        let start = ((b.origin[0] + z) * dims[1] + b.origin[1] + y) * dims[2] + b.origin[2];
+    for (src, start) in values.chunks_exact(row).zip(b.row_starts(dims)) {
         grid[start * per..start * per + row].copy_from_slice(src);
     }
 }

@@ -9,7 +9,10 @@
 // context, conv, launch, lorenzo, nglr, packed, probe, staging, stats, train}` (driver and
 // NVRTC calls, the caller's current context, kernel launches over raw device addresses),
 // `nn::simd` (SSE2 intrinsics for NGLR inference) and `nn::wide` (AVX2 kernels behind a
-// run-time feature check), which allow it at module level.
+// run-time feature check), which allow it at module level, `entropy::packed::lanes` and
+// `predict::lorenzo::lanes` (SSE2 loads and stores), and the quantizer's AVX2 passes
+// (`quant::index_pass`, `quant::lanes_stats_dispatch`: the same loops compiled for AVX2 behind
+// a run-time check).
 #![deny(unsafe_code)]
 // Bound checks are written `!(a <= b)` on purpose: the negation also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

@@ -172,6 +172,9 @@ fn code_block<T: Element>(
     later: bool,
 ) -> (Option<Coded>, Option<Fallback>) {
     let plan = source.plan;
+    if menu.lorenzo_only() && learned.is_none() && plan.m == 1 && esc.is_empty() {
+        return (Some(source.code_on_grid(b)), None);
+    }
     let (bx, bq, escaped) = source.gather(b, esc);
     let candidates = Candidates::fit(menu, &bq, b.ext, plan);
     let input = (&bx[..], &bq[..], &escaped[..]);

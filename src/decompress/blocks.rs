@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::entropy;
 use crate::error::{ensure, Error, Result};
-use crate::field::{self, Block};
+use crate::field::Block;
 use crate::format::directory::BlockPart;
 use crate::predict::{self, nglr, Predictor};
 
@@ -50,21 +50,20 @@ fn block_codes<'a>(
     Ok((predictor, q))
 }
 
-/// `finish` of every block's reconstructed grid indices, handed to `put` with its block. The
+/// Every block's reconstructed grid indices, handed to `put` with its block. The
 /// blocks' codes are decoded on the CPU; the prediction of NGLR blocks, sequential inside a
 /// block, runs on the GPU when one is chosen for a chunk of `bytes` decoded bytes
 /// (`RESID_BACKEND=cuda`; `auto` from [`crate::backend::Stage::NglrDecode`]'s size on), with
 /// the CPU's values bit for bit; on the CPU otherwise, or when the GPU fails (logged). On the
-/// CPU each block is finished and put as soon as it is decoded, on the thread that decoded
-/// it, so only the blocks in flight are held besides what `put` writes to.
-fn decode_blocks<R: Send>(
+/// CPU each block is put as soon as it is decoded, on the thread that decoded it, so only the
+/// blocks in flight are held besides what `put` writes to.
+fn decode_blocks(
     blocks: &[Block],
     parts: &[BlockPart<'_>],
     m: i32,
     learned: Option<&nglr::Nglr>,
     bytes: usize,
-    finish: impl Fn(Vec<i32>) -> Vec<R> + Sync + Send,
-    put: impl Fn(&Block, &[R]) + Sync,
+    put: impl Fn(&Block, &[i32]) + Sync,
 ) -> Result<()> {
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
@@ -79,16 +78,14 @@ fn decode_blocks<R: Send>(
         return blocks.par_iter().zip(parts).try_for_each(|(b, part)| {
             let (p, mut q) = block_codes(b, part, learned)?;
             p.get().decode(&mut q, b.ext, m);
-            put(b, &finish(q));
+            put(b, &q);
             Ok(())
         });
     };
     let q = decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
         gpu.nglr_decode(&model.model, on, codes, m)
     })?;
-    q.into_par_iter()
-        .zip(blocks)
-        .for_each(|(q, b)| put(b, &finish(q)));
+    q.into_par_iter().zip(blocks).for_each(|(q, b)| put(b, &q));
     Ok(())
 }
 
@@ -160,16 +157,26 @@ pub(crate) fn decode_grid(
     bytes: usize,
 ) -> Result<Vec<i32>> {
     let mut q = vec![0i32; dims[0] * dims[1] * dims[2]];
-    decode_scattered(blocks, parts, dims, m, learned, bytes, (&mut q, 1), |q| q)?;
+    decode_scattered(
+        blocks,
+        parts,
+        dims,
+        m,
+        learned,
+        bytes,
+        (&mut q, 1),
+        |d, s| d.copy_from_slice(s),
+    )?;
     Ok(q)
 }
 
-/// `finish` of every block's reconstructed indices (`per` items a point), put in place in
-/// `out`, the chunk's 3D view `dims` (every point is in one block). The blocks are put as
-/// they are decoded, one at a time (a lock around `out`), so the decode holds `out` and the
-/// blocks in flight, not every block besides `out`.
+/// Every block's reconstructed indices put in place in `out`, the chunk's 3D view `dims`
+/// with `per` items a point (every point is in one block): `write(dst, src)` turns a row of
+/// `src.len()` indices into the `per * src.len()` items of `dst`, straight into `out` (no
+/// block of items besides it). The blocks are put as they are decoded, one at a time (a lock
+/// around `out`), so the decode holds `out` and the blocks in flight, not every block.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn decode_scattered<R: Copy + Send>(
+pub(super) fn decode_scattered<R: Send>(
     blocks: &[Block],
     parts: &[BlockPart<'_>],
     dims: [usize; 3],
@@ -177,19 +184,22 @@ pub(super) fn decode_scattered<R: Copy + Send>(
     learned: Option<&nglr::Nglr>,
     bytes: usize,
     (out, per): (&mut [R], usize),
-    finish: impl Fn(Vec<i32>) -> Vec<R> + Sync + Send,
+    write: impl Fn(&mut [R], &[i32]) + Sync,
 ) -> Result<()> {
     assert_eq!(out.len(), dims[0] * dims[1] * dims[2] * per);
     let out = std::sync::Mutex::new(out);
-    decode_blocks(blocks, parts, m, learned, bytes, finish, |b, d| {
+    decode_blocks(blocks, parts, m, learned, bytes, |b, q| {
         let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-        field::scatter_items(&mut out, dims, b, d, per);
+        for (row, start) in q.chunks_exact(b.ext[2]).zip(b.row_starts(dims)) {
+            write(&mut out[start * per..(start + b.ext[2]) * per], row);
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field;
     use crate::format::{self, directory, section, Header, Reader};
     use crate::params::{ChunkInfo, DType, Params, PredictorChoice};
     use crate::predict::lorenzo;

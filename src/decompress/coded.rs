@@ -99,12 +99,10 @@ pub(super) fn decode_coded<T: Element>(
     }
     // Each block's values go into the output as little-endian bytes as soon as it is decoded.
     let grid = g.grid;
-    let to_bytes = |q: Vec<i32>| -> Vec<u8> {
-        let mut b = vec![0u8; q.len() * T::SIZE];
-        for (d, &v) in b.chunks_exact_mut(T::SIZE).zip(&q) {
+    let to_bytes = |d: &mut [u8], q: &[i32]| {
+        for (d, &v) in d.chunks_exact_mut(T::SIZE).zip(q) {
             dequantize::<T>(v, grid).put_le(d);
         }
-        b
     };
     let target = (out.buf(), T::SIZE);
     decode_scattered(

@@ -70,6 +70,11 @@ impl Menu {
         }
     }
 
+    /// Plain Lorenzo is the only fixed candidate (predictor word 1): nothing to try.
+    pub fn lorenzo_only(&self) -> bool {
+        self.lorenzo && !self.interp
+    }
+
     /// How many fixed candidates a block gets besides fitted Lorenzo; 0 when NGLR is forced.
     pub fn fixed(&self) -> usize {
         self.lorenzo as usize + 2 * self.interp as usize
