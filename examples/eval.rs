@@ -1,7 +1,7 @@
 //! Compresses raw fields (`NAME_<d0>x<d1>...<.f32|.f64>`) at several relative bounds and prints
 //! bits per value, max error / bound, PSNR and single-chunk throughput.
 //!
-//! `cargo run --release --example eval -- FILE... [lz4|packed|rans] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]
+//! `cargo run --release --example eval -- FILE... [lz4|packed|rans|grouped] [interp|lorenzo|nglr|auto-nglr|auto-linear] [budget=N] [rel=R,R..]
 //! [enh=strict|relaxed] [enh-budget=N] [enh-force] [psnr=P,P..] [repeat=N]`
 //!
 //! `psnr=` runs PSNR targets (dB) instead of relative bounds. `repeat=N` times the best of
@@ -19,6 +19,8 @@ fn main() {
         Coder::Packed
     } else if args.iter().any(|a| a == "rans") {
         Coder::Rans
+    } else if args.iter().any(|a| a == "grouped") {
+        Coder::Grouped
     } else {
         Coder::Range
     };

@@ -51,6 +51,10 @@ pub enum Coder {
     /// The range coder's model coded by table-driven rANS: within a percent of its size at
     /// several times its speed.
     Rans = 3,
+    /// Groups of 8 residuals at their own bit width, the widths coded as their changes: the
+    /// fast mode's coder (with plain Lorenzo), about a fifth smaller than packed and as fast
+    /// on the CPU.
+    Grouped = 4,
 }
 
 /// Which predictor the encoder may use.
@@ -369,9 +373,10 @@ impl Params {
             1 => Coder::Lz4,
             2 => Coder::Packed,
             3 => Coder::Rans,
+            4 => Coder::Grouped,
             c => {
                 return Err(Error::BadParams(format!(
-                    "cd_values[4] (coder) is {c}: 0 range, 1 lz4, 2 packed, 3 rans"
+                    "cd_values[4] (coder) is {c}: 0 range, 1 lz4, 2 packed, 3 rans, 4 grouped"
                 )))
             }
         };

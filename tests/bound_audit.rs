@@ -210,7 +210,7 @@ fn bounds_hold_on_the_shared_data_set() {
                     .map(move |&r| Params::rel(r).with_predictor(c))
             })
             .collect();
-        for coder in [Coder::Range, Coder::Lz4, Coder::Rans] {
+        for coder in [Coder::Range, Coder::Lz4, Coder::Rans, Coder::Grouped] {
             let mut worst = 0f64;
             let extra = if coder == Coder::Range {
                 &with_nglr[..]

@@ -136,7 +136,13 @@ fn smooth_field_all_modes_and_coders() {
     let shape = [13, 17, 19];
     let x = smooth(&shape);
     for dtype in [DType::F32, DType::F64] {
-        for coder in [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans] {
+        for coder in [
+            Coder::Range,
+            Coder::Lz4,
+            Coder::Packed,
+            Coder::Rans,
+            Coder::Grouped,
+        ] {
             for p in [
                 Params::abs(0.01),
                 Params::abs(1e-6),
@@ -263,7 +269,13 @@ fn damaged_chunks_are_errors() {
     let x = smooth(&shape);
     let data = to_bytes32(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
     let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
-    for coder in [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans] {
+    for coder in [
+        Coder::Range,
+        Coder::Lz4,
+        Coder::Packed,
+        Coder::Rans,
+        Coder::Grouped,
+    ] {
         let c = resid::compress(&data, &chunk, &Params::rel(1e-3).with_coder(coder)).unwrap();
         for cut in (0..c.len()).step_by(7) {
             assert!(
@@ -343,7 +355,7 @@ proptest! {
         dist in prop::sample::select(vec![Dist::Smooth, Dist::Noise, Dist::Spiky, Dist::Tiny, Dist::Huge]),
         seed in any::<u64>(),
         f64_type in any::<bool>(),
-        coder in 0u8..4,
+        coder in 0u8..5,
         mode in 0u32..4,
         exp in -8i32..0,
     ) {
@@ -354,7 +366,7 @@ proptest! {
             _ => 10f64.powi(exp),
         };
         let mode = [ErrorMode::Abs, ErrorMode::Rel, ErrorMode::Nrmse, ErrorMode::Psnr][mode as usize];
-        let coder = [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans][coder as usize];
+        let coder = [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans, Coder::Grouped][coder as usize];
         check(&x, dtype, &shape, &Params::new(mode, bound).with_coder(coder));
     }
 
@@ -378,7 +390,13 @@ fn each_predictor_alone_meets_the_bound() {
                 Params::rel(1e-5),
                 Params::new(ErrorMode::Psnr, 70.0),
             ] {
-                for coder in [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans] {
+                for coder in [
+                    Coder::Range,
+                    Coder::Lz4,
+                    Coder::Packed,
+                    Coder::Rans,
+                    Coder::Grouped,
+                ] {
                     check(&x, dtype, &shape, &p.with_predictor(pred).with_coder(coder));
                 }
             }

@@ -82,6 +82,26 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
                 .with_predictor(resid::PredictorChoice::Lorenzo),
         ),
         (
+            // The fast mode's coder (chunk coder 4, block coder id 6) on Lorenzo blocks, with
+            // escaped NaN, infinity and subnormal values (their blocks take the feedback path).
+            "v1_f32_3d_rel_grouped",
+            f32_bytes.clone(),
+            ChunkInfo::new(DType::F32, &[6, 10, 12]).unwrap(),
+            Params::rel(1e-3)
+                .with_coder(Coder::Grouped)
+                .with_predictor(resid::PredictorChoice::Lorenzo),
+        ),
+        (
+            // The fast mode on a rough field of several blocks with wide residuals (groups of
+            // every width up to 16 bits and more).
+            "v1_f32_3d_abs_grouped_blocks",
+            two_regimes.clone(),
+            ChunkInfo::new(DType::F32, &[16, 64, 64]).unwrap(),
+            Params::abs(1e-6)
+                .with_coder(Coder::Grouped)
+                .with_predictor(resid::PredictorChoice::Lorenzo),
+        ),
+        (
             "v1_f32_4d_nrmse_lz4",
             f32_bytes,
             ChunkInfo::new(DType::F32, &[2, 3, 10, 12]).unwrap(),
@@ -250,7 +270,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 19);
+    assert_eq!(seen, 21);
 }
 
 #[test]
@@ -392,6 +412,36 @@ fn first_block(chunk: &[u8], rank: usize) -> (u8, u8, &[u8]) {
     let len = u32::from_le_bytes(entry[4..8].try_into().unwrap()) as usize;
     let start = dir + 4 + 12 * count;
     (entry[0], entry[1], &chunk[start..start + len])
+}
+
+#[test]
+fn grouped_goldens_cover_its_paths() {
+    for name in ["v1_f32_3d_rel_grouped", "v1_f32_3d_abs_grouped_blocks"] {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        assert_eq!(resid::inspect(&chunk).unwrap().header.coder, Coder::Grouped);
+        let (p, c, payload) = first_block(&chunk, 3);
+        assert_eq!((p, c), (1, 6), "{name}");
+        // The rough chunk is one block whose groups take many widths, and change width by
+        // large steps (the Exp-Golomb codes of several lengths).
+        if name.ends_with("blocks") {
+            let mut r = vec![0i32; 16 * 64 * 64];
+            resid::entropy::grouped::decode(payload, &mut r).unwrap();
+            let widths: Vec<u32> = r
+                .chunks(8)
+                .map(|g| {
+                    let or = g
+                        .iter()
+                        .fold(0u32, |a, &v| a | ((v << 1) ^ (v >> 31)) as u32);
+                    32 - or.leading_zeros()
+                })
+                .collect();
+            let distinct: std::collections::BTreeSet<u32> = widths.iter().copied().collect();
+            let jump = widths.windows(2).map(|p| p[0].abs_diff(p[1])).max();
+            eprintln!("{name}: widths {distinct:?}, largest change {jump:?}");
+            assert!(distinct.len() >= 10, "{name}: widths {distinct:?}");
+            assert!(jump >= Some(7), "{name}: largest change {jump:?}");
+        }
+    }
 }
 
 #[test]

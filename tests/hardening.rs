@@ -411,7 +411,7 @@ fn write_fuzz_corpus() {
     ];
     for (fname, data, shape) in &fields {
         for (mname, p) in modes {
-            for coder in [Coder::Range, Coder::Lz4, Coder::Rans] {
+            for coder in [Coder::Range, Coder::Lz4, Coder::Rans, Coder::Grouped] {
                 let chunk = ChunkInfo::new(DType::F32, shape).unwrap();
                 let c = resid::compress(data, &chunk, &p.with_coder(coder)).unwrap();
                 chunks.push((format!("{fname}_{mname}_{coder:?}"), c));
@@ -513,6 +513,17 @@ fn write_fuzz_corpus() {
         write_seed(
             &corpus.join("roundtrip"),
             &format!("wmag_packed_predictor_{word}"),
+            &s,
+        );
+    }
+
+    // The grouped coder (ctl bit 1, a predictor byte of 192 or more): auto and Lorenzo.
+    for (word, byte) in [(0u8, 192u8), (1, 193)] {
+        let mut s = vec![0x80 | 2 | 1 << 2, byte, 1, 7, 90 - 64, 2, 0];
+        s.extend_from_slice(&wmag[..8 * 27 * 4]);
+        write_seed(
+            &corpus.join("roundtrip"),
+            &format!("wmag_grouped_predictor_{word}"),
             &s,
         );
     }

@@ -275,6 +275,7 @@ impl Mode {
                 Ok("lz4") => 1,
                 Ok("packed") => 2,
                 Ok("rans") => 3,
+                Ok("grouped") => 4,
                 Ok("range") | Err(_) => 0,
                 Ok(w) => w.parse().unwrap(),
             },
@@ -307,6 +308,7 @@ impl Mode {
             1 => Coder::Lz4,
             2 => Coder::Packed,
             3 => Coder::Rans,
+            4 => Coder::Grouped,
             c => panic!("coder {c}"),
         };
         let enhancer = match self.enhancer {
@@ -345,7 +347,7 @@ impl Mode {
             "{}, predictor {}, {}, enhancer {}",
             if self.three_d { "3-D" } else { "2-D" },
             self.predictor,
-            ["range", "lz4", "packed", "rans"][self.coder as usize],
+            ["range", "lz4", "packed", "rans", "grouped"][self.coder as usize],
             self.enhancer
         )
     }
@@ -527,7 +529,7 @@ fn table_modes() -> Vec<Mode> {
             ..Mode::BASE_2D
         };
         modes.extend((0..=5).map(|predictor| Mode { predictor, ..base }));
-        modes.extend((1..=3).map(|coder| Mode { coder, ..base }));
+        modes.extend((1..=4).map(|coder| Mode { coder, ..base }));
         modes.extend((1..=4).map(|enhancer| Mode { enhancer, ..base }));
     }
     modes
@@ -578,7 +580,7 @@ fn memory_table() {
             "| {} | {} | {} | {} | {:.2} MB | {:.0} MB ({:.2}x) | {:.0} MB ({:.2}x) |",
             format!("{:?}", mode.shape(mb)).replace(", ", "x"),
             mode.predictor,
-            ["range", "lz4", "packed", "rans"][mode.coder as usize],
+            ["range", "lz4", "packed", "rans", "grouped"][mode.coder as usize],
             mode.enhancer,
             m.compressed / 1e6,
             m.encode / 1e6,

@@ -166,7 +166,7 @@ def corpus_module(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("coder", [0, 1, 3], ids=["range", "lz4", "rans"])
+@pytest.mark.parametrize("coder", [0, 1, 3, 4], ids=["range", "lz4", "rans", "grouped"])
 def test_h5py_hostile_chunks_fail_and_process_lives(corpus_module, coder):
     tmp_path = corpus_module
     names, must_fail = make_file(tmp_path, coder)

@@ -198,10 +198,10 @@ def test_h5py_roundtrip_bound(tmp_path, dtype, mode, bound):
     assert stored[8:] == [1 if dtype == "<f4" else 2, 2, 16, 16, 1, 0, 0]
 
 
-@pytest.mark.parametrize("coder", [1, 2, 3])
+@pytest.mark.parametrize("coder", [1, 2, 3, 4])
 @pytest.mark.parametrize("predictor", [0, 1])
 def test_h5py_fast_coders(tmp_path, coder, predictor):
-    """The lz4, packed (GPU) and rANS coders through the plugin, with auto and Lorenzo
+    """The lz4, packed (GPU), rANS and grouped (fast mode) coders through the plugin, with auto and Lorenzo
     prediction: bound kept, the words stored with the dataset."""
     data = smooth((37, 50), "<f4")
     chunks = (16, 16)

@@ -5,7 +5,8 @@
 //! are easy to write (tests/hardening.rs `write_fuzz_corpus`):
 //! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound,
 //! bit 7 a predictor byte follows: cd predictor word `b % 6`, and `b >= 128` picks the packed
-//! coder instead of lz4 when bit 1 is set, the rANS coder instead of range when it is not),
+//! coder (`b >= 192`: the grouped coder) instead of lz4 when bit 1 is set, the rANS coder
+//! instead of range when it is not),
 //! rank byte (`1 + b % 4`), one
 //! byte per dim (`1 + b % 64`), bound exponent and mantissa bytes (then 8 raw bytes when bit 6
 //! is set), then the values (style 0: raw element bytes; otherwise a random walk: scale byte,
@@ -62,6 +63,7 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
         let b = byte(u)?;
         if b >= 128 {
             coder = match coder {
+                Coder::Lz4 if b >= 192 => Coder::Grouped,
                 Coder::Lz4 => Coder::Packed,
                 _ => Coder::Rans,
             };

@@ -7,6 +7,7 @@
 
 pub mod bitplane;
 mod context;
+pub mod grouped;
 pub mod lz4;
 pub mod packed;
 pub mod range;
@@ -72,7 +73,7 @@ pub struct Entry {
 pub type Decode = fn(bytes: &[u8], ext: [usize; 3], classes: Classes, r: &mut [i32]) -> Result<()>;
 
 /// Every block coder, by directory id. A new coder is a module of its own plus a line here.
-pub static REGISTRY: [Entry; 6] = [
+pub static REGISTRY: [Entry; 7] = [
     Entry {
         id: 0,
         name: "range",
@@ -131,6 +132,16 @@ pub static REGISTRY: [Entry; 6] = [
         encode: |r, ext, c| rans::encode(r, ext, c, Contexts::Far),
         estimate: |r, ext, c| rans::estimate(r, ext, c, Contexts::Far),
         decode: |b, ext, c, r| rans::decode(b, ext, c, Contexts::Far, r),
+    },
+    // Groups of 8 at their own width, the widths as changes: the fast mode's coder.
+    Entry {
+        id: 6,
+        name: "grouped",
+        chunk: Coder::Grouped,
+        neighbours: None,
+        encode: |r, _, _| grouped::encode(r),
+        estimate: |r, _, _| grouped::encoded_len(r),
+        decode: |b, _, _, r| grouped::decode(b, r),
     },
 ];
 
@@ -256,16 +267,23 @@ mod tests {
             (Coder::Lz4, 1, 1),
             (Coder::Packed, 3, 3),
             (Coder::Rans, 4, 5),
+            (Coder::Grouped, 6, 6),
         ] {
             assert_eq!(BlockCoder::from(coder).id(), plain);
             assert_eq!(BlockCoder::for_block(coder, far).id(), with_far);
             assert_eq!(BlockCoder::from(coder).plain_of(), Some(coder));
         }
         assert_eq!(BlockCoder::from_id(2).unwrap().plain_of(), None);
-        assert!(BlockCoder::from_id(6).is_err());
-        for c in [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans] {
+        assert!(BlockCoder::from_id(7).is_err());
+        for c in [
+            Coder::Range,
+            Coder::Lz4,
+            Coder::Packed,
+            Coder::Rans,
+            Coder::Grouped,
+        ] {
             assert_eq!(coder_from_id(coder_id(c)), Ok(c));
         }
-        assert!(coder_from_id(4).is_err());
+        assert!(coder_from_id(5).is_err());
     }
 }

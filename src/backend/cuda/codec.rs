@@ -65,7 +65,9 @@ impl Cuda {
         let mut ors = self.zeros::<u32>(nb)?;
         let mut escs = self.zeros::<u32>(nb)?;
         let lz4 = job.coder == Coder::Lz4;
-        let zigzag = job.coder != Coder::Range;
+        // The device codes zigzag codes into the payloads of the coders it runs (LZ4, packed);
+        // the other coders code the residuals themselves, on the host.
+        let zigzag = matches!(job.coder, Coder::Lz4 | Coder::Packed);
         self.lorenzo_encode_dev(
             &x, job.dtype, job.dims, job.ext, &table_d, nb, job.grid, job.eb, zigzag, &mut codes,
             &mut ors, &mut escs,
