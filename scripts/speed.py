@@ -38,6 +38,7 @@ RESID_MODES = (
     ("resid lz4 (word 4 = 1)", 1, 0),
     ("resid packed (word 4 = 2)", 2, 0),
     ("resid packed + Lorenzo (word 4 = 2, word 5 = 1)", 2, 1),
+    ("resid fast: grouped + Lorenzo (word 4 = 4, word 5 = 1)", 4, 1),
 )
 PEERS = ("SZ3 (hdf5plugin)", "ZFP (hdf5plugin)", "no filter")
 RELEASE = "SZ3 release (pysz)"
