@@ -37,7 +37,8 @@ fn change(w: u32, prev: u32) -> (u32, u32) {
     (e, 2 * width_of(e + 1) - 1)
 }
 
-/// Appends bits to a byte vector, low bits first.
+/// Appends bits to a byte vector, low bits first. Fewer than 8 bits wait in `acc` between
+/// writes: each write stores the whole 8-byte accumulator and keeps its complete bytes.
 struct BitWriter {
     out: Vec<u8>,
     acc: u64,
@@ -47,27 +48,33 @@ struct BitWriter {
 impl BitWriter {
     fn with_capacity(bytes: usize) -> BitWriter {
         BitWriter {
-            out: Vec::with_capacity(bytes),
+            out: Vec::with_capacity(bytes + 8),
             acc: 0,
             bits: 0,
         }
     }
 
-    /// Writes the low `n` bits of `v` (`n <= 32`, `v < 2^n`).
+    /// Writes the low `n` bits of `v` (`n <= 56`, `v < 2^n`).
     #[inline(always)]
-    fn put(&mut self, v: u32, n: u32) {
-        self.acc |= (v as u64) << self.bits;
+    fn put(&mut self, v: u64, n: u32) {
+        self.acc |= v << self.bits;
         self.bits += n;
-        if self.bits >= 32 {
-            self.out.extend_from_slice(&(self.acc as u32).to_le_bytes());
-            self.acc >>= 32;
-            self.bits -= 32;
-        }
+        let len = self.out.len();
+        let whole = self.bits / 8;
+        self.out.extend_from_slice(&self.acc.to_le_bytes());
+        self.out.truncate(len + whole as usize);
+        self.acc = if whole == 8 {
+            0
+        } else {
+            self.acc >> (8 * whole)
+        };
+        self.bits -= 8 * whole;
     }
 
     fn finish(mut self) -> Vec<u8> {
-        let tail = self.bits.div_ceil(8) as usize;
-        self.out.extend_from_slice(&self.acc.to_le_bytes()[..tail]);
+        if self.bits > 0 {
+            self.out.push(self.acc as u8);
+        }
         self.out
     }
 }
@@ -126,13 +133,30 @@ fn unpack(vs: &mut BitReader<'_>, w: u32, out: &mut [i32]) {
         out.fill(0);
         return;
     }
-    let per = PER_READ[w as usize] as usize;
     let mask = (1u64 << w) - 1;
-    for part in out.chunks_mut(per) {
-        let word = vs.peek();
-        for (i, o) in part.iter_mut().enumerate() {
+    let take = |word: u64, out: &mut [i32]| {
+        for (i, o) in out.iter_mut().enumerate() {
             *o = zigzag::decode(((word >> (i as u32 * w)) & mask) as u32);
         }
+    };
+    // A whole group of codes up to 14 bits wide, the common case: one read of eight codes or
+    // two of four (a third faster than reading as many as fit each time).
+    if let Ok(group) = <&mut [i32; GROUP]>::try_from(&mut *out) {
+        if w <= 7 {
+            take(vs.peek(), group);
+            vs.pos += 8 * w as usize;
+            return;
+        }
+        if w <= 14 {
+            for half in group.chunks_mut(4) {
+                take(vs.peek(), half);
+                vs.pos += 4 * w as usize;
+            }
+            return;
+        }
+    }
+    for part in out.chunks_mut(PER_READ[w as usize] as usize) {
+        take(vs.peek(), part);
         vs.pos += w as usize * part.len();
     }
 }
@@ -171,10 +195,23 @@ fn encode_with(r: &[i32]) -> Vec<u8> {
         let x = e + 1;
         let k = width_of(x) - 1;
         // k zeros, a one, then x's k bits below its leading one: (x's low bits << 1 | 1) << k.
-        w_out.put(((x & ((1 << k) - 1)) << 1 | 1) << k, 2 * k + 1);
-        if w > 0 {
+        w_out.put((((x & ((1 << k) - 1)) << 1 | 1) << k) as u64, 2 * k + 1);
+        // Codes up to 14 bits wide in one or two writes of eight or four (`unpack`'s reads).
+        let word = |codes: &[u32]| {
+            let mut v = 0u64;
+            for (i, &c) in codes.iter().enumerate() {
+                v |= (c as u64) << (i as u32 * w);
+            }
+            v
+        };
+        if group.len() == GROUP && w <= 7 {
+            v_out.put(word(&codes), 8 * w);
+        } else if group.len() == GROUP && w <= 14 {
+            v_out.put(word(&codes[..4]), 4 * w);
+            v_out.put(word(&codes[4..]), 4 * w);
+        } else if w > 0 {
             for &c in &codes[..group.len()] {
-                v_out.put(c, w);
+                v_out.put(c as u64, w);
             }
         }
         prev = w;
@@ -239,8 +276,12 @@ fn decode_with(bytes: &[u8], r: &mut [i32]) -> Result<()> {
         bytes: v_bytes,
         pos: 0,
     };
-    let mut prev = 0u32;
-    for out in r.chunks_mut(GROUP) {
+    // The widths first (a stream read past its end reads zeros, which makes no valid code or
+    // leaves the reader past the end: both refused), then the codes, whose stream length the
+    // widths fix.
+    let mut widths = Vec::with_capacity(r.len().div_ceil(GROUP));
+    let (mut prev, mut bits) = (0u32, 0usize);
+    for out in r.chunks(GROUP) {
         // Exp-Golomb: k zeros (k <= 6: a change of at most 32 either way), a one, k bits.
         let peek = ws.peek();
         let k = peek.trailing_zeros();
@@ -249,19 +290,22 @@ fn decode_with(bytes: &[u8], r: &mut [i32]) -> Result<()> {
         ws.pos += 2 * k as usize + 1;
         let w = prev as i32 + zigzag::decode(x - 1);
         ensure!((0..=32).contains(&w), corrupt("group width out of range"));
-        let w = w as u32;
-        unpack(&mut vs, w, out);
-        prev = w;
-        // A stream read past its end reads zeros: stop as soon as that happened.
-        ensure!(
-            ws.pos <= 8 * w_bytes.len() && vs.pos <= 8 * v_bytes.len(),
-            corrupt("stream ends early")
-        );
+        prev = w as u32;
+        widths.push(prev as u8);
+        bits += prev as usize * out.len();
     }
     ensure!(
-        ws.end() && vs.end(),
-        corrupt("streams longer than the codes, or padding bits set")
+        ws.end(),
+        corrupt("width stream not ended by the codes, or padding bits set")
     );
+    ensure!(
+        bits.div_ceil(8) == v_bytes.len(),
+        corrupt("value stream length does not match the widths")
+    );
+    for (out, &w) in r.chunks_mut(GROUP).zip(&widths) {
+        unpack(&mut vs, w as u32, out);
+    }
+    ensure!(vs.end(), corrupt("padding bits set"));
     Ok(())
 }
 
