@@ -31,6 +31,41 @@ pub fn dequantize<T: Element>(q: i32, grid: Grid) -> T {
     T::from_f64(dequantize_f64(q, grid))
 }
 
+/// The decoded values of grid indices `q` as little-endian bytes into `out` (`T::SIZE` bytes
+/// a value): [`dequantize`] over a row. Where the bytes are the values in memory (a
+/// little-endian machine, `out` aligned for `T`) the loop writes them as values, as AVX2 code
+/// when the CPU has it: the same IEEE operations (a product, a sum, one rounding to `T`), so
+/// the same bytes (`dequantize_into_matches_the_plain_loop`).
+pub fn dequantize_into<T: Element>(q: &[i32], grid: Grid, out: &mut [u8]) {
+    #[cfg(target_endian = "little")]
+    if let Ok(values) = bytemuck::try_cast_slice_mut::<u8, T>(out) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            #[allow(unsafe_code)]
+            return unsafe { dequantize_values_avx2(q, grid, values) };
+        }
+        return dequantize_values(q, grid, values);
+    }
+    for (d, &v) in out.chunks_exact_mut(T::SIZE).zip(q) {
+        dequantize::<T>(v, grid).put_le(d);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn dequantize_values_avx2<T: Element>(q: &[i32], grid: Grid, out: &mut [T]) {
+    dequantize_values(q, grid, out)
+}
+
+#[inline(always)]
+fn dequantize_values<T: Element>(q: &[i32], grid: Grid, out: &mut [T]) {
+    for (o, &v) in out.iter_mut().zip(q) {
+        *o = dequantize(v, grid);
+    }
+}
+
 /// Index `q` on the grid, before rounding to the element type.
 #[inline]
 pub fn dequantize_f64(q: i32, grid: Grid) -> f64 {
@@ -688,6 +723,49 @@ mod tests {
             }
         }
         (q, esc, sse + part)
+    }
+
+    /// The row writer gives the plain per-value bytes, aligned or not, f32 and f64.
+    #[test]
+    fn dequantize_into_matches_the_plain_loop() {
+        fn check<T: Element>(grid: Grid) {
+            let q: Vec<i32> = (0..203)
+                .map(|i: i32| i.wrapping_mul(0x2c1b_3c6d) >> 4)
+                .collect();
+            let want: Vec<u8> = q
+                .iter()
+                .flat_map(|&v| {
+                    let mut b = vec![0u8; T::SIZE];
+                    dequantize::<T>(v, grid).put_le(&mut b);
+                    b
+                })
+                .collect();
+            // Backed by u64s, so offset 0 is aligned for T and offset 1 is not.
+            let mut store = vec![0u64; want.len() / 8 + 2];
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut store);
+            for offset in [0, 1] {
+                let out = &mut bytes[offset..offset + want.len()];
+                dequantize_into::<T>(&q, grid, out);
+                assert_eq!(out, &want[..], "offset {offset}");
+            }
+        }
+        for grid in [
+            Grid {
+                mid: 0.0,
+                step: 1.0,
+            },
+            Grid {
+                mid: 271.3,
+                step: 2.0 * 1.7e-3 / 15.0,
+            },
+            Grid {
+                mid: -1e30,
+                step: 3.3e22,
+            },
+        ] {
+            check::<f32>(grid);
+            check::<f64>(grid);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::field::{self, Block, Element};
 use crate::format::{self, directory, directory::BlockPart, escapes, section, Header, Reader};
 use crate::params::{Backend, Coder};
 use crate::predict::{lorenzo, nglr};
-use crate::quant::{dequantize, Grid};
+use crate::quant::{dequantize_into, Grid};
 
 use super::blocks::{decode_grid, decode_scattered};
 use super::Output;
@@ -99,11 +99,7 @@ pub(super) fn decode_coded<T: Element>(
     }
     // Each block's values go into the output as little-endian bytes as soon as it is decoded.
     let grid = g.grid;
-    let to_bytes = |d: &mut [u8], q: &[i32]| {
-        for (d, &v) in d.chunks_exact_mut(T::SIZE).zip(q) {
-            dequantize::<T>(v, grid).put_le(d);
-        }
-    };
+    let to_bytes = |d: &mut [u8], q: &[i32]| dequantize_into::<T>(q, grid, d);
     let target = (out.buf(), T::SIZE);
     decode_scattered(
         blocks,
