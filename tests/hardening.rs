@@ -591,8 +591,8 @@ fn bad_kernel_byte_is_refused() {
     }
 }
 
-/// Packed blocks (coder id 3) with a forged width, forged padding or a coder id past the last
-/// one: clean errors, checksums fixed so the decoder itself must notice.
+/// Packed blocks (coder id 3) with a forged width, forged padding, the grouped coder's id or a
+/// coder id past the last one: clean errors, checksums fixed so the decoder itself must notice.
 #[test]
 fn forged_packed_blocks_are_refused() {
     let x = field([12, 20, 26], 7);
@@ -611,7 +611,9 @@ fn forged_packed_blocks_are_refused() {
     for (at, forged, what) in [
         (first_payload, 33u8, "33-bit group"),
         (first_payload + groups.next_multiple_of(4) - 1, 1, "padding"),
-        (dir + 1, 6, "unknown coder id 6"),
+        // A packed payload read as a grouped one (coder id 6): the grouped decoder refuses it.
+        (dir + 1, 6, "grouped block"),
+        (dir + 1, 7, "unknown coder id 7"),
     ] {
         let mut d = c.clone();
         d[at] = forged;
