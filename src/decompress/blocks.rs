@@ -50,20 +50,22 @@ fn block_codes<'a>(
     Ok((predictor, q))
 }
 
-/// Every block's reconstructed grid indices, handed to `put` with its block. The
+/// Every block's reconstructed grid indices, handed to `put` with its block and its own
+/// `sinks` entry (one a block, in block order). The
 /// blocks' codes are decoded on the CPU; the prediction of NGLR blocks, sequential inside a
 /// block, runs on the GPU when one is chosen for a chunk of `bytes` decoded bytes
 /// (`RESID_BACKEND=cuda`; `auto` from [`crate::backend::Stage::NglrDecode`]'s size on), with
 /// the CPU's values bit for bit; on the CPU otherwise, or when the GPU fails (logged). On the
 /// CPU each block is put as soon as it is decoded, on the thread that decoded it, so only the
 /// blocks in flight are held besides what `put` writes to.
-fn decode_blocks(
+fn decode_blocks<S: Send>(
     blocks: &[Block],
     parts: &[BlockPart<'_>],
     m: i32,
     learned: Option<&nglr::Nglr>,
     bytes: usize,
-    put: impl Fn(&Block, &[i32]) + Sync,
+    sinks: Vec<S>,
+    put: impl Fn(S, &Block, &[i32]) + Sync,
 ) -> Result<()> {
     let gpu = learned
         .filter(|_| parts.iter().any(|p| p.predictor == nglr::ID))
@@ -75,17 +77,21 @@ fn decode_blocks(
             ))
         });
     let Some((gpu, model)) = gpu else {
-        return blocks.par_iter().zip(parts).try_for_each(|(b, part)| {
-            let (p, mut q) = block_codes(b, part, learned)?;
-            p.get().decode(&mut q, b.ext, m);
-            put(b, &q);
-            Ok(())
-        });
+        return (blocks, parts, sinks)
+            .into_par_iter()
+            .try_for_each(|(b, part, sink)| {
+                let (p, mut q) = block_codes(b, part, learned)?;
+                p.get().decode(&mut q, b.ext, m);
+                put(sink, b, &q);
+                Ok(())
+            });
     };
     let q = decode_blocks_offloaded(blocks, parts, m, model, |on, codes| {
         gpu.nglr_decode(&model.model, on, codes, m)
     })?;
-    q.into_par_iter().zip(blocks).for_each(|(q, b)| put(b, &q));
+    (q, blocks, sinks)
+        .into_par_iter()
+        .for_each(|(q, b, sink)| put(sink, b, &q));
     Ok(())
 }
 
@@ -173,8 +179,9 @@ pub(crate) fn decode_grid(
 /// Every block's reconstructed indices put in place in `out`, the chunk's 3D view `dims`
 /// with `per` items a point (every point is in one block): `write(dst, src)` turns a row of
 /// `src.len()` indices into the `per * src.len()` items of `dst`, straight into `out` (no
-/// block of items besides it). The blocks are put as they are decoded, one at a time (a lock
-/// around `out`), so the decode holds `out` and the blocks in flight, not every block.
+/// block of items besides it). `out` is first cut into each block's rows, so every block is
+/// written by the thread that decoded it, as soon as it is decoded, with no lock: the decode
+/// holds `out` and the blocks in flight, not every block.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn decode_scattered<R: Send>(
     blocks: &[Block],
@@ -187,13 +194,40 @@ pub(super) fn decode_scattered<R: Send>(
     write: impl Fn(&mut [R], &[i32]) + Sync,
 ) -> Result<()> {
     assert_eq!(out.len(), dims[0] * dims[1] * dims[2] * per);
-    let out = std::sync::Mutex::new(out);
-    decode_blocks(blocks, parts, m, learned, bytes, |b, q| {
-        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-        for (row, start) in q.chunks_exact(b.ext[2]).zip(b.row_starts(dims)) {
-            write(&mut out[start * per..(start + b.ext[2]) * per], row);
+    let rows = block_rows(out, blocks, dims, per);
+    decode_blocks(blocks, parts, m, learned, bytes, rows, |rows, b, q| {
+        for (dst, src) in rows.into_iter().zip(q.chunks_exact(b.ext[2])) {
+            write(dst, src);
         }
     })
+}
+
+/// `out` (the chunk's 3D view `dims`, `per` items a point) cut into the rows of each block, in
+/// block order, each block's rows in order. The blocks tile the grid (`field::blocks`), all
+/// of one extent but the last along each axis.
+fn block_rows<'a, R>(
+    out: &'a mut [R],
+    blocks: &[Block],
+    dims: [usize; 3],
+    per: usize,
+) -> Vec<Vec<&'a mut [R]>> {
+    let mut rows: Vec<Vec<&mut [R]>> = blocks
+        .iter()
+        .map(|b| Vec::with_capacity(b.ext[0] * b.ext[1]))
+        .collect();
+    let Some(first) = blocks.first() else {
+        return rows;
+    };
+    let ext = first.ext;
+    let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
+    for (r, row) in out.chunks_mut(dims[2] * per).enumerate() {
+        let (z, y) = (r / dims[1], r % dims[1]);
+        let first = (z / ext[0] * counts[1] + y / ext[1]) * counts[2];
+        for (k, piece) in row.chunks_mut(ext[2] * per).enumerate() {
+            rows[first + k].push(piece);
+        }
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -237,6 +271,28 @@ mod tests {
         }
         assert_eq!(id, section::BLOCKS);
         (h.feedback as i32, model, payload)
+    }
+
+    /// Each block's rows of the output are the grid's points of that block, in order, with
+    /// their `per` items; edge blocks included.
+    #[test]
+    fn block_rows_are_the_blocks_points() {
+        let dims = [5, 7, 9];
+        let blocks = field::blocks(dims, [2, 3, 4]).unwrap();
+        let per = 2;
+        let mut out: Vec<usize> = (0..5 * 7 * 9 * per).collect();
+        let rows = block_rows(&mut out, &blocks, dims, per);
+        assert_eq!(rows.len(), blocks.len());
+        for (b, rows) in blocks.iter().zip(rows) {
+            let got: Vec<usize> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+            let want: Vec<usize> = (0..b.len())
+                .flat_map(|li| {
+                    let g = b.global_index(dims, li);
+                    [per * g, per * g + 1]
+                })
+                .collect();
+            assert_eq!(got, want, "{b:?}");
+        }
     }
 
     /// The NGLR blocks' prediction handed to an offload (the GPU's place) comes back into the
