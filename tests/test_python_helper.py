@@ -101,7 +101,12 @@ def test_resid_arguments_and_validation(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8"])
-@pytest.mark.parametrize("kw,mode,bound", [({"rel": 1e-3}, "rel", 1e-3), ({"abs": 0.01, "coder": "lz4"}, "abs", 0.01)])
+@pytest.mark.parametrize("kw,mode,bound", [
+    ({"rel": 1e-3}, "rel", 1e-3),
+    ({"abs": 0.01, "coder": "lz4"}, "abs", 0.01),
+    # The fast mode.
+    ({"abs": 0.01, "coder": "grouped", "predictor": "lorenzo"}, "abs", 0.01),
+])
 def test_h5py_roundtrip_without_plugin_path(tmp_path, dtype, kw, mode, bound):
     data = smooth((37, 50), dtype)
     np.save(tmp_path / "orig.npy", data)
@@ -121,6 +126,8 @@ def test_h5py_roundtrip_without_plugin_path(tmp_path, dtype, kw, mode, bound):
     back = np.load(tmp_path / "back.npy")
     check_bound(data, back, mode, bound, (16, 16))
     assert p.result["32900"][:4] == words(mode, bound)
+    if kw.get("coder") == "grouped":
+        assert p.result["32900"][4:6] == [4, 1]
     # Without resid_h5 (and without HDF5_PLUGIN_PATH) the data cannot be read.
     p = py(tmp_path, """
         try:
