@@ -5,7 +5,7 @@
 //! pays for its largest code 32 times), and neighbouring groups have similar widths, so a
 //! width costs one to three bits instead of a byte. There is no coder state: decoding is bit
 //! extraction, several times faster than the context-modelled coders, and on the benchmark's
-//! Lorenzo residuals within a few percent of their order-0 entropy.
+//! Lorenzo residuals 2-15% above their order-0 entropy (packed: 20-120%; BENCHMARKS.md).
 //!
 //! Block payload for `n` codes in `G = ceil(n / 8)` groups (docs/FORMAT.md, "Grouped"):
 //! - `W`, u32 little-endian: the width stream's length in bytes;
