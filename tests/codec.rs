@@ -4,6 +4,15 @@
 use proptest::prelude::*;
 use resid::{ChunkInfo, Coder, DType, Error, ErrorMode, Params, PredictorChoice};
 
+/// Every chunk coder, in `cd_values` word 4 order.
+const CODERS: [Coder; 5] = [
+    Coder::Range,
+    Coder::Lz4,
+    Coder::Packed,
+    Coder::Rans,
+    Coder::Grouped,
+];
+
 fn to_bytes32(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -136,13 +145,7 @@ fn smooth_field_all_modes_and_coders() {
     let shape = [13, 17, 19];
     let x = smooth(&shape);
     for dtype in [DType::F32, DType::F64] {
-        for coder in [
-            Coder::Range,
-            Coder::Lz4,
-            Coder::Packed,
-            Coder::Rans,
-            Coder::Grouped,
-        ] {
+        for coder in CODERS {
             for p in [
                 Params::abs(0.01),
                 Params::abs(1e-6),
@@ -269,13 +272,7 @@ fn damaged_chunks_are_errors() {
     let x = smooth(&shape);
     let data = to_bytes32(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
     let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();
-    for coder in [
-        Coder::Range,
-        Coder::Lz4,
-        Coder::Packed,
-        Coder::Rans,
-        Coder::Grouped,
-    ] {
+    for coder in CODERS {
         let c = resid::compress(&data, &chunk, &Params::rel(1e-3).with_coder(coder)).unwrap();
         for cut in (0..c.len()).step_by(7) {
             assert!(
@@ -355,7 +352,7 @@ proptest! {
         dist in prop::sample::select(vec![Dist::Smooth, Dist::Noise, Dist::Spiky, Dist::Tiny, Dist::Huge]),
         seed in any::<u64>(),
         f64_type in any::<bool>(),
-        coder in 0u8..5,
+        coder in 0..CODERS.len(),
         mode in 0u32..4,
         exp in -8i32..0,
     ) {
@@ -366,7 +363,7 @@ proptest! {
             _ => 10f64.powi(exp),
         };
         let mode = [ErrorMode::Abs, ErrorMode::Rel, ErrorMode::Nrmse, ErrorMode::Psnr][mode as usize];
-        let coder = [Coder::Range, Coder::Lz4, Coder::Packed, Coder::Rans, Coder::Grouped][coder as usize];
+        let coder = CODERS[coder];
         check(&x, dtype, &shape, &Params::new(mode, bound).with_coder(coder));
     }
 
@@ -390,13 +387,7 @@ fn each_predictor_alone_meets_the_bound() {
                 Params::rel(1e-5),
                 Params::new(ErrorMode::Psnr, 70.0),
             ] {
-                for coder in [
-                    Coder::Range,
-                    Coder::Lz4,
-                    Coder::Packed,
-                    Coder::Rans,
-                    Coder::Grouped,
-                ] {
+                for coder in CODERS {
                     check(&x, dtype, &shape, &p.with_predictor(pred).with_coder(coder));
                 }
             }

@@ -506,26 +506,18 @@ fn write_fuzz_corpus() {
         );
     }
 
-    // The packed coder (ctl bit 1, a predictor byte of 128 or more) with auto and Lorenzo.
-    for (word, byte) in [(0u8, 132u8), (1, 133)] {
-        let mut s = vec![0x80 | 2 | 1 << 2, byte, 1, 7, 90 - 64, 2, 0];
-        s.extend_from_slice(&wmag[..8 * 27 * 4]);
-        write_seed(
-            &corpus.join("roundtrip"),
-            &format!("wmag_packed_predictor_{word}"),
-            &s,
-        );
-    }
-
-    // The grouped coder (ctl bit 1, a predictor byte of 192 or more): auto and Lorenzo.
-    for (word, byte) in [(0u8, 192u8), (1, 193)] {
-        let mut s = vec![0x80 | 2 | 1 << 2, byte, 1, 7, 90 - 64, 2, 0];
-        s.extend_from_slice(&wmag[..8 * 27 * 4]);
-        write_seed(
-            &corpus.join("roundtrip"),
-            &format!("wmag_grouped_predictor_{word}"),
-            &s,
-        );
+    // The packed coder (ctl bit 1, a predictor byte of 128 or more) and the grouped coder (192
+    // or more), each with auto and Lorenzo.
+    for (coder, bytes) in [("packed", [132u8, 133]), ("grouped", [192, 193])] {
+        for (word, byte) in bytes.into_iter().enumerate() {
+            let mut s = vec![0x80 | 2 | 1 << 2, byte, 1, 7, 90 - 64, 2, 0];
+            s.extend_from_slice(&wmag[..8 * 27 * 4]);
+            write_seed(
+                &corpus.join("roundtrip"),
+                &format!("wmag_{coder}_predictor_{word}"),
+                &s,
+            );
+        }
     }
 
     // cd_values: little-endian words.

@@ -30,11 +30,14 @@ fn width_of(c: u32) -> u32 {
     32 - c.leading_zeros()
 }
 
-/// Zigzag of a width change (-32..=32) and the length of its Exp-Golomb code.
+/// The Exp-Golomb code of the width change `prev -> w` (-32..=32, zigzagged) as the stream
+/// holds it, and its length: with `x = e + 1` and `k = floor(log2 x)`, `k` zeros, a one, then
+/// `x`'s `k` bits below its leading one, that is `(x's low bits << 1 | 1) << k` in `2k + 1` bits.
 #[inline(always)]
 fn change(w: u32, prev: u32) -> (u32, u32) {
-    let e = zigzag::encode(w as i32 - prev as i32);
-    (e, 2 * width_of(e + 1) - 1)
+    let x = zigzag::encode(w as i32 - prev as i32) + 1;
+    let k = width_of(x) - 1;
+    (((x & ((1 << k) - 1)) << 1 | 1) << k, 2 * k + 1)
 }
 
 /// Appends bits to a byte vector, low bits first. Fewer than 8 bits wait in `acc` between
@@ -191,11 +194,8 @@ fn encode_with(r: &[i32]) -> Vec<u8> {
             *c = zigzag::encode(v);
         }
         let w = width_of(codes.iter().fold(0, |a, &c| a | c));
-        let (e, _) = change(w, prev);
-        let x = e + 1;
-        let k = width_of(x) - 1;
-        // k zeros, a one, then x's k bits below its leading one: (x's low bits << 1 | 1) << k.
-        w_out.put((((x & ((1 << k) - 1)) << 1 | 1) << k) as u64, 2 * k + 1);
+        let (code, len) = change(w, prev);
+        w_out.put(code as u64, len);
         // Codes up to 14 bits wide in one or two writes of eight or four (`unpack`'s reads).
         let word = |codes: &[u32]| {
             let mut v = 0u64;
