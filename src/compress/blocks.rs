@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::assemble::{self, Sections};
 use super::nglr::{self, Fallback, NglrEncode, Weights};
-use super::source::{coarse_step_of, Coded, Source};
+use super::source::{Coded, Source};
 use crate::backend::cuda_nglr;
 use crate::entropy::BlockCoder;
 use crate::field::{self, Block, Element};
@@ -59,7 +59,7 @@ pub(super) fn encode_coded<T: Element>(
         .par_iter()
         .map(|c| BlockPart {
             predictor: c.id,
-            coarse: coarse_step_of(c.id, plan),
+            coarse: c.coarse,
             kernel: c.kernel,
             coder: BlockCoder::for_block(params.coder, crate::predict::registry::contexts(c.id)),
             bytes: &c.bytes,
@@ -98,6 +98,7 @@ fn gpu_coded(blocks: Vec<Vec<u8>>, plan: &Plan) -> Vec<Coded> {
         .enumerate()
         .map(|(n, c)| Coded {
             id: lorenzo::ID,
+            coarse: 0,
             kernel: 0,
             bytes: c,
             escapes: if n == 0 {
@@ -192,7 +193,7 @@ fn code_block<T: Element>(
     let chosen = (!later).then(|| source.code(b, predictor, &bx, &bq, &escaped, done));
     let fallback = choice.fallback.map(|((p, done), saving)| match done {
         None if learned.is_some_and(|n| saving.share > clear_share(&n.model, p.id())) => {
-            Fallback::Pending(p.id(), p.kernel(), p.header(), saving.bytes)
+            Fallback::Pending(p.id(), p.coarse(), p.kernel(), p.header(), saving.bytes)
         }
         done => Fallback::Coded(source.code(b, p, &bx, &bq, &escaped, done)),
     });

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::source::{coarse_step_of, Coded, Source};
+use super::source::{Coded, Source};
 use crate::error::Result;
 use crate::field::{self, Block, Element};
 use crate::format;
@@ -64,7 +64,7 @@ pub(super) fn settle<T: Element>(
         .iter()
         .fold((0f64, 0f64), |(w, wo), (c, alt)| match alt {
             Some(Fallback::Coded(a)) => (w + cost(c).min(cost(a)) as f64, wo + cost(a) as f64),
-            Some(Fallback::Pending(_, _, _, saving)) => {
+            Some(Fallback::Pending(_, _, _, _, saving)) => {
                 (w + cost(c) as f64, wo + cost(c) as f64 + saving)
             }
             None => (w, wo),
@@ -104,9 +104,8 @@ fn code_pending<T: Element>(
         .zip(blocks)
         .zip(local_escapes)
         .map(|(((c, alt), b), esc)| match alt {
-            Some(Fallback::Pending(id, kernel, header, _)) => {
+            Some(Fallback::Pending(id, coarse, kernel, header, _)) => {
                 let (bx, bq, escaped) = source.gather(b, esc);
-                let coarse = coarse_step_of(id, source.plan);
                 let (p, _) = predict::for_block(id, coarse, kernel, &header)
                     .expect("a fixed candidate's own id and bytes");
                 let a = source.code(b, p.as_ref(), &bx, &bq, &escaped, None);
@@ -122,7 +121,7 @@ pub(super) enum Fallback {
     Coded(Coded),
     /// Not coded yet: the predictor (id, kernel byte and header) and how many bytes NGLR is
     /// estimated to save over it.
-    Pending(u8, u8, Vec<u8>, f64),
+    Pending(u8, u8, u8, Vec<u8>, f64),
 }
 
 /// NGLR's prediction and coding of blocks laid out one after another, in the GPU's place

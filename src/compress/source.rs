@@ -15,6 +15,8 @@ use crate::select::{predict_block, Trial};
 #[derive(Debug, PartialEq)]
 pub(super) struct Coded {
     pub id: u8,
+    /// Directory byte 2: the coarse levels' feedback step (0: none).
+    pub coarse: u8,
     pub kernel: u8,
     pub bytes: Vec<u8>,
     pub escapes: Vec<usize>,
@@ -99,14 +101,10 @@ impl<T: Element> Source<'_, T> {
     ) -> Coded {
         Coded {
             id: predictor.id(),
+            coarse: predictor.coarse(),
             kernel: predictor.kernel(),
             bytes,
             escapes: escapes::in_chunk(b, self.dims, escaped),
         }
     }
-}
-
-/// The coarse-level feedback step this encoder gives blocks of predictor `id`.
-pub(super) fn coarse_step_of(id: u8, plan: &Plan) -> u8 {
-    crate::predict::registry::coarse_step(id, plan.m)
 }
