@@ -123,8 +123,12 @@ pub fn grid_dims(shape: &[usize]) -> [usize; 3] {
 }
 
 /// Blocks hold at most this many values, so large chunks split into work for several threads
-/// while each block is long enough for the adaptive coder to learn its statistics.
-pub const BLOCK_TARGET: usize = 1 << 18;
+/// while each block is long enough for the adaptive coder to learn its statistics. Every
+/// block starts its models afresh, which costs most at loose bounds and on smooth fields:
+/// 2^19 (2 MiB of f32, so a 4 MiB chunk still gives two threads work) against 2^18 gave
+/// -0.9% BD-rate on the 34 benchmark fields (eraint z -16%, the Kolmogorov stack -3%; at
+/// most +0.8%), 2^20 -1.2% (BENCHMARKS.md, "Larger blocks").
+pub const BLOCK_TARGET: usize = 1 << 19;
 
 /// Block extents for a grid: halve the largest extent (slowest first on ties) until a block
 /// holds at most [`BLOCK_TARGET`] values.

@@ -399,13 +399,13 @@ fn each_predictor_alone_meets_the_bound() {
 fn blocks_choose_their_own_predictor() {
     // Two blocks: the first smooth (interpolation wins), the second g(x) + h(y) with rough g
     // and h, which 2D Lorenzo predicts exactly and interpolation cannot.
-    let shape = [2, 512, 512];
+    let shape = [4, 512, 512];
     let n: usize = shape.iter().product();
     let rough = |k: usize| ((k as u64).wrapping_mul(0x9E3779B97F4A7C15) >> 40) as f64 / 1e4;
     let x: Vec<f64> = (0..n)
         .map(|i| {
             let (y, xx) = ((i / 512) % 512, i % 512);
-            // Blocks split the 2x512x512 grid along y.
+            // Blocks split the 4x512x512 grid along y.
             if y < 256 {
                 ((y as f64) * 0.02).sin() * 100.0 + ((xx as f64) * 0.015).cos() * 80.0
             } else {

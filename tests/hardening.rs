@@ -134,9 +134,9 @@ fn sample_chunks() -> Vec<(String, Vec<u8>)> {
         "stored".into(),
         resid::compress(&f32_bytes(&noise), &chunk, &Params::abs(1e-9)).unwrap(),
     ));
-    // More than one block (the encoder splits above 2^18 values).
-    let big = field([8, 64, 1024], 3);
-    let chunk = ChunkInfo::new(DType::F32, &[8, 64, 1024]).unwrap();
+    // More than one block (the encoder splits above 2^19 values).
+    let big = field([16, 64, 1024], 3);
+    let chunk = ChunkInfo::new(DType::F32, &[16, 64, 1024]).unwrap();
     out.push((
         "multiblock".into(),
         resid::compress(&f32_bytes(&big), &chunk, &Params::rel(1e-2)).unwrap(),

@@ -129,7 +129,7 @@ fn real_fields_round_trip() {
 
 #[test]
 fn decode_is_identical_with_any_thread_count() {
-    // Several blocks (2^18 values each at most) so the threads share the work.
+    // Several blocks (2^19 values each at most) so the threads share the work.
     let shape = [20, 150, 200];
     let x = rough(shape);
     let chunk = ChunkInfo::new(DType::F32, &shape).unwrap();

@@ -347,10 +347,10 @@ mod tests {
     use crate::params::Coder;
     use crate::quant;
 
-    /// A rough f32 field of two blocks (40 x 100 x 100).
+    /// A rough f32 field of two blocks (80 x 100 x 100).
     fn rough() -> Vec<f32> {
         let mut s = 0x9e37_79b9u64;
-        (0..400_000)
+        (0..800_000)
             .map(|i| {
                 s = s
                     .wrapping_mul(6364136223846793005)
@@ -372,12 +372,12 @@ mod tests {
         model: nglr::Nglr,
     }
 
-    const DIMS: [usize; 3] = [40, 100, 100];
+    const DIMS: [usize; 3] = [80, 100, 100];
 
     fn nglr_chunk() -> NglrChunk {
         let mut x = rough();
         x[12_345] = f32::NAN;
-        x[307_001] = f32::INFINITY;
+        x[707_001] = f32::INFINITY;
         let params = Params::abs(0.01).with_predictor(PredictorChoice::Nglr);
         let plan = quant::plan(&x, &params).unwrap();
         let ext = field::block_extents(DIMS);

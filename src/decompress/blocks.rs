@@ -242,7 +242,7 @@ mod tests {
     /// absolute bound.
     fn coded(predictor: PredictorChoice) -> Vec<u8> {
         let mut s = 0x9e37_79b9u64;
-        let data: Vec<u8> = (0..400_000)
+        let data: Vec<u8> = (0..800_000)
             .flat_map(|i| {
                 s = s
                     .wrapping_mul(6364136223846793005)
@@ -253,7 +253,7 @@ mod tests {
                 v.to_le_bytes()
             })
             .collect();
-        let chunk = ChunkInfo::new(DType::F32, &[40, 100, 100]).unwrap();
+        let chunk = ChunkInfo::new(DType::F32, &[80, 100, 100]).unwrap();
         crate::compress(&data, &chunk, &Params::abs(0.01).with_predictor(predictor)).unwrap()
     }
 
@@ -307,7 +307,7 @@ mod tests {
         let model = model.expect("an NGLR chunk has a weights section");
         let (_, none, pb) = sections(&b);
         assert!(none.is_none());
-        let dims = [40, 100, 100];
+        let dims = [80, 100, 100];
         let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
         assert_eq!(blocks.len(), 2);
         let (na, nb) = (
