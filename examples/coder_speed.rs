@@ -114,7 +114,8 @@ fn residual_blocks(x: &[f64], dims: [usize; 3], rel: f64) -> Blocks {
         .iter()
         .map(|&v| ((if v.is_finite() { v } else { lo } - lo) / step).round() as i32)
         .collect();
-    let blocks = field::blocks(dims, field::block_extents(dims)).expect("blocks");
+    let blocks =
+        field::blocks(dims, field::block_extents(dims, field::BLOCK_TARGET)).expect("blocks");
     blocks
         .iter()
         .map(|b| {

@@ -123,18 +123,21 @@ pub fn grid_dims(shape: &[usize]) -> [usize; 3] {
 }
 
 /// Blocks hold at most this many values, so large chunks split into work for several threads
-/// while each block is long enough for the adaptive coder to learn its statistics. Every
-/// block starts its models afresh, which costs most at loose bounds and on smooth fields:
-/// 2^19 (2 MiB of f32, so a 4 MiB chunk still gives two threads work) against 2^18 gave
-/// -0.9% BD-rate on the 34 benchmark fields (eraint z -16%, the Kolmogorov stack -3%; at
+/// (and, 64^3 at most, into the GPU's one-pass Lorenzo kernel).
+pub const BLOCK_TARGET: usize = 1 << 18;
+
+/// The larger blocks of the coders that learn their statistics per block (range, rANS):
+/// every block starts its models afresh, which costs most at loose bounds and on smooth
+/// fields. 2^19 (2 MiB of f32, so a 4 MiB chunk still gives two threads work) against 2^18
+/// gave -0.9% BD-rate on the 34 benchmark fields (eraint z -16%, the Kolmogorov stack -3%; at
 /// most +0.8%), 2^20 -1.2% (BENCHMARKS.md, "Larger blocks").
-pub const BLOCK_TARGET: usize = 1 << 19;
+pub const ADAPTIVE_BLOCK_TARGET: usize = 1 << 19;
 
 /// Block extents for a grid: halve the largest extent (slowest first on ties) until a block
-/// holds at most [`BLOCK_TARGET`] values.
-pub fn block_extents(dims: [usize; 3]) -> [usize; 3] {
+/// holds at most `target` values ([`BLOCK_TARGET`] or [`ADAPTIVE_BLOCK_TARGET`]).
+pub fn block_extents(dims: [usize; 3], target: usize) -> [usize; 3] {
     let mut b = dims;
-    while b[0] * b[1] * b[2] > BLOCK_TARGET {
+    while b[0] * b[1] * b[2] > target {
         let mut i = 0;
         for k in 1..3 {
             if b[k] > b[i] {
@@ -305,7 +308,7 @@ mod tests {
     #[test]
     fn blocks_tile_the_grid() {
         let dims = [37, 150, 301];
-        let ext = block_extents(dims);
+        let ext = block_extents(dims, BLOCK_TARGET);
         assert!(ext.iter().product::<usize>() <= BLOCK_TARGET);
         let grid: Vec<u32> = (0..dims.iter().product::<usize>() as u32).collect();
         let mut back = vec![0u32; grid.len()];
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn global_index_inverts_locate() {
         let dims = [37, 150, 301];
-        let ext = block_extents(dims);
+        let ext = block_extents(dims, BLOCK_TARGET);
         let bl = blocks(dims, ext).unwrap();
         let counts = [0, 1, 2].map(|k| dims[k].div_ceil(ext[k]));
         for i in (0..dims.iter().product::<usize>()).step_by(977) {
@@ -333,6 +336,11 @@ mod tests {
 
     #[test]
     fn small_grid_is_one_block() {
-        assert_eq!(block_extents([10, 20, 30]), [10, 20, 30]);
+        assert_eq!(block_extents([10, 20, 30], BLOCK_TARGET), [10, 20, 30]);
+        assert_eq!(block_extents([256, 256, 256], BLOCK_TARGET), [64, 64, 64]);
+        assert_eq!(
+            block_extents([256, 256, 256], ADAPTIVE_BLOCK_TARGET),
+            [64, 64, 128]
+        );
     }
 }

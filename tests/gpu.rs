@@ -235,7 +235,7 @@ fn compare(g: &cuda::Cuda, data: &[u8], dtype: DType, shape: &[usize], params: &
     );
     let (grid, eb) = quant::lbrc_grid(&st_c, params, dtype == DType::F32).unwrap();
     let dims = field::grid_dims(&chunk.shape);
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, resid::entropy::block_target(params.coder));
     let blocks = field::blocks(dims, ext).unwrap();
     let job = EncodeJob {
         data,
@@ -332,11 +332,14 @@ fn synthetic_fields_match_cpu() {
 fn multi_pass_decode_matches_one_pass() {
     let g = gpu();
     let shape = [128usize, 64, 64];
-    assert!(cuda::Cuda::one_pass(field::block_extents(shape)));
+    assert!(cuda::Cuda::one_pass(field::block_extents(
+        shape,
+        field::BLOCK_TARGET
+    )));
     let x: Vec<f32> = synth(shape, false, 9).iter().map(|&v| v as f32).collect();
     let data = bytes32(&x);
     let dims = shape;
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, field::BLOCK_TARGET);
     let blocks = field::blocks(dims, ext).unwrap();
     let grid = Grid {
         mid: 0.0,
@@ -644,7 +647,7 @@ fn corrupt_packed_payload_is_an_error_on_the_gpu() {
     let x: Vec<f32> = synth(shape, false, 5).iter().map(|&v| v as f32).collect();
     let data = bytes32(&x);
     let dims = shape;
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, field::BLOCK_TARGET);
     let blocks = field::blocks(dims, ext).unwrap();
     let p = Params::abs(1e-3).with_coder(Coder::Packed);
     let (grid, eb) = quant::lbrc_grid(&Cpu.stats(&data, DType::F32).unwrap(), &p, true).unwrap();
@@ -746,7 +749,7 @@ fn gpu_bench() {
         .collect();
     let data = bytes32(&x);
     eprintln!("field generated in {:.1} s", t0.elapsed().as_secs_f64());
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, field::BLOCK_TARGET);
     let blocks = field::blocks(dims, ext).unwrap();
     let nb = blocks.len();
     let (table, _) = cuda::block_table(&blocks);

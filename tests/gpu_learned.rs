@@ -589,7 +589,11 @@ fn gpu_nglr_bench() {
     let mut out = String::new();
     let mut rng = nglr_models::Rng(11);
     let dims = [64, 512, 512];
-    let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
+    let blocks = field::blocks(
+        dims,
+        field::block_extents(dims, field::ADAPTIVE_BLOCK_TARGET),
+    )
+    .unwrap();
     let n: usize = blocks.iter().map(Block::len).sum();
     for (label, model) in [
         (

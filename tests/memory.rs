@@ -103,10 +103,11 @@ fn decode_heap_is_a_small_multiple_of_the_output() {
         );
         eprintln!("{p:?}: heap peak compress {enc:.2}x, decompress {dec:.2}x the chunk");
         assert!(dec <= 4.0, "decompress allocated {dec:.2}x the chunk size");
-        // Two threads hold two blocks of 2^19 values in flight: here the whole chunk, each
-        // block with its values as f64 besides its indices and codes (measured 6.5x, and
-        // 7.5x with LZ4; 3.8-4.75x with blocks of 2^18). Large chunks hold a few blocks of
-        // many: `peak_rss_is_bounded` keeps them within 4x.
+        // With the range coder two threads hold two blocks of 2^19 values in flight: here
+        // the whole chunk, each block with its values as f64 besides its indices and codes
+        // (measured 6.5x, 7.5x with a PSNR target; 3.8-4.75x with blocks of 2^18, which the
+        // other coders keep: LZ4 4.2x). Large chunks hold a few blocks of many:
+        // `peak_rss_is_bounded` keeps them within 4x.
         assert!(enc <= 8.0, "compress allocated {enc:.2}x the chunk size");
     }
 }

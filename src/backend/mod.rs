@@ -112,7 +112,7 @@ pub fn chunk_plan(
         return Ok(None);
     };
     let dims = field::grid_dims(&chunk.shape);
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, crate::entropy::block_target(params.coder));
     let blocks = field::blocks(dims, ext)?;
     Ok(Some((grid, eb, Geometry { dims, ext, blocks })))
 }

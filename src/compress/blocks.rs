@@ -29,7 +29,7 @@ pub(super) fn encode_coded<T: Element>(
     gpu_blocks: Option<Vec<Vec<u8>>>,
 ) -> Vec<u8> {
     let dims = field::grid_dims(&chunk.shape);
-    let ext = field::block_extents(dims);
+    let ext = field::block_extents(dims, crate::entropy::block_target(params.coder));
     let blocks = field::blocks(dims, ext).expect("extents are positive");
     let (coded, weights) = match gpu_blocks {
         Some(g) => (gpu_coded(g, plan), None),
@@ -120,7 +120,7 @@ fn code_blocks<T: Element>(
     bytes: usize,
 ) -> (Vec<Coded>, Option<Weights>) {
     let plan = source.plan;
-    let ext = field::block_extents(source.dims);
+    let ext = field::block_extents(source.dims, crate::entropy::block_target(source.coder));
     let local = escapes::per_block(&plan.quantized.escapes, source.dims, ext, blocks);
     // One network per chunk, fitted on a subsample, shared by the blocks that use it. In auto
     // modes it is one more candidate per block, and kept only when it pays for itself.

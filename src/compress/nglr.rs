@@ -380,7 +380,7 @@ mod tests {
         x[707_001] = f32::INFINITY;
         let params = Params::abs(0.01).with_predictor(PredictorChoice::Nglr);
         let plan = quant::plan(&x, &params).unwrap();
-        let ext = field::block_extents(DIMS);
+        let ext = field::block_extents(DIMS, field::ADAPTIVE_BLOCK_TARGET);
         let blocks = field::blocks(DIMS, ext).unwrap();
         let escapes =
             crate::format::escapes::per_block(&plan.quantized.escapes, DIMS, ext, &blocks);

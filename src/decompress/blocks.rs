@@ -308,7 +308,11 @@ mod tests {
         let (_, none, pb) = sections(&b);
         assert!(none.is_none());
         let dims = [80, 100, 100];
-        let blocks = field::blocks(dims, field::block_extents(dims)).unwrap();
+        let blocks = field::blocks(
+            dims,
+            field::block_extents(dims, field::ADAPTIVE_BLOCK_TARGET),
+        )
+        .unwrap();
         assert_eq!(blocks.len(), 2);
         let (na, nb) = (
             directory::read(pa, 2).unwrap(),

@@ -17,7 +17,19 @@ pub mod zigzag;
 pub use context::{Classes, Contexts};
 
 use crate::error::{Error, Result};
+use crate::field;
 use crate::params::Coder;
+
+/// The most values a block of a chunk coded with `c` holds: the coders with adaptive models
+/// (range) or per-block tables (rANS) pay for learning them in every block, so their blocks
+/// are larger ([`field::ADAPTIVE_BLOCK_TARGET`]); the others keep [`field::BLOCK_TARGET`],
+/// which the GPU's one-pass kernels and the threads of small chunks prefer.
+pub fn block_target(c: Coder) -> usize {
+    match c {
+        Coder::Range | Coder::Rans => field::ADAPTIVE_BLOCK_TARGET,
+        Coder::Lz4 | Coder::Packed | Coder::Grouped => field::BLOCK_TARGET,
+    }
+}
 
 /// Stable id of a chunk's coder in the header (`docs/FORMAT.md`).
 pub fn coder_id(c: Coder) -> u8 {
