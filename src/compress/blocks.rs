@@ -46,7 +46,7 @@ pub(super) fn encode_coded<T: Element>(
                 coder: params.coder,
                 single: T::SIZE == 4,
             };
-            code_blocks(&source, &blocks, params, data.len())
+            code_blocks(&source, &blocks, ext, params, data.len())
         }
     };
     let mut all_escapes: Vec<usize> = coded
@@ -112,15 +112,16 @@ fn gpu_coded(blocks: Vec<Vec<u8>>, plan: &Plan) -> Vec<Coded> {
 
 /// Chooses and codes every block's predictor (the NGLR model, when the predictor word asks
 /// for one, among the candidates), then settles the NGLR weights: the blocks' codings, and
-/// the weights when they are kept. `bytes`: the chunk's size, which decides the GPU.
+/// the weights when they are kept. `blocks` tile the chunk with extents `ext`; `bytes`: the
+/// chunk's size, which decides the GPU.
 fn code_blocks<T: Element>(
     source: &Source<'_, T>,
     blocks: &[Block],
+    ext: [usize; 3],
     params: &Params,
     bytes: usize,
 ) -> (Vec<Coded>, Option<Weights>) {
     let plan = source.plan;
-    let ext = field::block_extents(source.dims, crate::entropy::block_target(source.coder));
     let local = escapes::per_block(&plan.quantized.escapes, source.dims, ext, blocks);
     // One network per chunk, fitted on a subsample, shared by the blocks that use it. In auto
     // modes it is one more candidate per block, and kept only when it pays for itself.

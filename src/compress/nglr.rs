@@ -119,8 +119,8 @@ fn code_pending<T: Element>(
 /// The best fixed candidate of a block that chose NGLR: coded, or only its estimated saving.
 pub(super) enum Fallback {
     Coded(Coded),
-    /// Not coded yet: the predictor (id, kernel byte and header) and how many bytes NGLR is
-    /// estimated to save over it.
+    /// Not coded yet: the predictor (id, coarse step, kernel byte and header) and how many
+    /// bytes NGLR is estimated to save over it.
     Pending(u8, u8, u8, Vec<u8>, f64),
 }
 

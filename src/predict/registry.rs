@@ -102,12 +102,6 @@ pub fn name(id: u8) -> Option<&'static str> {
     entry(id).map(|e| e.name)
 }
 
-/// The coarse-level feedback step the encoder gives blocks of predictor `id` at feedback step
-/// `m` (0: none).
-pub fn coarse_step(id: u8, m: i64) -> u8 {
-    entry(id).and_then(|e| e.coarse).map_or(0, |rule| rule(m))
-}
-
 /// The contexts predictor `id`'s residuals are coded with (plain for an unknown id, which no
 /// block decodes anyway).
 pub fn contexts(id: u8) -> ContextChoice {
@@ -141,7 +135,8 @@ mod tests {
         ] {
             let c = contexts(id);
             assert_eq!((c.classes, c.neighbours == Contexts::Far), (classes, far));
-            assert_eq!([coarse_step(id, 1), coarse_step(id, 15)], coarse, "{id}");
+            let step = |m| entry(id).and_then(|e| e.coarse).map_or(0, |rule| rule(m));
+            assert_eq!([step(1), step(15)], coarse, "{id}");
         }
     }
 }
