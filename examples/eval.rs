@@ -34,6 +34,8 @@ fn main() {
         PredictorChoice::AutoNglr
     } else if args.iter().any(|a| a == "nglr") {
         PredictorChoice::Nglr
+    } else if args.iter().any(|a| a == "wavelet") {
+        PredictorChoice::Wavelet
     } else {
         PredictorChoice::Auto
     };

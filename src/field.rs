@@ -5,8 +5,11 @@
 
 use crate::error::{ensure, Error, Result};
 
-/// A floating-point element type the codec handles (f32, f64), read and written little-endian.
-pub trait Element: bytemuck::Pod + Send + Sync + PartialEq + 'static {
+/// A floating-point element type the codec handles (f32, f64), read and written little-endian;
+/// also the type a whole-chunk transform of it runs in.
+pub trait Element:
+    bytemuck::Pod + Send + Sync + PartialEq + crate::transform::cdf97::Sample
+{
     const SIZE: usize;
     fn read_le(bytes: &[u8]) -> Self;
     fn write_le(self, out: &mut Vec<u8>);

@@ -8,14 +8,20 @@ use crate::params::{Coder, DType, ErrorMode, MAX_RANK};
 
 pub mod directory;
 pub mod escapes;
+pub mod wavelet;
 
 pub const MAGIC: [u8; 4] = *b"RSID";
 /// The newest container version this build writes and reads. Version 2 is version 1 with a
-/// REGION section (an HDF5 edge chunk's data region); every other chunk is written as
-/// version 1, which readers of version 1 read.
-pub const FORMAT_VERSION: u8 = 2;
+/// REGION section (an HDF5 edge chunk's data region); version 3 is version 1 with the
+/// wavelet layout ([`Layout::Wavelet`]); every other chunk is written as version 1, which
+/// readers of version 1 read.
+pub const FORMAT_VERSION: u8 = 3;
 /// The version of a chunk with no REGION section.
 pub const BASE_VERSION: u8 = 1;
+/// The version of a chunk with a REGION section first.
+pub const REGION_VERSION: u8 = 2;
+/// The version of a wavelet-coded chunk ([`Layout::Wavelet`]).
+pub const WAVELET_VERSION: u8 = 3;
 /// Largest possible header plus one section header: a stored chunk is never bigger than its
 /// data plus this.
 pub const MAX_OVERHEAD: usize = 8 + 8 * MAX_RANK + HEADER_TAIL + SECTION_HEADER;
@@ -34,6 +40,9 @@ pub enum Layout {
     Stored = 0,
     /// Quantized, predicted and entropy coded.
     Coded = 1,
+    /// Transformed by a wavelet, its coefficients quantized and entropy coded, the points
+    /// the transform leaves out of bound corrected (WAVELET and ESCAPES sections).
+    Wavelet = 2,
 }
 
 /// Section ids (`docs/FORMAT.md`, "Sections").
@@ -47,12 +56,15 @@ pub mod section {
     pub const ENHANCE: u8 = 4;
     /// An edge chunk's data region and padding value (version 2, first section).
     pub const REGION: u8 = 5;
+    /// A wavelet-coded chunk's transform, coefficients and corrections (version 3).
+    pub const WAVELET: u8 = 6;
 }
 
 /// Everything the header says about a chunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    /// Container version: [`BASE_VERSION`], or 2 when a REGION section comes first.
+    /// Container version: [`BASE_VERSION`], [`REGION_VERSION`] when a REGION section comes
+    /// first, [`WAVELET_VERSION`] for the wavelet layout.
     pub version: u8,
     pub layout: Layout,
     pub dtype: DType,
@@ -121,8 +133,16 @@ impl Header {
         let layout = match r.u8("header")? {
             0 => Layout::Stored,
             1 => Layout::Coded,
+            2 => Layout::Wavelet,
             l => return Err(Error::Corrupt(format!("unknown layout {l}"))),
         };
+        ensure!(
+            (layout == Layout::Wavelet) == (version == WAVELET_VERSION),
+            Error::Corrupt(format!(
+                "layout {} in a version-{version} chunk",
+                layout as u8
+            ))
+        );
         let dtype = DType::from_code(r.u8("header")? as u32)
             .map_err(|_| Error::Corrupt("unknown element type".into()))?;
         let rank = r.u8("header")? as usize;

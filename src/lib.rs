@@ -33,6 +33,7 @@ pub mod predict;
 pub mod quant;
 pub mod region;
 mod select;
+pub mod transform;
 
 pub use error::{Error, Result};
 

@@ -8,7 +8,7 @@
 //! | 1 | error mode: 0 abs, 1 rel (of the chunk's value range), 2 NRMSE target, 3 PSNR target (dB) |
 //! | 2, 3 | the bound as an IEEE f64: high 32 bits, then low 32 bits |
 //! | 4 | entropy stage: 0 range coder (default), 1 lz4 fast path, 2 packed (the GPU's coder), 3 rANS (optional word) |
-//! | 5 | bits 0-7 predictor: 0 auto (per block: Lorenzo, plain or with fitted weights, or an interpolation), 1 Lorenzo, 2 interpolation, 3 NGLR, 4 auto with NGLR, 5 auto with a linear bias; bits 8-15 NGLR training budget (units of 1024 sample points, 0 = default 32); bits 16-31 zero (optional word) |
+//! | 5 | bits 0-7 predictor: 0 auto (per block: Lorenzo, plain or with fitted weights, or an interpolation), 1 Lorenzo, 2 interpolation, 3 NGLR, 4 auto with NGLR, 5 auto with a linear bias, 6 wavelet; bits 8-15 NGLR training budget (units of 1024 sample points, 0 = default 32); bits 16-31 zero (optional word) |
 //! | 6 | bits 0-7 enhancer (NeurLZ): 0 off, 1 strict, 2 relaxed (bound 2x), 3 strict cross-field, 4 relaxed cross-field; bits 8-15 enhancer training budget (units of 20 steps, 0 = default); bit 16 keep the enhancer whenever it lowers the error (skip the rate check); bits 17-31 zero (optional word) |
 //! | 7 | backend: 0 auto, 1 CPU, 2 CUDA (optional word) |
 //! | 8.. | appended by `set_local`: element type (1 f32, 2 f64), rank, chunk dims, then optionally `1` and the dataset's fill value's bits (high word, low word): the value HDF5 pads edge chunks with |
@@ -78,6 +78,10 @@ pub enum PredictorChoice {
     /// network with only its direct path) fitted in closed form. Smaller than `Auto` at
     /// about half its encode speed; the weights are kept only when they pay.
     AutoLinear = 5,
+    /// The wavelet path (`docs/FORMAT.md`, "Wavelet layout") for every chunk it can code:
+    /// finite values under an absolute or relative bound, not an HDF5 edge chunk; `Auto`
+    /// for the others.
+    Wavelet = 6,
 }
 
 impl PredictorChoice {
@@ -90,6 +94,7 @@ impl PredictorChoice {
             3 => PredictorChoice::Nglr,
             4 => PredictorChoice::AutoNglr,
             5 => PredictorChoice::AutoLinear,
+            6 => PredictorChoice::Wavelet,
             _ => return None,
         })
     }
@@ -383,7 +388,7 @@ impl Params {
         let p = word(5) & 0xFF;
         let predictor = PredictorChoice::from_word(p).ok_or_else(|| {
             Error::BadParams(format!(
-                "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr, 4 auto with nglr, 5 auto with a linear bias"
+                "cd_values[5] (predictor) is {p}: 0 auto, 1 lorenzo, 2 interp, 3 nglr, 4 auto with nglr, 5 auto with a linear bias, 6 wavelet"
             ))
         })?;
         if word(5) >> 16 != 0 {
@@ -571,7 +576,10 @@ mod tests {
         assert!(msg(&[2, 0, h, l]).contains("layout version"));
         assert!(msg(&[1, 9, h, l]).contains("error mode"));
         assert!(msg(&[1, 0, h, l, 7]).contains("coder"));
-        assert!(msg(&[1, 0, h, l, 0, 6]).contains("predictor"));
+        assert!(msg(&[1, 0, h, l, 0, 7]).contains("predictor"));
+        let p = Params::from_cd_values(&[1, 0, h, l, 0, 6]).unwrap();
+        assert_eq!(p.predictor, PredictorChoice::Wavelet);
+        assert_eq!(p.to_cd_values()[5], 6);
         let p = Params::from_cd_values(&[1, 0, h, l, 0, 4]).unwrap();
         assert_eq!(p.predictor, PredictorChoice::AutoNglr);
         let p = Params::from_cd_values(&[1, 0, h, l, 0, 5]).unwrap();

@@ -454,6 +454,15 @@ fn centre_and_bound(st: &Stats, params: &Params) -> Option<(f64, f64)> {
     (eb >= 0.0).then_some((mid, eb))
 }
 
+/// The pointwise bound an absolute or relative bound sets for a chunk with statistics `st`;
+/// `None` for NRMSE / PSNR targets and for an unusable bound.
+pub fn pointwise_bound(st: &Stats, params: &Params) -> Option<f64> {
+    if target_nrmse(params).is_some() {
+        return None;
+    }
+    centre_and_bound(st, params).map(|(_, eb)| eb)
+}
+
 /// The grid with no feedback and the pointwise bound [`plan`] chooses for an absolute or
 /// relative bound with plain Lorenzo (LBRC), from the chunk's statistics alone, so that the GPU
 /// kernels quantize onto the same grid. `None` for NRMSE / PSNR targets (their search decodes,

@@ -240,7 +240,43 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ChunkInfo, Params)> {
                 .with_padding(EDGE_FILL.to_bits() as u64),
             Params::rel(1e-3),
         ),
+        (
+            // Format version 3: the wavelet layout, a 2-D f32 field with a sharp front (points
+            // the quantized transform leaves out of bound are corrected).
+            "v3_f32_2d_rel_wavelet",
+            front_field(),
+            ChunkInfo::new(DType::F32, &[48, 70]).unwrap(),
+            Params::rel(1e-3).with_predictor(resid::PredictorChoice::Wavelet),
+        ),
+        (
+            // The wavelet layout on a 3-D f64 grid of odd extents, levels along all three.
+            "v3_f64_3d_abs_wavelet",
+            (0..17 * 20 * 33)
+                .map(|i| {
+                    let (z, y, x) = ((i / 660) as f64, ((i / 33) % 20) as f64, (i % 33) as f64);
+                    (0.3 * x + 0.2 * y).sin() * 40.0 + (0.17 * z - 0.1 * x).cos() * 7.0
+                })
+                .flat_map(|v: f64| v.to_le_bytes())
+                .collect(),
+            ChunkInfo::new(DType::F64, &[17, 20, 33]).unwrap(),
+            Params::abs(1e-4).with_predictor(resid::PredictorChoice::Wavelet),
+        ),
     ]
+}
+
+/// A smooth 48x70 field with a raised diamond: sharp edges the transform rings around.
+fn front_field() -> Vec<u8> {
+    (0..48 * 70)
+        .map(|i| {
+            let (y, x): (i32, i32) = (i / 70, i % 70);
+            if (x - 35).abs() + (y - 20).abs() < 12 {
+                10.0
+            } else {
+                (x as f32 * 0.05).sin() + (y as f32 * 0.08).cos()
+            }
+        })
+        .flat_map(|v: f32| v.to_le_bytes())
+        .collect()
 }
 
 /// netCDF's default `float` fill value.
@@ -270,7 +306,7 @@ fn golden_chunks_decode_to_the_same_bytes() {
         assert_eq!(resid::decompress(&chunk).unwrap(), expected, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 21);
+    assert_eq!(seen, 23);
 }
 
 #[test]
@@ -286,6 +322,40 @@ fn edge_golden_is_version_2_with_its_region() {
     );
     // The bound is relative to the data's range (about 13), not to the fill value's.
     assert!(s.header.eb < 0.02, "{s:?}");
+}
+
+#[test]
+fn wavelet_goldens_are_version_3_with_corrections() {
+    for (name, rank, ds) in [
+        ("v3_f32_2d_rel_wavelet", 2, resid::DType::F32),
+        ("v3_f64_3d_abs_wavelet", 3, resid::DType::F64),
+    ] {
+        let chunk = std::fs::read(dir().join(format!("{name}.rsid"))).unwrap();
+        let s = resid::inspect(&chunk).unwrap();
+        assert_eq!(s.header.version, 3, "{name}");
+        assert_eq!(s.header.layout, resid::format::Layout::Wavelet, "{name}");
+        assert_eq!(s.header.dtype, ds, "{name}");
+        let ids: Vec<u8> = s.sections.iter().map(|s| s.0).collect();
+        use resid::format::section::{ESCAPES, WAVELET};
+        assert_eq!(ids, [WAVELET, ESCAPES], "{name}");
+        // The WAVELET payload: id, levels, then the lengths; the corrections come last and
+        // start with their count.
+        let payload = &chunk[64 + 8 * rank + 16..][..s.sections[0].1];
+        assert_eq!(payload[0], resid::format::wavelet::CDF97, "{name}");
+        let dims = if rank == 2 { [1, 48, 70] } else { [17, 20, 33] };
+        let w = resid::format::wavelet::read(payload, dims).unwrap();
+        let mut count = 0;
+        resid::format::wavelet::for_each_correction(
+            w.corrections,
+            dims.iter().product(),
+            1 << 40,
+            |_, _| count += 1,
+        )
+        .unwrap();
+        if rank == 2 {
+            assert!(count > 0, "{name}: the front needs corrections");
+        }
+    }
 }
 
 #[test]

@@ -506,6 +506,11 @@ fn write_fuzz_corpus() {
         );
     }
 
+    // The wavelet word on 8 x 90 turbulence values (a dimension long enough to transform).
+    let mut s = vec![0x80 | 1 << 2, 6, 1, 7, 89, 2, 0];
+    s.extend_from_slice(&wmag[..8 * 90 * 4]);
+    write_seed(&corpus.join("roundtrip"), "wmag_wavelet", &s);
+
     // The packed coder (ctl bit 1, a predictor byte of 128 or more) and the grouped coder (192
     // or more), each with auto and Lorenzo.
     for (coder, bytes) in [("packed", [132u8, 133]), ("grouped", [192, 193])] {

@@ -533,7 +533,7 @@ fn table_modes() -> Vec<Mode> {
             three_d,
             ..Mode::BASE_2D
         };
-        modes.extend((0..=5).map(|predictor| Mode { predictor, ..base }));
+        modes.extend((0..=6).map(|predictor| Mode { predictor, ..base }));
         modes.extend((1..=4).map(|coder| Mode { coder, ..base }));
         modes.extend((1..=4).map(|enhancer| Mode { enhancer, ..base }));
     }
@@ -541,7 +541,8 @@ fn table_modes() -> Vec<Mode> {
 }
 
 /// The modes `cargo test` holds to the limits on every run (a 64 MiB chunk each; the whole
-/// table is [`memory_table`]): the default and both strict NeurLZ enhancers, 2-D and 3-D.
+/// table is [`memory_table`]): the default, both strict NeurLZ enhancers and the wavelet word
+/// (the default takes the wavelet on the 2-D field), 2-D and 3-D.
 #[test]
 fn peak_rss_is_bounded() {
     if vm_hwm().is_none() || !reset_hwm() {
@@ -561,6 +562,12 @@ fn peak_rss_is_bounded() {
             };
             bad.extend(check(mode, &measure(mode, rss_mb())));
         }
+        let wavelet = Mode {
+            predictor: 6,
+            three_d,
+            ..Mode::BASE_2D
+        };
+        bad.extend(check(wavelet, &measure(wavelet, rss_mb())));
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }

@@ -210,6 +210,27 @@ def test_h5py_fast_coders(tmp_path, coder, predictor):
     assert info["filters"][str(FILTER_ID)][4:6] == [coder, predictor]
 
 
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_h5py_wavelet_word(tmp_path, dtype):
+    """Predictor word 6 through the plugin: whole chunks in the wavelet layout (format version 3,
+    read raw), the edge chunks of the dataset coded as blocks behind REGION; the bound kept in
+    every chunk."""
+    y, x = np.meshgrid(np.arange(210), np.arange(300), indexing="ij")
+    data = (np.sin(x * 0.031) * np.cos(y * 0.027) * 5 + np.sin(0.011 * (x + 2 * y)) * 3).astype(dtype)
+    chunks = (100, 150)
+    cd = words("rel", 1e-3, 0, 6)
+    back, info = h5py_roundtrip(tmp_path, data, chunks, cd)
+    check_bound(data, back, "rel", 1e-3, chunks)
+    assert info["filters"][str(FILTER_ID)][4:6] == [0, 6]
+    p = run_py(tmp_path, """
+        with h5py.File("rt.h5", "r") as f:
+            d = f["x"]
+            print(json.dumps([d.id.read_direct_chunk(off)[1][4] for off in [(0, 0), (100, 150), (200, 0)]]))
+    """)
+    # Two whole chunks (version 3), one edge chunk (version 2: REGION first).
+    assert p.result == [3, 3, 2]
+
+
 @pytest.mark.parametrize(
     "shape,chunks,dtype,mode,bound",
     [

@@ -162,7 +162,8 @@ pub struct Codec {
     /// interpolation), lorenzo, interp, nglr (Lorenzo
     /// plus a learned bias), auto-linear (auto with a fitted linear bias too: smaller, writes
     /// at about two thirds of auto's speed), auto-nglr (auto with NGLR too: smallest, several
-    /// times slower)
+    /// times slower), wavelet (every chunk it can through a CDF 9/7 wavelet; the auto words
+    /// try it per chunk too)
     #[arg(long, value_enum, default_value_t = PredictorArg::Auto)]
     pub predictor: PredictorArg,
     /// Where the encoder runs (cuda falls back to the CPU when no GPU is usable)
@@ -187,6 +188,7 @@ pub enum PredictorArg {
     Nglr,
     AutoNglr,
     AutoLinear,
+    Wavelet,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -241,6 +243,7 @@ impl Codec {
             PredictorArg::Nglr => resid::PredictorChoice::Nglr,
             PredictorArg::AutoNglr => resid::PredictorChoice::AutoNglr,
             PredictorArg::AutoLinear => resid::PredictorChoice::AutoLinear,
+            PredictorArg::Wavelet => resid::PredictorChoice::Wavelet,
         };
         p.backend = match self.backend {
             BackendArg::Auto => resid::Backend::Auto,

@@ -26,6 +26,7 @@ fn section_name(id: u8) -> String {
         resid::format::section::WEIGHTS => "weights (NGLR)".into(),
         resid::format::section::ENHANCE => "enhancer (NeurLZ)".into(),
         resid::format::section::REGION => "region (edge chunk)".into(),
+        resid::format::section::WAVELET => "wavelet (CDF 9/7 coefficients, corrections)".into(),
         other => format!("#{other}"),
     }
 }
@@ -88,15 +89,22 @@ pub fn chunk_details(s: &ChunkSummary) -> String {
     out += &format!("bound over:  {}\n", bound_scope(s));
     out += &format!("coder:       {}\n", lower(h.coder));
     out += &format!("layout:      {}\n", lower(h.layout));
-    out += &format!("grid:        mid {:e}, step {:e}\n", h.mid, h.step);
-    out += &format!(
-        "block:       {}\n",
-        h.block
-            .iter()
-            .map(|b| b.to_string())
-            .collect::<Vec<_>>()
-            .join("x")
-    );
+    if h.layout == resid::format::Layout::Wavelet {
+        out += &format!(
+            "transform:   CDF 9/7 wavelet, mean {:e}, coefficient step {:e}\n",
+            h.mid, h.step
+        );
+    } else {
+        out += &format!("grid:        mid {:e}, step {:e}\n", h.mid, h.step);
+        out += &format!(
+            "block:       {}\n",
+            h.block
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        );
+    }
     if !s.block_predictors.is_empty() {
         out += &format!("predictors:  {}\n", predictor_counts(&s.block_predictors));
     }

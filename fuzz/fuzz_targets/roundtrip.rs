@@ -4,7 +4,7 @@
 //! The input is carved (zstd's `fuzz_data_producer` style), one byte per choice so seed files
 //! are easy to write (tests/hardening.rs `write_fuzz_corpus`):
 //! `ctl` (bit 0 f64, bit 1 lz4, bits 2-3 mode, bits 4-5 value style, bit 6 raw f64 bound,
-//! bit 7 a predictor byte follows: cd predictor word `b % 6`, and `b >= 128` picks the packed
+//! bit 7 a predictor byte follows: cd predictor word `b % 7`, and `b >= 128` picks the packed
 //! coder (`b >= 192`: the grouped coder) instead of lz4 when bit 1 is set, the rANS coder
 //! instead of range when it is not),
 //! rank byte (`1 + b % 4`), one
@@ -68,7 +68,7 @@ fn carve(u: &mut Unstructured<'_>) -> Result<Case> {
                 _ => Coder::Rans,
             };
         }
-        PredictorChoice::from_word((b % 6) as u32).expect("words 0-5 are predictors")
+        PredictorChoice::from_word((b % 7) as u32).expect("words 0-6 are predictors")
     } else {
         PredictorChoice::Auto
     };

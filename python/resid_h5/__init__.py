@@ -40,7 +40,15 @@ FILTER_ID = 32900
 LIBRARY = "libh5resid.so"
 MODES = {"abs": 0, "rel": 1, "nrmse": 2, "psnr": 3}
 CODERS = {"range": 0, "lz4": 1, "packed": 2, "rans": 3, "grouped": 4}
-PREDICTORS = {"auto": 0, "lorenzo": 1, "interp": 2, "nglr": 3, "auto-nglr": 4, "auto-linear": 5}
+PREDICTORS = {
+    "auto": 0,
+    "lorenzo": 1,
+    "interp": 2,
+    "nglr": 3,
+    "auto-nglr": 4,
+    "auto-linear": 5,
+    "wavelet": 6,
+}
 BACKENDS = {"auto": 0, "cpu": 1, "cuda": 2}
 ENHANCERS = {"off": 0, "strict": 1, "relaxed": 2, "strict-cross": 3, "relaxed-cross": 4}
 
@@ -136,9 +144,10 @@ class Resid(Mapping):
     ``coder='range'|'rans'|'lz4'|'packed'|'grouped'`` (``'rans'``: the range coder's model by
     table lookups, faster to read; ``'packed'``: the GPU's coder, see docs/GPU.md;
     ``'grouped'`` with ``predictor='lorenzo'``: the fast mode, over twice SZ3's speed),
-    ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'|'auto-linear'``
+    ``predictor='auto'|'lorenzo'|'interp'|'nglr'|'auto-nglr'|'auto-linear'|'wavelet'``
     (``'auto-linear'``: smaller, writes at about two thirds of auto's speed; ``'auto-nglr'``:
-    smallest output, several times slower; see docs/NGLR.md),
+    smallest output, several times slower; see docs/NGLR.md; ``'wavelet'``: every chunk it can
+    through a CDF 9/7 wavelet, which the auto words also try per chunk),
     ``backend='auto'|'cpu'|'cuda'``,
     ``enhancer='off'|'strict'|'relaxed'|'strict-cross'|'relaxed-cross'`` (the NeurLZ
     enhancer, docs/NEURLZ.md; **relaxed modes keep every value within twice the bound**; the

@@ -10,6 +10,7 @@ mod enhance;
 mod nglr;
 mod source;
 mod target;
+mod wavelet;
 
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Element};
@@ -48,30 +49,54 @@ enum Whole {
     /// An HDF5 edge chunk: its data box `region` coded as [`Whole::Blocks`], behind a REGION
     /// section ([`compress_edge`]).
     EdgeBox { region: Region },
+    /// The wavelet path ([`wavelet`]), blocks where it cannot code the chunk.
+    Wavelet,
 }
 
 impl Whole {
-    fn choose(data: &[u8], chunk: &ChunkInfo) -> Whole {
+    fn choose(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Whole {
         let size = chunk.dtype.size();
         match chunk
             .padding
             .and_then(|fill| Region::find(data, size, &chunk.shape, fill))
         {
             Some(region) => Whole::EdgeBox { region },
+            None if params.predictor == PredictorChoice::Wavelet => Whole::Wavelet,
             None => Whole::Blocks,
         }
     }
 }
 
 fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Vec<u8> {
-    let coded = match Whole::choose(data, chunk) {
-        Whole::Blocks => compress_blocks::<T>(data, chunk, params),
+    let coded = match Whole::choose(data, chunk, params) {
+        Whole::Blocks => {
+            compress_blocks::<T>(data, chunk, params).map(|blocks| match wavelet_trial(params) {
+                true => {
+                    let x = field::values::<T>(data);
+                    wavelet::encode_if_smaller::<T>(&x, data, chunk, params, blocks.len())
+                        .unwrap_or(blocks)
+                }
+                false => blocks,
+            })
+        }
         Whole::EdgeBox { region } => compress_edge::<T>(data, chunk, params, &region),
+        Whole::Wavelet => wavelet::encode::<T>(&field::values::<T>(data), data, chunk, params)
+            .or_else(|| compress_blocks::<T>(data, chunk, params)),
     };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => bytes,
         _ => encode_stored(data, chunk, params),
     }
+}
+
+/// Whether the blocks' coding is tried against the wavelet path ([`wavelet::encode_if_smaller`]):
+/// the auto predictor words, with no enhancer (NeurLZ learns from the blocks' grid) and on the
+/// CPU.
+fn wavelet_trial(params: &Params) -> bool {
+    matches!(
+        params.predictor,
+        PredictorChoice::Auto | PredictorChoice::AutoLinear | PredictorChoice::AutoNglr
+    ) && params.enhancer == Enhancer::Off
 }
 
 /// An HDF5 edge chunk: its data box is coded as a chunk of its own (so the bound is taken over
@@ -94,7 +119,7 @@ fn compress_edge<T: Element>(
     format::write_region(&mut payload, &region.extent, region.pad);
     let mut out = Vec::with_capacity(coded.len() + format::SECTION_HEADER + payload.len());
     Header {
-        version: format::FORMAT_VERSION,
+        version: format::REGION_VERSION,
         shape: chunk.shape.clone(),
         sections: header.sections + 1,
         ..header

@@ -4,6 +4,7 @@
 
 mod blocks;
 mod coded;
+pub(crate) mod wavelet;
 
 pub(crate) use blocks::decode_grid;
 
@@ -113,6 +114,10 @@ fn decode_chunk(data: &[u8], out: &mut Output<'_>) -> Result<()> {
                 region.scatter(values.buf(), out.buf(), boxed.dtype.size());
             }
         },
+        Layout::Wavelet => match header.dtype {
+            DType::F32 => wavelet::decode_wavelet::<f32>(&header, &mut r, out)?,
+            DType::F64 => wavelet::decode_wavelet::<f64>(&header, &mut r, out)?,
+        },
     }
     ensure!(
         r.remaining() == 0,
@@ -131,7 +136,7 @@ fn decode_typed(h: &Header, r: &mut Reader<'_>, out: &mut Output<'_>) -> Result<
 /// The REGION section of a version-2 coded chunk (it comes first), and the header of the
 /// chunk of the data box that follows it (the box's shape, one section fewer).
 fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Region>)> {
-    if header.version == format::BASE_VERSION {
+    if header.version != format::REGION_VERSION {
         return Ok((header, None));
     }
     ensure!(

@@ -56,9 +56,10 @@ pub struct Menu {
 impl Menu {
     pub fn new(choice: PredictorChoice, plan: &Plan) -> Menu {
         let (lorenzo, interp) = match choice {
-            PredictorChoice::Auto | PredictorChoice::AutoNglr | PredictorChoice::AutoLinear => {
-                (true, true)
-            }
+            PredictorChoice::Auto
+            | PredictorChoice::AutoNglr
+            | PredictorChoice::AutoLinear
+            | PredictorChoice::Wavelet => (true, true),
             PredictorChoice::Lorenzo => (true, false),
             PredictorChoice::Interp => (false, true),
             PredictorChoice::Nglr => (false, false),

@@ -1,0 +1,277 @@
+//! The wavelet path (`docs/FORMAT.md`, "Wavelet layout"): the chunk minus its mean through
+//! the CDF 9/7 transform, the coefficients quantized with one step for every subband and range
+//! coded band by band, then every point the decoder's reconstruction leaves out of bound moved
+//! back within it by a correction (whole steps of twice the bound), or stored exactly. Where
+//! prediction loses (smooth fields at loose bounds), the transform's few large coefficients
+//! cost fewer bits than a residual per point. The reconstruction checked here is the
+//! decoder's own (`decompress::wavelet`), so the bound holds by construction.
+
+use rayon::prelude::*;
+
+use crate::decompress::wavelet::{corrected, dequantize, synthesize, MAX_STEPS};
+use crate::entropy::{bitplane, Classes, Contexts};
+use crate::field::{self, Element};
+use crate::format::{self, escapes, section, wavelet, Header, Layout};
+use crate::params::{ChunkInfo, Coder, Params};
+use crate::quant::{self, within};
+use crate::transform::cdf97::{self, Subband};
+
+/// The quantization steps the wavelet word tries, in units of the bound. A step near the bound
+/// leaves few points to correct; a wider one codes fewer coefficients and corrects more
+/// points. Over the 34 benchmark fields at rel 1e-2..1e-5, 1.5 was the smallest of
+/// {1, 1.5, 2, 3} in 107 of 136 cases, 2 in 19 (BENCHMARKS.md, "A wavelet path").
+const STEPS: [f64; 2] = [1.5, 2.0];
+
+/// The step the auto words' trial codes with.
+const TRIAL_STEP: f64 = 1.5;
+
+/// The auto words code the wavelet path only when a sample of its coefficients estimates it
+/// below this share of the blocks' size (the estimate leaves out the corrections).
+const TRIAL_GATE: f64 = 1.0;
+
+/// Coefficients are coded within this magnitude (the bit-plane coder's range).
+const MAX_COEFFICIENT: f64 = (1 << 29) as f64;
+
+/// The chunk coded by the wavelet path, the smallest over [`STEPS`]; `None` when it cannot
+/// code the chunk (a value that is not finite, a bound that is not absolute or relative, a
+/// grid too small to transform, or coefficients beyond the coder's range).
+pub(super) fn encode<T: Element>(
+    x: &[T],
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+) -> Option<Vec<u8>> {
+    let coding = Coding::new(x, chunk, params)?;
+    let mut g = vec![T::default(); x.len()];
+    let mut q = vec![0i32; x.len()];
+    let mut best: Option<Vec<u8>> = None;
+    for mult in STEPS {
+        let step = mult * coding.eb;
+        if !coding.quantize(x, step, &mut g, &mut q) {
+            continue;
+        }
+        let c = coding.finish(x, data, chunk, params, step, &mut g, &q);
+        if best.as_ref().map_or(true, |b| c.len() < b.len()) {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+/// The auto words' trial: the chunk coded by the wavelet path at [`TRIAL_STEP`] when that is
+/// smaller than `than` bytes (the blocks' coding), skipped when a sample of the coefficients
+/// says it will not be ([`TRIAL_GATE`]).
+pub(super) fn encode_if_smaller<T: Element>(
+    x: &[T],
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+    than: usize,
+) -> Option<Vec<u8>> {
+    let coding = Coding::new(x, chunk, params)?;
+    let mut g = vec![T::default(); x.len()];
+    let mut q = vec![0i32; x.len()];
+    let step = TRIAL_STEP * coding.eb;
+    if !coding.quantize(x, step, &mut g, &mut q) {
+        return None;
+    }
+    if coding.estimate(&q) as f64 >= TRIAL_GATE * than as f64 {
+        return None;
+    }
+    let c = coding.finish(x, data, chunk, params, step, &mut g, &q);
+    (c.len() < than).then_some(c)
+}
+
+/// The mean of the values, summed in a fixed order (the decoder reads it from the header).
+fn mean<T: Element>(x: &[T]) -> f64 {
+    let sums: Vec<f64> = x
+        .par_chunks(1 << 16)
+        .map(|c| c.iter().map(|v| v.to_f64()).sum())
+        .collect();
+    sums.iter().sum::<f64>() / x.len() as f64
+}
+
+/// What one chunk's codings share.
+struct Coding {
+    dims: [usize; 3],
+    levels: [u8; 3],
+    bands: Vec<Subband>,
+    eb: f64,
+    mid: f64,
+}
+
+impl Coding {
+    /// `None` when the wavelet path cannot code the chunk (see [`encode`]).
+    fn new<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params) -> Option<Coding> {
+        let st = quant::stats(x);
+        if st.finite != x.len() {
+            return None;
+        }
+        let eb = quant::pointwise_bound(&st, params)?;
+        if !(eb > 0.0 && eb.is_finite()) {
+            return None;
+        }
+        let dims = field::grid_dims(&chunk.shape);
+        let levels = cdf97::levels_for(dims);
+        (levels != [0; 3]).then(|| Coding {
+            dims,
+            levels,
+            bands: cdf97::subbands(dims, levels),
+            eb,
+            mid: mean(x),
+        })
+    }
+
+    /// Transforms the chunk into `g` and quantizes the coefficients with `step` into `q`;
+    /// `false` when one is beyond [`MAX_COEFFICIENT`] steps.
+    fn quantize<T: Element>(&self, x: &[T], step: f64, g: &mut [T], q: &mut [i32]) -> bool {
+        let mid = self.mid;
+        g.par_iter_mut()
+            .zip(x.par_iter())
+            .for_each(|(g, v)| *g = T::of(v.to_f64() - mid));
+        cdf97::forward(g, self.dims, self.levels);
+        g.par_iter().zip(q.par_iter_mut()).all(|(&c, q)| {
+            let r = (c.to_f64() / step).round();
+            *q = r as i32;
+            r.abs() <= MAX_COEFFICIENT
+        })
+    }
+
+    /// The coefficients' coded size, estimated from runs of rows of each subband.
+    fn estimate(&self, q: &[i32]) -> usize {
+        self.bands
+            .par_iter()
+            .map(|b| {
+                let (v, scale) = sample(q, self.dims, b);
+                let rows = v.len() / b.ext[2];
+                let est =
+                    bitplane::estimate(&v, [1, rows, b.ext[2]], Classes::Single, Contexts::Near);
+                (est as f64 * scale) as usize
+            })
+            .sum()
+    }
+
+    /// The chunk coded with quantization step `step` from its coefficients `q` (`g`: their
+    /// memory for the reconstruction).
+    #[allow(clippy::too_many_arguments)]
+    fn finish<T: Element>(
+        &self,
+        x: &[T],
+        data: &[u8],
+        chunk: &ChunkInfo,
+        params: &Params,
+        step: f64,
+        g: &mut [T],
+        q: &[i32],
+    ) -> Vec<u8> {
+        let bands: Vec<Vec<u8>> = self
+            .bands
+            .par_iter()
+            .map(|b| {
+                let v = gather(q, self.dims, b);
+                bitplane::encode(&v, b.ext, Classes::Single, Contexts::Near)
+            })
+            .collect();
+        g.par_iter_mut()
+            .zip(q.par_iter())
+            .for_each(|(g, &q)| *g = dequantize(q, step));
+        synthesize(g, self.dims, self.levels, self.mid);
+        let (fixes, exact) = corrections(x, g, self.eb);
+        let payload = wavelet::write(self.levels, &bands, &wavelet::write_corrections(&fixes));
+        let esc = escapes::write(&exact, data, T::SIZE);
+        let mut out = Vec::with_capacity(payload.len() + esc.len() + format::MAX_OVERHEAD);
+        Header {
+            version: format::WAVELET_VERSION,
+            layout: Layout::Wavelet,
+            dtype: chunk.dtype,
+            shape: chunk.shape.clone(),
+            mode: params.mode,
+            coder: Coder::Range,
+            requested: params.bound,
+            eb: self.eb,
+            mid: self.mid,
+            step,
+            feedback: 0,
+            block: [0; 3],
+            sections: 2,
+        }
+        .write(&mut out);
+        format::write_section(&mut out, section::WAVELET, &payload);
+        format::write_section(&mut out, section::ESCAPES, &esc);
+        out
+    }
+}
+
+/// Rows of a subband for [`Coding::estimate`]: runs of [`RUN`] rows out of every
+/// `RUN * STRIDE` (all of a small band), and how many times the band's rows outnumber them.
+fn sample(q: &[i32], dims: [usize; 3], b: &Subband) -> (Vec<i32>, f64) {
+    const RUN: usize = 8;
+    const STRIDE: usize = 8;
+    let rows = b.ext[0] * b.ext[1];
+    let every = if rows * b.ext[2] < 1 << 14 { 1 } else { STRIDE };
+    let mut v = Vec::new();
+    let mut taken = 0usize;
+    for r in (0..rows).filter(|r| (r / RUN) % every == 0) {
+        let (z, y) = (b.start[0] + r / b.ext[1], b.start[1] + r % b.ext[1]);
+        let row = (z * dims[1] + y) * dims[2] + b.start[2];
+        v.extend_from_slice(&q[row..row + b.ext[2]]);
+        taken += 1;
+    }
+    (v, rows as f64 / taken as f64)
+}
+
+/// A subband's coefficients, C order within its box.
+fn gather(q: &[i32], dims: [usize; 3], b: &Subband) -> Vec<i32> {
+    let mut v = Vec::with_capacity(b.ext.iter().product());
+    for z in b.start[0]..b.start[0] + b.ext[0] {
+        for y in b.start[1]..b.start[1] + b.ext[1] {
+            let row = (z * dims[1] + y) * dims[2] + b.start[2];
+            v.extend_from_slice(&q[row..row + b.ext[2]]);
+        }
+    }
+    v
+}
+
+/// Points out of bound: corrected (index, steps), and stored exactly (index).
+type Found = (Vec<(usize, i64)>, Vec<usize>);
+
+/// The points the reconstruction `y` leaves out of bound: those a correction brings back
+/// (index, steps), and those it does not (stored exactly), both by increasing index.
+fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Found {
+    const PIECE: usize = 1 << 16;
+    let single = T::SIZE == 4;
+    let pieces: Vec<Found> = x
+        .par_chunks(PIECE)
+        .zip(y.par_chunks(PIECE))
+        .enumerate()
+        .map(|(p, (x, y))| {
+            let (mut fixes, mut exact) = (Vec::new(), Vec::new());
+            for (j, (&orig, &r)) in x.iter().zip(y).enumerate() {
+                let v = orig.to_f64();
+                // Subnormals come back bit for bit, as on the blocks' path.
+                let special = orig.is_special();
+                if !special && within(v, r.to_f64(), eb, single) {
+                    continue;
+                }
+                let i = p * PIECE + j;
+                let k = ((v - r.to_f64()) / (2.0 * eb)).round();
+                let fixed = !special && k.abs() <= MAX_STEPS as f64 && {
+                    let c = corrected(r, k as i64, eb).to_f64();
+                    within(v, c, eb, single)
+                };
+                if fixed {
+                    fixes.push((i, k as i64));
+                } else {
+                    exact.push(i);
+                }
+            }
+            (fixes, exact)
+        })
+        .collect();
+    let (mut fixes, mut exact) = (Vec::new(), Vec::new());
+    for (f, e) in pieces {
+        fixes.extend(f);
+        exact.extend(e);
+    }
+    (fixes, exact)
+}

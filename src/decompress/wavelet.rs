@@ -1,0 +1,128 @@
+//! A wavelet-coded chunk (`docs/FORMAT.md`, "Wavelet layout"): the subbands' quantized
+//! coefficients, the inverse CDF 9/7 transform, the corrections, the escapes. The encoder
+//! (`compress/wavelet.rs`) runs [`synthesize`] and [`corrected`] itself, so what it checks
+//! against the bound is what this decoder computes.
+
+use rayon::prelude::*;
+
+use crate::entropy::{bitplane, Classes, Contexts};
+use crate::error::{ensure, Error, Result};
+use crate::field::{self, Element};
+use crate::format::{self, section, wavelet, Header, Reader};
+use crate::transform::cdf97::{self, Subband};
+
+use super::Output;
+
+/// The value of a quantized coefficient: the product in f64, rounded to the element type.
+#[inline]
+pub(crate) fn dequantize<T: Element>(q: i32, step: f64) -> T {
+    T::of(q as f64 * step)
+}
+
+/// The inverse transform of dequantized coefficients `g` (in place, in the element type), plus
+/// the chunk's mean rounded to it.
+pub(crate) fn synthesize<T: Element>(g: &mut [T], dims: [usize; 3], levels: [u8; 3], mid: f64) {
+    cdf97::inverse(g, dims, levels);
+    let mid = T::of(mid);
+    g.par_iter_mut().for_each(|v| *v += mid);
+}
+
+/// A synthesized value moved by `k` steps of twice the bound (a correction), in f64, rounded
+/// to the element type.
+#[inline]
+pub(crate) fn corrected<T: Element>(v: T, k: i64, eb: f64) -> T {
+    T::from_f64(v.to_f64() + k as f64 * (2.0 * eb))
+}
+
+/// The most correction steps a point can need: its error is within the data's range plus the
+/// transform's, which the encoder keeps under 2^40 steps.
+pub(crate) const MAX_STEPS: i64 = 1 << 40;
+
+pub(super) fn decode_wavelet<T: Element>(
+    h: &Header,
+    r: &mut Reader<'_>,
+    out: &mut Output<'_>,
+) -> Result<()> {
+    ensure!(
+        h.sections == 2,
+        Error::Corrupt(format!(
+            "wavelet chunk declares {} sections, holds 2",
+            h.sections
+        ))
+    );
+    ensure!(
+        h.step.is_finite() && h.step > 0.0 && h.mid.is_finite() && h.eb.is_finite() && h.eb > 0.0,
+        Error::Corrupt("wavelet step, mean or bound is not finite and positive".into())
+    );
+    ensure!(
+        h.feedback == 0 && h.block == [0; 3],
+        Error::Corrupt("wavelet chunk with a feedback step or block extents".into())
+    );
+    let dims = field::grid_dims(&h.shape);
+    let (id, payload) = format::read_section(r)?;
+    ensure!(
+        id == section::WAVELET,
+        Error::Corrupt(format!("expected the wavelet section, found id {id}"))
+    );
+    let w = wavelet::read(payload, dims)?;
+    let n = h.len();
+    let mut g: Vec<T> = Vec::new();
+    g.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        needed: n * T::SIZE,
+        limit: out.len(),
+    })?;
+    g.resize(n, T::default());
+    decode_bands(&mut g, dims, &w.bands, h.step)?;
+    synthesize(&mut g, dims, w.levels, h.mid);
+    wavelet::for_each_correction(w.corrections, n, MAX_STEPS, |i, k| {
+        g[i] = corrected(g[i], k, h.eb)
+    })?;
+    let bytes = out.buf();
+    bytes
+        .par_chunks_mut(T::SIZE * 4096)
+        .zip(g.par_chunks(4096))
+        .for_each(|(o, v)| {
+            for (d, &v) in o.chunks_exact_mut(T::SIZE).zip(v) {
+                v.put_le(d);
+            }
+        });
+    drop(g);
+    let (id, esc) = format::read_section(r)?;
+    ensure!(
+        id == section::ESCAPES,
+        Error::Corrupt(format!("expected the escapes section, found id {id}"))
+    );
+    format::escapes::for_each(esc, n, T::SIZE, |i, raw| {
+        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
+    })
+}
+
+/// Decodes every subband (on all threads) into the grid `g`, dequantized. The coefficients
+/// of all bands are held at once (4 bytes a value) before they go into the grid.
+fn decode_bands<T: Element>(
+    g: &mut [T],
+    dims: [usize; 3],
+    bands: &[(Subband, &[u8])],
+    step: f64,
+) -> Result<()> {
+    let coefficients: Vec<Vec<i32>> = bands
+        .par_iter()
+        .map(|(b, bytes)| {
+            let mut q = vec![0i32; b.ext.iter().product()];
+            bitplane::decode(bytes, b.ext, Classes::Single, Contexts::Near, &mut q)?;
+            Ok(q)
+        })
+        .collect::<Result<_>>()?;
+    for ((b, _), q) in bands.iter().zip(coefficients) {
+        let mut it = q.iter();
+        for z in b.start[0]..b.start[0] + b.ext[0] {
+            for y in b.start[1]..b.start[1] + b.ext[1] {
+                let row = (z * dims[1] + y) * dims[2] + b.start[2];
+                for (v, &q) in g[row..row + b.ext[2]].iter_mut().zip(&mut it) {
+                    *v = dequantize(q, step);
+                }
+            }
+        }
+    }
+    Ok(())
+}
