@@ -348,7 +348,6 @@ fn wavelet_goldens_are_version_3_with_corrections() {
         resid::format::wavelet::for_each_correction(
             w.corrections,
             dims.iter().product(),
-            1 << 40,
             |_, _| count += 1,
         )
         .unwrap();

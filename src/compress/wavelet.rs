@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::decompress::wavelet::{corrected, dequantize, synthesize, MAX_STEPS};
+use crate::decompress::wavelet::{corrected, dequantize, synthesize};
 use crate::entropy::{bitplane, Classes, Contexts};
 use crate::field::{self, Element};
 use crate::format::{self, escapes, section, wavelet, Header, Layout};
@@ -16,25 +16,27 @@ use crate::params::{ChunkInfo, Coder, Params};
 use crate::quant::{self, within};
 use crate::transform::cdf97::{self, Subband};
 
-/// The quantization steps the wavelet word tries, in units of the bound. A step near the bound
-/// leaves few points to correct; a wider one codes fewer coefficients and corrects more
-/// points. Over the 34 benchmark fields at rel 1e-2..1e-5, 1.5 was the smallest of
-/// {1, 1.5, 2, 3} in 107 of 136 cases, 2 in 19 (BENCHMARKS.md, "A wavelet path").
-const STEPS: [f64; 2] = [1.5, 2.0];
+/// The quantization steps tried, in units of the bound. A step near the bound leaves few
+/// points to correct; a wider one codes fewer coefficients and corrects more points: over the
+/// 34 benchmark fields at rel 1e-2..1e-5 each of them was the smallest on some (BENCHMARKS.md,
+/// "A wavelet path").
+const STEPS: [f64; 4] = [1.5, 2.0, 3.0, 4.0];
 
-/// The step the auto words' trial codes with.
+/// The step the auto words' trial codes with (in units of the bound): the finest of [`STEPS`],
+/// which keeps the error, and so the PSNR, closest to the blocks'.
 const TRIAL_STEP: f64 = 1.5;
 
-/// The auto words code the wavelet path only when a sample of its coefficients estimates it
+/// The auto words code the wavelet path only when a sample of its coefficients estimates them
 /// below this share of the blocks' size (the estimate leaves out the corrections).
 const TRIAL_GATE: f64 = 1.0;
 
 /// Coefficients are coded within this magnitude (the bit-plane coder's range).
 const MAX_COEFFICIENT: f64 = (1 << 29) as f64;
 
-/// The chunk coded by the wavelet path, the smallest over [`STEPS`]; `None` when it cannot
-/// code the chunk (a value that is not finite, a bound that is not absolute or relative, a
-/// grid too small to transform, or coefficients beyond the coder's range).
+/// The chunk coded by the wavelet path at the step of [`STEPS`] whose estimated size is the
+/// smallest; `None` when it cannot code the chunk (a value that is not finite, a bound that is
+/// not absolute or relative, a grid too small to transform, more than
+/// [`wavelet::MAX_VALUES`] values, coefficients beyond the coder's range).
 pub(super) fn encode<T: Element>(
     x: &[T],
     data: &[u8],
@@ -44,22 +46,13 @@ pub(super) fn encode<T: Element>(
     let coding = Coding::new(x, chunk, params)?;
     let mut g = vec![T::default(); x.len()];
     let mut q = vec![0i32; x.len()];
-    let mut best: Option<Vec<u8>> = None;
-    for mult in STEPS {
-        let step = mult * coding.eb;
-        if !coding.quantize(x, step, &mut g, &mut q) {
-            continue;
-        }
-        let c = coding.finish(x, data, chunk, params, step, &mut g, &q);
-        if best.as_ref().map_or(true, |b| c.len() < b.len()) {
-            best = Some(c);
-        }
-    }
-    best
+    let (_, step) = coding.best_step(x, &mut g, &mut q)?;
+    coding.quantize(x, step, &mut g, &mut q);
+    coding.finish(x, data, chunk, params, step, &mut g, &q)
 }
 
 /// The auto words' trial: the chunk coded by the wavelet path at [`TRIAL_STEP`] when that is
-/// smaller than `than` bytes (the blocks' coding), skipped when a sample of the coefficients
+/// smaller than `than` bytes (the blocks' coding); skipped when a sample of the coefficients
 /// says it will not be ([`TRIAL_GATE`]).
 pub(super) fn encode_if_smaller<T: Element>(
     x: &[T],
@@ -72,13 +65,12 @@ pub(super) fn encode_if_smaller<T: Element>(
     let mut g = vec![T::default(); x.len()];
     let mut q = vec![0i32; x.len()];
     let step = TRIAL_STEP * coding.eb;
-    if !coding.quantize(x, step, &mut g, &mut q) {
+    if !coding.quantize(x, step, &mut g, &mut q)
+        || coding.estimate(&q) as f64 >= TRIAL_GATE * than as f64
+    {
         return None;
     }
-    if coding.estimate(&q) as f64 >= TRIAL_GATE * than as f64 {
-        return None;
-    }
-    let c = coding.finish(x, data, chunk, params, step, &mut g, &q);
+    let c = coding.finish(x, data, chunk, params, step, &mut g, &q)?;
     (c.len() < than).then_some(c)
 }
 
@@ -103,6 +95,9 @@ struct Coding {
 impl Coding {
     /// `None` when the wavelet path cannot code the chunk (see [`encode`]).
     fn new<T: Element>(x: &[T], chunk: &ChunkInfo, params: &Params) -> Option<Coding> {
+        if x.len() > wavelet::MAX_VALUES {
+            return None;
+        }
         let st = quant::stats(x);
         if st.finite != x.len() {
             return None;
@@ -137,6 +132,45 @@ impl Coding {
         })
     }
 
+    /// The step of [`STEPS`] with the smallest estimated chunk ([`Coding::estimate_at`]) and
+    /// that estimate; `None` when no step can code the chunk.
+    fn best_step<T: Element>(&self, x: &[T], g: &mut [T], q: &mut [i32]) -> Option<(usize, f64)> {
+        STEPS
+            .iter()
+            .filter_map(|&m| {
+                let step = m * self.eb;
+                Some((self.estimate_at(x, step, g, q)?, step))
+            })
+            .min_by_key(|&(est, _)| est)
+    }
+
+    /// The chunk's size at `step`, estimated: the coefficients from a sample of each
+    /// subband's rows, the corrections from the decoder's reconstruction. `None` when the
+    /// step cannot code the chunk.
+    fn estimate_at<T: Element>(
+        &self,
+        x: &[T],
+        step: f64,
+        g: &mut [T],
+        q: &mut [i32],
+    ) -> Option<usize> {
+        if !self.quantize(x, step, g, q) {
+            return None;
+        }
+        let bands = self.estimate(q);
+        self.reconstruct(step, g, q);
+        let (fixes, exact) = corrections(x, g, self.eb)?;
+        Some(bands + wavelet::corrections_estimate(&fixes) + exact.len() * (T::SIZE + 2))
+    }
+
+    /// The decoder's values from the quantized coefficients `q`, into `g`.
+    fn reconstruct<T: Element>(&self, step: f64, g: &mut [T], q: &[i32]) {
+        g.par_iter_mut()
+            .zip(q.par_iter())
+            .for_each(|(g, &q)| *g = dequantize(q, step));
+        synthesize(g, self.dims, self.levels, self.mid);
+    }
+
     /// The coefficients' coded size, estimated from runs of rows of each subband.
     fn estimate(&self, q: &[i32]) -> usize {
         self.bands
@@ -152,7 +186,8 @@ impl Coding {
     }
 
     /// The chunk coded with quantization step `step` from its coefficients `q` (`g`: their
-    /// memory for the reconstruction).
+    /// memory for the reconstruction); `None` when more than half the values would need a
+    /// correction.
     #[allow(clippy::too_many_arguments)]
     fn finish<T: Element>(
         &self,
@@ -163,7 +198,7 @@ impl Coding {
         step: f64,
         g: &mut [T],
         q: &[i32],
-    ) -> Vec<u8> {
+    ) -> Option<Vec<u8>> {
         let bands: Vec<Vec<u8>> = self
             .bands
             .par_iter()
@@ -172,11 +207,8 @@ impl Coding {
                 bitplane::encode(&v, b.ext, Classes::Single, Contexts::Near)
             })
             .collect();
-        g.par_iter_mut()
-            .zip(q.par_iter())
-            .for_each(|(g, &q)| *g = dequantize(q, step));
-        synthesize(g, self.dims, self.levels, self.mid);
-        let (fixes, exact) = corrections(x, g, self.eb);
+        self.reconstruct(step, g, q);
+        let (fixes, exact) = corrections(x, g, self.eb)?;
         let payload = wavelet::write(self.levels, &bands, &wavelet::write_corrections(&fixes));
         let esc = escapes::write(&exact, data, T::SIZE);
         let mut out = Vec::with_capacity(payload.len() + esc.len() + format::MAX_OVERHEAD);
@@ -198,7 +230,7 @@ impl Coding {
         .write(&mut out);
         format::write_section(&mut out, section::WAVELET, &payload);
         format::write_section(&mut out, section::ESCAPES, &esc);
-        out
+        Some(out)
     }
 }
 
@@ -236,8 +268,9 @@ fn gather(q: &[i32], dims: [usize; 3], b: &Subband) -> Vec<i32> {
 type Found = (Vec<(usize, i64)>, Vec<usize>);
 
 /// The points the reconstruction `y` leaves out of bound: those a correction brings back
-/// (index, steps), and those it does not (stored exactly), both by increasing index.
-fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Found {
+/// (index, steps), and those it does not (stored exactly), both by increasing index; `None`
+/// when more than half the values need a correction (the format's limit).
+fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Option<Found> {
     const PIECE: usize = 1 << 16;
     let single = T::SIZE == 4;
     let pieces: Vec<Found> = x
@@ -255,7 +288,7 @@ fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Found {
                 }
                 let i = p * PIECE + j;
                 let k = ((v - r.to_f64()) / (2.0 * eb)).round();
-                let fixed = !special && k.abs() <= MAX_STEPS as f64 && {
+                let fixed = !special && k.abs() <= wavelet::MAX_STEPS as f64 && {
                     let c = corrected(r, k as i64, eb).to_f64();
                     within(v, c, eb, single)
                 };
@@ -273,5 +306,5 @@ fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Found {
         fixes.extend(f);
         exact.extend(e);
     }
-    (fixes, exact)
+    (fixes.len() <= x.len() / 2).then_some((fixes, exact))
 }

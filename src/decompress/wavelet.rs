@@ -34,10 +34,6 @@ pub(crate) fn corrected<T: Element>(v: T, k: i64, eb: f64) -> T {
     T::from_f64(v.to_f64() + k as f64 * (2.0 * eb))
 }
 
-/// The most correction steps a point can need: its error is within the data's range plus the
-/// transform's, which the encoder keeps under 2^40 steps.
-pub(crate) const MAX_STEPS: i64 = 1 << 40;
-
 pub(super) fn decode_wavelet<T: Element>(
     h: &Header,
     r: &mut Reader<'_>,
@@ -66,6 +62,10 @@ pub(super) fn decode_wavelet<T: Element>(
     );
     let w = wavelet::read(payload, dims)?;
     let n = h.len();
+    ensure!(
+        n <= wavelet::MAX_VALUES,
+        Error::Corrupt(format!("wavelet chunk of {n} values"))
+    );
     let mut g: Vec<T> = Vec::new();
     g.try_reserve_exact(n).map_err(|_| Error::TooLarge {
         needed: n * T::SIZE,
@@ -74,9 +74,7 @@ pub(super) fn decode_wavelet<T: Element>(
     g.resize(n, T::default());
     decode_bands(&mut g, dims, &w.bands, h.step)?;
     synthesize(&mut g, dims, w.levels, h.mid);
-    wavelet::for_each_correction(w.corrections, n, MAX_STEPS, |i, k| {
-        g[i] = corrected(g[i], k, h.eb)
-    })?;
+    wavelet::for_each_correction(w.corrections, n, |i, k| g[i] = corrected(g[i], k, h.eb))?;
     let bytes = out.buf();
     bytes
         .par_chunks_mut(T::SIZE * 4096)

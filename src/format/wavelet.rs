@@ -2,6 +2,7 @@
 //! payload per subband (the quantized coefficients, range coded as a block), and the
 //! corrections of the points the quantized transform leaves out of bound.
 
+use crate::entropy::{bitplane, Classes, Contexts};
 use crate::error::{ensure, Error, Result};
 use crate::transform::cdf97::{self, Subband};
 
@@ -92,54 +93,105 @@ pub fn read(payload: &[u8], dims: [usize; 3]) -> Result<Wavelet<'_>> {
     })
 }
 
-/// The corrections of increasing flat indices: a varint count, then per point the varint gap
-/// from the previous point (the index itself for the first) and its zigzagged step count.
+/// Most values a wavelet-coded chunk holds: a correction's gap is range coded as a residual,
+/// within the coder's range.
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// Most steps a correction moves a value, either way (the coder's range, as for gaps).
+pub const MAX_STEPS: i64 = (1 << 28) - 1;
+
+/// The corrections of increasing flat indices `points` (index, steps; at most half the
+/// chunk's values, each step count within [`MAX_STEPS`], indices below [`MAX_VALUES`]): a
+/// varint count `C`; when `C > 0`, a varint length and a range-coded block of the `C` gaps
+/// (the index for the first point, `index - previous - 1` after), then a range-coded block of
+/// the `C` step counts (both one point class, near contexts, extents `[1, 1, C]`).
 pub fn write_corrections(points: &[(usize, i64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 3 * points.len());
+    let mut out = Vec::new();
     put_varint(&mut out, points.len() as u64);
-    let mut next = 0usize;
-    for &(i, k) in points {
-        put_varint(&mut out, (i - next) as u64);
-        put_varint(&mut out, ((k << 1) ^ (k >> 63)) as u64);
-        next = i + 1;
+    if points.is_empty() {
+        return out;
     }
+    let (gaps, steps) = columns(points);
+    let ext = [1, 1, points.len()];
+    let gaps = bitplane::encode(&gaps, ext, Classes::Single, Contexts::Near);
+    let steps = bitplane::encode(&steps, ext, Classes::Single, Contexts::Near);
+    put_varint(&mut out, gaps.len() as u64);
+    out.extend_from_slice(&gaps);
+    out.extend_from_slice(&steps);
     out
 }
 
-/// Calls `put(index, steps)` for each correction of a chunk of `n` values (indices checked
-/// against `n`, steps within `max_steps` either way).
-pub fn for_each_correction(
-    bytes: &[u8],
-    n: usize,
-    max_steps: i64,
-    mut put: impl FnMut(usize, i64),
-) -> Result<()> {
+/// The length of [`write_corrections`]' output, estimated without running the range coder.
+pub fn corrections_estimate(points: &[(usize, i64)]) -> usize {
+    if points.is_empty() {
+        return 1;
+    }
+    let (gaps, steps) = columns(points);
+    let ext = [1, 1, points.len()];
+    let est = |v: &[i32]| bitplane::estimate(v, ext, Classes::Single, Contexts::Near);
+    10 + est(&gaps) + est(&steps)
+}
+
+/// The gaps and step counts of `points`, as the coder's residuals.
+fn columns(points: &[(usize, i64)]) -> (Vec<i32>, Vec<i32>) {
+    let mut next = 0usize;
+    let gaps = points
+        .iter()
+        .map(|&(i, _)| {
+            let g = i - next;
+            next = i + 1;
+            g as i32
+        })
+        .collect();
+    (gaps, points.iter().map(|&(_, k)| k as i32).collect())
+}
+
+/// Calls `put(index, steps)` for each correction of a chunk of `n` values, in index order
+/// (indices checked against `n`, steps against [`MAX_STEPS`]).
+pub fn for_each_correction(bytes: &[u8], n: usize, mut put: impl FnMut(usize, i64)) -> Result<()> {
     let mut r = Reader::new(bytes);
     let count = r.varint("wavelet corrections")?;
-    // Each correction takes at least two bytes.
+    // At most half the values: the two columns then hold at most a chunk's bytes.
     ensure!(
-        count <= n as u64 && count.saturating_mul(2) <= r.remaining() as u64,
+        count <= (n / 2) as u64,
         Error::Corrupt(format!("{count} wavelet corrections in a chunk of {n}"))
     );
+    let count = count as usize;
+    if count == 0 {
+        ensure!(
+            r.remaining() == 0,
+            Error::Corrupt("bytes after the wavelet corrections".into())
+        );
+        return Ok(());
+    }
+    let len = r.varint("wavelet corrections")?;
+    ensure!(
+        len <= r.remaining() as u64,
+        Error::Truncated {
+            what: "wavelet corrections"
+        }
+    );
+    let gap_bytes = r.take(len as usize, "wavelet corrections")?;
+    let step_bytes = r.take(r.remaining(), "wavelet corrections")?;
+    let ext = [1, 1, count];
+    let mut gaps = vec![0i32; count];
+    bitplane::decode(gap_bytes, ext, Classes::Single, Contexts::Near, &mut gaps)?;
+    let mut steps = vec![0i32; count];
+    bitplane::decode(step_bytes, ext, Classes::Single, Contexts::Near, &mut steps)?;
     let mut next = 0u64;
-    for _ in 0..count {
-        let i = next
-            .checked_add(r.varint("correction index")?)
+    for (&g, &k) in gaps.iter().zip(&steps) {
+        let i = u64::try_from(g)
+            .ok()
+            .and_then(|g| next.checked_add(g))
             .filter(|&i| i < n as u64)
             .ok_or_else(|| Error::Corrupt("correction index out of range".into()))?;
-        let z = r.varint("correction")?;
-        let k = (z >> 1) as i64 ^ -((z & 1) as i64);
         ensure!(
-            k.abs() <= max_steps,
+            (k as i64).abs() <= MAX_STEPS,
             Error::Corrupt(format!("correction of {k} steps"))
         );
-        put(i as usize, k);
+        put(i as usize, k as i64);
         next = i + 1;
     }
-    ensure!(
-        r.remaining() == 0,
-        Error::Corrupt("bytes after the wavelet corrections".into())
-    );
     Ok(())
 }
 
@@ -149,14 +201,29 @@ mod tests {
 
     #[test]
     fn corrections_round_trip_and_refuse_damage() {
-        let points = [(0usize, 1i64), (5, -1), (6, 300), (1000, -70000)];
+        let points = [
+            (0usize, 1i64),
+            (5, -1),
+            (6, 300),
+            (1000, -70000),
+            (1001, MAX_STEPS),
+        ];
         let bytes = write_corrections(&points);
         let mut got = Vec::new();
-        for_each_correction(&bytes, 1001, 1 << 20, |i, k| got.push((i, k))).unwrap();
+        for_each_correction(&bytes, 2004, |i, k| got.push((i, k))).unwrap();
         assert_eq!(got, points);
-        assert!(for_each_correction(&bytes, 1000, 1 << 20, |_, _| ()).is_err());
-        assert!(for_each_correction(&bytes, 1001, 1000, |_, _| ()).is_err());
-        assert!(for_each_correction(&bytes[..bytes.len() - 1], 1001, 1 << 20, |_, _| ()).is_err());
+        assert!(corrections_estimate(&points).abs_diff(bytes.len()) < 12);
+        // An index past the chunk, more corrections than half the values.
+        assert!(for_each_correction(&bytes, 1001, |_, _| ()).is_err());
+        assert!(for_each_correction(&bytes, 9, |_, _| ()).is_err());
+        let none = write_corrections(&[]);
+        assert_eq!(none, [0]);
+        for_each_correction(&none, 10, |_, _| panic!("no corrections")).unwrap();
+        assert!(for_each_correction(&[0, 1], 10, |_, _| ()).is_err());
+        for cut in 0..bytes.len() {
+            // A cut stream decodes to other values or fails; it never panics.
+            let _ = for_each_correction(&bytes[..cut], 2004, |_, _| ());
+        }
     }
 
     #[test]
