@@ -342,6 +342,11 @@ fn wavelet_goldens_are_version_3_with_corrections() {
         // start with their count.
         let payload = &chunk[64 + 8 * rank + 16..][..s.sections[0].1];
         assert_eq!(payload[0], resid::format::wavelet::CDF97, "{name}");
+        assert_eq!(
+            payload[4],
+            resid::format::wavelet::Grouping::Grid as u8,
+            "{name}"
+        );
         let dims = if rank == 2 { [1, 48, 70] } else { [17, 20, 33] };
         let w = resid::format::wavelet::read(payload, dims).unwrap();
         let mut count = 0;
@@ -355,6 +360,44 @@ fn wavelet_goldens_are_version_3_with_corrections() {
             assert!(count > 0, "{name}: the front needs corrections");
         }
     }
+}
+
+/// A wavelet chunk large enough for one range-coder block per subband (grouping 0): its
+/// decoded bytes (about 1 MB) are kept as their CRC-32, not as a file.
+const SUBBANDS_GOLDEN: &str = "v3_f32_2d_rel_wavelet_subbands";
+const SUBBANDS_GOLDEN_CRC: u32 = 0xd8ec8219;
+
+fn subbands_field() -> (Vec<u8>, ChunkInfo) {
+    let (n1, n2) = (520, 520);
+    let v: Vec<u8> = (0..n1 * n2)
+        .map(|i| {
+            let (y, x) = ((i / n2) as f32, (i % n2) as f32);
+            (x * 0.031).sin() * (y * 0.027).cos() * 5.0 + (0.011 * (x + 2.0 * y)).sin() * 3.0
+        })
+        .flat_map(|v: f32| v.to_le_bytes())
+        .collect();
+    (v, ChunkInfo::new(DType::F32, &[n1, n2]).unwrap())
+}
+
+#[test]
+fn wavelet_subbands_golden_decodes_to_the_same_bytes() {
+    let path = dir().join(format!("{SUBBANDS_GOLDEN}.rsid"));
+    if std::env::var_os("RESID_WRITE_GOLDEN").is_some() && !path.exists() {
+        let (data, chunk) = subbands_field();
+        let p = Params::rel(1e-2).with_predictor(resid::PredictorChoice::Wavelet);
+        std::fs::write(&path, resid::compress(&data, &chunk, &p).unwrap()).unwrap();
+    }
+    let chunk = std::fs::read(&path).unwrap();
+    let s = resid::inspect(&chunk).unwrap();
+    assert_eq!(s.header.layout, resid::format::Layout::Wavelet);
+    let payload = &chunk[64 + 8 * 2 + 16..][..s.sections[0].1];
+    assert_eq!(payload[4], resid::format::wavelet::Grouping::Subbands as u8);
+    let d = resid::decompress(&chunk).unwrap();
+    let crc = resid::format::crc32(&d);
+    if std::env::var_os("RESID_WRITE_GOLDEN").is_some() {
+        eprintln!("{SUBBANDS_GOLDEN}: decoded CRC-32 {crc:#010x}");
+    }
+    assert_eq!(crc, SUBBANDS_GOLDEN_CRC, "{SUBBANDS_GOLDEN}");
 }
 
 #[test]

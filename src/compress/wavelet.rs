@@ -30,6 +30,10 @@ const TRIAL_STEP: f64 = 1.5;
 /// below this share of the blocks' size (the estimate leaves out the corrections).
 const TRIAL_GATE: f64 = 1.0;
 
+/// Chunks of at most this many values code their coefficients as one range-coder block
+/// ([`wavelet::Grouping::Grid`]); larger ones a block per subband, on all threads.
+const GRID_MAX: usize = field::BLOCK_TARGET;
+
 /// Coefficients are coded within this magnitude (the bit-plane coder's range).
 const MAX_COEFFICIENT: f64 = (1 << 29) as f64;
 
@@ -87,6 +91,8 @@ fn mean<T: Element>(x: &[T]) -> f64 {
 struct Coding {
     dims: [usize; 3],
     levels: [u8; 3],
+    grouping: wavelet::Grouping,
+    /// The boxes coded as range-coder blocks ([`wavelet::boxes`]).
     bands: Vec<Subband>,
     eb: f64,
     mid: f64,
@@ -108,10 +114,16 @@ impl Coding {
         }
         let dims = field::grid_dims(&chunk.shape);
         let levels = cdf97::levels_for(dims);
+        let grouping = if x.len() <= GRID_MAX {
+            wavelet::Grouping::Grid
+        } else {
+            wavelet::Grouping::Subbands
+        };
         (levels != [0; 3]).then(|| Coding {
             dims,
             levels,
-            bands: cdf97::subbands(dims, levels),
+            grouping,
+            bands: wavelet::boxes(dims, levels, grouping),
             eb,
             mid: mean(x),
         })
@@ -209,7 +221,8 @@ impl Coding {
             .collect();
         self.reconstruct(step, g, q);
         let (fixes, exact) = corrections(x, g, self.eb)?;
-        let payload = wavelet::write(self.levels, &bands, &wavelet::write_corrections(&fixes));
+        let corrections = wavelet::write_corrections(&fixes);
+        let payload = wavelet::write(self.levels, self.grouping, &bands, &corrections);
         let esc = escapes::write(&exact, data, T::SIZE);
         let mut out = Vec::with_capacity(payload.len() + esc.len() + format::MAX_OVERHEAD);
         Header {
