@@ -4,7 +4,8 @@
 //! large-magnitude f32 fields), NRMSE and PSNR targets, with both coders: every decoded value
 //! within the bound, NaN/Inf/subnormals bit for bit, the NRMSE/PSNR target met. Auto with
 //! NGLR and auto with a linear bias (cd predictor words 4 and 5) are audited too, at rel
-//! 1e-2..1e-4 with the range coder.
+//! 1e-2..1e-4 with the range coder, and the wavelet word (6) at every relative and absolute
+//! bound.
 //! Skips (with a message) when the data set is absent, as on CI.
 //!
 //! `cargo test --release --test bound_audit -- --nocapture` prints the worst error/bound per
@@ -202,7 +203,7 @@ fn bounds_hold_on_the_shared_data_set() {
         // the loose and middle bounds they are made for; their runs count in the range
         // coder's column.
         let nglr_rels: &[f64] = if quick { &[1e-3] } else { &[1e-2, 1e-3, 1e-4] };
-        let with_nglr: Vec<Params> = [PredictorChoice::AutoNglr, PredictorChoice::AutoLinear]
+        let mut with_nglr: Vec<Params> = [PredictorChoice::AutoNglr, PredictorChoice::AutoLinear]
             .into_iter()
             .flat_map(|c| {
                 nglr_rels
@@ -210,6 +211,14 @@ fn bounds_hold_on_the_shared_data_set() {
                     .map(move |&r| Params::rel(r).with_predictor(c))
             })
             .collect();
+        // The wavelet word (6) at every pointwise bound: every chunk it can takes the wavelet
+        // layout, whose corrections and escapes must hold the bound as the blocks do.
+        with_nglr.extend(
+            params
+                .iter()
+                .filter(|p| matches!(p.mode, ErrorMode::Abs | ErrorMode::Rel))
+                .map(|p| p.with_predictor(PredictorChoice::Wavelet)),
+        );
         for coder in [Coder::Range, Coder::Lz4, Coder::Rans, Coder::Grouped] {
             let mut worst = 0f64;
             let extra = if coder == Coder::Range {

@@ -344,7 +344,7 @@ fn wavelet_goldens_are_version_3_with_corrections() {
         assert_eq!(payload[0], resid::format::wavelet::CDF97, "{name}");
         assert_eq!(
             payload[4],
-            resid::format::wavelet::Grouping::Grid as u8,
+            resid::format::wavelet::Grouping::Shared as u8,
             "{name}"
         );
         let dims = if rank == 2 { [1, 48, 70] } else { [17, 20, 33] };

@@ -250,7 +250,7 @@ fn vm_rss() -> Option<usize> {
 // decode is measured in a process that never encoded: nothing freed by the encoder sits in
 // the allocator to hide the decoder's growth.
 
-/// One coding mode: predictor word (0-5), coder (0 range, 1 lz4, 2 packed), enhancer word
+/// One coding mode: predictor word (0-6), coder (0 range, 1 lz4, 2 packed), enhancer word
 /// (0-4; on: default budget, forced, as the word `e | 1 << 16`), and the chunk's rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mode {

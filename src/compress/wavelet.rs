@@ -30,8 +30,8 @@ const TRIAL_STEP: f64 = 1.5;
 /// below this share of the blocks' size (the estimate leaves out the corrections).
 const TRIAL_GATE: f64 = 1.0;
 
-/// Chunks of at most this many values code their coefficients as one range-coder block
-/// ([`wavelet::Grouping::Grid`]); larger ones a block per subband, on all threads.
+/// Chunks of at most this many values code their subbands in one range-coder block with one
+/// model ([`wavelet::Grouping::Shared`]); larger ones a block per subband, on all threads.
 const GRID_MAX: usize = field::BLOCK_TARGET;
 
 /// Coefficients are coded within this magnitude (the bit-plane coder's range).
@@ -92,7 +92,6 @@ struct Coding {
     dims: [usize; 3],
     levels: [u8; 3],
     grouping: wavelet::Grouping,
-    /// The boxes coded as range-coder blocks ([`wavelet::boxes`]).
     bands: Vec<Subband>,
     eb: f64,
     mid: f64,
@@ -115,7 +114,7 @@ impl Coding {
         let dims = field::grid_dims(&chunk.shape);
         let levels = cdf97::levels_for(dims);
         let grouping = if x.len() <= GRID_MAX {
-            wavelet::Grouping::Grid
+            wavelet::Grouping::Shared
         } else {
             wavelet::Grouping::Subbands
         };
@@ -123,7 +122,7 @@ impl Coding {
             dims,
             levels,
             grouping,
-            bands: wavelet::boxes(dims, levels, grouping),
+            bands: cdf97::subbands(dims, levels),
             eb,
             mid: mean(x),
         })
@@ -185,6 +184,16 @@ impl Coding {
 
     /// The coefficients' coded size, estimated from runs of rows of each subband.
     fn estimate(&self, q: &[i32]) -> usize {
+        if self.grouping == wavelet::Grouping::Shared {
+            // A small chunk: every value, with the model shared as it is coded.
+            let parts: Vec<Vec<i32>> = self.bands.iter().map(|b| gather(q, self.dims, b)).collect();
+            let parts: Vec<(&[i32], [usize; 3])> = parts
+                .iter()
+                .zip(&self.bands)
+                .map(|(v, b)| (&v[..], b.ext))
+                .collect();
+            return bitplane::estimate_parts(&parts, Classes::Single, Contexts::Near);
+        }
         self.bands
             .par_iter()
             .map(|b| {
@@ -211,14 +220,24 @@ impl Coding {
         g: &mut [T],
         q: &[i32],
     ) -> Option<Vec<u8>> {
-        let bands: Vec<Vec<u8>> = self
-            .bands
-            .par_iter()
-            .map(|b| {
-                let v = gather(q, self.dims, b);
-                bitplane::encode(&v, b.ext, Classes::Single, Contexts::Near)
-            })
-            .collect();
+        let (single, near) = (Classes::Single, Contexts::Near);
+        let bands: Vec<Vec<u8>> = match self.grouping {
+            wavelet::Grouping::Subbands => self
+                .bands
+                .par_iter()
+                .map(|b| bitplane::encode(&gather(q, self.dims, b), b.ext, single, near))
+                .collect(),
+            wavelet::Grouping::Shared => {
+                let parts: Vec<Vec<i32>> =
+                    self.bands.iter().map(|b| gather(q, self.dims, b)).collect();
+                let parts: Vec<(&[i32], [usize; 3])> = parts
+                    .iter()
+                    .zip(&self.bands)
+                    .map(|(v, b)| (&v[..], b.ext))
+                    .collect();
+                vec![bitplane::encode_parts(&parts, single, near)]
+            }
+        };
         self.reconstruct(step, g, q);
         let (fixes, exact) = corrections(x, g, self.eb)?;
         let corrections = wavelet::write_corrections(&fixes);

@@ -9,7 +9,7 @@ use crate::entropy::{bitplane, Classes, Contexts};
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Element};
 use crate::format::{self, section, wavelet, Header, Reader};
-use crate::transform::cdf97::{self, Subband};
+use crate::transform::cdf97;
 
 use super::Output;
 
@@ -72,7 +72,7 @@ pub(super) fn decode_wavelet<T: Element>(
         limit: out.len(),
     })?;
     g.resize(n, T::default());
-    decode_bands(&mut g, dims, &w.bands, h.step)?;
+    decode_bands(&mut g, dims, &w, h.step)?;
     synthesize(&mut g, dims, w.levels, h.mid);
     wavelet::for_each_correction(w.corrections, n, |i, k| g[i] = corrected(g[i], k, h.eb))?;
     let bytes = out.buf();
@@ -95,23 +95,44 @@ pub(super) fn decode_wavelet<T: Element>(
     })
 }
 
-/// Decodes every subband (on all threads) into the grid `g`, dequantized. The coefficients
-/// of all bands are held at once (4 bytes a value) before they go into the grid.
+/// Decodes every subband into the grid `g`, dequantized: a block per subband on all threads,
+/// or all in one block ([`wavelet::Grouping`]). The coefficients of all bands are held at once
+/// (4 bytes a value) before they go into the grid.
 fn decode_bands<T: Element>(
     g: &mut [T],
     dims: [usize; 3],
-    bands: &[(Subband, &[u8])],
+    w: &wavelet::Wavelet<'_>,
     step: f64,
 ) -> Result<()> {
-    let coefficients: Vec<Vec<i32>> = bands
-        .par_iter()
-        .map(|(b, bytes)| {
-            let mut q = vec![0i32; b.ext.iter().product()];
-            bitplane::decode(bytes, b.ext, Classes::Single, Contexts::Near, &mut q)?;
-            Ok(q)
-        })
-        .collect::<Result<_>>()?;
-    for ((b, _), q) in bands.iter().zip(coefficients) {
+    let (near, single) = (Contexts::Near, Classes::Single);
+    let coefficients: Vec<Vec<i32>> = match w.grouping {
+        wavelet::Grouping::Subbands => w
+            .bands
+            .par_iter()
+            .zip(&w.blocks)
+            .map(|(b, bytes)| {
+                let mut q = vec![0i32; b.ext.iter().product()];
+                bitplane::decode(bytes, b.ext, single, near, &mut q)?;
+                Ok(q)
+            })
+            .collect::<Result<_>>()?,
+        wavelet::Grouping::Shared => {
+            let mut all: Vec<Vec<i32>> = w
+                .bands
+                .iter()
+                .map(|b| vec![0i32; b.ext.iter().product()])
+                .collect();
+            let mut parts: Vec<([usize; 3], &mut [i32])> = w
+                .bands
+                .iter()
+                .zip(all.iter_mut())
+                .map(|(b, q)| (b.ext, &mut q[..]))
+                .collect();
+            bitplane::decode_parts(w.blocks[0], &mut parts, single, near)?;
+            all
+        }
+    };
+    for (b, q) in w.bands.iter().zip(coefficients) {
         let mut it = q.iter();
         for z in b.start[0]..b.start[0] + b.ext[0] {
             for y in b.start[1]..b.start[1] + b.ext[1] {

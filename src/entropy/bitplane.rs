@@ -129,9 +129,26 @@ fn expected(c: usize) -> u32 {
 /// Codes the residuals of one block (C order, extents `ext`); `classes` splits its points
 /// into classes with their own statistics, `contexts` says which neighbours predict a count.
 pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts) -> Vec<u8> {
+    encode_parts(&[(r, ext)], classes, contexts)
+}
+
+/// Codes several boxes of residuals (each C order, its extents) one after the other in one
+/// block: one range-coded stream and one adaptive model, which each box goes on learning
+/// from where the one before left it; each box's contexts come from its own neighbours.
+/// What a small wavelet chunk codes its subbands with.
+pub fn encode_parts(
+    parts: &[(&[i32], [usize; 3])],
+    classes: Classes,
+    contexts: Contexts,
+) -> Vec<u8> {
     let mut rc = Encoder::new();
     let mut raw = BitWriter::default();
-    model_block(r, ext, classes, contexts, &mut rc, |v, n| raw.put(v, n));
+    let mut m = Model::new();
+    for &(r, ext) in parts {
+        model_block(r, ext, classes, contexts, &mut m, &mut rc, |v, n| {
+            raw.put(v, n)
+        });
+    }
     let stream = rc.finish();
     let bits = raw.finish();
     let mut out = Vec::with_capacity(4 + stream.len() + bits.len());
@@ -145,11 +162,23 @@ pub fn encode(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts) 
 /// each modelled decision under the same adaptive model, without running the range coder:
 /// what the encoder needs to compare predictors on a block's sample.
 pub fn estimate(r: &[i32], ext: [usize; 3], classes: Classes, contexts: Contexts) -> usize {
+    estimate_parts(&[(r, ext)], classes, contexts)
+}
+
+/// [`estimate`] of what [`encode_parts`] writes.
+pub fn estimate_parts(
+    parts: &[(&[i32], [usize; 3])],
+    classes: Classes,
+    contexts: Contexts,
+) -> usize {
     let mut meter = CostMeter::default();
     let mut raw = 0u64;
-    model_block(r, ext, classes, contexts, &mut meter, |_, n| {
-        raw += n as u64
-    });
+    let mut m = Model::new();
+    for &(r, ext) in parts {
+        model_block(r, ext, classes, contexts, &mut m, &mut meter, |_, n| {
+            raw += n as u64
+        });
+    }
     4 + meter.bytes() + raw.div_ceil(8) as usize
 }
 
@@ -160,10 +189,10 @@ fn model_block<S: BitSink>(
     ext: [usize; 3],
     classes: Classes,
     contexts: Contexts,
+    m: &mut Model,
     rc: &mut S,
     mut raw: impl FnMut(u32, u32),
 ) {
-    let mut m = Model::new();
     let mut nb = Neighbours::new(ext);
     let mut it = r.iter();
     for z in 0..ext[0] {
@@ -209,6 +238,17 @@ pub fn decode(
     contexts: Contexts,
     r: &mut [i32],
 ) -> Result<()> {
+    decode_parts(bytes, &mut [(ext, r)], classes, contexts)
+}
+
+/// Decodes what [`encode_parts`] wrote into the boxes `parts` (their extents and residuals,
+/// each as long as its box).
+pub fn decode_parts(
+    bytes: &[u8],
+    parts: &mut [([usize; 3], &mut [i32])],
+    classes: Classes,
+    contexts: Contexts,
+) -> Result<()> {
     ensure!(
         bytes.len() >= 4,
         Error::Truncated {
@@ -225,6 +265,23 @@ pub fn decode(
     let mut rc = Decoder::new(&bytes[4..4 + len]);
     let mut raw = BitReader::new(&bytes[4 + len..]);
     let mut m = Model::new();
+    for (ext, r) in parts.iter_mut() {
+        decode_box(&mut rc, &mut raw, &mut m, *ext, classes, contexts, r)?;
+    }
+    Ok(())
+}
+
+/// One box of a block: its residuals in C order, the model carried on.
+#[inline(always)]
+fn decode_box(
+    rc: &mut Decoder<'_>,
+    raw: &mut BitReader<'_>,
+    m: &mut Model,
+    ext: [usize; 3],
+    classes: Classes,
+    contexts: Contexts,
+    r: &mut [i32],
+) -> Result<()> {
     let mut nb = Neighbours::new(ext);
     let mut out = r.iter_mut();
     for z in 0..ext[0] {
@@ -234,7 +291,7 @@ pub fn decode(
                 let class = class_of(classes, z, y, x);
                 let c = nb.context(i, contexts);
                 let k = decode_k(
-                    &mut rc,
+                    rc,
                     &mut m.k[(class * CONTEXTS + c) & (CLASSES * CONTEXTS - 1)],
                     expected(c),
                 );
@@ -291,6 +348,24 @@ mod tests {
                 assert_eq!(back, r, "{classes:?} {contexts:?}");
             }
         }
+    }
+
+    #[test]
+    fn parts_share_one_model_and_round_trip() {
+        let a: Vec<i32> = (0..3 * 5 * 7).map(|i| (i % 9) - 4).collect();
+        let b: Vec<i32> = (0..40).map(|i| (i * i) % 1000 - 500).collect();
+        let parts = [(&a[..], [3, 5, 7]), (&b[..], [1, 1, 40])];
+        let bytes = encode_parts(&parts, Classes::Single, Contexts::Near);
+        assert!(estimate_parts(&parts, Classes::Single, Contexts::Near).abs_diff(bytes.len()) < 8);
+        let (mut ra, mut rb) = (vec![0; a.len()], vec![0; b.len()]);
+        let mut out = [([3, 5, 7], &mut ra[..]), ([1, 1, 40], &mut rb[..])];
+        decode_parts(&bytes, &mut out, Classes::Single, Contexts::Near).unwrap();
+        assert_eq!((ra, rb), (a.clone(), b));
+        // One part is exactly a block.
+        assert_eq!(
+            encode_parts(&[(&a[..], [3, 5, 7])], Classes::Single, Contexts::Near),
+            encode(&a, [3, 5, 7], Classes::Single, Contexts::Near)
+        );
     }
 
     #[test]

@@ -17,35 +17,35 @@ pub enum Grouping {
     /// One block per subband, in [`cdf97::subbands`] order: large chunks, whose subbands
     /// code on all threads.
     Subbands = 0,
-    /// One block over the whole grid of coefficients: small chunks, where a model per subband
-    /// would spend most of its bits learning (about 10% smaller on 64x64 chunks).
-    Grid = 1,
+    /// One block holding every subband in order, one adaptive model carried from each to the
+    /// next (each subband's contexts from its own neighbours): small chunks, where a model per
+    /// subband would spend much of its bits learning.
+    Shared = 1,
 }
 
 /// A WAVELET payload, read and checked against the chunk's grid.
 pub struct Wavelet<'a> {
     /// Levels along each dimension of the 3D view.
     pub levels: [u8; 3],
-    /// The coded boxes of coefficients: each subband, or the whole grid as one box.
-    pub bands: Vec<(Subband, &'a [u8])>,
+    /// The subbands in [`cdf97::subbands`] order.
+    pub bands: Vec<Subband>,
+    pub grouping: Grouping,
+    /// The range-coder blocks: one per subband, or one for all ([`Grouping`]).
+    pub blocks: Vec<&'a [u8]>,
     /// The corrections, as [`write_corrections`] wrote them.
     pub corrections: &'a [u8],
 }
 
-/// The boxes of coefficients `grouping` codes as blocks on a grid of `dims` with `levels`.
-pub fn boxes(dims: [usize; 3], levels: [u8; 3], grouping: Grouping) -> Vec<Subband> {
+/// How many range-coder blocks `grouping` codes `bands` subbands in.
+pub fn block_count(bands: usize, grouping: Grouping) -> usize {
     match grouping {
-        Grouping::Subbands => cdf97::subbands(dims, levels),
-        Grouping::Grid => vec![Subband {
-            start: [0; 3],
-            ext: dims,
-            level: 0,
-        }],
+        Grouping::Subbands => bands,
+        Grouping::Shared => 1,
     }
 }
 
-/// The payload: transform id, three levels, the grouping, a varint length per box of
-/// [`boxes`] and one for the corrections, then those byte strings in the same order.
+/// The payload: transform id, three levels, the grouping, a varint length per block
+/// ([`block_count`]) and one for the corrections, then those byte strings in the same order.
 pub fn write(
     levels: [u8; 3],
     grouping: Grouping,
@@ -93,17 +93,15 @@ pub fn read(payload: &[u8], dims: [usize; 3]) -> Result<Wavelet<'_>> {
     );
     let grouping = match r.u8("wavelet grouping")? {
         0 => Grouping::Subbands,
-        1 => Grouping::Grid,
+        1 => Grouping::Shared,
         g => return Err(Error::Corrupt(format!("unknown wavelet grouping {g}"))),
     };
-    let boxes = boxes(dims, levels, grouping);
+    let bands = cdf97::subbands(dims, levels);
+    let count = block_count(bands.len(), grouping);
     // Every length takes at least a byte: refuse a count the payload cannot hold first.
-    ensure!(
-        boxes.len() < r.remaining(),
-        Error::Truncated { what: "wavelet" }
-    );
-    let mut lens = Vec::with_capacity(boxes.len() + 1);
-    for _ in 0..=boxes.len() {
+    ensure!(count < r.remaining(), Error::Truncated { what: "wavelet" });
+    let mut lens = Vec::with_capacity(count + 1);
+    for _ in 0..=count {
         let len = r.varint("wavelet lengths")?;
         ensure!(
             len <= r.remaining() as u64,
@@ -111,9 +109,9 @@ pub fn read(payload: &[u8], dims: [usize; 3]) -> Result<Wavelet<'_>> {
         );
         lens.push(len as usize);
     }
-    let mut bands = Vec::with_capacity(boxes.len());
-    for (b, &len) in boxes.into_iter().zip(&lens) {
-        bands.push((b, r.take(len, "wavelet subband")?));
+    let mut blocks = Vec::with_capacity(count);
+    for &len in &lens[..count] {
+        blocks.push(r.take(len, "wavelet block")?);
     }
     let corrections = r.take(lens[lens.len() - 1], "wavelet corrections")?;
     ensure!(
@@ -123,6 +121,8 @@ pub fn read(payload: &[u8], dims: [usize; 3]) -> Result<Wavelet<'_>> {
     Ok(Wavelet {
         levels,
         bands,
+        grouping,
+        blocks,
         corrections,
     })
 }
@@ -264,13 +264,12 @@ mod tests {
     fn payload_round_trip_and_refuse_damage() {
         let dims = [1, 40, 33];
         let levels = cdf97::levels_for(dims);
-        let grid = write(levels, Grouping::Grid, &[vec![7; 5]], &[9]);
-        let w = read(&grid, dims).unwrap();
-        assert_eq!(
-            w.bands,
-            [(boxes(dims, levels, Grouping::Grid)[0], &[7u8; 5][..])]
-        );
-        let mut unknown = grid.clone();
+        let shared = write(levels, Grouping::Shared, &[vec![7; 5]], &[9]);
+        let w = read(&shared, dims).unwrap();
+        assert_eq!(w.grouping, Grouping::Shared);
+        assert_eq!(w.blocks, [&[7u8; 5][..]]);
+        assert_eq!(w.bands, cdf97::subbands(dims, levels));
+        let mut unknown = shared.clone();
         unknown[4] = 2;
         assert!(read(&unknown, dims).is_err());
         let boxes = cdf97::subbands(dims, levels);
@@ -279,8 +278,9 @@ mod tests {
         let w = read(&bytes, dims).unwrap();
         assert_eq!(w.levels, levels);
         assert_eq!(w.corrections, &[9, 9]);
-        for ((b, got), (want_box, want)) in w.bands.iter().zip(boxes.iter().zip(&bands)) {
-            assert_eq!((b, *got), (want_box, &want[..]));
+        assert_eq!(w.bands, boxes);
+        for (got, want) in w.blocks.iter().zip(&bands) {
+            assert_eq!(*got, &want[..]);
         }
         for cut in 0..bytes.len() {
             assert!(read(&bytes[..cut], dims).is_err(), "cut at {cut}");
