@@ -182,18 +182,9 @@ impl Coding {
         synthesize(g, self.dims, self.levels, self.mid);
     }
 
-    /// The coefficients' coded size, estimated from runs of rows of each subband.
+    /// The coefficients' coded size, estimated from runs of rows of each subband, each with a
+    /// model of its own (so a little above what a shared model codes).
     fn estimate(&self, q: &[i32]) -> usize {
-        if self.grouping == wavelet::Grouping::Shared {
-            // A small chunk: every value, with the model shared as it is coded.
-            let parts: Vec<Vec<i32>> = self.bands.iter().map(|b| gather(q, self.dims, b)).collect();
-            let parts: Vec<(&[i32], [usize; 3])> = parts
-                .iter()
-                .zip(&self.bands)
-                .map(|(v, b)| (&v[..], b.ext))
-                .collect();
-            return bitplane::estimate_parts(&parts, Classes::Single, Contexts::Near);
-        }
         self.bands
             .par_iter()
             .map(|b| {
