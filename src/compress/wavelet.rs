@@ -263,7 +263,7 @@ fn sample(q: &[i32], dims: [usize; 3], b: &Subband) -> (Vec<i32>, f64) {
     const RUN: usize = 8;
     const STRIDE: usize = 8;
     let rows = b.ext[0] * b.ext[1];
-    let every = if rows * b.ext[2] < 1 << 11 { 1 } else { STRIDE };
+    let every = if rows * b.ext[2] < 1 << 14 { 1 } else { STRIDE };
     let mut v = Vec::new();
     let mut taken = 0usize;
     for r in (0..rows).filter(|r| (r / RUN) % every == 0) {
