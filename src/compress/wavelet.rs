@@ -32,7 +32,7 @@ const TRIAL_GATE: f64 = 1.0;
 
 /// Chunks of at most this many values code their subbands in one range-coder block with one
 /// model ([`wavelet::Grouping::Shared`]); larger ones a block per subband, on all threads.
-const GRID_MAX: usize = field::BLOCK_TARGET;
+const SHARED_MAX: usize = field::BLOCK_TARGET;
 
 /// Coefficients are coded within this magnitude (the bit-plane coder's range).
 const MAX_COEFFICIENT: f64 = (1 << 29) as f64;
@@ -113,7 +113,7 @@ impl Coding {
         }
         let dims = field::grid_dims(&chunk.shape);
         let levels = cdf97::levels_for(dims);
-        let grouping = if x.len() <= GRID_MAX {
+        let grouping = if x.len() <= SHARED_MAX {
             wavelet::Grouping::Shared
         } else {
             wavelet::Grouping::Subbands
