@@ -187,6 +187,16 @@ impl Block {
     }
 }
 
+/// A subband of a wavelet transform is a box of the grid like a block.
+impl From<crate::transform::cdf97::Subband> for Block {
+    fn from(b: crate::transform::cdf97::Subband) -> Block {
+        Block {
+            origin: b.start,
+            ext: b.ext,
+        }
+    }
+}
+
 /// The blocks of a grid, in C order of the block grid.
 pub fn blocks(dims: [usize; 3], ext: [usize; 3]) -> Result<Vec<Block>> {
     ensure!(

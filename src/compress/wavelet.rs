@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::decompress::wavelet::{corrected, dequantize, synthesize};
 use crate::entropy::{bitplane, Classes, Contexts};
-use crate::field::{self, Element};
+use crate::field::{self, Block, Element};
 use crate::format::{self, escapes, section, wavelet, Header, Layout};
 use crate::params::{ChunkInfo, Coder, Params};
 use crate::quant::{self, within};
@@ -257,7 +257,7 @@ impl Coding {
     }
 }
 
-/// Rows of a subband for [`Coding::estimate`]: runs of [`RUN`] rows out of every
+/// Rows of a subband for [`Coding::estimate`]: runs of `RUN` rows out of every
 /// `RUN * STRIDE` (all of a small band), and how many times the band's rows outnumber them.
 fn sample(q: &[i32], dims: [usize; 3], b: &Subband) -> (Vec<i32>, f64) {
     const RUN: usize = 8;
@@ -266,9 +266,9 @@ fn sample(q: &[i32], dims: [usize; 3], b: &Subband) -> (Vec<i32>, f64) {
     let every = if rows * b.ext[2] < 1 << 14 { 1 } else { STRIDE };
     let mut v = Vec::new();
     let mut taken = 0usize;
-    for r in (0..rows).filter(|r| (r / RUN) % every == 0) {
-        let (z, y) = (b.start[0] + r / b.ext[1], b.start[1] + r % b.ext[1]);
-        let row = (z * dims[1] + y) * dims[2] + b.start[2];
+    let block = Block::from(*b);
+    let starts = block.row_starts(dims).enumerate();
+    for (_, row) in starts.filter(|(r, _)| (r / RUN) % every == 0) {
         v.extend_from_slice(&q[row..row + b.ext[2]]);
         taken += 1;
     }
@@ -277,14 +277,7 @@ fn sample(q: &[i32], dims: [usize; 3], b: &Subband) -> (Vec<i32>, f64) {
 
 /// A subband's coefficients, C order within its box.
 fn gather(q: &[i32], dims: [usize; 3], b: &Subband) -> Vec<i32> {
-    let mut v = Vec::with_capacity(b.ext.iter().product());
-    for z in b.start[0]..b.start[0] + b.ext[0] {
-        for y in b.start[1]..b.start[1] + b.ext[1] {
-            let row = (z * dims[1] + y) * dims[2] + b.start[2];
-            v.extend_from_slice(&q[row..row + b.ext[2]]);
-        }
-    }
-    v
+    field::gather(q, dims, &Block::from(*b))
 }
 
 /// Points out of bound: corrected (index, steps), and stored exactly (index).

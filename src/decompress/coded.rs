@@ -6,13 +6,13 @@
 use crate::enhance::neurlz;
 use crate::error::{ensure, Error, Result};
 use crate::field::{self, Block, Element};
-use crate::format::{self, directory, directory::BlockPart, escapes, section, Header, Reader};
+use crate::format::{self, directory, directory::BlockPart, section, Header, Reader};
 use crate::params::{Backend, Coder};
 use crate::predict::{lorenzo, nglr};
 use crate::quant::{dequantize_into, Grid};
 
 use super::blocks::{decode_grid, decode_scattered};
-use super::Output;
+use super::{escapes_into, read_escapes, Output};
 
 /// What a coded chunk's header says about its blocks, checked before anything is allocated.
 struct Geometry {
@@ -114,13 +114,6 @@ pub(super) fn decode_coded<T: Element>(
     escapes_into::<T>(read_escapes(r)?, out.buf())
 }
 
-/// Writes the escaped values' exact bytes over the decoded bytes.
-fn escapes_into<T: Element>(esc: &[u8], bytes: &mut [u8]) -> Result<()> {
-    escapes::for_each(esc, bytes.len() / T::SIZE, T::SIZE, |i, raw| {
-        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
-    })
-}
-
 /// The WEIGHTS section, when the chunk has one, and the BLOCKS payload after it; checks the
 /// header's section count against what the chunk holds.
 fn read_weights<'a>(h: &Header, r: &mut Reader<'a>) -> Result<(Option<nglr::Nglr>, &'a [u8])> {
@@ -145,15 +138,6 @@ fn read_weights<'a>(h: &Header, r: &mut Reader<'a>) -> Result<(Option<nglr::Nglr
         Error::Corrupt(format!("expected the blocks section, found id {id}"))
     );
     Ok((learned, payload))
-}
-
-fn read_escapes<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
-    let (id, payload) = format::read_section(r)?;
-    ensure!(
-        id == section::ESCAPES,
-        Error::Corrupt(format!("expected the escapes section, found id {id}"))
-    );
-    Ok(payload)
 }
 
 /// Decodes the blocks on the GPU when every block is plain Lorenzo with feedback step 1 (what

@@ -9,7 +9,8 @@ pub(crate) mod wavelet;
 pub(crate) use blocks::decode_grid;
 
 use crate::error::{ensure, Error, Result};
-use crate::format::{self, section, Header, Layout, Reader};
+use crate::field::Element;
+use crate::format::{self, escapes, section, Header, Layout, Reader};
 use crate::params::DType;
 use crate::region::Region;
 
@@ -164,4 +165,21 @@ fn read_region(header: Header, r: &mut Reader<'_>) -> Result<(Header, Option<Reg
         ..header
     };
     Ok((header, Some(region)))
+}
+
+/// Writes the escaped values' exact bytes over the decoded bytes.
+pub(super) fn escapes_into<T: Element>(esc: &[u8], bytes: &mut [u8]) -> Result<()> {
+    escapes::for_each(esc, bytes.len() / T::SIZE, T::SIZE, |i, raw| {
+        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
+    })
+}
+
+/// The ESCAPES section, next in the chunk.
+pub(super) fn read_escapes<'a>(r: &mut Reader<'a>) -> Result<&'a [u8]> {
+    let (id, payload) = format::read_section(r)?;
+    ensure!(
+        id == section::ESCAPES,
+        Error::Corrupt(format!("expected the escapes section, found id {id}"))
+    );
+    Ok(payload)
 }

@@ -11,7 +11,7 @@ use crate::field::{self, Element};
 use crate::format::{self, section, wavelet, Header, Reader};
 use crate::transform::cdf97;
 
-use super::Output;
+use super::{escapes_into, read_escapes, Output};
 
 /// The value of a quantized coefficient: the product in f64, rounded to the element type.
 #[inline]
@@ -75,24 +75,9 @@ pub(super) fn decode_wavelet<T: Element>(
     decode_bands(&mut g, dims, &w, h.step)?;
     synthesize(&mut g, dims, w.levels, h.mid);
     wavelet::for_each_correction(w.corrections, n, |i, k| g[i] = corrected(g[i], k, h.eb))?;
-    let bytes = out.buf();
-    bytes
-        .par_chunks_mut(T::SIZE * 4096)
-        .zip(g.par_chunks(4096))
-        .for_each(|(o, v)| {
-            for (d, &v) in o.chunks_exact_mut(T::SIZE).zip(v) {
-                v.put_le(d);
-            }
-        });
+    field::write_bytes(&g, out.buf());
     drop(g);
-    let (id, esc) = format::read_section(r)?;
-    ensure!(
-        id == section::ESCAPES,
-        Error::Corrupt(format!("expected the escapes section, found id {id}"))
-    );
-    format::escapes::for_each(esc, n, T::SIZE, |i, raw| {
-        bytes[i * T::SIZE..(i + 1) * T::SIZE].copy_from_slice(raw)
-    })
+    escapes_into::<T>(read_escapes(r)?, out.buf())
 }
 
 /// Decodes every subband into the grid `g`, dequantized: a block per subband on all threads,
@@ -133,13 +118,12 @@ fn decode_bands<T: Element>(
         }
     };
     for (b, q) in w.bands.iter().zip(coefficients) {
-        let mut it = q.iter();
-        for z in b.start[0]..b.start[0] + b.ext[0] {
-            for y in b.start[1]..b.start[1] + b.ext[1] {
-                let row = (z * dims[1] + y) * dims[2] + b.start[2];
-                for (v, &q) in g[row..row + b.ext[2]].iter_mut().zip(&mut it) {
-                    *v = dequantize(q, step);
-                }
+        for (row, q) in field::Block::from(*b)
+            .row_starts(dims)
+            .zip(q.chunks_exact(b.ext[2]))
+        {
+            for (v, &q) in g[row..row + b.ext[2]].iter_mut().zip(q) {
+                *v = dequantize(q, step);
             }
         }
     }
