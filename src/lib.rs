@@ -49,7 +49,7 @@ pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, 
 /// cannot be bounded (NaN, infinities, huge magnitudes) are stored exactly. The output is never
 /// more than [`format::MAX_OVERHEAD`] bytes larger than `data`.
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
-    pool::run(|| compress::compress(data, chunk, params))?
+    pool::run_on_worker(|| compress::compress(data, chunk, params))?
 }
 
 /// Decompresses one chunk written by [`compress`] into its little-endian element bytes.

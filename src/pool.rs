@@ -6,7 +6,8 @@
 //!
 //! In the process that first used resid nothing changes: the work runs on the calling thread
 //! with the global pool (or with the pool the caller installed, such as a test's one-thread
-//! pool).
+//! pool), or, for work with many parallel loops ([`run_on_worker`]), on one of the global
+//! pool's workers while the caller waits.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
@@ -23,13 +24,33 @@ static CHILD: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
 /// module's docs). An error only in a forked child that cannot start a thread, where the
 /// inherited pool would hang.
 pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
+    run_where(f, false)
+}
+
+/// [`run`], with `f` moved onto a worker of the global pool in the process that first used
+/// resid (the caller waits). Each parallel loop called from outside the pool hands its work to
+/// the pool and waits for it, two thread switches per loop: for an encoder, whose trials run
+/// dozens of loops per chunk, those switches took a quarter of the write time of 16x64x64
+/// chunks (BENCHMARKS.md). One hand-off per call costs more than it saves where a call runs
+/// few loops (a small chunk's decoder), which therefore uses [`run`].
+pub fn run_on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
+    run_where(f, true)
+}
+
+fn run_where<R: Send>(f: impl FnOnce() -> R + Send, on_worker: bool) -> Result<R> {
     let pid = std::process::id();
     let first = match FIRST.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => pid,
         Err(first) => first,
     };
-    if first == pid || rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() {
         return Ok(f());
+    }
+    if first == pid {
+        return Ok(match on_worker {
+            true => rayon::join(f, || ()).0,
+            false => f(),
+        });
     }
     match child_pool(pid) {
         Some(pool) => Ok(pool.install(f)),

@@ -324,6 +324,47 @@ fn index_pass_plain<T: Element, const WIDE: bool>(
     bad
 }
 
+/// Rounds every `c[i] * inv` to the nearest integer (halves away from zero) into `q`, the
+/// quantizer of the wavelet path's coefficients; `false` when one is not within `limit` (or
+/// not a number), its index then 0. One pass without branches, as [`index_pass`], with the
+/// same AVX2 dispatch and the same indices on every CPU (`round_indices_match_round`).
+pub fn round_indices<T: Element>(c: &[T], inv: f64, limit: f64, q: &mut [i32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        return unsafe { round_pass_avx2(c, inv, limit, q) };
+    }
+    round_pass::<T, false>(c, inv, limit, q)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn round_pass_avx2<T: Element>(c: &[T], inv: f64, limit: f64, q: &mut [i32]) -> bool {
+    round_pass::<T, true>(c, inv, limit, q)
+}
+
+/// [`round_indices`]; `WIDE` as in [`index_of_as`] (`limit` must stay below 2^31).
+#[inline(always)]
+fn round_pass<T: Element, const WIDE: bool>(c: &[T], inv: f64, limit: f64, q: &mut [i32]) -> bool {
+    let mut bad = 0u32;
+    for (qo, &v) in q.iter_mut().zip(c) {
+        let y = v.to_f64() * inv;
+        // round(y) is within `limit` exactly when |y| < limit + 1/2; `!(a < b)` catches NaN.
+        let ok = y.abs() < limit + 0.5;
+        let r = y + 0.499_999_999_999_999_94_f64.copysign(y);
+        let t = if WIDE {
+            (r.trunc() + 6_755_399_441_055_744.0).to_bits() as u32 as i32
+        } else {
+            r as i32
+        };
+        *qo = t & -(ok as i32);
+        bad |= !ok as u32;
+    }
+    bad == 0
+}
+
 /// [`quantize`], giving up (`None`) when more than `max_escapes` values escape: the caller then
 /// stores the chunk as it is, without holding an index for every value. The SSE is summed
 /// only when `sse` and `check` (NRMSE and PSNR targets read it; a plain Lorenzo chunk under an
@@ -824,6 +865,56 @@ mod tests {
                 assert_eq!(got.sse, want.2, "f64 sse {step} {check}");
             }
         }
+    }
+
+    #[test]
+    fn round_indices_match_round() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut x: Vec<f64> = (0..100_000)
+            .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 4e3)
+            .collect();
+        // Halves, both signs, and the limit's edges.
+        x.extend([
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -0.0,
+            999.5,
+            -999.5,
+            1000.49,
+            0.49999999999999994,
+        ]);
+        for inv in [1.0, 0.37, 3.0] {
+            let mut q = vec![0; x.len()];
+            let ok = round_indices(&x, inv, 1e3, &mut q);
+            let mut want_ok = true;
+            for (i, (&v, &q)) in x.iter().zip(&q).enumerate() {
+                let r = (v * inv).round();
+                let fits = r.abs() <= 1e3;
+                want_ok &= fits;
+                assert_eq!(q, if fits { r as i32 } else { 0 }, "{i}: {v} * {inv}");
+            }
+            assert_eq!(ok, want_ok, "{inv}");
+            let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let mut qf = vec![0; f.len()];
+            round_indices(&f, inv, 1e3, &mut qf);
+            for (&v, &q) in f.iter().zip(&qf) {
+                let r = (v as f64 * inv).round();
+                assert_eq!(q, if r.abs() <= 1e3 { r as i32 } else { 0 });
+            }
+        }
+        let mut q = [7; 3];
+        assert!(!round_indices(&[1.0, f64::NAN, 2.0], 1.0, 10.0, &mut q));
+        assert_eq!(q, [1, 0, 2]);
+        assert!(!round_indices(&[f64::INFINITY], 1.0, 10.0, &mut q[..1]));
     }
 
     #[test]

@@ -37,6 +37,9 @@ const SHARED_MAX: usize = field::BLOCK_TARGET;
 /// Coefficients are coded within this magnitude (the bit-plane coder's range).
 const MAX_COEFFICIENT: f64 = (1 << 29) as f64;
 
+/// Values per task of the passes over the whole chunk.
+const PIECE: usize = 1 << 16;
+
 /// The chunk coded by the wavelet path at the step of [`STEPS`] whose estimated size is the
 /// smallest; `None` when it cannot code the chunk (a value that is not finite, a bound that is
 /// not absolute or relative, a grid too small to transform, more than
@@ -136,11 +139,11 @@ impl Coding {
             .zip(x.par_iter())
             .for_each(|(g, v)| *g = T::of(v.to_f64() - mid));
         cdf97::forward(g, self.dims, self.levels);
-        g.par_iter().zip(q.par_iter_mut()).all(|(&c, q)| {
-            let r = (c.to_f64() / step).round();
-            *q = r as i32;
-            r.abs() <= MAX_COEFFICIENT
-        })
+        let inv = 1.0 / step;
+        g.par_chunks(PIECE)
+            .zip(q.par_chunks_mut(PIECE))
+            .map(|(c, q)| quant::round_indices(c, inv, MAX_COEFFICIENT, q))
+            .reduce(|| true, |a, b| a && b)
     }
 
     /// The step of [`STEPS`] with the smallest estimated chunk ([`Coding::estimate_at`]) and
@@ -287,7 +290,6 @@ type Found = (Vec<(usize, i64)>, Vec<usize>);
 /// (index, steps), and those it does not (stored exactly), both by increasing index; `None`
 /// when more than half the values need a correction (the format's limit).
 fn corrections<T: Element>(x: &[T], y: &[T], eb: f64) -> Option<Found> {
-    const PIECE: usize = 1 << 16;
     let single = T::SIZE == 4;
     let pieces: Vec<Found> = x
         .par_chunks(PIECE)
