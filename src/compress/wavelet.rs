@@ -55,12 +55,15 @@ pub(super) fn encode<T: Element>(
     let mut q = vec![0i32; x.len()];
     let (_, step) = coding.best_step(x, &mut g, &mut q)?;
     coding.quantize(x, step, &mut g, &mut q);
-    coding.finish(x, data, chunk, params, step, &mut g, &q)
+    let bands = coding.code_bands(&q);
+    coding.finish(x, data, chunk, params, step, &mut g, &q, &bands)
 }
 
 /// The auto words' trial: the chunk coded by the wavelet path at [`TRIAL_STEP`] when that is
-/// smaller than `than` bytes (the blocks' coding); skipped when a sample of the coefficients
-/// says it will not be ([`TRIAL_GATE`]).
+/// smaller than `than` bytes (the blocks' coding). A chunk whose subbands share one model is
+/// coded straight away, and given up as soon as its coefficients alone take `than` bytes;
+/// a larger one is skipped when a sample of its coefficients says it will not be smaller
+/// ([`TRIAL_GATE`]).
 pub(super) fn encode_if_smaller<T: Element>(
     x: &[T],
     data: &[u8],
@@ -72,12 +75,19 @@ pub(super) fn encode_if_smaller<T: Element>(
     let mut g = vec![T::default(); x.len()];
     let mut q = vec![0i32; x.len()];
     let step = TRIAL_STEP * coding.eb;
-    if !coding.quantize(x, step, &mut g, &mut q)
-        || coding.estimate(&q) as f64 >= TRIAL_GATE * than as f64
+    if !coding.quantize(x, step, &mut g, &mut q) {
+        return None;
+    }
+    if coding.grouping == wavelet::Grouping::Subbands
+        && coding.estimate(&q) as f64 >= TRIAL_GATE * than as f64
     {
         return None;
     }
-    let c = coding.finish(x, data, chunk, params, step, &mut g, &q)?;
+    let bands = coding.code_bands(&q);
+    if bands.iter().map(Vec::len).sum::<usize>() >= than {
+        return None;
+    }
+    let c = coding.finish(x, data, chunk, params, step, &mut g, &q, &bands)?;
     (c.len() < than).then_some(c)
 }
 
@@ -200,22 +210,11 @@ impl Coding {
             .sum()
     }
 
-    /// The chunk coded with quantization step `step` from its coefficients `q` (`g`: their
-    /// memory for the reconstruction); `None` when more than half the values would need a
-    /// correction.
-    #[allow(clippy::too_many_arguments)]
-    fn finish<T: Element>(
-        &self,
-        x: &[T],
-        data: &[u8],
-        chunk: &ChunkInfo,
-        params: &Params,
-        step: f64,
-        g: &mut [T],
-        q: &[i32],
-    ) -> Option<Vec<u8>> {
+    /// The quantized coefficients `q` range coded: a block per subband, or one for all
+    /// ([`wavelet::Grouping`]).
+    fn code_bands(&self, q: &[i32]) -> Vec<Vec<u8>> {
         let (single, near) = (Classes::Single, Contexts::Near);
-        let bands: Vec<Vec<u8>> = match self.grouping {
+        match self.grouping {
             wavelet::Grouping::Subbands => self
                 .bands
                 .par_iter()
@@ -231,11 +230,28 @@ impl Coding {
                     .collect();
                 vec![bitplane::encode_parts(&parts, single, near)]
             }
-        };
+        }
+    }
+
+    /// The chunk coded with quantization step `step` from its coefficients `q` (`g`: their
+    /// memory for the reconstruction), which `bands` holds range coded; `None` when more
+    /// than half the values would need a correction.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<T: Element>(
+        &self,
+        x: &[T],
+        data: &[u8],
+        chunk: &ChunkInfo,
+        params: &Params,
+        step: f64,
+        g: &mut [T],
+        q: &[i32],
+        bands: &[Vec<u8>],
+    ) -> Option<Vec<u8>> {
         self.reconstruct(step, g, q);
         let (fixes, exact) = corrections(x, g, self.eb)?;
         let corrections = wavelet::write_corrections(&fixes);
-        let payload = wavelet::write(self.levels, self.grouping, &bands, &corrections);
+        let payload = wavelet::write(self.levels, self.grouping, bands, &corrections);
         let esc = escapes::write(&exact, data, T::SIZE);
         let mut out = Vec::with_capacity(payload.len() + esc.len() + format::MAX_OVERHEAD);
         Header {
