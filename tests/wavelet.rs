@@ -179,6 +179,31 @@ fn auto_takes_the_wavelet_only_where_it_is_smaller() {
 }
 
 #[test]
+fn auto_leaves_chunks_under_4096_values_to_the_blocks() {
+    // Large eddies in a 32x64 chunk at rel 1e-1: the wavelet trial's coding would be the
+    // smaller (auto took it before chunks this small were left out), but a chunk under 4096
+    // values is left to the blocks; the wavelet word still codes it.
+    let (h0, w0) = (32, 64);
+    let x: Vec<f64> = (0..h0 * w0)
+        .map(|i| {
+            let (y, x) = ((i / w0) as f64 * 3.0, (i % w0) as f64 * 3.0);
+            (x * 0.031).sin() * (y * 0.027).cos() * 5.0 + (0.011 * (x + 2.0 * y)).sin() * 3.0
+        })
+        .collect();
+    let p = Params::rel(1e-1);
+    let (auto, h) = round_trip(&x, DType::F32, &[h0, w0], &p);
+    assert_eq!(h.layout, Layout::Coded);
+    let (forced, h) = round_trip(&x, DType::F32, &[h0, w0], &wavelet(p));
+    assert_eq!(h.layout, Layout::Wavelet);
+    assert!(
+        forced.len() < auto.len(),
+        "{} >= {}",
+        forced.len(),
+        auto.len()
+    );
+}
+
+#[test]
 fn same_chunk_and_values_with_any_thread_count() {
     let x: Vec<f32> = eddies(300, 400);
     let data = bytes32(&x);
