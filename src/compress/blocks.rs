@@ -15,6 +15,13 @@ use crate::predict::{lorenzo, nglr::Nglr, nglr::ID as NGLR_ID};
 use crate::quant::Plan;
 use crate::select::{clear_share, Candidates, Menu};
 
+/// A chunk coded as blocks, and the squared error of its decoded values when every block's
+/// coding knew its own (the wavelet trial weighs it against the transform's).
+pub(super) struct CodedChunk {
+    pub bytes: Vec<u8>,
+    pub sse: Option<f64>,
+}
+
 /// Codes a chunk on `plan`; `gpu_blocks` holds the block payloads when the GPU made them.
 /// With the enhancer on, the plan's prequantized indices are dropped once the blocks are
 /// coded (`plan.quantized.q` is left empty), so that the enhancer's grid indices and
@@ -27,7 +34,7 @@ pub(super) fn encode_coded<T: Element>(
     params: &Params,
     plan: &mut Plan,
     gpu_blocks: Option<Vec<Vec<u8>>>,
-) -> Vec<u8> {
+) -> CodedChunk {
     let dims = field::grid_dims(&chunk.shape);
     let ext = field::block_extents(dims, crate::entropy::block_target(params.coder));
     let blocks = field::blocks(dims, ext).expect("extents are positive");
@@ -49,6 +56,7 @@ pub(super) fn encode_coded<T: Element>(
             code_blocks(&source, &blocks, ext, params, data.len())
         }
     };
+    let sse = coded.iter().map(|c| c.sse).sum::<Option<f64>>();
     let mut all_escapes: Vec<usize> = coded
         .iter()
         .flat_map(|c| c.escapes.iter().copied())
@@ -88,7 +96,10 @@ pub(super) fn encode_coded<T: Element>(
         escapes: escapes::write(&all_escapes, data, T::SIZE),
         enhance,
     };
-    assemble::coded_chunk(chunk, params, plan, ext, &sections)
+    CodedChunk {
+        bytes: assemble::coded_chunk(chunk, params, plan, ext, &sections),
+        sse: sse.filter(|_| params.enhancer == Enhancer::Off),
+    }
 }
 
 /// The GPU's Lorenzo blocks; the escapes are the plan's (already global and sorted).
@@ -106,6 +117,7 @@ fn gpu_coded(blocks: Vec<Vec<u8>>, plan: &Plan) -> Vec<Coded> {
             } else {
                 Vec::new()
             },
+            sse: None,
         })
         .collect()
 }

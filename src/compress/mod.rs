@@ -18,6 +18,7 @@ use crate::format::{self, section, Header, Layout, Reader};
 use crate::params::{ChunkInfo, DType, Enhancer, Params, PredictorChoice};
 use crate::quant::{self, Plan};
 use crate::region::Region;
+use blocks::CodedChunk;
 
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
     params.validate()?;
@@ -73,15 +74,19 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
             compress_blocks::<T>(data, chunk, params).map(|blocks| match wavelet_trial(params) {
                 true => {
                     let x = field::values::<T>(data);
-                    wavelet::encode_if_smaller::<T>(&x, data, chunk, params, blocks.len())
-                        .unwrap_or(blocks)
+                    let rival = wavelet::Rival {
+                        bytes: blocks.bytes.len(),
+                        sse: blocks.sse,
+                    };
+                    wavelet::encode_if_better::<T>(&x, data, chunk, params, &rival)
+                        .unwrap_or(blocks.bytes)
                 }
-                false => blocks,
+                false => blocks.bytes,
             })
         }
         Whole::EdgeBox { region } => compress_edge::<T>(data, chunk, params, &region),
         Whole::Wavelet => wavelet::encode::<T>(&field::values::<T>(data), data, chunk, params)
-            .or_else(|| compress_blocks::<T>(data, chunk, params)),
+            .or_else(|| compress_blocks::<T>(data, chunk, params).map(|b| b.bytes)),
     };
     match coded {
         Some(bytes) if bytes.len() < format::stored_len(chunk.shape.len(), data.len()) => bytes,
@@ -89,7 +94,7 @@ fn compress_typed<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -
     }
 }
 
-/// Whether the blocks' coding is tried against the wavelet path ([`wavelet::encode_if_smaller`]):
+/// Whether the blocks' coding is tried against the wavelet path ([`wavelet::encode_if_better`]):
 /// the auto predictor words, with no enhancer (NeurLZ learns from the blocks' grid) and on the
 /// CPU.
 fn wavelet_trial(params: &Params) -> bool {
@@ -112,6 +117,7 @@ fn compress_edge<T: Element>(
     let boxed = ChunkInfo::new(chunk.dtype, &region.extent).expect("a box inside the chunk");
     let data = region.gather(data, chunk.dtype.size());
     let coded = compress_blocks::<T>(&data, &boxed, params)
+        .map(|c| c.bytes)
         .filter(|c| c.len() < format::stored_len(boxed.shape.len(), data.len()))?;
     let mut r = Reader::new(&coded);
     let header = Header::read(&mut r).expect("the encoder's own header");
@@ -132,7 +138,11 @@ fn compress_edge<T: Element>(
 
 /// Codes a chunk's values as blocks (the GPU's when it takes the chunk); `None` when no grid
 /// can hold them.
-fn compress_blocks<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Option<Vec<u8>> {
+fn compress_blocks<T: Element>(
+    data: &[u8],
+    chunk: &ChunkInfo,
+    params: &Params,
+) -> Option<CodedChunk> {
     if let Some((mut plan, coded)) = gpu_encode(data, chunk, params) {
         // The GPU coded every block: the values are needed only as bytes, for the escapes.
         return Some(blocks::encode_coded::<T>(
@@ -148,7 +158,10 @@ fn compress_blocks<T: Element>(data: &[u8], chunk: &ChunkInfo, params: &Params) 
     let x = &x[..];
     let mut plan = quant::plan(x, params)?;
     Some(match quant::target_nrmse(params) {
-        Some(target) => target::encode_for_target(x, data, chunk, params, plan, target),
+        Some(target) => CodedChunk {
+            bytes: target::encode_for_target(x, data, chunk, params, plan, target),
+            sse: None,
+        },
         None => blocks::encode_coded(x, data, chunk, params, &mut plan, None),
     })
 }

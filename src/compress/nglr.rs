@@ -246,7 +246,7 @@ impl<T: Element> Source<'_, T> {
                 .map(|(b, at)| {
                     let r = at..at + b.len();
                     let bytes = self.payload(b, model, &codes[r.clone()]);
-                    self.coded(b, model, bytes, &escaped[r])
+                    self.coded(b, model, bytes, &escaped[r], None)
                 })
                 .collect(),
         )

@@ -8,11 +8,12 @@ use crate::params::Coder;
 use crate::predict::lorenzo::Lorenzo;
 use crate::predict::Predictor;
 use crate::quant::Plan;
-use crate::select::{predict_block, Trial};
+use crate::select::{predict_block_recon, recon_sse, Trial};
 
-/// A coded block: the directory's predictor id and kernel byte, the payload, and the chunk
-/// indices of its escaped points.
-#[derive(Debug, PartialEq)]
+/// A coded block: the directory's predictor id and kernel byte, the payload, the chunk
+/// indices of its escaped points, and the squared error of its decoded values where the
+/// coding computed them (not on the GPU's paths).
+#[derive(Debug)]
 pub(super) struct Coded {
     pub id: u8,
     /// Directory byte 2: the coarse levels' feedback step (0: none).
@@ -20,6 +21,17 @@ pub(super) struct Coded {
     pub kernel: u8,
     pub bytes: Vec<u8>,
     pub escapes: Vec<usize>,
+    pub sse: Option<f64>,
+}
+
+/// Codings are equal when what they write is: the squared error is what the encoder learned
+/// on the way (the GPU's paths do not compute it), not part of the coding.
+impl PartialEq for Coded {
+    fn eq(&self, other: &Coded) -> bool {
+        (self.id, self.coarse, self.kernel) == (other.id, other.coarse, other.kernel)
+            && self.bytes == other.bytes
+            && self.escapes == other.escapes
+    }
 }
 
 /// What coding a block needs besides the block itself (encode only).
@@ -58,12 +70,13 @@ impl<T: Element> Source<'_, T> {
         escaped: &[bool],
         done: Option<Trial>,
     ) -> Coded {
-        let (bytes, escaped) = done.unwrap_or_else(|| {
-            let (codes, escaped) =
-                predict_block(predictor, bx, bq, escaped, b.ext, self.plan, self.single);
-            (self.payload(b, predictor, &codes), escaped)
+        let (bytes, escaped, sse) = done.unwrap_or_else(|| {
+            let (codes, recon, escaped) =
+                predict_block_recon(predictor, bx, bq, escaped, b.ext, self.plan, self.single);
+            let sse = recon_sse(bx, &recon, &escaped, self.plan);
+            (self.payload(b, predictor, &codes), escaped, sse)
         });
-        self.coded(b, predictor, bytes, &escaped)
+        self.coded(b, predictor, bytes, &escaped, Some(sse))
     }
 
     /// Block `b` coded by plain Lorenzo on the grid (feedback step 1) when none of its points
@@ -75,7 +88,7 @@ impl<T: Element> Source<'_, T> {
         let mut codes = vec![0; bq.len()];
         Lorenzo.residuals(&bq, b.ext, &mut codes);
         let bytes = self.payload(b, &Lorenzo, &codes);
-        self.coded(b, &Lorenzo, bytes, &[])
+        self.coded(b, &Lorenzo, bytes, &[], None)
     }
 
     /// Block `b`'s payload: `predictor`'s header, then its residual `codes` coded.
@@ -91,13 +104,14 @@ impl<T: Element> Source<'_, T> {
     }
 
     /// Block `b` coded by `predictor` into `bytes`, its `escaped` points (block-local flags)
-    /// listed by chunk index.
+    /// listed by chunk index, with the squared error of its values when known.
     pub(super) fn coded(
         &self,
         b: &Block,
         predictor: &dyn Predictor,
         bytes: Vec<u8>,
         escaped: &[bool],
+        sse: Option<f64>,
     ) -> Coded {
         Coded {
             id: predictor.id(),
@@ -105,6 +119,7 @@ impl<T: Element> Source<'_, T> {
             kernel: predictor.kernel(),
             bytes,
             escapes: escapes::in_chunk(b, self.dims, escaped),
+            sse,
         }
     }
 }

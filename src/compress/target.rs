@@ -39,7 +39,7 @@ pub(super) fn encode_for_target<T: Element>(
             let Some(mut p) = quant::plan_on(x, plan.grid.mid, eb, quant::FEEDBACK_STEP) else {
                 break;
             };
-            let bytes = encode_coded(x, data, chunk, &plain, &mut p, None);
+            let bytes = encode_coded(x, data, chunk, &plain, &mut p, None).bytes;
             let Some(e) = decoded_nrmse(x, &bytes).filter(|&e| e > 0.0) else {
                 break;
             };
@@ -61,7 +61,7 @@ pub(super) fn encode_for_target<T: Element>(
     let (plan, bytes) = match base {
         Some((p, b)) if b.len() * 8 <= LOW_RATE_BITS * x.len() => (p, b),
         found => {
-            let own = encode_coded(x, data, chunk, &plain, &mut plan, None);
+            let own = encode_coded(x, data, chunk, &plain, &mut plan, None).bytes;
             match found {
                 Some((p, b)) if b.len() <= own.len() => (p, b),
                 _ => (plan, own),
@@ -100,7 +100,7 @@ fn quality_target<T: Element>(
         ..*params
     };
     let mut best = plain;
-    let enhanced = encode_coded(x, data, chunk, &forced, &mut plan, None);
+    let enhanced = encode_coded(x, data, chunk, &forced, &mut plan, None).bytes;
     let Some(e0) = decoded_nrmse(x, &enhanced) else {
         return best;
     };
@@ -117,7 +117,7 @@ fn quality_target<T: Element>(
         let Some(mut loose) = quant::loosened(x, &plan, factor) else {
             break;
         };
-        let bytes = encode_coded(x, data, chunk, &forced, &mut loose, None);
+        let bytes = encode_coded(x, data, chunk, &forced, &mut loose, None).bytes;
         let Some(e) = decoded_nrmse(x, &bytes) else {
             break;
         };

@@ -5,7 +5,7 @@
 
 mod trial;
 
-pub use trial::{predict_block, predict_block_recon, Choice, Trial};
+pub use trial::{predict_block_recon, recon_sse, Choice, Trial};
 
 use crate::params::{Coder, PredictorChoice};
 use crate::predict::{

@@ -27,8 +27,9 @@ const FULL_TRIAL: usize = 1 << 13;
 /// against SZ3 -16.9% with the trade, -16.5% without.
 const RD_WEIGHT: f64 = 1.0;
 
-/// A block coded in full by a trial: its payload and which points it escaped.
-pub type Trial = (Vec<u8>, Vec<bool>);
+/// A block coded in full by a trial: its payload, which points it escaped, and the squared
+/// error of its decoded values ([`recon_sse`]).
+pub type Trial = (Vec<u8>, Vec<bool>, f64);
 
 /// A predictor and, when its trial was the whole block, that trial's coding.
 pub type Pick<'a> = (&'a dyn Predictor, Option<Trial>);
@@ -102,7 +103,7 @@ pub(super) fn choose_predictor<'a>(
         .par_iter()
         .enumerate()
         .map(|(k, p)| match defer.iter().any(|d| d.candidate == k) {
-            true => (usize::MAX, (Vec::new(), Vec::new()), 0.0),
+            true => (usize::MAX, (Vec::new(), Vec::new(), 0.0), 0.0),
             false => trial(*p),
         })
         .collect();
@@ -157,26 +158,31 @@ fn try_one(
     single: bool,
 ) -> Tried {
     let (codes, recon, esc) = predict_block_recon(p, s.x, s.q, s.escaped, s.ext, plan, single);
-    let sse: f64 =
-        s.x.iter()
-            .zip(&recon)
-            .zip(&esc)
-            .filter(|(_, &e)| !e)
-            .map(|((&x, &r), _)| {
-                let d = x - quant::dequantize_f64(r, plan.grid);
-                d * d
-            })
-            .sum();
+    let sse = recon_sse(s.x, &recon, &esc, plan);
     let escapes = esc.iter().filter(|&&e| e).count() * (2 + 8);
     let mut bytes = p.header();
     if whole {
         bytes.extend(entropy::encode_block(coder, &codes, s.ext, p.contexts()));
-        (bytes.len() + escapes, (bytes, esc), sse)
+        (bytes.len() + escapes, (bytes, esc, sse), sse)
     } else {
         let size =
             bytes.len() + entropy::estimate_block(sample_model(coder), &codes, s.ext, p.contexts());
-        (size + escapes, (Vec::new(), esc), sse)
+        (size + escapes, (Vec::new(), esc, sse), sse)
     }
+}
+
+/// The squared error of a block's decoded values: `recon` holds their grid indices, and an
+/// escaped point (stored exactly) adds nothing.
+pub fn recon_sse(x: &[f64], recon: &[i32], escaped: &[bool], plan: &Plan) -> f64 {
+    x.iter()
+        .zip(recon)
+        .zip(escaped)
+        .filter(|(_, &e)| !e)
+        .map(|((&x, &r), _)| {
+            let d = x - quant::dequantize_f64(r, plan.grid);
+            d * d
+        })
+        .sum()
 }
 
 /// The coder whose model estimates a sample's size. rANS codes the range coder's model with
@@ -230,22 +236,9 @@ fn pick<'a>(
     }
 }
 
-/// Codes one block with `predictor`: returns the codes and which points ended up escaped.
-pub fn predict_block(
-    predictor: &dyn Predictor,
-    x: &[f64],
-    q: &[i32],
-    escaped: &[bool],
-    ext: [usize; 3],
-    plan: &Plan,
-    single: bool,
-) -> (Vec<i32>, Vec<bool>) {
-    let (codes, _, escaped) = predict_block_recon(predictor, x, q, escaped, ext, plan, single);
-    (codes, escaped)
-}
-
-/// [`predict_block`], also returning the decoder's reconstruction of the block's indices
-/// (which the encoder leaves in place of the prequantized ones). The trials here, the coding
+/// Codes one block with `predictor`: the codes, the decoder's reconstruction of the block's
+/// indices (which the encoder leaves in place of the prequantized ones), and which points
+/// ended up escaped. The trials here, the coding
 /// in `compress/` and NGLR's training pairs all predict through it.
 pub fn predict_block_recon(
     predictor: &dyn Predictor,
