@@ -9,7 +9,8 @@ ZFP, no filter) a dataset is written to and read from an in-memory file with the
 off (h5py, `driver="core"`), timing only the write and read calls; the SZ3 release is
 called directly on the whole field (`pysz`, absolute bound), as a user calls it. Best of
 --repeats. Fields of rank > 3 are reshaped to 3-D (leading dims merged); 16x64x64 chunks
-are clipped to the field's dims.
+are clipped to the field's dims, and a rank-2 field takes their last two (64x64), as in
+scripts/bench (before 2026-12-07, 23:40 UTC, a rank-2 field took 16x64).
 
 Each thread setting runs in a child process of its own: one thread is RAYON_NUM_THREADS=1
 and OMP_NUM_THREADS=1 (pysz single-threaded); all threads leaves both unset (pysz with
@@ -123,7 +124,8 @@ def child(spec):
                              bpv=8 * nb / arr.size, write=raw / 1e6 / tw, read=raw / 1e6 / tr))
             for layout, chunks in (("whole field", arr.shape),
                                    ("16x64x64 chunks",
-                                    tuple(min(c, d) for c, d in zip(CHUNKED, arr.shape)))):
+                                    tuple(min(c, d) for c, d in
+                                          zip(CHUNKED[-arr.ndim:], arr.shape)))):
                 for codec in [m[0] for m in RESID_MODES] + list(PEERS):
                     try:
                         nb, tw, tr = through_hdf5(arr, codec, eb, chunks, spec["repeats"])
