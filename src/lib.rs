@@ -50,12 +50,18 @@ pub use params::{Backend, ChunkInfo, Coder, DType, Enhancer, ErrorMode, Params, 
 /// more than [`format::MAX_OVERHEAD`] bytes larger than `data`.
 pub fn compress(data: &[u8], chunk: &ChunkInfo, params: &Params) -> Result<Vec<u8>> {
     let work = || compress::compress(data, chunk, params);
-    // Plain Lorenzo runs a few parallel loops per chunk: one hand-off to a worker costs it
-    // more than it saves (16x64x64 chunks, packed coder: 0.044 s against 0.069 s on seven
-    // fields); the other predictors' trials run dozens (the default: 1.34 s against 1.21 s).
-    match params.predictor {
-        PredictorChoice::Lorenzo => pool::run(work)?,
-        _ => pool::run_on_worker(work)?,
+    // The CPU-only predictors' trials run dozens of parallel loops per chunk: on a worker the
+    // default writes 16x64x64 chunks in 1.21 s instead of 1.34 s (seven fields). Plain
+    // Lorenzo runs a few, and a hand-off costs it more than it saves (the packed coder: 0.069
+    // s against 0.044 s); NGLR and NeurLZ may train on the GPU, which follows the CUDA context
+    // current on the caller's thread (docs/GPU.md), so they stay there too.
+    let trials_on_cpu = matches!(
+        params.predictor,
+        PredictorChoice::Auto | PredictorChoice::Interp | PredictorChoice::Wavelet
+    ) && params.enhancer == Enhancer::Off;
+    match trials_on_cpu {
+        true => pool::run_on_worker(work)?,
+        false => pool::run(work)?,
     }
 }
 

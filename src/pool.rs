@@ -32,7 +32,8 @@ pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
 /// the pool and waits for it, two thread switches per loop: for an encoder, whose trials run
 /// dozens of loops per chunk, those switches took a quarter of the write time of 16x64x64
 /// chunks (BENCHMARKS.md). One hand-off per call costs more than it saves where a call runs
-/// few loops (a small chunk's decoder, plain Lorenzo's encoder), which therefore uses [`run`].
+/// few loops (a small chunk's decoder, plain Lorenzo's encoder), which therefore uses [`run`],
+/// and so does work that may use the GPU of the caller's CUDA context.
 pub fn run_on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
     run_where(f, true)
 }
