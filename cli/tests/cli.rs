@@ -154,13 +154,15 @@ fn raw_f64_round_trip_psnr_and_inspect() {
         "20x10x10",
         "--abs",
         "1e-6",
+        "--predictor",
+        "wavelet",
     ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let rsid = d.join("x.bin.rsid");
     let o = resid(&["inspect", rsid.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    // This smooth field codes smaller through the wavelet than as blocks.
+    // The wavelet word (the auto words leave a chunk of 2,000 values to the blocks).
     for want in [
         "type:        f64",
         "shape:       20x10x10",
