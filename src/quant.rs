@@ -695,15 +695,19 @@ pub fn nrmse<T: Element>(x: &[T], y: &[T]) -> f64 {
 mod tests {
     use super::*;
 
+    /// A deterministic stream of 64-bit words (xorshift64) for the tests' inputs.
+    fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
     #[test]
     fn stats_match_the_plain_fold() {
-        let mut r = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            r ^= r << 13;
-            r ^= r >> 7;
-            r ^= r << 17;
-            r
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         let odd = [
             f32::NAN,
             f32::INFINITY,
@@ -820,13 +824,7 @@ mod tests {
 
     #[test]
     fn quantize_matches_the_plain_loop() {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         let specials = [
             f32::NAN,
             f32::INFINITY,
@@ -869,13 +867,7 @@ mod tests {
 
     #[test]
     fn round_indices_match_round() {
-        let mut s = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         let mut x: Vec<f64> = (0..100_000)
             .map(|_| ((next() >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 4e3)
             .collect();

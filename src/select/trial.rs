@@ -60,9 +60,9 @@ pub(super) struct Input<'a> {
     pub ext: [usize; 3],
 }
 
-/// One trial's size in bytes (`usize::MAX`: not tried), its coding when it was the whole
-/// block, and the squared error of its reconstruction.
-type Tried = (usize, Trial, f64);
+/// One trial's size in bytes (`usize::MAX`: not tried) and its [`Trial`] (the payload only when
+/// it was the whole block; the escapes and squared error always).
+type Tried = (usize, Trial);
 
 /// Tries every candidate on the block (or a central sample of it), escapes counted; a whole-
 /// block trial's coding is returned with its pick, so the caller need not code it again.
@@ -103,7 +103,7 @@ pub(super) fn choose_predictor<'a>(
         .par_iter()
         .enumerate()
         .map(|(k, p)| match defer.iter().any(|d| d.candidate == k) {
-            true => (usize::MAX, (Vec::new(), Vec::new(), 0.0), 0.0),
+            true => (usize::MAX, (Vec::new(), Vec::new(), 0.0)),
             false => trial(*p),
         })
         .collect();
@@ -163,11 +163,11 @@ fn try_one(
     let mut bytes = p.header();
     if whole {
         bytes.extend(entropy::encode_block(coder, &codes, s.ext, p.contexts()));
-        (bytes.len() + escapes, (bytes, esc, sse), sse)
+        (bytes.len() + escapes, (bytes, esc, sse))
     } else {
         let size =
             bytes.len() + entropy::estimate_block(sample_model(coder), &codes, s.ext, p.contexts());
-        (size + escapes, (Vec::new(), esc, sse), sse)
+        (size + escapes, (Vec::new(), esc, sse))
     }
 }
 
@@ -207,7 +207,7 @@ fn pick<'a>(
 ) -> Choice<'a> {
     let nsf = ns as f64;
     let cost = |k: usize| {
-        let (bytes, _, sse) = &trials[k];
+        let (bytes, (_, _, sse)) = &trials[k];
         if *bytes == usize::MAX {
             f64::INFINITY
         } else {
