@@ -239,10 +239,7 @@ fn index_of<T: Element>(v: T, grid: Grid, inv: f64, eb: f64, check: bool) -> (i3
     index_of_as::<T, false>(v, grid, inv, eb, check)
 }
 
-/// [`index_of`]; `WIDE`: truncate with `f64::trunc` and read the integer from the bits of
-/// `t + 1.5 * 2^52` (exact for integers below 2^51), which compiles to vector instructions
-/// where AVX is on. `as i32` saturates, and LLVM does that one lane at a time; it is kept
-/// without AVX, where `trunc` is a library call. Both give the same index: the values they
+/// [`index_of`]; `WIDE` as in [`round_half_away`]. Both give the same index: the values they
 /// differ on (NaN, out of range) are masked to 0 by `ok`.
 #[inline(always)]
 fn index_of_as<T: Element, const WIDE: bool>(
@@ -257,18 +254,27 @@ fn index_of_as<T: Element, const WIDE: bool>(
     // round(y) is within QMAX exactly when |y| < QMAX + 1/2 (halves go away from zero);
     // `!(a < b)` also catches NaN.
     let ok = !v.is_special() & (y.abs() < QMAX + 0.5);
-    // Halves away from zero: add the largest double below one half, with y's sign, and
-    // truncate (LLVM's own expansion of `round`, exact here as |y| < 2^28; no libm call).
     // Computed for every value, then selected.
+    let qi = round_half_away::<WIDE>(y) & -(ok as i32);
+    let fits = !check | within(xf, dequantize_f64(qi, grid), eb, T::SIZE == 4);
+    (qi, ok & fits)
+}
+
+/// `y` rounded to the nearest integer, halves away from zero, for |y| < 2^31 (other values
+/// give some integer, which the callers mask): add the largest double below one half, with
+/// y's sign, and truncate (LLVM's own expansion of `round`; no libm call). `WIDE`: truncate
+/// with `f64::trunc` and read the integer from the bits of `t + 1.5 * 2^52` (exact for
+/// integers below 2^51), which compiles to vector instructions where AVX is on. `as i32`
+/// saturates, and LLVM does that one lane at a time; it is kept without AVX, where `trunc`
+/// is a library call.
+#[inline(always)]
+fn round_half_away<const WIDE: bool>(y: f64) -> i32 {
     let r = y + 0.499_999_999_999_999_94_f64.copysign(y);
-    let t = if WIDE {
+    if WIDE {
         (r.trunc() + 6_755_399_441_055_744.0).to_bits() as u32 as i32
     } else {
         r as i32
-    };
-    let qi = t & -(ok as i32);
-    let fits = !check | within(xf, dequantize_f64(qi, grid), eb, T::SIZE == 4);
-    (qi, ok & fits)
+    }
 }
 
 /// Writes the grid index of every value of `c` into `qc` (0 where it escapes) and counts
@@ -345,7 +351,7 @@ unsafe fn round_pass_avx2<T: Element>(c: &[T], inv: f64, limit: f64, q: &mut [i3
     round_pass::<T, true>(c, inv, limit, q)
 }
 
-/// [`round_indices`]; `WIDE` as in [`index_of_as`] (`limit` must stay below 2^31).
+/// [`round_indices`]; `WIDE` as in [`round_half_away`] (`limit` must stay below 2^31).
 #[inline(always)]
 fn round_pass<T: Element, const WIDE: bool>(c: &[T], inv: f64, limit: f64, q: &mut [i32]) -> bool {
     let mut bad = 0u32;
@@ -353,13 +359,7 @@ fn round_pass<T: Element, const WIDE: bool>(c: &[T], inv: f64, limit: f64, q: &m
         let y = v.to_f64() * inv;
         // round(y) is within `limit` exactly when |y| < limit + 1/2; `!(a < b)` catches NaN.
         let ok = y.abs() < limit + 0.5;
-        let r = y + 0.499_999_999_999_999_94_f64.copysign(y);
-        let t = if WIDE {
-            (r.trunc() + 6_755_399_441_055_744.0).to_bits() as u32 as i32
-        } else {
-            r as i32
-        };
-        *qo = t & -(ok as i32);
+        *qo = round_half_away::<WIDE>(y) & -(ok as i32);
         bad |= !ok as u32;
     }
     bad == 0
